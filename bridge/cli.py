@@ -1,0 +1,107 @@
+"""The ``bridge`` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bridge import __version__
+from bridge.errors import BridgeError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="bridge", description="SECONDOPINION: the second-opinion DICOM bridge."
+    )
+    p.add_argument(
+        "--config", type=Path, help="TOML settings file (see config/bridge.example.toml)"
+    )
+    p.add_argument("--version", action="version", version=f"bridge {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="run the listener, the workers and the HTTP server")
+    sub.add_parser("migrate", help="bring the state store schema up to date")
+    cases = sub.add_parser("cases", help="list cases")
+    cases.add_argument("--state", help="only cases in this state")
+    cases.add_argument("--limit", type=int, default=50)
+    cases.add_argument("--json", action="store_true", help="print JSON")
+    case = sub.add_parser("case", help="show one case")
+    case.add_argument("case_id")
+    sample = sub.add_parser("sample", help="write a synthetic CT study with planted identities")
+    sample.add_argument("out_dir", type=Path)
+    sample.add_argument("--instances", type=int, default=20)
+    sample.add_argument("--size", type=int, default=512, help="rows and columns")
+    sub.add_parser("settings", help="print the effective settings (secrets masked)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from bridge.config import load_settings
+    from bridge.logging import configure
+
+    try:
+        settings = load_settings(args.config)
+        configure(settings.log_format, settings.log_level)
+        return _run(args, settings)
+    except BridgeError as exc:
+        print(f"bridge: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run(args: argparse.Namespace, settings: object) -> int:
+    from bridge.config import Settings
+
+    assert isinstance(settings, Settings)
+    if args.command == "serve":
+        from bridge.service import serve
+
+        return serve(settings)
+    if args.command == "migrate":
+        from bridge.service import open_store
+
+        store = open_store(settings)
+        print("state store schema is up to date")
+        store.engine.dispose()
+        return 0
+    if args.command in ("cases", "case"):
+        from bridge.service import open_store
+        from bridge.web.app import case_out
+
+        store = open_store(settings)
+        if args.command == "case":
+            c = store.get_case(args.case_id)
+            if c is None:
+                print(f"bridge: no case {args.case_id}", file=sys.stderr)
+                return 1
+            print(case_out(c).model_dump_json(indent=2))
+            return 0
+        rows = [case_out(c) for c in store.list_cases(args.state, args.limit)]
+        if args.json:
+            print(json.dumps([r.model_dump() for r in rows], indent=2))
+            return 0
+        print(f"{'CASE':16}  {'STATE':12}  {'INST':>5}  {'FWD':>5}  {'SUBSPEC':9}  CREATED")
+        for r in rows:
+            print(
+                f"{r.id:16}  {r.state.value:12}  {r.instances.total:5}  "
+                f"{r.instances.forwarded:5}  {r.subspecialty:9}  {r.created_at}"
+            )
+        return 0
+    if args.command == "sample":
+        from bridge.testing.sample import make_study
+
+        study = make_study(args.out_dir, args.instances, rows=args.size, columns=args.size)
+        print(f"wrote {len(study.paths)} instances to {args.out_dir}")
+        return 0
+    if args.command == "settings":
+        print(settings.model_dump_json(indent=2))
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

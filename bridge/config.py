@@ -1,0 +1,277 @@
+"""Settings: one typed, immutable object built once at start-up and passed down.
+
+Sources, highest priority first: keyword arguments (tests), environment variables
+(prefix ``BRIDGE_``, ``__`` for nesting, e.g. ``BRIDGE_DIMSE__PORT``), a ``.env`` file,
+a TOML file (``--config FILE.toml`` or ``BRIDGE_CONFIG_FILE``), then the defaults below.
+Every setting is documented with its default in ``config/bridge.example.toml``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from bridge.errors import ConfigError
+
+DEFAULT_AE_TITLE = "SECONDOPINION"
+DEFAULT_DIMSE_PORT = 11112
+DEFAULT_HTTP_PORT = 8080
+DEFAULT_STABLE_SECONDS = 30.0
+
+Subspecialty = Literal[
+    "neuro", "msk", "body", "chest", "breast", "cardiac", "pediatric", "oncology", "general"
+]
+Priority = Literal["routine", "urgent", "stat"]
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+
+def _ae_title(value: str) -> str:
+    value = value.strip()
+    if not value or len(value) > 16 or "\\" in value or not value.isprintable():
+        raise ValueError("an AE title is 1 to 16 printable characters without backslash")
+    return value
+
+
+AETitle = Annotated[str, AfterValidator(_ae_title)]
+
+
+class AeRoute(BaseModel):
+    """A called AE title that routes received studies to a subspecialty and default question."""
+
+    model_config = _FROZEN
+
+    ae_title: AETitle
+    subspecialty: Subspecialty = "general"
+    question: str = ""
+    priority: Priority = "routine"
+
+
+class DimseSettings(BaseModel):
+    """The C-STORE / C-ECHO listener."""
+
+    model_config = _FROZEN
+
+    ae_title: AETitle = DEFAULT_AE_TITLE
+    host: str = "127.0.0.1"
+    port: int = Field(DEFAULT_DIMSE_PORT, ge=0, le=65535)
+    #: Calling AE titles allowed to associate; empty = anyone.
+    allowed_calling_aets: tuple[AETitle, ...] = ()
+    #: Extra called AE titles, each routing to a subspecialty and default question.
+    routes: tuple[AeRoute, ...] = ()
+    max_associations: int = Field(16, ge=1)
+    #: Seconds an association may stay idle (ACSE/DIMSE/network timeouts).
+    timeout: float = Field(60.0, gt=0)
+    #: Seconds to let running associations finish on shutdown before aborting them.
+    shutdown_grace: float = Field(10.0, ge=0)
+
+    def route_for(self, called_aet: str) -> AeRoute | None:
+        for route in self.routes:
+            if route.ae_title == called_aet.strip():
+                return route
+        return None
+
+    @property
+    def accepted_called_aets(self) -> frozenset[str]:
+        return frozenset([self.ae_title, *(r.ae_title for r in self.routes)])
+
+
+class HttpSettings(BaseModel):
+    """The HTTP server: health, metrics, API."""
+
+    model_config = _FROZEN
+
+    host: str = "127.0.0.1"
+    port: int = Field(DEFAULT_HTTP_PORT, ge=0, le=65535)
+
+
+class DeidSettings(BaseModel):
+    """De-identification."""
+
+    model_config = _FROZEN
+
+    #: Key for pseudonyms and UID mapping (HMAC). Required to run the pipeline.
+    secret: SecretStr | None = None
+    profile: Literal["basic"] = "basic"
+    #: Prefix of the pseudonymous Patient ID and Name.
+    pseudonym_prefix: str = Field("SO", pattern=r"^[A-Z0-9]{1,8}$")
+    #: Value of (0012,0063) De-identification Method.
+    method_text: str = "SECONDOPINION bridge: DICOM PS3.15 Annex E Basic Profile"
+
+
+class PacsSettings(BaseModel):
+    """The hospital PACS: source for pulls, destination for returned reports."""
+
+    model_config = _FROZEN
+
+    dicomweb_url: str | None = None
+    ae_title: str | None = None
+    host: str | None = None
+    port: int | None = Field(None, ge=1, le=65535)
+
+
+class ReadingSettings(BaseModel):
+    """The remote reading archive (DICOMweb) and its case queue (webhook)."""
+
+    model_config = _FROZEN
+
+    dicomweb_url: str | None = None
+    token: SecretStr | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    #: Verify TLS certificates (True), or a CA bundle path.
+    verify_tls: bool | str = True
+    queue_url: str | None = None
+    queue_secret: SecretStr | None = None
+    #: STOW-RS batching: at most this many instances / bytes per request.
+    stow_max_instances: int = Field(50, ge=1)
+    stow_max_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    #: Parallel STOW-RS requests.
+    stow_parallel: int = Field(2, ge=1, le=16)
+    timeout: float = Field(120.0, gt=0)
+    #: Exponential backoff for transient failures: first delay, and the cap.
+    retry_initial: float = Field(2.0, gt=0)
+    retry_max: float = Field(300.0, gt=0)
+
+    @field_validator("dicomweb_url", "queue_url")
+    @classmethod
+    def _strip_slash(cls, v: str | None) -> str | None:
+        return v.rstrip("/") if v else v
+
+
+class SpoolSettings(BaseModel):
+    """The on-disk spool of received and de-identified instances."""
+
+    model_config = _FROZEN
+
+    #: Maximum bytes held in the spool; 0 = no quota (the disk still limits).
+    quota_bytes: int = Field(0, ge=0)
+    #: Refuse new instances (0xA700) when the filesystem has less free space than this.
+    min_free_bytes: int = Field(512 * 1024 * 1024, ge=0)
+    #: Keep the original received file until the instance is forwarded, then delete it.
+    keep_forwarded: bool = False
+
+
+class WorkerSettings(BaseModel):
+    model_config = _FROZEN
+
+    #: Threads de-identifying instances.
+    deid_threads: int = Field(2, ge=1, le=32)
+    #: Seconds between polls of the state store when idle.
+    poll_interval: float = Field(0.2, gt=0)
+    #: Seconds a claim on an instance or job lasts before another worker may take it.
+    lease_seconds: float = Field(300.0, gt=0)
+
+
+class Settings(BaseSettings):
+    """All settings of the bridge."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BRIDGE_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        frozen=True,
+        extra="ignore",
+    )
+
+    data_dir: Path = Path("./var")
+    database_url: str | None = None
+    api_token: SecretStr | None = None
+    study_stable_seconds: float = Field(DEFAULT_STABLE_SECONDS, ge=0)
+    log_format: Literal["json", "console"] = "json"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    #: Prefix for UIDs the bridge creates itself (not pseudonyms).
+    uid_root: str = Field("2.25.", pattern=r"^[0-9.]+\.$")
+    #: Default subspecialty/priority of pushed studies without a route.
+    default_subspecialty: Subspecialty = "general"
+    default_priority: Priority = "routine"
+
+    dimse: DimseSettings = DimseSettings()
+    http: HttpSettings = HttpSettings()
+    deid: DeidSettings = DeidSettings()
+    pacs: PacsSettings = PacsSettings()
+    reading: ReadingSettings = ReadingSettings()
+    spool: SpoolSettings = SpoolSettings()
+    worker: WorkerSettings = WorkerSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, dotenv_settings]
+        toml_file = os.environ.get("BRIDGE_CONFIG_FILE")
+        if toml_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(toml_file)))
+        sources.append(file_secret_settings)
+        return tuple(sources)
+
+    @model_validator(mode="after")
+    def _routes_unique(self) -> Settings:
+        titles = [self.dimse.ae_title, *(r.ae_title for r in self.dimse.routes)]
+        if len(set(titles)) != len(titles):
+            raise ValueError("dimse.routes: every called AE title must be distinct")
+        return self
+
+    # -- derived paths -------------------------------------------------------------------------
+    @property
+    def spool_dir(self) -> Path:
+        return self.data_dir / "spool"
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'bridge.sqlite3').resolve()}"
+
+    def require_pipeline(self) -> None:
+        """Refuse to run the pipeline without what it cannot do without."""
+        missing = []
+        if self.deid.secret is None or not self.deid.secret.get_secret_value():
+            missing.append("BRIDGE_DEID__SECRET")
+        if not self.reading.dicomweb_url:
+            missing.append("BRIDGE_READING__DICOMWEB_URL")
+        if missing:
+            raise ConfigError("missing required settings: " + ", ".join(missing))
+        if len(self.deid.secret.get_secret_value()) < 16:  # type: ignore[union-attr]
+            raise ConfigError("BRIDGE_DEID__SECRET must be at least 16 characters")
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings from a TOML file (optional), the environment and ``.env``."""
+    if config_file is not None:
+        if not config_file.is_file():
+            raise ConfigError(f"config file not found: {config_file}")
+        try:
+            with config_file.open("rb") as fh:
+                tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from None
+        os.environ["BRIDGE_CONFIG_FILE"] = str(config_file)
+    try:
+        return Settings(**overrides)
+    except ValueError as exc:
+        raise ConfigError(f"invalid settings: {exc}") from None

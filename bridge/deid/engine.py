@@ -1,0 +1,388 @@
+"""The de-identification engine: applies a resolved profile to a dataset, at every nesting level.
+
+Rules, in order, for each element of the dataset and of every sequence item:
+
+1. group length elements (gggg,0000) are removed;
+2. private elements are removed (the Basic Profile keeps none);
+3. an element the profile table lists gets its action (registry ``_ACTIONS``);
+4. an element the table does not list is kept if the data dictionary knows it (sequences are
+   walked), and removed if it does not.
+
+Then the patient gets the keyed pseudonyms, the markers are set (Patient Identity Removed,
+De-identification Method and its Code Sequence, Longitudinal Temporal Information Modified),
+and the file meta is rebuilt. Pixel data and every kept value are passed through as read (raw
+elements are not decoded), so pixel bytes leave unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.datadict import dictionary_has_tag, dictionary_VR
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag
+
+from bridge import __version__
+from bridge.deid.profile import Profile
+from bridge.deid.pseudonyms import Pseudonymizer
+from bridge.deid.scrub import identifying_tokens, scrub_text
+from bridge.errors import DeidError
+
+#: The bridge's own UID (Implementation Class UID), a fixed value under 2.25.
+IMPLEMENTATION_CLASS_UID = "2.25.246437372619127430470937393651452371262"
+IMPLEMENTATION_VERSION_NAME = "SOBRIDGE_" + __version__.replace(".", "")[:7]
+
+#: CID 7050 codes for the profile and options applied (DCM scheme).
+PROFILE_CODES = {"basic": ("113100", "Basic Application Confidentiality Profile")}
+
+MAX_DEPTH = 32
+
+_TEXT_VRS = frozenset(
+    {
+        "AE",
+        "AS",
+        "CS",
+        "DA",
+        "DS",
+        "DT",
+        "IS",
+        "LO",
+        "LT",
+        "PN",
+        "SH",
+        "ST",
+        "TM",
+        "UC",
+        "UI",
+        "UR",
+        "UT",
+    }
+)
+_BYTES_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+_DUMMIES: dict[str, Any] = {
+    "AE": "ANONYMOUS",
+    "AS": "000D",
+    "CS": "ANONYMIZED",
+    "DA": "19000101",
+    "DS": "0",
+    "DT": "19000101000000",
+    "IS": "0",
+    "LO": "ANONYMIZED",
+    "LT": "ANONYMIZED",
+    "PN": "ANONYMOUS",
+    "SH": "ANONYMIZED",
+    "ST": "ANONYMIZED",
+    "TM": "000000",
+    "UC": "ANONYMIZED",
+    "UR": "urn:anonymous",
+    "UT": "ANONYMIZED",
+    "US": 0,
+    "SS": 0,
+    "UL": 0,
+    "SL": 0,
+    "UV": 0,
+    "SV": 0,
+    "FL": 0.0,
+    "FD": 0.0,
+    "AT": 0,
+}
+#: Kept in the vault to rebuild the patient and study modules of returned reports.
+VAULT_KEYWORDS = (
+    "SpecificCharacterSet",
+    "PatientName",
+    "PatientID",
+    "IssuerOfPatientID",
+    "IssuerOfPatientIDQualifiersSequence",
+    "PatientBirthDate",
+    "PatientBirthTime",
+    "PatientSex",
+    "OtherPatientIDsSequence",
+    "PatientAge",
+    "PatientSize",
+    "PatientWeight",
+    "StudyInstanceUID",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+    "IssuerOfAccessionNumberSequence",
+    "StudyDescription",
+)
+
+
+@dataclass
+class DeidResult:
+    """What the worker needs to record after de-identifying one instance."""
+
+    dataset: Dataset
+    original_patient_id: str
+    original_issuer: str
+    original_patient_name: str
+    pseudo_patient_id: str
+    original_study_uid: str
+    original_series_uid: str
+    original_sop_uid: str
+    pseudo_study_uid: str
+    pseudo_series_uid: str
+    pseudo_sop_uid: str
+    modality: str
+    body_part: str
+    question: str
+    vault_headers: dict[str, Any]
+    uid_map: dict[str, str] = field(default_factory=dict)  # pseudo -> original
+    removed: int = 0
+    replaced: int = 0
+
+
+def _vr_of(tag: int, raw: Any) -> str:
+    vr = getattr(raw, "VR", None)
+    if not vr:
+        try:
+            vr = dictionary_VR(tag)
+        except KeyError:
+            vr = "UN"
+    if " or " in vr:
+        vr = vr.split(" or ")[0]
+    return str(vr)
+
+
+class Deidentifier:
+    """Applies one resolved :class:`Profile` with one :class:`Pseudonymizer`."""
+
+    def __init__(self, profile: Profile, pseudonymizer: Pseudonymizer, method_text: str) -> None:
+        self.profile = profile
+        self.pseudo = pseudonymizer
+        self.method_text = method_text
+        self._actions: dict[str, Callable[[Dataset, int, str, _Walk, int], None]] = {
+            "X": _remove,
+            "Z": _empty,
+            "D": _dummy,
+            "K": _keep,
+            "U": _uid,
+        }
+        missing = {a for a in profile.exact.values() if a not in self._actions}
+        missing |= {a for _, _, a in profile.patterns if a not in self._actions}
+        if missing:
+            raise DeidError("profile uses actions the engine lacks", actions=sorted(missing))
+
+    # -- public ---------------------------------------------------------------------------------
+    def deidentify_file(self, path: Path) -> DeidResult:
+        try:
+            ds = dcmread(path, force=False)
+        except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
+            raise DeidError("cannot read the spooled instance", error=type(exc).__name__) from exc
+        return self.deidentify(ds)
+
+    def deidentify(self, ds: Dataset) -> DeidResult:
+        try:
+            return self._deidentify(ds)
+        except DeidError:
+            raise
+        except Exception as exc:  # malformed values surface as many pydicom exception types
+            raise DeidError("dataset could not be de-identified", error=type(exc).__name__) from exc
+
+    # -- internals ------------------------------------------------------------------------------
+    def _deidentify(self, ds: Dataset) -> DeidResult:
+        for kw in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"):
+            if not str(ds.get(kw, "") or "").strip():
+                raise DeidError("instance lacks a required UID", attribute=kw)
+        pid = str(ds.get("PatientID", "") or "")
+        issuer = str(ds.get("IssuerOfPatientID", "") or "")
+        pname = str(ds.get("PatientName", "") or "")
+        pseudo_pid = self.pseudo.patient_id(pid, issuer)
+        tokens = identifying_tokens(ds)
+        question = self._question(ds, tokens)
+        vault = self._vault_headers(ds)
+        orig = {
+            kw: str(ds.get(kw, "") or "")
+            for kw in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+        }
+        modality = str(ds.get("Modality", "") or "")[:16]
+        body_part = str(ds.get("BodyPartExamined", "") or "")[:64]
+
+        walk = _Walk(self)
+        walk.clean(ds, 0)
+
+        ds.PatientID = pseudo_pid
+        ds.PatientName = self.pseudo.patient_name(pseudo_pid)
+        ds.PatientIdentityRemoved = "YES"
+        ds.DeidentificationMethod = self.method_text
+        code_value, meaning = PROFILE_CODES[self.profile.name]
+        item = Dataset()
+        item.CodeValue = code_value
+        item.CodingSchemeDesignator = "DCM"
+        item.CodeMeaning = meaning
+        ds.DeidentificationMethodCodeSequence = Sequence([item])
+        ds.LongitudinalTemporalInformationModified = "REMOVED"
+        self._file_meta(ds)
+
+        return DeidResult(
+            dataset=ds,
+            original_patient_id=pid,
+            original_issuer=issuer,
+            original_patient_name=pname,
+            pseudo_patient_id=pseudo_pid,
+            original_study_uid=orig["StudyInstanceUID"],
+            original_series_uid=orig["SeriesInstanceUID"],
+            original_sop_uid=orig["SOPInstanceUID"],
+            pseudo_study_uid=str(ds.StudyInstanceUID),
+            pseudo_series_uid=str(ds.get("SeriesInstanceUID", "") or ""),
+            pseudo_sop_uid=str(ds.SOPInstanceUID),
+            modality=modality,
+            body_part=body_part,
+            question=question,
+            vault_headers=vault,
+            uid_map=walk.uid_map,
+            removed=walk.removed,
+            replaced=walk.replaced,
+        )
+
+    @staticmethod
+    def _question(ds: Dataset, tokens: set[str]) -> str:
+        texts: list[str] = []
+        for d in [ds, *ds.get("RequestAttributesSequence", [])]:
+            for kw in ("ReasonForTheRequestedProcedure", "RequestedProcedureDescription"):
+                val = str(d.get(kw, "") or "").strip()
+                if val and val not in texts:
+                    texts.append(val)
+        return scrub_text(" / ".join(texts), tokens)[:1024]
+
+    @staticmethod
+    def _vault_headers(ds: Dataset) -> dict[str, Any]:
+        keep = Dataset()
+        for kw in VAULT_KEYWORDS:
+            if kw in ds:
+                keep[kw] = ds[kw]
+        try:
+            return keep.to_json_dict()
+        except Exception:  # noqa: BLE001 - a malformed value must not stop de-identification
+            out: dict[str, Any] = {}
+            for kw in VAULT_KEYWORDS:
+                if kw in ds:
+                    one = Dataset()
+                    one[kw] = ds[kw]
+                    try:
+                        out.update(one.to_json_dict())
+                    except Exception:  # noqa: BLE001, S112
+                        continue
+            return out
+
+    def _file_meta(self, ds: Dataset) -> None:
+        old = getattr(ds, "file_meta", None)
+        ts = getattr(old, "TransferSyntaxUID", None) if old is not None else None
+        if ts is None:
+            raise DeidError("instance has no transfer syntax in its file meta")
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = ds.SOPClassUID
+        meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        meta.TransferSyntaxUID = ts
+        meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+        meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+        ds.file_meta = meta
+
+
+class _Walk:
+    """One traversal: counts what changed and collects the UID mapping."""
+
+    def __init__(self, engine: Deidentifier) -> None:
+        self.engine = engine
+        self.uid_map: dict[str, str] = {}
+        self.removed = 0
+        self.replaced = 0
+
+    def clean(self, ds: Dataset, depth: int) -> None:
+        if depth > MAX_DEPTH:
+            raise DeidError("sequences nested too deeply", depth=depth)
+        profile = self.engine.profile
+        for btag in list(ds.keys()):
+            tag = int(btag)
+            if tag >> 16 == 0x0002:
+                continue
+            if tag & 0xFFFF == 0 or BaseTag(tag).is_private:
+                del ds[btag]
+                self.removed += 1
+                continue
+            raw = ds.get_item(btag)
+            vr = _vr_of(tag, raw)
+            action = profile.action_for(tag)
+            if action is None:
+                if not dictionary_has_tag(tag):
+                    del ds[btag]
+                    self.removed += 1
+                elif vr == "SQ":
+                    self.sequence(ds, btag, depth)
+                continue
+            self.engine._actions[action](ds, tag, vr, self, depth)
+
+    def sequence(self, ds: Dataset, tag: Any, depth: int) -> None:
+        for item in ds[tag].value:
+            self.clean(item, depth + 1)
+
+    def map_uid(self, original: str) -> str:
+        original = original.strip().rstrip("\x00")
+        if not original:
+            return original
+        new = self.engine.pseudo.uid(original)
+        self.uid_map[new] = original
+        return new
+
+
+# -- the action registry: (dataset, tag, vr, walk, depth) -----------------------------
+def _remove(ds: Dataset, tag: int, vr: str, walk: _Walk, depth: int) -> None:
+    del ds[tag]
+    walk.removed += 1
+
+
+def _empty(ds: Dataset, tag: int, vr: str, walk: _Walk, depth: int) -> None:
+    if vr == "SQ":
+        ds[tag] = DataElement(tag, "SQ", Sequence())
+    elif vr in _TEXT_VRS:
+        ds[tag] = DataElement(tag, vr, "")
+    elif vr in _BYTES_VRS:
+        ds[tag] = DataElement(tag, vr, b"")
+    else:
+        ds[tag] = DataElement(tag, vr, None)
+    walk.replaced += 1
+
+
+def _dummy(ds: Dataset, tag: int, vr: str, walk: _Walk, depth: int) -> None:
+    if vr == "SQ":
+        walk.sequence(ds, tag, depth)
+        return
+    if vr == "UI":
+        _uid(ds, tag, vr, walk, depth)
+        return
+    value = b"\x00\x00" if vr in _BYTES_VRS else _DUMMIES.get(vr, "ANONYMIZED")
+    ds[tag] = DataElement(tag, vr, value)
+    walk.replaced += 1
+
+
+def _keep(ds: Dataset, tag: int, vr: str, walk: _Walk, depth: int) -> None:
+    if vr == "SQ":
+        walk.sequence(ds, tag, depth)
+
+
+def _uid(ds: Dataset, tag: int, vr: str, walk: _Walk, depth: int) -> None:
+    if vr == "SQ":
+        walk.sequence(ds, tag, depth)
+        return
+    elem = ds[tag]
+    if elem.VR != "UI":
+        # A UID-action attribute with a non-UI encoding cannot be mapped safely: remove it.
+        _remove(ds, tag, vr, walk, depth)
+        return
+    if elem.VM == 0:
+        return
+    if elem.VM > 1:
+        elem.value = [walk.map_uid(str(v)) for v in elem.value]
+    else:
+        elem.value = walk.map_uid(str(elem.value))
+    walk.replaced += 1

@@ -1,0 +1,141 @@
+"""The profile: PS3.15 Table E.1-1 as data, and the resolution of its actions.
+
+The table (``tables/ps3.15-e1-1.csv``) lists every attribute with its Basic Profile action and
+the action of each option column where it differs. A profile is the Basic Profile plus a set of
+options; for each attribute the action of the last selected option that names one wins.
+
+Compound actions (X/Z, X/D, Z/D, X/Z/D, X/Z/U*) mean "the stricter action unless the IOD requires
+the attribute at a Type that forbids it". The bridge does not carry IOD Type tables, so it takes
+the strictest action that is valid for every Type: an attribute that may be required (Type 1 or
+2) is kept present with a value that carries no identity. X/Z becomes Z, anything with D becomes
+D, X/Z/U* becomes U. Nothing identifying survives either way; the object stays valid.
+
+An action the engine does not know refuses the profile (fail closed), naming the row.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from importlib import resources
+
+from bridge.errors import ProfileError
+
+#: Actions the engine implements (see bridge.deid.engine).
+KNOWN_ACTIONS = frozenset({"X", "Z", "D", "K", "U"})
+
+COMPOUND = {"X/Z": "Z", "X/D": "D", "Z/D": "D", "X/Z/D": "D", "X/Z/U*": "U"}
+
+OPTION_COLUMNS = (
+    "retain_safe_private",
+    "retain_uids",
+    "retain_device_identity",
+    "retain_institution_identity",
+    "retain_patient_characteristics",
+    "retain_long_full_dates",
+    "retain_long_modified_dates",
+    "clean_descriptors",
+    "clean_structured_content",
+    "clean_graphics",
+)
+
+
+@dataclass(frozen=True)
+class Row:
+    tag: str  # "(gggg,eeee)", x = any hex digit
+    name: str
+    basic: str
+    options: dict[str, str] = field(default_factory=dict)
+
+
+def load_table(text: str | None = None) -> list[Row]:
+    """Parse the table (the packaged one by default)."""
+    if text is None:
+        text = (
+            resources.files("bridge.deid")
+            .joinpath("tables/ps3.15-e1-1.csv")
+            .read_text(encoding="utf-8")
+        )
+    lines = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
+    rows = []
+    for rec in csv.DictReader(lines):
+        opts = {c: rec[c] for c in OPTION_COLUMNS if rec.get(c)}
+        rows.append(Row(tag=rec["tag"], name=rec["name"], basic=rec["basic"], options=opts))
+    return rows
+
+
+def _mask(tag: str) -> tuple[int, int]:
+    """Return (mask, value) for a tag pattern such as ``(60xx,3000)``."""
+    hexes = tag.strip("()").replace(",", "")
+    if len(hexes) != 8:
+        raise ProfileError("malformed tag in profile table", tag=tag)
+    mask = value = 0
+    for ch in hexes:
+        mask <<= 4
+        value <<= 4
+        if ch in "xX":
+            continue
+        try:
+            value |= int(ch, 16)
+        except ValueError:
+            raise ProfileError("malformed tag in profile table", tag=tag) from None
+        mask |= 0xF
+    return mask, value
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Resolved actions: exact tags, and masked patterns (repeating groups)."""
+
+    name: str
+    options: tuple[str, ...]
+    exact: dict[int, str]
+    patterns: tuple[tuple[int, int, str], ...]
+    #: Action for private attributes (the table's "(gggg,eeee) where gggg is odd" row).
+    private: str = "X"
+
+    def action_for(self, tag: int) -> str | None:
+        act = self.exact.get(tag)
+        if act is not None:
+            return act
+        for mask, value, pat_act in self.patterns:
+            if tag & mask == value:
+                return pat_act
+        return None
+
+
+def build_profile(
+    name: str = "basic", options: Iterable[str] = (), rows: list[Row] | None = None
+) -> Profile:
+    """Resolve the table for a set of options; refuse unknown options or actions."""
+    options = tuple(options)
+    for opt in options:
+        if opt not in OPTION_COLUMNS:
+            raise ProfileError("unknown profile option", option=opt)
+    rows = load_table() if rows is None else rows
+    exact: dict[int, str] = {}
+    patterns: list[tuple[int, int, str]] = []
+    private = "X"
+    for row in rows:
+        raw = row.basic
+        for opt in options:
+            raw = row.options.get(opt, raw)
+        act = COMPOUND.get(raw, raw)
+        if act not in KNOWN_ACTIONS:
+            raise ProfileError(
+                "unknown action in profile table", tag=row.tag, name=row.name, action=raw
+            )
+        if row.tag.lower().startswith("(gggg,eeee)"):
+            private = act
+            continue
+        mask, value = _mask(row.tag)
+        if mask == 0xFFFFFFFF:
+            exact[value] = act
+        else:
+            patterns.append((mask, value, act))
+    if private != "X":
+        raise ProfileError("only removal of private attributes is implemented", action=private)
+    return Profile(
+        name=name, options=options, exact=exact, patterns=tuple(patterns), private=private
+    )

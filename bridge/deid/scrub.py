@@ -1,0 +1,105 @@
+"""Scrubbing free text (a clinical question) of the identity found in the same dataset.
+
+Used for text the bridge itself carries out of the hospital (the case's clinical question).
+It removes every token of the dataset's identifying values (names split into components,
+IDs, accession number, dates in common formats) and general patterns (dates, long digit runs,
+phone numbers, e-mail addresses). What cannot be trusted after cleaning is dropped.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from pydicom.dataset import Dataset
+
+REMOVED = "[removed]"
+
+#: Attributes whose values identify the patient, the people around them, or the visit.
+IDENTIFYING_KEYWORDS = (
+    "PatientName",
+    "PatientID",
+    "OtherPatientIDs",
+    "OtherPatientNames",
+    "PatientBirthName",
+    "PatientMotherBirthName",
+    "PatientBirthDate",
+    "PatientAddress",
+    "PatientTelephoneNumbers",
+    "AccessionNumber",
+    "StudyID",
+    "ReferringPhysicianName",
+    "PerformingPhysicianName",
+    "NameOfPhysiciansReadingStudy",
+    "OperatorsName",
+    "RequestingPhysician",
+    "InstitutionName",
+    "InstitutionAddress",
+    "InstitutionalDepartmentName",
+    "StationName",
+    "StudyDate",
+    "SeriesDate",
+    "AcquisitionDate",
+    "ContentDate",
+    "AdmissionID",
+    "MedicalRecordLocator",
+    "ResponsiblePerson",
+)
+
+_PATTERNS = (
+    re.compile(r"\b\d{1,4}[./-]\d{1,2}[./-]\d{1,4}\b"),  # dates 12/31/1999, 1999-12-31
+    re.compile(r"\b(19|20)\d{6}\b"),  # DICOM dates 19991231
+    re.compile(r"\b\d{5,}\b"),  # long digit runs: IDs, MRNs, phone numbers
+    re.compile(r"\+?\(?\d{2,4}\)?[\s.-]\d{3,4}[\s.-]\d{3,4}"),  # phone numbers
+    re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+"),  # e-mail
+    re.compile(
+        r"\b\d{1,2}\s+(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\s+\d{2,4}\b",
+        re.I,
+    ),
+)
+
+_DATE_RE = re.compile(r"^(\d{4})(\d{2})(\d{2})$")
+
+
+def _tokens_of(value: object) -> Iterable[str]:
+    text = str(value)
+    for part in re.split(r"[\^=\\,;\s]+", text):
+        part = part.strip()
+        if len(part) >= 2:
+            yield part
+    m = _DATE_RE.match(text.strip())
+    if m:
+        y, mo, d = m.groups()
+        yield from (f"{mo}/{d}/{y}", f"{d}/{mo}/{y}", f"{y}-{mo}-{d}", f"{d}.{mo}.{y}")
+
+
+def identifying_tokens(ds: Dataset) -> set[str]:
+    """Every identifying token found at the top level or one sequence level down."""
+    tokens: set[str] = set()
+
+    def visit(d: Dataset, depth: int) -> None:
+        for kw in IDENTIFYING_KEYWORDS:
+            val = d.get(kw)
+            if val is None or val == "":
+                continue
+            values = val if isinstance(val, list | tuple) else [val]
+            for v in values:
+                tokens.update(_tokens_of(v))
+        if depth < 2:
+            for elem in d:
+                if elem.VR == "SQ":
+                    for item in elem.value:
+                        visit(item, depth + 1)
+
+    visit(ds, 0)
+    return {t for t in tokens if t.strip()}
+
+
+def scrub_text(text: str, tokens: Iterable[str]) -> str:
+    """Remove identifying tokens and patterns from ``text``."""
+    out = text
+    for tok in sorted(tokens, key=len, reverse=True):
+        out = re.sub(rf"(?<!\w){re.escape(tok)}(?!\w)", REMOVED, out, flags=re.I)
+    for pat in _PATTERNS:
+        out = pat.sub(REMOVED, out)
+    return re.sub(r"\s+", " ", out).strip()

@@ -1,0 +1,78 @@
+"""The bridge's one exception tree.
+
+Every error raised by our code is a :class:`BridgeError`. Library errors (requests, pydicom,
+SQLAlchemy) are wrapped where they enter our code. Messages never carry identifying values
+(patient names, IDs, dates, accession numbers, free text from a dataset): context travels in
+keyword fields that hold case ids, pseudonymous ids, counts and statuses only.
+
+    BridgeError
+    ├── ConfigError               settings missing or invalid; the bridge refuses to start
+    ├── StoreError                the state store cannot be reached or migrated
+    ├── SpoolError                the spool cannot take or give back an instance
+    │   └── SpoolFullError        quota reached or disk full (C-STORE answers 0xA700)
+    ├── DatasetError              a received object cannot be decoded or lacks its UIDs (0xC210)
+    ├── DeidError                 de-identification refused an instance
+    │   └── ProfileError          the profile table is malformed (unknown action): fail closed
+    └── ForwardError              sending to the reading archive or queue failed
+        ├── TransientForwardError     connection error, timeout, 5xx, 429: retry with backoff
+        └── PermanentForwardError     the peer rejected the object: quarantine with the reason
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class BridgeError(Exception):
+    """Base of every error raised by the bridge. Keyword fields carry safe context."""
+
+    def __init__(self, message: str, **context: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.context = context
+
+    def __str__(self) -> str:
+        if not self.context:
+            return self.message
+        fields = ", ".join(f"{k}={v}" for k, v in sorted(self.context.items()))
+        return f"{self.message} ({fields})"
+
+
+class ConfigError(BridgeError):
+    """Settings are missing or invalid."""
+
+
+class StoreError(BridgeError):
+    """The state store failed."""
+
+
+class SpoolError(BridgeError):
+    """The spool could not store or read an instance."""
+
+
+class SpoolFullError(SpoolError):
+    """The spool quota or the disk is full."""
+
+
+class DatasetError(BridgeError):
+    """A received object cannot be decoded or lacks SOP Class / SOP Instance UID."""
+
+
+class DeidError(BridgeError):
+    """De-identification refused an instance."""
+
+
+class ProfileError(DeidError):
+    """The de-identification profile table is malformed."""
+
+
+class ForwardError(BridgeError):
+    """Sending to the reading archive or its queue failed."""
+
+
+class TransientForwardError(ForwardError):
+    """A failure worth retrying (connection, timeout, 5xx, 429)."""
+
+
+class PermanentForwardError(ForwardError):
+    """The peer rejected the object for good."""

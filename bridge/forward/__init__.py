@@ -1,0 +1,1 @@
+"""Where studies leave: STOW-RS to the reading archive, and the signed case manifest."""

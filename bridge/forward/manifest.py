@@ -1,0 +1,73 @@
+"""The case manifest: a signed JSON message telling the reading queue a case is ready.
+
+It carries only pseudonymous and clinical-routing data (case id, pseudonymous patient id,
+pseudonymized Study Instance UID, modality, body part, counts, the scrubbed clinical question,
+subspecialty and priority). The body is signed with HMAC-SHA256 under the queue secret:
+``X-Bridge-Signature: sha256=<hex>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from typing import Any
+
+import requests
+
+from bridge.errors import PermanentForwardError, TransientForwardError
+
+SIGNATURE_HEADER = "X-Bridge-Signature"
+
+
+def build_manifest(case: dict[str, Any], version: int) -> dict[str, Any]:
+    counts = case["instances"]
+    return {
+        "schema": "secondopinion.case-manifest/1",
+        "case_id": case["id"],
+        "version": version,
+        "patient": {"pseudonymous_id": case["pseudo_patient_id"]},
+        "study": {
+            "study_instance_uid": case["pseudo_study_uid"],
+            "modalities": [m for m in (case["modalities"] or "").split("\\") if m],
+            "body_part": case["body_part"] or None,
+            "series_count": case["series"],
+            "instance_count": counts["forwarded"],
+        },
+        "clinical_question": case["question"] or "",
+        "subspecialty": case["subspecialty"],
+        "priority": case["priority"],
+        "forwarded_at": _iso(case["forwarded_at"]),
+    }
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def sign(body: bytes, secret: bytes) -> str:
+    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+def encode(manifest: dict[str, Any]) -> bytes:
+    return json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
+
+
+def post_manifest(
+    session: requests.Session, url: str, body: bytes, secret: bytes | None, timeout: float
+) -> None:
+    headers = {"Content-Type": "application/json"}
+    if secret:
+        headers[SIGNATURE_HEADER] = sign(body, secret)
+    try:
+        resp = session.post(url, data=body, headers=headers, timeout=timeout)
+    except requests.RequestException as exc:
+        raise TransientForwardError("case queue unreachable", error=type(exc).__name__) from None
+    if 200 <= resp.status_code < 300:
+        return
+    if resp.status_code in (400, 404, 405, 410, 413, 415, 422):
+        raise PermanentForwardError("case queue refused the manifest", status=resp.status_code)
+    raise TransientForwardError("case queue answered an error", status=resp.status_code)

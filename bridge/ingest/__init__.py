@@ -1,0 +1,1 @@
+"""Where studies come in: the C-STORE listener, the spool, study assembly."""

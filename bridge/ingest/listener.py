@@ -1,0 +1,229 @@
+"""The DICOM listener: C-ECHO and C-STORE for every storage SOP class.
+
+The C-STORE handler only spools and records: pynetdicom streams the dataset to a file in
+``spool/partial`` (never the whole study in memory), the handler reads the few attributes it
+needs, moves the file durably into ``spool/received``, records the instance, and only then
+answers Success. No network call, no de-identification here: that is the workers' job.
+
+Statuses (PS3.4 Annex B and pynetdicom ``apps/common.py`` conventions):
+
+* 0x0000 Success: the instance is on disk (fsynced) and recorded in the state store.
+* 0xA700 Refused: Out of Resources: spool quota reached, disk full, or the state store
+  could not record the instance (nothing half-written is kept).
+* 0xC210 Error: Cannot Understand: the dataset cannot be decoded, or it lacks a valid
+  SOP Class UID, SOP Instance UID or Study Instance UID.
+* 0xA900 Error: Data Set Does Not Match SOP Class: the dataset's SOP Class / Instance UIDs
+  differ from those of the C-STORE request.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, evt
+from pynetdicom.sop_class import Verification
+from pynetdicom.transport import ThreadedAssociationServer
+
+from bridge.config import Settings
+from bridge.errors import SpoolError, SpoolFullError, StoreError
+from bridge.ingest.spool import Spool
+from bridge.logging import get_logger
+from bridge.store.repo import Received, Store
+from bridge.web import metrics
+
+log = get_logger(__name__)
+
+STATUS_SUCCESS = 0x0000
+STATUS_OUT_OF_RESOURCES = 0xA700
+STATUS_CANNOT_UNDERSTAND = 0xC210
+STATUS_DATASET_MISMATCH = 0xA900
+
+_HEADER_TAGS = [
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "Modality",
+]
+
+# A-ASSOCIATE-RJ (result, source, diagnostic)
+_REJECT_CALLING = (0x01, 0x01, 0x03)
+_REJECT_CALLED = (0x01, 0x01, 0x07)
+
+
+def _valid_uid(value: object) -> bool:
+    s = str(value or "").strip()
+    return bool(s) and UID(s).is_valid
+
+
+def storage_contexts() -> list[str]:
+    """Abstract syntaxes accepted: every storage SOP class pynetdicom knows."""
+    from pynetdicom import AllStoragePresentationContexts
+
+    return [str(cx.abstract_syntax) for cx in AllStoragePresentationContexts]
+
+
+class Listener:
+    """Owns the pynetdicom AE and its server thread."""
+
+    def __init__(self, settings: Settings, store: Store, spool: Spool) -> None:
+        self.settings = settings
+        self.store = store
+        self.spool = spool
+        self._server: ThreadedAssociationServer | None = None
+
+        # Stream each received dataset to a file in the spool (pynetdicom writes it with
+        # NamedTemporaryFile, so its temporary directory is pointed at spool/partial).
+        _config.STORE_RECV_CHUNKED_DATASET = True
+        tempfile.tempdir = str(spool.partial_dir)
+
+        dimse = settings.dimse
+        ae = AE(ae_title=dimse.ae_title)
+        ae.maximum_associations = dimse.max_associations
+        ae.acse_timeout = dimse.timeout
+        ae.dimse_timeout = dimse.timeout
+        ae.network_timeout = dimse.timeout
+        ae.maximum_pdu_size = 0  # no limit on what we receive
+        ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
+        for uid in storage_contexts():
+            ae.add_supported_context(uid, ALL_TRANSFER_SYNTAXES)
+        self.ae = ae
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> None:
+        dimse = self.settings.dimse
+        handlers = [
+            (evt.EVT_REQUESTED, self._on_requested),
+            (evt.EVT_C_ECHO, self._on_echo),
+            (evt.EVT_C_STORE, self._on_store),
+        ]
+        self._server = self.ae.start_server(
+            (dimse.host, dimse.port), block=False, evt_handlers=handlers
+        )
+        log.info("listener.started", ae_title=dimse.ae_title, host=dimse.host, port=self.port)
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            return self.settings.dimse.port
+        return int(self._server.server_address[1])
+
+    def shutdown(self, grace: float) -> None:
+        """Stop accepting, let running associations finish for ``grace`` seconds, then abort
+        the rest (their unanswered instances were never acknowledged, so nothing is lost)."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        running = server.active_associations
+        deadline = time.monotonic() + grace
+        while running and time.monotonic() < deadline:
+            running = [a for a in running if a.is_alive()]
+            time.sleep(0.05)
+        for assoc in running:
+            assoc.abort()
+        log.info("listener.stopped", aborted=len(running))
+
+    # -- handlers ---------------------------------------------------------------------------
+    def _on_requested(self, event: Any) -> None:
+        assoc = event.assoc
+        rq = assoc.requestor.primitive
+        calling = str(rq.calling_ae_title).strip()
+        called = str(rq.called_ae_title).strip()
+        allowed = self.settings.dimse.allowed_calling_aets
+        if allowed and calling not in allowed:
+            log.warning("association.rejected", reason="calling AE title not allowed")
+            metrics.ASSOCIATIONS_REJECTED.labels(reason="calling_aet").inc()
+            assoc.acse.send_reject(*_REJECT_CALLING)
+            return
+        if called not in self.settings.dimse.accepted_called_aets:
+            log.warning("association.rejected", reason="called AE title not served")
+            metrics.ASSOCIATIONS_REJECTED.labels(reason="called_aet").inc()
+            assoc.acse.send_reject(*_REJECT_CALLED)
+
+    def _on_echo(self, event: Any) -> int:
+        return STATUS_SUCCESS
+
+    def _on_store(self, event: Any) -> int:
+        path = Path(event.dataset_path)
+        req = event.request
+        try:
+            size = path.stat().st_size
+        except OSError:
+            return STATUS_OUT_OF_RESOURCES
+        try:
+            self.spool.check_room(0)
+        except SpoolFullError as exc:
+            log.warning("store.refused", reason=exc.message)
+            metrics.INSTANCES_FAILED.labels(stage="receive").inc()
+            return STATUS_OUT_OF_RESOURCES
+
+        try:
+            ds = dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
+            header = {kw: str(ds.get(kw, "") or "").strip() for kw in _HEADER_TAGS}
+        except (InvalidDicomError, ValueError, EOFError, OSError, KeyError, TypeError) as exc:
+            log.warning("store.undecodable", error_type=type(exc).__name__)
+            metrics.INSTANCES_FAILED.labels(stage="receive").inc()
+            return STATUS_CANNOT_UNDERSTAND
+        for kw in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"):
+            if not _valid_uid(header[kw]):
+                log.warning("store.missing_uid", attribute=kw)
+                metrics.INSTANCES_FAILED.labels(stage="receive").inc()
+                return STATUS_CANNOT_UNDERSTAND
+        if header["SeriesInstanceUID"] and not _valid_uid(header["SeriesInstanceUID"]):
+            metrics.INSTANCES_FAILED.labels(stage="receive").inc()
+            return STATUS_CANNOT_UNDERSTAND
+        if header["SOPInstanceUID"] != str(req.AffectedSOPInstanceUID).strip() or (
+            header["SOPClassUID"] != str(req.AffectedSOPClassUID).strip()
+        ):
+            log.warning("store.uid_mismatch")
+            metrics.INSTANCES_FAILED.labels(stage="receive").inc()
+            return STATUS_DATASET_MISMATCH
+
+        assoc = event.assoc
+        called = str(assoc.acceptor.ae_title).strip()
+        calling = str(assoc.requestor.ae_title).strip()
+        route = self.settings.dimse.route_for(called)
+        try:
+            name = self.spool.adopt(path)
+        except SpoolFullError as exc:
+            log.warning("store.refused", reason=exc.message)
+            metrics.INSTANCES_FAILED.labels(stage="receive").inc()
+            return STATUS_OUT_OF_RESOURCES
+        except SpoolError as exc:
+            log.error("store.spool_failed", error=str(exc))
+            metrics.INSTANCES_FAILED.labels(stage="receive").inc()
+            return STATUS_OUT_OF_RESOURCES
+        rec = Received(
+            study_uid=header["StudyInstanceUID"],
+            series_uid=header["SeriesInstanceUID"],
+            sop_instance_uid=header["SOPInstanceUID"],
+            sop_class_uid=header["SOPClassUID"],
+            modality=header["Modality"][:16],
+            size_bytes=size,
+            spool_name=name,
+            calling_aet=calling[:16],
+            called_aet=called[:16],
+            subspecialty=route.subspecialty if route else self.settings.default_subspecialty,
+            priority=route.priority if route else self.settings.default_priority,
+            question=route.question if route else "",
+        )
+        try:
+            case_id, stale = self.store.record_received(rec)
+        except StoreError as exc:
+            self.spool.remove("received", name)
+            log.error("store.record_failed", error=str(exc))
+            metrics.INSTANCES_FAILED.labels(stage="receive").inc()
+            return STATUS_OUT_OF_RESOURCES
+        for area, old in stale:
+            self.spool.remove(area, old)
+        metrics.INSTANCES_RECEIVED.inc()
+        metrics.BYTES_RECEIVED.inc(size)
+        log.debug("store.accepted", case_id=case_id, size=size)
+        return STATUS_SUCCESS

@@ -1,0 +1,130 @@
+"""The on-disk spool: received originals and de-identified copies, one file per instance.
+
+Layout under ``<data_dir>/spool``::
+
+    partial/     files being received (pynetdicom writes here); anything left at start-up
+                 is a half-written file from a crash and is deleted
+    received/    originals, durably stored before the C-STORE is answered
+    deid/        de-identified copies, ready to forward
+    tmp/         de-identified copies being written (renamed into deid/ when complete)
+
+File names are random (``uuid4``) and never come from a received value.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import uuid
+from pathlib import Path
+
+from bridge.config import SpoolSettings
+from bridge.errors import SpoolError, SpoolFullError
+from bridge.logging import get_logger
+
+log = get_logger(__name__)
+
+RECEIVED = "received"
+DEID = "deid"
+_AREAS = ("partial", RECEIVED, DEID, "tmp")
+
+
+def _fsync(path: Path) -> None:
+    """fsync a file or a directory (to make a rename durable)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Spool:
+    """Durable file storage with a byte quota and a free-space floor."""
+
+    def __init__(self, root: Path, settings: SpoolSettings) -> None:
+        self.root = root
+        self.settings = settings
+        self._lock = threading.Lock()
+        for area in _AREAS:
+            (root / area).mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(root, 0o700)
+        self._used = sum(
+            f.stat().st_size for area in (RECEIVED, DEID) for f in (root / area).iterdir()
+        )
+
+    @property
+    def partial_dir(self) -> Path:
+        return self.root / "partial"
+
+    @property
+    def used_bytes(self) -> int:
+        return self._used
+
+    def clean_partial(self) -> int:
+        """Delete half-written files left by a crash. Returns how many were removed."""
+        removed = 0
+        for area in ("partial", "tmp"):
+            for f in (self.root / area).iterdir():
+                f.unlink(missing_ok=True)
+                removed += 1
+        if removed:
+            log.warning("spool.partial_removed", count=removed)
+        return removed
+
+    def check_room(self, incoming: int) -> None:
+        """Raise :class:`SpoolFullError` if ``incoming`` more bytes would not fit."""
+        quota = self.settings.quota_bytes
+        if quota and self._used + incoming > quota:
+            raise SpoolFullError("spool quota reached", used=self._used, quota=quota)
+        free = shutil.disk_usage(self.root).free
+        if free - incoming < self.settings.min_free_bytes:
+            raise SpoolFullError("not enough free disk space for the spool", free=free)
+
+    def path(self, area: str, name: str) -> Path:
+        if area not in (RECEIVED, DEID) or not name or "/" in name or name.startswith("."):
+            raise SpoolError("invalid spool reference", area=area)
+        return self.root / area / name
+
+    def adopt(self, src: Path) -> str:
+        """Durably move a completely received file into ``received/``; return its name."""
+        size = src.stat().st_size
+        self.check_room(size)
+        name = f"{uuid.uuid4().hex}.dcm"
+        dst = self.root / RECEIVED / name
+        try:
+            _fsync(src)
+            os.replace(src, dst)
+            _fsync(dst.parent)
+        except OSError as exc:
+            raise SpoolError("cannot store a received instance", error=exc.strerror) from exc
+        with self._lock:
+            self._used += size
+        return name
+
+    def new_tmp(self) -> Path:
+        return self.root / "tmp" / f"{uuid.uuid4().hex}.dcm"
+
+    def commit_tmp(self, tmp: Path) -> str:
+        """Durably move a completely written file from ``tmp/`` into ``deid/``."""
+        name = tmp.name
+        dst = self.root / DEID / name
+        size = tmp.stat().st_size
+        _fsync(tmp)
+        os.replace(tmp, dst)
+        _fsync(dst.parent)
+        with self._lock:
+            self._used += size
+        return name
+
+    def remove(self, area: str, name: str | None) -> None:
+        if not name:
+            return
+        p = self.path(area, name)
+        try:
+            size = p.stat().st_size
+            p.unlink()
+        except FileNotFoundError:
+            return
+        with self._lock:
+            self._used -= size

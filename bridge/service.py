@@ -1,0 +1,97 @@
+"""``bridge serve``: the listener, the pipeline workers and the HTTP server in one process.
+
+SIGTERM / SIGINT: stop accepting associations and HTTP requests, let running associations
+finish (``dimse.shutdown_grace``), let the workers finish or release what they hold, exit 0.
+Nothing acknowledged is lost: every acknowledged instance is on disk and in the state store,
+and whatever a worker had claimed is released (or its lease expires) for the next start.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import threading
+import time
+from types import FrameType
+
+import uvicorn
+
+from bridge.config import Settings
+from bridge.errors import ConfigError
+from bridge.ingest.listener import Listener
+from bridge.ingest.spool import Spool
+from bridge.logging import get_logger
+from bridge.store.db import make_engine, migrate
+from bridge.store.repo import Store
+from bridge.web import metrics
+from bridge.web.app import create_app
+from bridge.worker import Pipeline
+
+log = get_logger(__name__)
+
+
+def open_store(settings: Settings) -> Store:
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    engine = make_engine(settings.effective_database_url)
+    migrate(engine)
+    return Store(engine, node_id=socket.gethostname()[:32])
+
+
+def serve(settings: Settings) -> int:
+    settings.require_pipeline()
+    if settings.api_token is None or not settings.api_token.get_secret_value():
+        raise ConfigError("missing required setting: BRIDGE_API_TOKEN")
+
+    store = open_store(settings)
+    released = store.release_own_leases()
+    spool = Spool(settings.spool_dir, settings.spool)
+    spool.clean_partial()
+    metrics.register_store(store)
+
+    pipeline = Pipeline(settings, store, spool)
+    listener = Listener(settings, store, spool)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings, store),
+            host=settings.http.host,
+            port=settings.http.port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+        )
+    )
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("bridge.stopping", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+
+    http_thread = threading.Thread(target=server.run, name="http", daemon=True)
+    http_thread.start()
+    listener.start()
+    pipeline.start()
+    deadline = time.monotonic() + 30
+    while not server.started and http_thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not server.started:
+        listener.shutdown(0)
+        pipeline.stop()
+        raise ConfigError("the HTTP server could not start", port=settings.http.port)
+    log.info(
+        "bridge.started",
+        dimse_port=listener.port,
+        http_port=settings.http.port,
+        released_leases=released,
+    )
+    stop.wait()
+
+    listener.shutdown(settings.dimse.shutdown_grace)
+    server.should_exit = True
+    pipeline.stop()
+    http_thread.join(10)
+    store.engine.dispose()
+    log.info("bridge.stopped")
+    return 0

@@ -1,0 +1,1 @@
+"""State: cases, instances, jobs and the pseudonym vault, over SQLite (default) or PostgreSQL."""

@@ -1,0 +1,84 @@
+"""Engine creation and migrations for the state store (SQLite in WAL mode, or PostgreSQL)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import SQLAlchemyError
+
+from bridge.errors import StoreError
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def make_engine(url: str) -> Engine:
+    """Create the engine. SQLite gets WAL, a busy timeout and immediate write transactions."""
+    try:
+        if url.startswith("sqlite"):
+            db_path = url.split("///", 1)[-1]
+            if db_path and db_path != ":memory:":
+                Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(
+                url, connect_args={"timeout": 60, "check_same_thread": False}, pool_size=10
+            )
+            _sqlite_pragmas(engine)
+            if db_path and db_path != ":memory:" and not Path(db_path).exists():
+                Path(db_path).touch(mode=0o600)
+        else:
+            engine = create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    except (SQLAlchemyError, ValueError) as exc:
+        raise StoreError("cannot create the state store engine", error=type(exc).__name__) from exc
+    return engine
+
+
+def _sqlite_pragmas(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Take control of transactions so that every write transaction is BEGIN IMMEDIATE:
+        # two deferred readers upgrading to writers would otherwise fail with "locked".
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=60000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _alembic_config() -> Config:
+    cfg = Config(str(MIGRATIONS_DIR / "alembic.ini"))
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return cfg
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest revision (idempotent)."""
+    cfg = _alembic_config()
+    try:
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+    except SQLAlchemyError as exc:
+        raise StoreError("state store migration failed", error=type(exc).__name__) from exc
+    url = engine.url
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        os.chmod(url.database, 0o600)
+
+
+def schema_status(engine: Engine) -> tuple[str | None, str | None]:
+    """Return (current revision, newest revision)."""
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    with engine.connect() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+    return current, head

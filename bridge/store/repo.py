@@ -1,0 +1,641 @@
+"""Operations on the state store: every read and write the pipeline makes goes through here.
+
+Work is shared by leases: a worker claims rows by writing its owner id and a lease expiry;
+rows whose lease expired (a dead worker) are claimable again. Every state change is guarded
+by the expected current state, so a late or duplicate worker changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, and_, func, or_, select, update
+from sqlalchemy.engine import Connection, Row
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from bridge.errors import StoreError
+from bridge.store.schema import (
+    CaseState,
+    InstanceState,
+    JobState,
+    cases,
+    instances,
+    jobs,
+    uid_map,
+    vault_headers,
+    vault_patients,
+)
+
+OPEN_CASE_STATES = (
+    CaseState.RECEIVING,
+    CaseState.RECEIVED,
+    CaseState.DEIDENTIFIED,
+    CaseState.FORWARDING,
+)
+
+
+@dataclass(frozen=True)
+class Received:
+    """What the listener records about one spooled instance."""
+
+    study_uid: str
+    series_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    modality: str
+    size_bytes: int
+    spool_name: str
+    calling_aet: str
+    called_aet: str
+    subspecialty: str
+    priority: str
+    question: str
+
+
+def new_case_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+class Store:
+    """The state store, shared by the listener, the workers and the HTTP API."""
+
+    def __init__(self, engine: Engine, node_id: str) -> None:
+        self.engine = engine
+        self.node_id = node_id
+        self._case_lock = threading.Lock()
+        self._pg = engine.dialect.name == "postgresql"
+
+    # -- ingest -----------------------------------------------------------------------------
+    def record_received(self, rec: Received) -> tuple[str, list[tuple[str, str]]]:
+        """Record a spooled instance in its case (created if needed).
+
+        Returns ``(case_id, stale_files)``: a re-sent instance replaces the earlier copy, whose
+        spool files ``(area, name)`` the caller removes.
+        """
+        now = time.time()
+        with self._case_lock:  # one case per study, even with concurrent associations
+            try:
+                with self.engine.begin() as conn:
+                    case_id = self._case_for_study(conn, rec, now)
+                    old = conn.execute(
+                        select(instances.c.id, instances.c.spool_name, instances.c.deid_name)
+                        .where(instances.c.case_id == case_id)
+                        .where(instances.c.sop_instance_uid == rec.sop_instance_uid)
+                    ).first()
+                    values: dict[str, Any] = {
+                        "deid_name": None,
+                        "sop_class_uid": rec.sop_class_uid,
+                        "series_uid": rec.series_uid,
+                        "modality": rec.modality,
+                        "state": InstanceState.RECEIVED,
+                        "size_bytes": rec.size_bytes,
+                        "spool_name": rec.spool_name,
+                        "attempts": 0,
+                        "next_attempt_at": 0.0,
+                        "lease_owner": None,
+                        "lease_until": None,
+                        "error": None,
+                        "updated_at": now,
+                    }
+                    if old is None:
+                        conn.execute(
+                            instances.insert().values(
+                                case_id=case_id,
+                                sop_instance_uid=rec.sop_instance_uid,
+                                received_at=now,
+                                **values,
+                            )
+                        )
+                        stale: list[tuple[str, str]] = []
+                    else:
+                        conn.execute(
+                            update(instances).where(instances.c.id == old.id).values(**values)
+                        )
+                        stale = [
+                            (area, name)
+                            for area, name in (
+                                ("received", old.spool_name),
+                                ("deid", old.deid_name),
+                            )
+                            if name
+                        ]
+            except SQLAlchemyError as exc:
+                raise StoreError(
+                    "cannot record a received instance", error=type(exc).__name__
+                ) from exc
+        return case_id, stale
+
+    def _case_for_study(self, conn: Connection, rec: Received, now: float) -> str:
+        row = conn.execute(
+            select(cases.c.id, cases.c.state)
+            .where(cases.c.original_study_uid == rec.study_uid)
+            .order_by(cases.c.created_at.desc())
+            .limit(1)
+        ).first()
+        if row is not None:
+            conn.execute(
+                update(cases)
+                .where(cases.c.id == row.id)
+                .values(state=CaseState.RECEIVING, last_received_at=now, updated_at=now)
+            )
+            return str(row.id)
+        case_id = new_case_id()
+        conn.execute(
+            cases.insert().values(
+                id=case_id,
+                state=CaseState.RECEIVING,
+                original_study_uid=rec.study_uid,
+                source="dimse",
+                calling_aet=rec.calling_aet,
+                called_aet=rec.called_aet,
+                subspecialty=rec.subspecialty,
+                priority=rec.priority,
+                question=rec.question,
+                modalities="",
+                body_part="",
+                created_at=now,
+                updated_at=now,
+                last_received_at=now,
+                manifest_version=0,
+            )
+        )
+        return case_id
+
+    # -- claims -----------------------------------------------------------------------------
+    def new_owner(self) -> str:
+        return f"{self.node_id}:{uuid.uuid4().hex[:12]}"
+
+    def release_own_leases(self) -> int:
+        """At start-up: free what a previous run of this node had claimed when it died."""
+        with self.engine.begin() as conn:
+            n = 0
+            for table in (instances, jobs):
+                res = conn.execute(
+                    update(table)
+                    .where(table.c.lease_owner.like(f"{self.node_id}:%"))
+                    .values(lease_owner=None, lease_until=None)
+                )
+                n += res.rowcount or 0
+        return n
+
+    def claim_instances(
+        self, state: InstanceState, limit: int, lease: float, owner: str
+    ) -> list[Row[Any]]:
+        now = time.time()
+        cond = and_(
+            instances.c.state == state,
+            instances.c.next_attempt_at <= now,
+            or_(instances.c.lease_until.is_(None), instances.c.lease_until < now),
+        )
+        sub = select(instances.c.id).where(cond).order_by(instances.c.id).limit(limit)
+        if self._pg:
+            sub = sub.with_for_update(skip_locked=True)
+        with self.engine.begin() as conn:
+            ids = [r.id for r in conn.execute(sub)]
+            if not ids:
+                return []
+            conn.execute(
+                update(instances)
+                .where(instances.c.id.in_(ids))
+                .where(cond)
+                .values(lease_owner=owner, lease_until=now + lease)
+            )
+            return list(
+                conn.execute(
+                    select(instances)
+                    .where(instances.c.lease_owner == owner)
+                    .where(instances.c.state == state)
+                    .order_by(instances.c.id)
+                )
+            )
+
+    def release(self, ids: Iterable[int], owner: str) -> None:
+        ids = list(ids)
+        if not ids:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(instances)
+                .where(instances.c.id.in_(ids))
+                .where(instances.c.lease_owner == owner)
+                .values(lease_owner=None, lease_until=None)
+            )
+
+    # -- de-identification results -----------------------------------------------------------
+    def mark_deidentified(
+        self,
+        inst: Row[Any],
+        owner: str,
+        *,
+        deid_name: str,
+        size_bytes: int,
+        pseudo_sop_uid: str,
+        pseudo_series_uid: str,
+        pseudo_study_uid: str,
+        pseudo_patient_id: str,
+        patient: tuple[str, str, str],
+        headers: dict[str, Any],
+        uids: dict[str, str],
+        modality: str,
+        body_part: str,
+        question: str,
+    ) -> bool:
+        """Record a de-identified instance, the vault entries and the case's pseudonyms."""
+        now = time.time()
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                update(instances)
+                .where(instances.c.id == inst.id)
+                .where(instances.c.lease_owner == owner)
+                .where(instances.c.state == InstanceState.RECEIVED)
+                .where(instances.c.spool_name == inst.spool_name)
+                .values(
+                    state=InstanceState.DEIDENTIFIED,
+                    deid_name=deid_name,
+                    size_bytes=size_bytes,
+                    pseudo_sop_uid=pseudo_sop_uid,
+                    pseudo_series_uid=pseudo_series_uid,
+                    lease_owner=None,
+                    lease_until=None,
+                    attempts=0,
+                    next_attempt_at=0.0,
+                    error=None,
+                    updated_at=now,
+                )
+            )
+            if res.rowcount != 1:
+                return False  # re-sent meanwhile or claimed elsewhere; the new copy wins
+            self._upsert_vault(conn, inst.case_id, now, pseudo_patient_id, patient, headers, uids)
+            case = conn.execute(
+                select(cases.c.modalities, cases.c.body_part, cases.c.question).where(
+                    cases.c.id == inst.case_id
+                )
+            ).one()
+            mods = [m for m in case.modalities.split("\\") if m]
+            if modality and modality not in mods:
+                mods.append(modality)
+            values: dict[str, Any] = {
+                "pseudo_study_uid": pseudo_study_uid,
+                "pseudo_patient_id": pseudo_patient_id,
+                "modalities": "\\".join(mods)[:64],
+                "updated_at": now,
+            }
+            if body_part and not case.body_part:
+                values["body_part"] = body_part
+            if question and not case.question:
+                values["question"] = question
+            conn.execute(update(cases).where(cases.c.id == inst.case_id).values(**values))
+        return True
+
+    def _upsert_vault(
+        self,
+        conn: Connection,
+        case_id: str,
+        now: float,
+        pseudo_patient_id: str,
+        patient: tuple[str, str, str],
+        headers: dict[str, Any],
+        uids: dict[str, str],
+    ) -> None:
+        if (
+            conn.execute(
+                select(vault_patients.c.pseudo_patient_id).where(
+                    vault_patients.c.pseudo_patient_id == pseudo_patient_id
+                )
+            ).first()
+            is None
+        ):
+            pid, issuer, name = patient
+            conn.execute(
+                vault_patients.insert().values(
+                    pseudo_patient_id=pseudo_patient_id,
+                    patient_id=pid,
+                    issuer=issuer,
+                    patient_name=name,
+                    created_at=now,
+                )
+            )
+        if (
+            conn.execute(
+                select(vault_headers.c.case_id).where(vault_headers.c.case_id == case_id)
+            ).first()
+            is None
+        ):
+            conn.execute(
+                vault_headers.insert().values(
+                    case_id=case_id, headers=json.dumps(headers), created_at=now
+                )
+            )
+        if uids:
+            known = {
+                r.pseudo_uid
+                for r in conn.execute(
+                    select(uid_map.c.pseudo_uid).where(uid_map.c.pseudo_uid.in_(list(uids)))
+                )
+            }
+            fresh = [
+                {"pseudo_uid": p, "original_uid": o, "case_id": case_id}
+                for p, o in uids.items()
+                if p not in known
+            ]
+            if fresh:
+                conn.execute(uid_map.insert(), fresh)
+
+    def mark_quarantined(self, ids: Sequence[int], owner: str | None, reason: str) -> None:
+        now = time.time()
+        with self.engine.begin() as conn:
+            stmt = update(instances).where(instances.c.id.in_(list(ids)))
+            if owner is not None:
+                stmt = stmt.where(instances.c.lease_owner == owner)
+            conn.execute(
+                stmt.values(
+                    state=InstanceState.QUARANTINED,
+                    error=reason[:1000],
+                    lease_owner=None,
+                    lease_until=None,
+                    updated_at=now,
+                )
+            )
+
+    # -- forwarding results -----------------------------------------------------------------
+    def mark_forwarded(self, ids: Sequence[int], owner: str) -> list[str]:
+        """Mark instances forwarded; return the spool names of their originals (to delete)."""
+        if not ids:
+            return []
+        now = time.time()
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                select(instances.c.spool_name)
+                .where(instances.c.id.in_(list(ids)))
+                .where(instances.c.lease_owner == owner)
+            ).all()
+            conn.execute(
+                update(instances)
+                .where(instances.c.id.in_(list(ids)))
+                .where(instances.c.lease_owner == owner)
+                .where(instances.c.state == InstanceState.DEIDENTIFIED)
+                .values(
+                    state=InstanceState.FORWARDED,
+                    forwarded_at=now,
+                    lease_owner=None,
+                    lease_until=None,
+                    error=None,
+                    updated_at=now,
+                )
+            )
+        return [r.spool_name for r in rows if r.spool_name]
+
+    def schedule_retry(self, ids: Sequence[int], owner: str, error: str, delay_for: Any) -> None:
+        """Release instances for a later attempt; ``delay_for(attempts)`` gives the delay."""
+        now = time.time()
+        with self.engine.begin() as conn:
+            for row in conn.execute(
+                select(instances.c.id, instances.c.attempts)
+                .where(instances.c.id.in_(list(ids)))
+                .where(instances.c.lease_owner == owner)
+            ).all():
+                attempts = row.attempts + 1
+                conn.execute(
+                    update(instances)
+                    .where(instances.c.id == row.id)
+                    .values(
+                        attempts=attempts,
+                        next_attempt_at=now + delay_for(attempts),
+                        error=error[:1000],
+                        lease_owner=None,
+                        lease_until=None,
+                        updated_at=now,
+                    )
+                )
+
+    # -- cases ------------------------------------------------------------------------------
+    def complete_stable_cases(self, stable_seconds: float) -> list[str]:
+        now = time.time()
+        with self.engine.begin() as conn:
+            ids = [
+                r.id
+                for r in conn.execute(
+                    select(cases.c.id)
+                    .where(cases.c.state == CaseState.RECEIVING)
+                    .where(cases.c.last_received_at <= now - stable_seconds)
+                )
+            ]
+            if ids:
+                conn.execute(
+                    update(cases)
+                    .where(cases.c.id.in_(ids))
+                    .where(cases.c.state == CaseState.RECEIVING)
+                    .where(cases.c.last_received_at <= now - stable_seconds)
+                    .values(state=CaseState.RECEIVED, completed_at=now, updated_at=now)
+                )
+        return ids
+
+    def instance_counts(
+        self, conn: Connection, case_ids: Sequence[str]
+    ) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {cid: {} for cid in case_ids}
+        if not case_ids:
+            return out
+        for r in conn.execute(
+            select(instances.c.case_id, instances.c.state, func.count())
+            .where(instances.c.case_id.in_(list(case_ids)))
+            .group_by(instances.c.case_id, instances.c.state)
+        ):
+            out[r[0]][r[1]] = int(r[2])
+        return out
+
+    def advance_cases(self) -> list[tuple[str, int]]:
+        """Move complete cases along their states; return (case_id, manifest_version) of cases
+        that just became forwarded."""
+        now = time.time()
+        became_forwarded: list[tuple[str, int]] = []
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                select(cases.c.id, cases.c.state, cases.c.manifest_version).where(
+                    cases.c.state.in_(
+                        [CaseState.RECEIVED, CaseState.DEIDENTIFIED, CaseState.FORWARDING]
+                    )
+                )
+            ).all()
+            counts = self.instance_counts(conn, [r.id for r in rows])
+            for r in rows:
+                c = counts[r.id]
+                total = sum(c.values())
+                received = c.get(InstanceState.RECEIVED, 0)
+                deid = c.get(InstanceState.DEIDENTIFIED, 0)
+                fwd = c.get(InstanceState.FORWARDED, 0)
+                quarantined = c.get(InstanceState.QUARANTINED, 0)
+                values: dict[str, Any] = {}
+                if received:
+                    new = CaseState.RECEIVED
+                elif deid:
+                    new = CaseState.FORWARDING if fwd else CaseState.DEIDENTIFIED
+                elif quarantined:
+                    new = CaseState.FAILED
+                    values["error"] = f"{quarantined} of {total} instance(s) quarantined"
+                else:
+                    new = CaseState.FORWARDED
+                    values["forwarded_at"] = now
+                    values["error"] = None
+                    values["manifest_version"] = r.manifest_version + 1
+                if new == r.state:
+                    continue
+                res = conn.execute(
+                    update(cases)
+                    .where(cases.c.id == r.id)
+                    .where(cases.c.state == r.state)
+                    .values(state=new, updated_at=now, **values)
+                )
+                if res.rowcount == 1 and new == CaseState.FORWARDED:
+                    became_forwarded.append((r.id, r.manifest_version + 1))
+        return became_forwarded
+
+    def get_case(self, case_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(cases).where(cases.c.id == case_id)).first()
+            if row is None:
+                return None
+            return self._case_dict(conn, row)
+
+    def list_cases(
+        self, state: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            stmt = select(cases).order_by(cases.c.created_at.desc()).limit(limit).offset(offset)
+            if state:
+                stmt = stmt.where(cases.c.state == state)
+            rows = conn.execute(stmt).all()
+            counts = self.instance_counts(conn, [r.id for r in rows])
+            return [self._case_dict(conn, r, counts[r.id]) for r in rows]
+
+    def _case_dict(
+        self, conn: Connection, row: Row[Any], counts: dict[str, int] | None = None
+    ) -> dict[str, Any]:
+        if counts is None:
+            counts = self.instance_counts(conn, [row.id])[row.id]
+        series = conn.execute(
+            select(func.count(func.distinct(instances.c.series_uid))).where(
+                instances.c.case_id == row.id
+            )
+        ).scalar_one()
+        d = dict(row._mapping)
+        d["instances"] = {
+            "total": sum(counts.values()),
+            **{s.value: counts.get(s.value, 0) for s in InstanceState},
+        }
+        d["series"] = int(series)
+        return d
+
+    def case_rows(self, case_id: str) -> list[Row[Any]]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(select(instances).where(instances.c.case_id == case_id)))
+
+    def queue_depths(self) -> dict[str, tuple[int, float | None]]:
+        """Per instance state: (count, oldest updated_at)."""
+        with self.engine.connect() as conn:
+            return {
+                r[0]: (int(r[1]), r[2])
+                for r in conn.execute(
+                    select(
+                        instances.c.state, func.count(), func.min(instances.c.updated_at)
+                    ).group_by(instances.c.state)
+                )
+            }
+
+    def case_state_counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            return {
+                r[0]: int(r[1])
+                for r in conn.execute(select(cases.c.state, func.count()).group_by(cases.c.state))
+            }
+
+    # -- jobs (outbox) ----------------------------------------------------------------------
+    def enqueue_job(self, kind: str, case_id: str | None, payload: dict[str, Any]) -> int:
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                jobs.insert().values(
+                    kind=kind,
+                    case_id=case_id,
+                    payload=json.dumps(payload, sort_keys=True),
+                    state=JobState.PENDING,
+                    attempts=0,
+                    next_attempt_at=0.0,
+                    created_at=time.time(),
+                )
+            )
+            return int(res.inserted_primary_key[0])  # type: ignore[index]
+
+    def claim_jobs(self, kind: str, limit: int, lease: float, owner: str) -> list[Row[Any]]:
+        now = time.time()
+        cond = and_(
+            jobs.c.kind == kind,
+            jobs.c.state == JobState.PENDING,
+            jobs.c.next_attempt_at <= now,
+            or_(jobs.c.lease_until.is_(None), jobs.c.lease_until < now),
+        )
+        sub = select(jobs.c.id).where(cond).order_by(jobs.c.id).limit(limit)
+        if self._pg:
+            sub = sub.with_for_update(skip_locked=True)
+        with self.engine.begin() as conn:
+            ids = [r.id for r in conn.execute(sub)]
+            if not ids:
+                return []
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id.in_(ids))
+                .where(cond)
+                .values(lease_owner=owner, lease_until=now + lease)
+            )
+            return list(
+                conn.execute(
+                    select(jobs)
+                    .where(jobs.c.lease_owner == owner)
+                    .where(jobs.c.state == JobState.PENDING)
+                )
+            )
+
+    def finish_job(self, job_id: int, owner: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id)
+                .where(jobs.c.lease_owner == owner)
+                .values(
+                    state=JobState.DONE, done_at=time.time(), lease_owner=None, lease_until=None
+                )
+            )
+
+    def retry_job(self, job_id: int, owner: str, error: str, delay: float) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id)
+                .where(jobs.c.lease_owner == owner)
+                .values(
+                    attempts=jobs.c.attempts + 1,
+                    next_attempt_at=time.time() + delay,
+                    last_error=error[:1000],
+                    lease_owner=None,
+                    lease_until=None,
+                )
+            )
+
+    def jobs_for_case(self, case_id: str) -> list[Row[Any]]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(select(jobs).where(jobs.c.case_id == case_id)))
+
+    def ping(self) -> None:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(select(1))
+        except SQLAlchemyError as exc:
+            raise StoreError("state store unreachable", error=type(exc).__name__) from exc
+
+
+__all__ = ["Store", "Received", "IntegrityError", "OPEN_CASE_STATES"]

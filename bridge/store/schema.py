@@ -1,0 +1,153 @@
+"""Tables of the state store. Times are UNIX epoch seconds (float), identical on every engine.
+
+The vault tables (``vault_patients``, ``vault_headers``, ``uid_map``) hold identifying data
+and the means to map back; nothing in them ever leaves the bridge.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class CaseState(enum.StrEnum):
+    RECEIVING = "receiving"  # instances arriving; study not yet stable
+    RECEIVED = "received"  # stable: no new instance for study_stable_seconds
+    DEIDENTIFIED = "deidentified"  # every instance de-identified
+    FORWARDING = "forwarding"  # sending to the reading archive
+    FORWARDED = "forwarded"  # the archive acknowledged every instance; manifest queued
+    FAILED = "failed"  # some instance was permanently rejected (see quarantine)
+
+
+class InstanceState(enum.StrEnum):
+    RECEIVED = "received"  # spooled and recorded; C-STORE answered Success
+    DEIDENTIFIED = "deidentified"  # de-identified copy in the spool, ready to send
+    FORWARDED = "forwarded"  # acknowledged by the reading archive
+    QUARANTINED = "quarantined"  # held with a reason; needs an operator
+
+
+class JobState(enum.StrEnum):
+    PENDING = "pending"
+    DONE = "done"
+    FAILED = "failed"
+
+
+cases = Table(
+    "cases",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("state", String(16), nullable=False, index=True),
+    Column("original_study_uid", String(64), nullable=False, index=True),
+    Column("pseudo_study_uid", String(64), nullable=True, index=True),
+    Column("pseudo_patient_id", String(64), nullable=True),
+    Column("source", String(16), nullable=False),
+    Column("calling_aet", String(16), nullable=True),
+    Column("called_aet", String(16), nullable=True),
+    Column("subspecialty", String(16), nullable=False),
+    Column("priority", String(16), nullable=False),
+    Column("question", Text, nullable=False, default=""),
+    Column("modalities", String(64), nullable=False, default=""),
+    Column("body_part", String(64), nullable=False, default=""),
+    Column("error", Text, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("last_received_at", Float, nullable=False),
+    Column("completed_at", Float, nullable=True),
+    Column("forwarded_at", Float, nullable=True),
+    #: Bumped each time the case reaches "forwarded"; a manifest job is queued per version.
+    Column("manifest_version", Integer, nullable=False, default=0),
+)
+
+instances = Table(
+    "instances",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("case_id", String(32), ForeignKey("cases.id"), nullable=False, index=True),
+    Column("sop_instance_uid", String(64), nullable=False),
+    Column("sop_class_uid", String(64), nullable=False),
+    Column("series_uid", String(64), nullable=False, default=""),
+    Column("modality", String(16), nullable=False, default=""),
+    Column("pseudo_sop_uid", String(64), nullable=True, index=True),
+    Column("pseudo_series_uid", String(64), nullable=True),
+    Column("state", String(16), nullable=False),
+    Column("size_bytes", BigInteger, nullable=False, default=0),
+    Column("spool_name", String(64), nullable=True),
+    Column("deid_name", String(64), nullable=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", Float, nullable=False, default=0.0),
+    Column("lease_owner", String(64), nullable=True),
+    Column("lease_until", Float, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("received_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("forwarded_at", Float, nullable=True),
+    UniqueConstraint("case_id", "sop_instance_uid", name="uq_instances_case_sop"),
+    Index("ix_instances_state_next", "state", "next_attempt_at"),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(32), nullable=False),
+    Column("case_id", String(32), ForeignKey("cases.id"), nullable=True, index=True),
+    Column("payload", Text, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", Float, nullable=False, default=0.0),
+    Column("lease_owner", String(64), nullable=True),
+    Column("lease_until", Float, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("done_at", Float, nullable=True),
+    Index("ix_jobs_state_next", "state", "next_attempt_at"),
+)
+
+vault_patients = Table(
+    "vault_patients",
+    metadata,
+    Column("pseudo_patient_id", String(64), primary_key=True),
+    Column("patient_id", Text, nullable=False),
+    Column("issuer", Text, nullable=False, default=""),
+    Column("patient_name", Text, nullable=False, default=""),
+    Column("created_at", Float, nullable=False),
+)
+
+vault_headers = Table(
+    "vault_headers",
+    metadata,
+    Column("case_id", String(32), ForeignKey("cases.id"), primary_key=True),
+    #: Original patient and study modules as DICOM JSON, for re-identifying returned reports.
+    Column("headers", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+uid_map = Table(
+    "uid_map",
+    metadata,
+    Column("pseudo_uid", String(64), primary_key=True),
+    Column("original_uid", String(64), nullable=False),
+    Column("case_id", String(32), ForeignKey("cases.id"), nullable=False, index=True),
+)

@@ -1,0 +1,1 @@
+"""Support for tests and the demo: synthetic studies with planted identities."""

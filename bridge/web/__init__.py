@@ -1,0 +1,1 @@
+"""The HTTP surface: health, metrics, the API."""

@@ -1,0 +1,142 @@
+"""The HTTP application: ``/healthz`` (no auth), ``/metrics``, ``/api/v1/...`` (bearer token)."""
+
+from __future__ import annotations
+
+import hmac
+import time
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+
+from bridge import __version__
+from bridge.config import Settings
+from bridge.errors import StoreError
+from bridge.store.repo import Store
+from bridge.store.schema import CaseState
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+class InstanceCounts(BaseModel):
+    total: int
+    received: int
+    deidentified: int
+    forwarded: int
+    quarantined: int
+
+
+class CaseOut(BaseModel):
+    """A case as the API shows it. Original UIDs are shown to authenticated hospital users."""
+
+    id: str
+    state: CaseState
+    source: str
+    subspecialty: str
+    priority: str
+    question: str
+    modalities: list[str]
+    body_part: str | None
+    original_study_instance_uid: str
+    pseudonymized_study_instance_uid: str | None
+    pseudonymous_patient_id: str | None
+    calling_ae_title: str | None
+    called_ae_title: str | None
+    instances: InstanceCounts
+    series: int
+    error: str | None
+    created_at: str
+    updated_at: str
+    last_received_at: str
+    completed_at: str | None
+    forwarded_at: str | None
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def case_out(c: dict[str, Any]) -> CaseOut:
+    return CaseOut(
+        id=c["id"],
+        state=CaseState(c["state"]),
+        source=c["source"],
+        subspecialty=c["subspecialty"],
+        priority=c["priority"],
+        question=c["question"] or "",
+        modalities=[m for m in (c["modalities"] or "").split("\\") if m],
+        body_part=c["body_part"] or None,
+        original_study_instance_uid=c["original_study_uid"],
+        pseudonymized_study_instance_uid=c["pseudo_study_uid"],
+        pseudonymous_patient_id=c["pseudo_patient_id"],
+        calling_ae_title=c["calling_aet"],
+        called_ae_title=c["called_aet"],
+        instances=InstanceCounts(**{k: c["instances"][k] for k in InstanceCounts.model_fields}),
+        series=c["series"],
+        error=c["error"],
+        created_at=_iso(c["created_at"]) or "",
+        updated_at=_iso(c["updated_at"]) or "",
+        last_received_at=_iso(c["last_received_at"]) or "",
+        completed_at=_iso(c["completed_at"]),
+        forwarded_at=_iso(c["forwarded_at"]),
+    )
+
+
+def create_app(settings: Settings, store: Store) -> FastAPI:
+    app = FastAPI(
+        title="SECONDOPINION bridge",
+        version=__version__,
+        description="Second-opinion DICOM bridge: cases, health and metrics.",
+    )
+    token = settings.api_token.get_secret_value().encode() if settings.api_token else None
+
+    def require_token(
+        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> None:
+        if token is None:
+            raise HTTPException(503, "the API is disabled: set BRIDGE_API_TOKEN")
+        if creds is None or creds.scheme.lower() != "bearer":
+            raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+        if not hmac.compare_digest(creds.credentials.encode(), token):
+            raise HTTPException(401, "invalid bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(StoreError)
+    async def _store_error(_request: Request, exc: StoreError) -> JSONResponse:
+        return JSONResponse({"detail": "state store unavailable"}, status_code=503)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> JSONResponse:
+        try:
+            store.ping()
+        except StoreError:
+            return JSONResponse({"status": "unhealthy", "store": "unreachable"}, status_code=503)
+        return JSONResponse({"status": "ok", "version": __version__})
+
+    @app.get("/metrics", tags=["health"])
+    def metrics_endpoint() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    auth = [Depends(require_token)]
+
+    @app.get("/api/v1/cases", dependencies=auth, tags=["cases"])
+    def list_cases(
+        state: Annotated[CaseState | None, Query()] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> list[CaseOut]:
+        rows = store.list_cases(state.value if state else None, limit, offset)
+        return [case_out(c) for c in rows]
+
+    @app.get("/api/v1/cases/{case_id}", dependencies=auth, tags=["cases"])
+    def get_case(case_id: str) -> CaseOut:
+        c = store.get_case(case_id)
+        if c is None:
+            raise HTTPException(404, "no such case")
+        return case_out(c)
+
+    return app

@@ -1,0 +1,73 @@
+"""Prometheus metrics. Label values are stages, statuses and reasons: never identifying."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import REGISTRY, Collector
+
+if TYPE_CHECKING:
+    from bridge.store.repo import Store
+
+INSTANCES_RECEIVED = Counter("bridge_instances_received", "Instances accepted by C-STORE")
+BYTES_RECEIVED = Counter("bridge_bytes_received", "Bytes of instances accepted by C-STORE")
+INSTANCES_DEIDENTIFIED = Counter("bridge_instances_deidentified", "Instances de-identified")
+INSTANCES_FORWARDED = Counter(
+    "bridge_instances_forwarded", "Instances acknowledged by the reading archive"
+)
+BYTES_FORWARDED = Counter("bridge_bytes_forwarded", "Bytes acknowledged by the reading archive")
+INSTANCES_FAILED = Counter("bridge_instances_failed", "Instances that failed a stage", ["stage"])
+INSTANCES_QUARANTINED = Counter(
+    "bridge_instances_quarantined", "Instances held in quarantine", ["stage"]
+)
+RETRIES = Counter("bridge_retries", "Transient failures scheduled for retry", ["stage"])
+ASSOCIATIONS_REJECTED = Counter(
+    "bridge_associations_rejected", "DICOM associations rejected", ["reason"]
+)
+MANIFESTS_SENT = Counter("bridge_manifests_sent", "Case manifests accepted by the queue")
+STOW_SECONDS = Histogram(
+    "bridge_stow_seconds",
+    "Duration of STOW-RS requests to the reading archive",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
+
+
+class StoreCollector(Collector):
+    """Queue depth per stage, oldest pending age, and cases by state, read at scrape time."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        depth = GaugeMetricFamily("bridge_queue_depth", "Instances per state", labels=["state"])
+        oldest = GaugeMetricFamily(
+            "bridge_queue_oldest_seconds", "Age of the oldest instance per state", labels=["state"]
+        )
+        by_state = GaugeMetricFamily("bridge_cases", "Cases per state", labels=["state"])
+        try:
+            now = time.time()
+            for state, (count, first) in self.store.queue_depths().items():
+                depth.add_metric([state], count)
+                oldest.add_metric([state], max(0.0, now - first) if first else 0.0)
+            for state, count in self.store.case_state_counts().items():
+                by_state.add_metric([state], count)
+        except Exception:  # noqa: BLE001, S110 - a scrape must not fail on a busy store
+            pass
+        yield depth
+        yield oldest
+        yield by_state
+
+
+_registered: StoreCollector | None = None
+
+
+def register_store(store: Store) -> None:
+    global _registered
+    if _registered is not None:
+        REGISTRY.unregister(_registered)
+    _registered = StoreCollector(store)
+    REGISTRY.register(_registered)

@@ -1,0 +1,291 @@
+"""The loops that move work between stages: de-identify, forward, complete cases, send manifests.
+
+Each loop claims rows in the state store with a lease, does its work, and records the result
+guarded by the lease; a crash at any point leaves the row claimable again once the lease
+expires (or at once on restart, see Store.release_own_leases). Every step is idempotent in
+effect: de-identification is deterministic (keyed UIDs) and the archive overwrites a re-sent
+instance with identical content.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import requests
+
+from bridge.config import Settings
+from bridge.deid.engine import Deidentifier
+from bridge.deid.profile import build_profile
+from bridge.deid.pseudonyms import Pseudonymizer
+from bridge.errors import (
+    BridgeError,
+    ConfigError,
+    DeidError,
+    ForwardError,
+    PermanentForwardError,
+    TransientForwardError,
+)
+from bridge.forward.http import backoff, reading_session
+from bridge.forward.manifest import build_manifest, encode, post_manifest
+from bridge.forward.stow import stow
+from bridge.ingest.spool import DEID, RECEIVED, Spool
+from bridge.logging import get_logger
+from bridge.store.repo import Store
+from bridge.store.schema import InstanceState
+from bridge.web import metrics
+
+log = get_logger(__name__)
+
+MANIFEST_JOB = "manifest"
+
+
+def make_deidentifier(settings: Settings) -> Deidentifier:
+    secret = settings.deid.secret
+    if secret is None:
+        raise BridgeError("BRIDGE_DEID__SECRET is not set")
+    return Deidentifier(
+        build_profile(settings.deid.profile),
+        Pseudonymizer(secret.get_secret_value().encode(), settings.deid.pseudonym_prefix),
+        settings.deid.method_text,
+    )
+
+
+class Pipeline:
+    """Owns the worker threads."""
+
+    def __init__(self, settings: Settings, store: Store, spool: Spool) -> None:
+        self.settings = settings
+        self.store = store
+        self.spool = spool
+        self.deidentifier = make_deidentifier(settings)
+        self.session = reading_session(settings.reading)
+        # The queue gets its own session: the archive's credentials never go to the webhook.
+        self.queue_session = requests.Session()
+        self.queue_session.verify = settings.reading.verify_tls
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> None:
+        w = self.settings.worker
+        loops: list[tuple[str, Callable[[], bool]]] = []
+        loops += [(f"deid-{i}", self.deid_once) for i in range(w.deid_threads)]
+        loops += [
+            (f"forward-{i}", self.forward_once) for i in range(self.settings.reading.stow_parallel)
+        ]
+        loops += [("cases", self.cases_once), ("manifests", self.manifests_once)]
+        for name, fn in loops:
+            t = threading.Thread(target=self._loop, args=(name, fn), name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        self.session.close()
+        self.queue_session.close()
+
+    def _loop(self, name: str, fn: Callable[[], bool]) -> None:
+        idle = self.settings.worker.poll_interval
+        while not self._stop.is_set():
+            try:
+                busy = fn()
+            except BridgeError as exc:
+                log.error("worker.error", worker=name, error=str(exc))
+                busy = False
+            except Exception as exc:  # noqa: BLE001 - a worker loop must survive anything
+                log.error("worker.crash", worker=name, error_type=type(exc).__name__)
+                busy = False
+            if not busy:
+                self._stop.wait(idle)
+
+    def run_until_idle(self, timeout: float = 60.0) -> None:
+        """Run every stage in this thread until nothing moves (for tests and tools)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            moved = [
+                self.deid_once(),
+                self.forward_once(),
+                self.cases_once(),
+                self.manifests_once(),
+            ]
+            if not any(moved):
+                return
+
+    # -- stages -----------------------------------------------------------------------------
+    def deid_once(self) -> bool:
+        owner = self.store.new_owner()
+        rows = self.store.claim_instances(
+            InstanceState.RECEIVED, 8, self.settings.worker.lease_seconds, owner
+        )
+        for row in rows:
+            if self._stop.is_set():
+                self.store.release([r.id for r in rows], owner)
+                return True
+            self._deidentify(row, owner)
+        return bool(rows)
+
+    def _deidentify(self, row: Any, owner: str) -> None:
+        src = self.spool.path(RECEIVED, row.spool_name)
+        tmp = self.spool.new_tmp()
+        try:
+            result = self.deidentifier.deidentify_file(src)
+            result.dataset.save_as(tmp, enforce_file_format=True)
+        except DeidError as exc:
+            tmp.unlink(missing_ok=True)
+            self.store.mark_quarantined([row.id], owner, f"de-identification: {exc.message}")
+            metrics.INSTANCES_QUARANTINED.labels(stage="deid").inc()
+            log.warning("deid.quarantined", case_id=row.case_id, instance=row.id, error=str(exc))
+            return
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            self.store.release([row.id], owner)
+            log.error("deid.io_error", case_id=row.case_id, error_type=type(exc).__name__)
+            return
+        size = tmp.stat().st_size
+        name = self.spool.commit_tmp(tmp)
+        ok = self.store.mark_deidentified(
+            row,
+            owner,
+            deid_name=name,
+            size_bytes=size,
+            pseudo_sop_uid=result.pseudo_sop_uid,
+            pseudo_series_uid=result.pseudo_series_uid,
+            pseudo_study_uid=result.pseudo_study_uid,
+            pseudo_patient_id=result.pseudo_patient_id,
+            patient=(
+                result.original_patient_id,
+                result.original_issuer,
+                result.original_patient_name,
+            ),
+            headers=result.vault_headers,
+            uids=result.uid_map,
+            modality=result.modality,
+            body_part=result.body_part,
+            question=result.question,
+        )
+        if not ok:
+            self.spool.remove(DEID, name)
+            return
+        metrics.INSTANCES_DEIDENTIFIED.inc()
+
+    def forward_once(self) -> bool:
+        r = self.settings.reading
+        owner = self.store.new_owner()
+        rows = self.store.claim_instances(
+            InstanceState.DEIDENTIFIED,
+            r.stow_max_instances,
+            self.settings.worker.lease_seconds,
+            owner,
+        )
+        if not rows:
+            return False
+        batch, total = [], 0
+        for row in rows:
+            if batch and total + row.size_bytes > r.stow_max_bytes:
+                break
+            batch.append(row)
+            total += row.size_bytes
+        self.store.release([row.id for row in rows[len(batch) :]], owner)
+        self._send(batch, owner)
+        return True
+
+    def _send(self, batch: list[Any], owner: str) -> None:
+        r = self.settings.reading
+        if r.dicomweb_url is None:
+            raise ConfigError("BRIDGE_READING__DICOMWEB_URL is not set")
+        items = [(row.pseudo_sop_uid, self.spool.path(DEID, row.deid_name)) for row in batch]
+        by_uid = {row.pseudo_sop_uid: row for row in batch}
+        try:
+            outcome = stow(self.session, r.dicomweb_url, items, r.timeout)
+        except TransientForwardError as exc:
+            self._retry(batch, owner, str(exc))
+            return
+        except PermanentForwardError as exc:
+            if len(batch) > 1:  # find the culprit: send one by one
+                for row in batch:
+                    self._send([row], owner)
+                return
+            self.store.mark_quarantined([batch[0].id], owner, f"reading archive: {exc}")
+            metrics.INSTANCES_QUARANTINED.labels(stage="forward").inc()
+            log.warning("forward.quarantined", case_id=batch[0].case_id, error=str(exc))
+            return
+        except (ForwardError, OSError) as exc:
+            self._retry(batch, owner, f"forward: {type(exc).__name__}")
+            return
+        stored = [by_uid[u] for u in outcome.stored if u in by_uid]
+        originals = self.store.mark_forwarded([row.id for row in stored], owner)
+        if not self.settings.spool.keep_forwarded:
+            for name in originals:
+                self.spool.remove(RECEIVED, name)
+        metrics.INSTANCES_FORWARDED.inc(len(stored))
+        metrics.BYTES_FORWARDED.inc(sum(row.size_bytes for row in stored))
+        transient, permanent = [], []
+        for uid, (reason, is_transient) in outcome.failed.items():
+            if uid in by_uid:
+                (transient if is_transient else permanent).append((by_uid[uid], reason))
+        for row, reason in permanent:
+            self.store.mark_quarantined([row.id], owner, f"reading archive rejected: {reason}")
+            metrics.INSTANCES_QUARANTINED.labels(stage="forward").inc()
+            log.warning("forward.rejected", case_id=row.case_id, instance=row.id, reason=reason)
+        if transient:
+            self._retry([row for row, _ in transient], owner, transient[0][1])
+        unanswered = set(by_uid) - outcome.stored - set(outcome.failed)
+        if unanswered:
+            self._retry([by_uid[u] for u in unanswered], owner, "archive did not confirm")
+        log.info("forward.batch", stored=len(stored), failed=len(outcome.failed), size=len(batch))
+
+    def _retry(self, rows: list[Any], owner: str, error: str) -> None:
+        r = self.settings.reading
+        self.store.schedule_retry(
+            [row.id for row in rows],
+            owner,
+            error,
+            lambda n: backoff(n, r.retry_initial, r.retry_max),
+        )
+        metrics.RETRIES.labels(stage="forward").inc(len(rows))
+        log.warning("forward.retry", instances=len(rows), error=error)
+
+    def cases_once(self) -> bool:
+        completed = self.store.complete_stable_cases(self.settings.study_stable_seconds)
+        for case_id in completed:
+            log.info("case.received", case_id=case_id)
+        forwarded = self.store.advance_cases()
+        for case_id, version in forwarded:
+            log.info("case.forwarded", case_id=case_id, version=version)
+            if self.settings.reading.queue_url:
+                self.store.enqueue_job(MANIFEST_JOB, case_id, {"version": version})
+        return bool(completed or forwarded)
+
+    def manifests_once(self) -> bool:
+        r = self.settings.reading
+        if not r.queue_url:
+            return False
+        owner = self.store.new_owner()
+        jobs = self.store.claim_jobs(MANIFEST_JOB, 4, self.settings.worker.lease_seconds, owner)
+        secret = r.queue_secret.get_secret_value().encode() if r.queue_secret else None
+        for job in jobs:
+            case = self.store.get_case(job.case_id)
+            if case is None:
+                self.store.finish_job(job.id, owner)
+                continue
+            version = json.loads(job.payload).get("version", 1)
+            body = encode(build_manifest(case, version))
+            try:
+                post_manifest(self.queue_session, r.queue_url, body, secret, r.timeout)
+            except (ForwardError, requests.RequestException) as exc:
+                delay = backoff(job.attempts + 1, r.retry_initial, r.retry_max)
+                self.store.retry_job(job.id, owner, str(exc), delay)
+                metrics.RETRIES.labels(stage="manifest").inc()
+                log.warning("manifest.retry", case_id=job.case_id, error=str(exc))
+                continue
+            self.store.finish_job(job.id, owner)
+            metrics.MANIFESTS_SENT.inc()
+            log.info("manifest.sent", case_id=job.case_id, version=version)
+        return bool(jobs)
