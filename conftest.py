@@ -1,0 +1,101 @@
+"""Shared fixtures: real peers (two Orthancs, the bridge, a webhook receiver), PostgreSQL.
+
+Orthanc (Debian's package) plays the hospital PACS and the reading archive, each on free
+loopback ports with a generated config and ``TCP_NODELAY=1``. The bridge runs as a subprocess
+exactly as an administrator would run it (``bridge serve``, configured by environment).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bridge.testing.orthanc import Orthanc, dicomweb_plugin
+from bridge.testing.peers import BridgeProcess, WebhookReceiver
+
+ROOT = Path(__file__).parent
+SHARED = ROOT.parent / "shared"
+CORPUS = SHARED / "corpus" / "pseudo-phi"
+REFERENCE = SHARED / "reference"
+PG_ADMIN_URL = os.environ.get("BRIDGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+DEID_SECRET = "test-secret-0123456789abcdef"
+QUEUE_SECRET = b"queue-secret-abcdef"
+
+
+def _need_peers() -> None:
+    if shutil.which("storescu") is None or dicomweb_plugin() is None:
+        pytest.fail("dcmtk and orthanc-dicomweb are required: run `make test` (it installs them)")
+
+
+@pytest.fixture(scope="session")
+def reading(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
+    _need_peers()
+    o = Orthanc("READING", tmp_path_factory.mktemp("reading"), aet="READING").start()
+    yield o
+    o.stop()
+
+
+@pytest.fixture(scope="session")
+def webhook() -> Iterator[WebhookReceiver]:
+    w = WebhookReceiver(QUEUE_SECRET).start()
+    yield w
+    w.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for the session (dropped at the end)."""
+    sqlalchemy = pytest.importorskip("sqlalchemy")
+    name = f"bridge_test_{uuid.uuid4().hex[:10]}"
+    admin = sqlalchemy.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    except sqlalchemy.exc.OperationalError as exc:
+        pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is required for these tests: {exc}")
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    yield f"{base}/{name}"
+    with admin.connect() as conn:
+        conn.exec_driver_sql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+        )
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
+    admin.dispose()
+
+
+def bridge_env(reading: Orthanc, webhook: WebhookReceiver | None, **extra: str) -> dict[str, str]:
+    env = {
+        "BRIDGE_DEID__SECRET": DEID_SECRET,
+        "BRIDGE_READING__DICOMWEB_URL": reading.dicomweb,
+        "BRIDGE_STUDY_STABLE_SECONDS": "2",
+        "BRIDGE_READING__RETRY_INITIAL": "0.5",
+        "BRIDGE_READING__RETRY_MAX": "3",
+        "BRIDGE_WORKER__POLL_INTERVAL": "0.1",
+        "BRIDGE_SPOOL__MIN_FREE_BYTES": "0",
+    }
+    if webhook is not None:
+        env["BRIDGE_READING__QUEUE_URL"] = webhook.url
+        env["BRIDGE_READING__QUEUE_SECRET"] = QUEUE_SECRET.decode()
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def make_bridge(tmp_path: Path) -> Iterator[object]:
+    """Factory: ``make_bridge(env)`` starts a bridge in its own work dir; all stopped after."""
+    started: list[BridgeProcess] = []
+
+    def factory(env: dict[str, str], name: str = "bridge") -> BridgeProcess:
+        b = BridgeProcess(tmp_path / name, env)
+        started.append(b)
+        return b.start()
+
+    yield factory
+    for b in started:
+        b.kill()

@@ -1,0 +1,47 @@
+"""Assertions a user would make on de-identified objects."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from pydicom.dataset import Dataset
+
+
+def text_values(ds: Dataset) -> Iterator[tuple[str, str]]:
+    """Every value of every element as text, recursively, file meta included (pixels skipped)."""
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None:
+        yield from _walk(meta)
+    yield from _walk(ds)
+
+
+def _walk(ds: Dataset) -> Iterator[tuple[str, str]]:
+    for elem in ds:
+        if elem.tag == 0x7FE00010:
+            continue
+        if elem.VR == "SQ":
+            for item in elem.value:
+                yield from _walk(item)
+            continue
+        val = elem.value
+        if isinstance(val, bytes):
+            yield str(elem.tag), val.decode("latin-1")
+        elif isinstance(val, list | tuple) or hasattr(val, "__iter__") and not isinstance(val, str):
+            try:
+                yield str(elem.tag), "\\".join(str(v) for v in val)
+            except TypeError:
+                yield str(elem.tag), str(val)
+        else:
+            yield str(elem.tag), str(val)
+
+
+def leaks(ds: Dataset, planted: Iterable[str]) -> list[str]:
+    """Planted values found anywhere in ``ds`` (case-insensitive substring)."""
+    planted_l = [p.lower() for p in planted if p]
+    found = []
+    for tag, text in text_values(ds):
+        low = text.lower()
+        for p in planted_l:
+            if p in low:
+                found.append(f"{tag}: {p!r}")
+    return found
