@@ -185,7 +185,12 @@ def storescu(
     cmd = ["storescu", "-v", "-aet", calling, "-aec", aet, "127.0.0.1", str(port)]
     env = dict(os.environ, TCP_NODELAY="1")
     return subprocess.run(
-        [*cmd, *map(str, files)], capture_output=True, text=True, env=env, timeout=timeout,
+        [*cmd, *map(str, files)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        timeout=timeout,
         check=check,
     )
 
