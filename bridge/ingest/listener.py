@@ -140,12 +140,20 @@ class Listener:
         if allowed and calling not in allowed:
             log.warning("association.rejected", reason="calling AE title not allowed")
             metrics.ASSOCIATIONS_REJECTED.labels(reason="calling_aet").inc()
-            assoc.acse.send_reject(*_REJECT_CALLING)
+            self._reject(assoc, _REJECT_CALLING)
             return
         if called not in self.settings.dimse.accepted_called_aets:
             log.warning("association.rejected", reason="called AE title not served")
             metrics.ASSOCIATIONS_REJECTED.labels(reason="called_aet").inc()
-            assoc.acse.send_reject(*_REJECT_CALLED)
+            self._reject(assoc, _REJECT_CALLED)
+
+    @staticmethod
+    def _reject(assoc: Any, rsd: tuple[int, int, int]) -> None:
+        # As pynetdicom's own ACSE does for require_calling_aet: send A-ASSOCIATE-RJ, mark the
+        # association rejected (so negotiation is skipped) and stop its DUL.
+        assoc.acse.send_reject(*rsd)
+        assoc.is_rejected = True
+        assoc.kill()
 
     def _on_echo(self, event: Any) -> int:
         return STATUS_SUCCESS
@@ -187,7 +195,7 @@ class Listener:
             return STATUS_DATASET_MISMATCH
 
         assoc = event.assoc
-        called = str(assoc.acceptor.ae_title).strip()
+        called = str(assoc.requestor.primitive.called_ae_title).strip()
         calling = str(assoc.requestor.ae_title).strip()
         route = self.settings.dimse.route_for(called)
         try:
