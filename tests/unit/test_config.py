@@ -1,0 +1,87 @@
+"""Settings: environment with BRIDGE_ prefix and __ nesting, TOML file, required values."""
+
+from __future__ import annotations
+
+import pytest
+
+from bridge.config import load_settings
+from bridge.errors import ConfigError
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch, tmp_path):
+    import os
+
+    for k in list(os.environ):
+        if k.startswith("BRIDGE_"):
+            monkeypatch.delenv(k)
+    monkeypatch.chdir(tmp_path)
+
+
+def test_defaults():
+    s = load_settings()
+    assert s.dimse.ae_title == "SECONDOPINION"
+    assert (s.dimse.host, s.dimse.port) == ("127.0.0.1", 11112)
+    assert (s.http.host, s.http.port) == ("127.0.0.1", 8080)
+    assert s.study_stable_seconds == 30
+    assert str(s.data_dir) == "var"
+    assert s.effective_database_url.startswith("sqlite:///")
+    with pytest.raises(ConfigError) as err:
+        s.require_pipeline()
+    assert "BRIDGE_DEID__SECRET" in str(err.value)
+    assert "BRIDGE_READING__DICOMWEB_URL" in str(err.value)
+
+
+def test_environment_nesting(monkeypatch):
+    monkeypatch.setenv("BRIDGE_DIMSE__PORT", "11200")
+    monkeypatch.setenv("BRIDGE_DIMSE__AE_TITLE", "SO_TEST")
+    monkeypatch.setenv("BRIDGE_READING__DICOMWEB_URL", "https://archive.example/dicom-web/")
+    monkeypatch.setenv("BRIDGE_DEID__SECRET", "s" * 20)
+    monkeypatch.setenv("BRIDGE_DIMSE__ROUTES", '[{"ae_title": "SO_NEURO", "subspecialty": "neuro"}]')
+    s = load_settings()
+    assert s.dimse.port == 11200 and s.dimse.ae_title == "SO_TEST"
+    assert s.reading.dicomweb_url == "https://archive.example/dicom-web"
+    assert s.dimse.route_for("SO_NEURO").subspecialty == "neuro"
+    s.require_pipeline()
+    assert "s" * 20 not in s.model_dump_json()  # secrets masked
+
+
+def test_toml_file_and_env_precedence(tmp_path, monkeypatch):
+    cfg = tmp_path / "bridge.toml"
+    cfg.write_text('study_stable_seconds = 5\n[dimse]\nport = 11300\n[http]\nport = 9090\n')
+    monkeypatch.setenv("BRIDGE_HTTP__PORT", "9191")
+    s = load_settings(cfg)
+    assert s.study_stable_seconds == 5 and s.dimse.port == 11300
+    assert s.http.port == 9191  # environment wins over the file
+
+
+def test_invalid_values_are_reported():
+    bad = __import__("os").environ
+    bad["BRIDGE_DIMSE__AE_TITLE"] = "THIS AE TITLE IS FAR TOO LONG"
+    try:
+        with pytest.raises(ConfigError) as err:
+            load_settings()
+        assert "ae_title" in str(err.value)
+    finally:
+        del bad["BRIDGE_DIMSE__AE_TITLE"]
+    with pytest.raises(ConfigError):
+        load_settings(__import__("pathlib").Path("/nonexistent.toml"))
+
+
+def test_example_config_documents_every_setting():
+    from pathlib import Path
+
+    from bridge.config import Settings
+
+    example = (Path(__file__).parents[2] / "config" / "bridge.example.toml").read_text()
+    s = Settings()
+    missing = []
+    for name, field in Settings.model_fields.items():
+        sub = getattr(s, name)
+        if hasattr(sub, "model_fields"):
+            for inner in type(sub).model_fields:
+                if f"\n{inner} =" not in example and f"\n# {inner} =" not in example:
+                    missing.append(f"{name}.{inner}")
+        elif f"\n{name} =" not in example and f"\n# {name} =" not in example:
+            missing.append(name)
+    assert missing == []

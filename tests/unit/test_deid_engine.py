@@ -1,0 +1,156 @@
+"""The de-identification engine on synthetic planted datasets (no servers)."""
+
+from __future__ import annotations
+
+import subprocess
+from io import BytesIO
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.encaps import encapsulate
+from pydicom.sequence import Sequence
+from pydicom.uid import JPEGBaseline8Bit
+
+from bridge.deid.engine import Deidentifier
+from bridge.deid.profile import build_profile
+from bridge.deid.pseudonyms import Pseudonymizer
+from bridge.errors import DeidError
+from bridge.testing.sample import PlantedPatient, make_study
+from tests.helpers import leaks
+
+SECRET = b"unit-test-secret-0123456789"
+
+
+@pytest.fixture
+def engine() -> Deidentifier:
+    return Deidentifier(build_profile(), Pseudonymizer(SECRET), "test method")
+
+
+def _roundtrip(ds: Dataset) -> Dataset:
+    buf = BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return dcmread(BytesIO(buf.getvalue()))
+
+
+def test_planted_identity_removed_everywhere(tmp_path, engine):
+    study = make_study(tmp_path, 2, rows=16, columns=16)
+    assert len(study.planted) >= 30
+    src = dcmread(study.paths[0])
+    assert len(leaks(src, study.planted)) >= 30  # the check sees them in the original
+    res = engine.deidentify_file(study.paths[0])
+    out = _roundtrip(res.dataset)
+    assert leaks(out, study.planted) == []
+    assert out.PixelData == src.PixelData
+    assert out.PatientIdentityRemoved == "YES"
+    assert out.DeidentificationMethod == "test method"
+    code = out.DeidentificationMethodCodeSequence[0]
+    assert (code.CodeValue, code.CodingSchemeDesignator) == ("113100", "DCM")
+    assert out.file_meta.MediaStorageSOPInstanceUID == out.SOPInstanceUID
+    assert "SourceApplicationEntityTitle" not in out.file_meta
+    # kept: what a reader needs and the table does not list
+    assert out.Modality == "CT" and out.Rows == 16 and out.SliceThickness == 5.0
+    assert out.BodyPartExamined == "HEAD"
+
+
+def test_uids_are_keyed_consistent_and_mapped_back(tmp_path, engine):
+    study = make_study(tmp_path, 3, rows=8, columns=8)
+    results = [engine.deidentify_file(p) for p in study.paths]
+    assert len({r.pseudo_study_uid for r in results}) == 1
+    assert len({r.dataset.FrameOfReferenceUID for r in results}) == 1
+    for r in results:
+        assert r.pseudo_sop_uid.startswith("2.25.") and len(r.pseudo_sop_uid) <= 64
+        assert r.uid_map[r.pseudo_sop_uid] == r.original_sop_uid
+        assert r.uid_map[r.pseudo_study_uid] == study.study_uid
+    other = Deidentifier(build_profile(), Pseudonymizer(b"another-secret-0123456789"), "x")
+    assert other.deidentify_file(study.paths[0]).pseudo_sop_uid != results[0].pseudo_sop_uid
+
+
+def test_same_patient_same_pseudonym_issuer_matters(tmp_path, engine):
+    a = engine.deidentify_file(make_study(tmp_path / "a", 1, rows=8, columns=8).paths[0])
+    b = engine.deidentify_file(make_study(tmp_path / "b", 1, rows=8, columns=8).paths[0])
+    c = engine.deidentify_file(
+        make_study(tmp_path / "c", 1, rows=8, columns=8,
+                   patient=PlantedPatient(issuer="OTHER-HOSPITAL")).paths[0]
+    )
+    assert a.pseudo_patient_id == b.pseudo_patient_id != c.pseudo_patient_id
+    assert a.dataset.PatientName == a.pseudo_patient_id.replace("-", "^", 1)
+
+
+def test_unknown_and_private_removed_at_every_level(engine):
+    ds = _minimal()
+    inner = Dataset()
+    inner.add_new(0x00091010, "LO", "PRIVATE-INNER")
+    inner.add_new(0x00431001, "LO", "PRIVATE-DEEP")  # private tag without creator
+    inner.PatientName = "NESTED^NAME"
+    ds.ReferencedImageSequence = Sequence([inner])
+    ds.add_new(0x00090010, "LO", "VENDOR")
+    res = engine.deidentify(ds)
+    out = _roundtrip(res.dataset)
+    assert leaks(out, ["PRIVATE-INNER", "PRIVATE-DEEP", "NESTED", "VENDOR"]) == []
+
+
+def test_encapsulated_pixel_data_passes_through(engine):
+    ds = _minimal()
+    frames = [b"\xff\xd8\xff\xe0" + bytes(range(200)) + b"\xff\xd9"]
+    ds.PixelData = encapsulate(frames)
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    out = _roundtrip(engine.deidentify(ds).dataset)
+    assert out.file_meta.TransferSyntaxUID == JPEGBaseline8Bit
+    assert out.PixelData == ds.PixelData
+
+
+@pytest.mark.parametrize("conv", [["+td"], ["+tb"], ["+ti"]], ids=["deflate", "bigendian", "implicit"])
+def test_transfer_syntaxes_survive(tmp_path, engine, conv):
+    study = make_study(tmp_path, 1, rows=16, columns=16)
+    dst = tmp_path / "conv.dcm"
+    subprocess.run(["dcmconv", *conv, str(study.paths[0]), str(dst)], check=True)
+    src = dcmread(dst)
+    out = _roundtrip(engine.deidentify_file(dst).dataset)
+    assert out.file_meta.TransferSyntaxUID == src.file_meta.TransferSyntaxUID
+    assert out.PixelData == src.PixelData
+    assert leaks(out, study.planted) == []
+
+
+def test_missing_uid_is_refused(engine):
+    ds = _minimal()
+    del ds.StudyInstanceUID
+    with pytest.raises(DeidError) as err:
+        engine.deidentify(ds)
+    assert "StudyInstanceUID" in str(err.value)
+
+
+def test_deep_nesting_is_refused(engine):
+    ds = _minimal()
+    cur = ds
+    for _ in range(40):
+        item = Dataset()
+        cur.ReferencedImageSequence = Sequence([item])
+        cur = item
+    with pytest.raises(DeidError):
+        engine.deidentify(ds)
+
+
+def test_unreadable_file_is_refused(tmp_path: Path, engine):
+    p = tmp_path / "junk.dcm"
+    p.write_bytes(b"not dicom at all")
+    with pytest.raises(DeidError):
+        engine.deidentify_file(p)
+
+
+def _minimal() -> Dataset:
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.SOPInstanceUID = "1.2.3.4.1"
+    ds.StudyInstanceUID = "1.2.3.4.2"
+    ds.SeriesInstanceUID = "1.2.3.4.3"
+    ds.PatientID = "X1"
+    ds.Modality = "OT"
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    return ds

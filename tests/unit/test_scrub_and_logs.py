@@ -1,0 +1,45 @@
+"""Question scrubbing and the log redaction processor."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+from bridge.deid.scrub import identifying_tokens, scrub_text
+from bridge.errors import DeidError
+from bridge.logging import configure, get_logger
+from bridge.testing.sample import make_study
+
+
+def test_question_scrubbed_of_dataset_identity(tmp_path):
+    from pydicom import dcmread
+
+    ds = dcmread(make_study(tmp_path, 1, rows=8, columns=8).paths[0])
+    q = "Compare with outside MRI of PLANTEDFAMILY Plantedgiven born 1961-04-17, MRN PID-7734521, tel +1 555 019 9321"
+    out = scrub_text(q, identifying_tokens(ds))
+    for bad in ("PLANTEDFAMILY", "Plantedgiven", "1961", "PID-7734521", "555"):
+        assert bad.lower() not in out.lower()
+    assert out.startswith("Compare with outside MRI of")
+
+
+def test_redaction_processor_masks_identifying_keys_and_library_messages():
+    stream = io.StringIO()
+    configure("json", "info", stream=stream)
+    log = get_logger("t")
+    log.info("x", patient_name="DOE^JANE", case_id="c1")
+    try:
+        raise ValueError("Invalid value 'DOE^JANE'")
+    except ValueError:
+        log.error("y", exc_info=True)
+    try:
+        raise DeidError("instance lacks a required UID", attribute="SOPInstanceUID")
+    except DeidError:
+        log.error("z", exc_info=True)
+    logging.getLogger("pynetdicom").debug("dataset dump DOE^JANE")
+    lines = [json.loads(x) for x in stream.getvalue().splitlines()]
+    text = stream.getvalue()
+    assert "DOE" not in text
+    assert lines[0]["case_id"] == "c1" and lines[0]["patient_name"] == "[redacted]"
+    assert lines[1]["error_type"] == "ValueError"
+    assert "SOPInstanceUID" in lines[2]["error"]
