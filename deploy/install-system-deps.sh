@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Install what the bridge's demo and tests need from Debian, if missing:
+# Orthanc + its DICOMweb plugin (hospital PACS and reading archive), dcmtk (storescu & co).
+set -euo pipefail
+
+need=()
+[ -x /usr/sbin/Orthanc ] || need+=(orthanc)
+ls /usr/share/orthanc/plugins/libOrthancDicomWeb.so >/dev/null 2>&1 || need+=(orthanc-dicomweb)
+command -v storescu >/dev/null 2>&1 && command -v dcmconv >/dev/null 2>&1 || need+=(dcmtk)
+
+if [ ${#need[@]} -eq 0 ]; then
+  echo "system packages: orthanc, orthanc-dicomweb, dcmtk present"
+  exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null 2>&1 || { echo "need root (or sudo) to install: ${need[*]}" >&2; exit 1; }
+  SUDO="sudo"
+fi
+echo "installing from Debian: ${need[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+# The package's own system service is not used (fixtures and the demo start their own Orthancs
+# on other ports); policy-rc.d may refuse to start it, which is fine.
+$SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
