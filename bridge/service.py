@@ -44,8 +44,9 @@ def serve(settings: Settings) -> int:
 
     store = open_store(settings)
     released = store.release_own_leases()
-    spool = Spool(settings.spool_dir, settings.spool)
+    spool = Spool(settings.spool_dir, settings.spool, store.node_id)
     spool.clean_partial()
+    spool.remove_orphans(store.spool_names(spool.prefix))
     metrics.register_store(store)
 
     pipeline = Pipeline(settings, store, spool)

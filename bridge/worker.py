@@ -124,11 +124,22 @@ class Pipeline:
         rows = self.store.claim_instances(
             InstanceState.RECEIVED, 8, self.settings.worker.lease_seconds, owner
         )
-        for row in rows:
+        for i, row in enumerate(rows):
             if self._stop.is_set():
-                self.store.release([r.id for r in rows], owner)
+                self.store.release([r.id for r in rows[i:]], owner)
                 return True
-            self._deidentify(row, owner)
+            try:
+                self._deidentify(row, owner)
+            except Exception as exc:  # noqa: BLE001 - keep the instance, retry it later
+                w = self.settings.reading
+                self.store.schedule_retry(
+                    [row.id],
+                    owner,
+                    f"deid: {type(exc).__name__}",
+                    lambda n: backoff(n, w.retry_initial, w.retry_max),
+                )
+                metrics.RETRIES.labels(stage="deid").inc()
+                log.error("deid.retry", case_id=row.case_id, error_type=type(exc).__name__)
         return bool(rows)
 
     def _deidentify(self, row: Any, owner: str) -> None:
@@ -193,7 +204,10 @@ class Pipeline:
             batch.append(row)
             total += row.size_bytes
         self.store.release([row.id for row in rows[len(batch) :]], owner)
-        self._send(batch, owner)
+        try:
+            self._send(batch, owner)
+        except Exception as exc:  # noqa: BLE001 - keep the instances, retry them later
+            self._retry(batch, owner, f"forward: {type(exc).__name__}")
         return True
 
     def _send(self, batch: list[Any], owner: str) -> None:

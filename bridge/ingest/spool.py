@@ -8,12 +8,16 @@ Layout under ``<data_dir>/spool``::
     deid/        de-identified copies, ready to forward
     tmp/         de-identified copies being written (renamed into deid/ when complete)
 
-File names are random (``uuid4``) and never come from a received value.
+File names are ``<node>.<uuid4>.dcm``: random, never from a received value, and carrying the
+node that wrote them, so that at start-up a node can recognise and delete the files it left
+without a record when it died (received but never acknowledged, or de-identified but never
+recorded) without touching the files of other nodes sharing the spool.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import threading
 import uuid
@@ -42,9 +46,10 @@ def _fsync(path: Path) -> None:
 class Spool:
     """Durable file storage with a byte quota and a free-space floor."""
 
-    def __init__(self, root: Path, settings: SpoolSettings) -> None:
+    def __init__(self, root: Path, settings: SpoolSettings, node_id: str = "node") -> None:
         self.root = root
         self.settings = settings
+        self.prefix = re.sub(r"[^A-Za-z0-9-]", "-", node_id)[:32] + "."
         self._lock = threading.Lock()
         for area in _AREAS:
             (root / area).mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -72,6 +77,18 @@ class Spool:
             log.warning("spool.partial_removed", count=removed)
         return removed
 
+    def remove_orphans(self, referenced: set[str]) -> int:
+        """Delete this node's files that the state store does not reference (crash leftovers)."""
+        removed = 0
+        for area in (RECEIVED, DEID):
+            for f in (self.root / area).iterdir():
+                if f.name.startswith(self.prefix) and f.name not in referenced:
+                    self.remove(area, f.name)
+                    removed += 1
+        if removed:
+            log.warning("spool.orphans_removed", count=removed)
+        return removed
+
     def check_room(self, incoming: int) -> None:
         """Raise :class:`SpoolFullError` if ``incoming`` more bytes would not fit."""
         quota = self.settings.quota_bytes
@@ -90,7 +107,7 @@ class Spool:
         """Durably move a completely received file into ``received/``; return its name."""
         size = src.stat().st_size
         self.check_room(size)
-        name = f"{uuid.uuid4().hex}.dcm"
+        name = f"{self.prefix}{uuid.uuid4().hex}.dcm"
         dst = self.root / RECEIVED / name
         try:
             _fsync(src)
@@ -103,7 +120,7 @@ class Spool:
         return name
 
     def new_tmp(self) -> Path:
-        return self.root / "tmp" / f"{uuid.uuid4().hex}.dcm"
+        return self.root / "tmp" / f"{self.prefix}{uuid.uuid4().hex}.dcm"
 
     def commit_tmp(self, tmp: Path) -> str:
         """Durably move a completely written file from ``tmp/`` into ``deid/``."""

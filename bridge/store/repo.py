@@ -15,7 +15,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, or_, select, update
+from sqlalchemy import Engine, Table, and_, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
@@ -183,6 +185,14 @@ class Store:
                 )
                 n += res.rowcount or 0
         return n
+
+    def spool_names(self, prefix: str) -> set[str]:
+        """Every spool file name with ``prefix`` that an instance references."""
+        names: set[str] = set()
+        with self.engine.connect() as conn:
+            for col in (instances.c.spool_name, instances.c.deid_name):
+                names.update(r[0] for r in conn.execute(select(col).where(col.like(f"{prefix}%"))))
+        return names
 
     def claim_instances(
         self, state: InstanceState, limit: int, lease: float, owner: str
