@@ -99,3 +99,12 @@ def make_bridge(tmp_path: Path) -> Iterator[object]:
     yield factory
     for b in started:
         b.kill()
+
+
+@pytest.fixture(scope="session")
+def hospital(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
+    """The hospital PACS: an Orthanc that pushes studies to the bridge."""
+    _need_peers()
+    o = Orthanc("HOSPITAL", tmp_path_factory.mktemp("hospital"), aet="HOSPITALPACS").start()
+    yield o
+    o.stop()

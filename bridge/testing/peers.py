@@ -180,9 +180,10 @@ def storescu(
     calling: str = "STORESCU",
     timeout: float = 600,
     check: bool = True,
+    extra: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess[str]:
     """Send files with dcmtk's storescu (TCP_NODELAY=1), verbose so acknowledgements show."""
-    cmd = ["storescu", "-v", "-aet", calling, "-aec", aet, "127.0.0.1", str(port)]
+    cmd = ["storescu", "-v", *extra, "-aet", calling, "-aec", aet, "127.0.0.1", str(port)]
     env = dict(os.environ, TCP_NODELAY="1")
     return subprocess.run(
         [*cmd, *map(str, files)],
