@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test stop deps venv lint format clean
+.PHONY: demo test stop deps venv lint format clean bench
 
 demo: deps venv  ## start hospital PACS + reading archive + bridge, push a planted study, show it de-identified
 	bash deploy/demo/demo.sh
@@ -36,3 +36,6 @@ format: venv
 
 clean: stop
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache
+
+bench: deps venv  ## end-to-end wall time vs a direct storescu into Orthanc (writes docs/bench-e2e.md)
+	$(VENV)/bin/python bench/e2e.py

@@ -1,3 +1,3 @@
-"""SECONDOPINION: a second-opinion DICOM bridge between a hospital PACS and a remote reading service."""
+"""SECONDOPINION: a second-opinion DICOM bridge between a hospital PACS and a reading service."""
 
 __version__ = "0.1.0"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +23,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"bridge {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="run the listener, the workers and the HTTP server")
+    worker = sub.add_parser("worker", help="run pipeline workers only (serve starts its own)")
+    worker.add_argument("--index", type=int, default=0, help="worker number on this node")
     sub.add_parser("migrate", help="bring the state store schema up to date")
     cases = sub.add_parser("cases", help="list cases")
     cases.add_argument("--state", help="only cases in this state")
@@ -57,10 +60,20 @@ def _run(args: argparse.Namespace, settings: object) -> int:
     from bridge.config import Settings
 
     assert isinstance(settings, Settings)
-    if args.command == "serve":
-        from bridge.service import serve
+    if args.command in ("serve", "worker"):
+        # Every process of the group writes its metrics where /metrics can read them. This must
+        # happen before prometheus_client is first imported.
+        mp_dir = settings.data_dir / "metrics"
+        if args.command == "serve" and mp_dir.is_dir():
+            for f in mp_dir.glob("*.db"):
+                f.unlink()
+        mp_dir.mkdir(parents=True, exist_ok=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(mp_dir.resolve())
+        from bridge.service import serve, worker
 
-        return serve(settings)
+        if args.command == "serve":
+            return serve(settings, args.config)
+        return worker(settings, args.index)
     if args.command == "migrate":
         from bridge.service import open_store
 

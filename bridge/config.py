@@ -171,7 +171,13 @@ class SpoolSettings(BaseModel):
 
 
 class WorkerSettings(BaseModel):
+    """The pipeline workers (de-identify, forward, cases, manifests)."""
+
     model_config = _FROZEN
+
+    #: Worker processes started by `bridge serve` (0 = threads inside the serve process).
+    #: Separate processes keep de-identification off the listener's interpreter lock.
+    processes: int = Field(1, ge=0, le=32)
 
     #: Threads de-identifying instances.
     deid_threads: int = Field(2, ge=1, le=32)

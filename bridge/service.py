@@ -12,32 +12,42 @@ import signal
 import socket
 import threading
 import time
+from pathlib import Path
 from types import FrameType
 
 import uvicorn
 
 from bridge.config import Settings
-from bridge.errors import ConfigError
+from bridge.errors import ConfigError, StoreError
 from bridge.ingest.listener import Listener
 from bridge.ingest.spool import Spool
 from bridge.logging import get_logger
-from bridge.store.db import make_engine, migrate
+from bridge.store.db import make_engine, migrate, schema_status
 from bridge.store.repo import Store
-from bridge.web import metrics
+from bridge.supervisor import WorkerSupervisor
 from bridge.web.app import create_app
-from bridge.worker import Pipeline
+from bridge.worker import Pipeline, run_worker
 
 log = get_logger(__name__)
 
 
-def open_store(settings: Settings) -> Store:
+def node_name() -> str:
+    return socket.gethostname()[:24]
+
+
+def open_store(settings: Settings, node_id: str | None = None, upgrade: bool = True) -> Store:
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     engine = make_engine(settings.effective_database_url)
-    migrate(engine)
-    return Store(engine, node_id=socket.gethostname()[:32])
+    if upgrade:
+        migrate(engine)
+    else:
+        current, head = schema_status(engine)
+        if current != head:
+            raise StoreError("state store schema is not current: run `bridge migrate`")
+    return Store(engine, node_id=node_id or node_name())
 
 
-def serve(settings: Settings) -> int:
+def serve(settings: Settings, config_file: Path | None = None) -> int:
     settings.require_pipeline()
     if settings.api_token is None or not settings.api_token.get_secret_value():
         raise ConfigError("missing required setting: BRIDGE_API_TOKEN")
@@ -47,9 +57,14 @@ def serve(settings: Settings) -> int:
     spool = Spool(settings.spool_dir, settings.spool, store.node_id)
     spool.clean_partial()
     spool.remove_orphans(store.spool_names(spool.prefix))
-    metrics.register_store(store)
 
-    pipeline = Pipeline(settings, store, spool)
+    pipeline: Pipeline | None = None
+    workers: WorkerSupervisor | None = None
+    if settings.worker.processes == 0:
+        spool.clean_tmp()
+        pipeline = Pipeline(settings, store, spool)
+    else:
+        workers = WorkerSupervisor(settings.worker.processes, config_file)
     listener = Listener(settings, store, spool)
     server = uvicorn.Server(
         uvicorn.Config(
@@ -73,13 +88,19 @@ def serve(settings: Settings) -> int:
     http_thread = threading.Thread(target=server.run, name="http", daemon=True)
     http_thread.start()
     listener.start()
-    pipeline.start()
+    if pipeline is not None:
+        pipeline.start()
+    if workers is not None:
+        workers.start()
     deadline = time.monotonic() + 30
     while not server.started and http_thread.is_alive() and time.monotonic() < deadline:
         time.sleep(0.05)
     if not server.started:
         listener.shutdown(0)
-        pipeline.stop()
+        if pipeline is not None:
+            pipeline.stop()
+        if workers is not None:
+            workers.stop()
         raise ConfigError("the HTTP server could not start", port=settings.http.port)
     log.info(
         "bridge.started",
@@ -91,8 +112,18 @@ def serve(settings: Settings) -> int:
 
     listener.shutdown(settings.dimse.shutdown_grace)
     server.should_exit = True
-    pipeline.stop()
+    if pipeline is not None:
+        pipeline.stop()
+    if workers is not None:
+        workers.stop()
     http_thread.join(10)
     store.engine.dispose()
     log.info("bridge.stopped")
     return 0
+
+
+def worker(settings: Settings, index: int) -> int:
+    """``bridge worker``: the pipeline alone (started by ``serve``, or run on other nodes)."""
+    settings.require_pipeline()
+    store = open_store(settings, node_id=f"{node_name()}-w{index}", upgrade=False)
+    return run_worker(settings, store)

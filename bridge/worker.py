@@ -131,12 +131,8 @@ class Pipeline:
             try:
                 self._deidentify(row, owner)
             except Exception as exc:  # noqa: BLE001 - keep the instance, retry it later
-                w = self.settings.reading
                 self.store.schedule_retry(
-                    [row.id],
-                    owner,
-                    f"deid: {type(exc).__name__}",
-                    lambda n: backoff(n, w.retry_initial, w.retry_max),
+                    [row.id], owner, f"deid: {type(exc).__name__}", self._delay
                 )
                 metrics.RETRIES.labels(stage="deid").inc()
                 log.error("deid.retry", case_id=row.case_id, error_type=type(exc).__name__)
@@ -214,6 +210,13 @@ class Pipeline:
         r = self.settings.reading
         if r.dicomweb_url is None:
             raise ConfigError("BRIDGE_READING__DICOMWEB_URL is not set")
+        missing = [row for row in batch if not self.spool.path(DEID, row.deid_name).exists()]
+        if missing:  # a lost de-identified copy is rebuilt from the original
+            self.store.reset_to_received([row.id for row in missing], owner)
+            log.warning("forward.deid_copy_missing", instances=len(missing))
+            batch = [row for row in batch if row not in missing]
+            if not batch:
+                return
         items = [(row.pseudo_sop_uid, self.spool.path(DEID, row.deid_name)) for row in batch]
         by_uid = {row.pseudo_sop_uid: row for row in batch}
         try:
@@ -255,14 +258,12 @@ class Pipeline:
             self._retry([by_uid[u] for u in unanswered], owner, "archive did not confirm")
         log.info("forward.batch", stored=len(stored), failed=len(outcome.failed), size=len(batch))
 
-    def _retry(self, rows: list[Any], owner: str, error: str) -> None:
+    def _delay(self, attempt: int) -> float:
         r = self.settings.reading
-        self.store.schedule_retry(
-            [row.id for row in rows],
-            owner,
-            error,
-            lambda n: backoff(n, r.retry_initial, r.retry_max),
-        )
+        return backoff(attempt, r.retry_initial, r.retry_max)
+
+    def _retry(self, rows: list[Any], owner: str, error: str) -> None:
+        self.store.schedule_retry([row.id for row in rows], owner, error, self._delay)
         metrics.RETRIES.labels(stage="forward").inc(len(rows))
         log.warning("forward.retry", instances=len(rows), error=error)
 
@@ -303,3 +304,28 @@ class Pipeline:
             metrics.MANIFESTS_SENT.inc()
             log.info("manifest.sent", case_id=job.case_id, version=version)
         return bool(jobs)
+
+
+def run_worker(settings: Settings, store: Store) -> int:
+    """Run the pipeline in this process until SIGTERM/SIGINT."""
+    import signal
+
+    released = store.release_own_leases()
+    spool = Spool(settings.spool_dir, settings.spool, store.node_id)
+    spool.clean_tmp()
+    spool.remove_orphans(store.spool_names(spool.prefix))
+    pipeline = Pipeline(settings, store, spool)
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    pipeline.start()
+    log.info("worker.started", node=store.node_id, released_leases=released)
+    stop.wait()
+    pipeline.stop()
+    store.engine.dispose()
+    log.info("worker.stopped", node=store.node_id)
+    return 0

@@ -67,14 +67,21 @@ class Spool:
         return self._used
 
     def clean_partial(self) -> int:
-        """Delete half-written files left by a crash. Returns how many were removed."""
+        """Delete half-received files left by a crash (the listener's, at its start)."""
+        return self._clean("partial", "")
+
+    def clean_tmp(self) -> int:
+        """Delete this node's half-written de-identified files (a worker's, at its start)."""
+        return self._clean("tmp", self.prefix)
+
+    def _clean(self, area: str, prefix: str) -> int:
         removed = 0
-        for area in ("partial", "tmp"):
-            for f in (self.root / area).iterdir():
+        for f in (self.root / area).iterdir():
+            if f.name.startswith(prefix):
                 f.unlink(missing_ok=True)
                 removed += 1
         if removed:
-            log.warning("spool.partial_removed", count=removed)
+            log.warning("spool.partial_removed", area=area, count=removed)
         return removed
 
     def remove_orphans(self, referenced: set[str]) -> int:

@@ -11,13 +11,12 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, Table, and_, func, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Engine, and_, func, or_, select, update
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
@@ -72,6 +71,18 @@ class Store:
         self.node_id = node_id
         self._case_lock = threading.Lock()
         self._pg = engine.dialect.name == "postgresql"
+        # SQLite has one writer at a time: queue our writers on a lock rather than on SQLite's
+        # busy handler, which sleeps in steps of up to 100 ms.
+        self._write_lock: threading.Lock | None = None if self._pg else threading.Lock()
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        """A write transaction."""
+        lock = self._write_lock or nullcontext()
+        with lock, self.engine.connect() as conn:
+            conn.execution_options(sqlite_immediate=True)
+            with conn.begin():
+                yield conn
 
     # -- ingest -----------------------------------------------------------------------------
     def record_received(self, rec: Received) -> tuple[str, list[tuple[str, str]]]:
@@ -83,7 +94,7 @@ class Store:
         now = time.time()
         with self._case_lock:  # one case per study, even with concurrent associations
             try:
-                with self.engine.begin() as conn:
+                with self._tx() as conn:
                     case_id = self._case_for_study(conn, rec, now)
                     old = conn.execute(
                         select(instances.c.id, instances.c.spool_name, instances.c.deid_name)
@@ -175,7 +186,7 @@ class Store:
 
     def release_own_leases(self) -> int:
         """At start-up: free what a previous run of this node had claimed when it died."""
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             n = 0
             for table in (instances, jobs):
                 res = conn.execute(
@@ -206,7 +217,7 @@ class Store:
         sub = select(instances.c.id).where(cond).order_by(instances.c.id).limit(limit)
         if self._pg:
             sub = sub.with_for_update(skip_locked=True)
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             ids = [r.id for r in conn.execute(sub)]
             if not ids:
                 return []
@@ -229,7 +240,7 @@ class Store:
         ids = list(ids)
         if not ids:
             return
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             conn.execute(
                 update(instances)
                 .where(instances.c.id.in_(ids))
@@ -258,7 +269,7 @@ class Store:
     ) -> bool:
         """Record a de-identified instance, the vault entries and the case's pseudonyms."""
         now = time.time()
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             res = conn.execute(
                 update(instances)
                 .where(instances.c.id == inst.id)
@@ -357,9 +368,25 @@ class Store:
             if fresh:
                 conn.execute(uid_map.insert(), fresh)
 
+    def reset_to_received(self, ids: Sequence[int], owner: str) -> None:
+        """Send instances back to de-identification (their de-identified copy is gone)."""
+        with self._tx() as conn:
+            conn.execute(
+                update(instances)
+                .where(instances.c.id.in_(list(ids)))
+                .where(instances.c.lease_owner == owner)
+                .values(
+                    state=InstanceState.RECEIVED,
+                    deid_name=None,
+                    lease_owner=None,
+                    lease_until=None,
+                    updated_at=time.time(),
+                )
+            )
+
     def mark_quarantined(self, ids: Sequence[int], owner: str | None, reason: str) -> None:
         now = time.time()
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             stmt = update(instances).where(instances.c.id.in_(list(ids)))
             if owner is not None:
                 stmt = stmt.where(instances.c.lease_owner == owner)
@@ -379,7 +406,7 @@ class Store:
         if not ids:
             return []
         now = time.time()
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             rows = conn.execute(
                 select(instances.c.spool_name)
                 .where(instances.c.id.in_(list(ids)))
@@ -404,7 +431,7 @@ class Store:
     def schedule_retry(self, ids: Sequence[int], owner: str, error: str, delay_for: Any) -> None:
         """Release instances for a later attempt; ``delay_for(attempts)`` gives the delay."""
         now = time.time()
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             for row in conn.execute(
                 select(instances.c.id, instances.c.attempts)
                 .where(instances.c.id.in_(list(ids)))
@@ -427,7 +454,7 @@ class Store:
     # -- cases ------------------------------------------------------------------------------
     def complete_stable_cases(self, stable_seconds: float) -> list[str]:
         now = time.time()
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             ids = [
                 r.id
                 for r in conn.execute(
@@ -465,7 +492,7 @@ class Store:
         that just became forwarded."""
         now = time.time()
         became_forwarded: list[tuple[str, int]] = []
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             rows = conn.execute(
                 select(cases.c.id, cases.c.state, cases.c.manifest_version).where(
                     cases.c.state.in_(
@@ -567,7 +594,7 @@ class Store:
 
     # -- jobs (outbox) ----------------------------------------------------------------------
     def enqueue_job(self, kind: str, case_id: str | None, payload: dict[str, Any]) -> int:
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             res = conn.execute(
                 jobs.insert().values(
                     kind=kind,
@@ -592,7 +619,7 @@ class Store:
         sub = select(jobs.c.id).where(cond).order_by(jobs.c.id).limit(limit)
         if self._pg:
             sub = sub.with_for_update(skip_locked=True)
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             ids = [r.id for r in conn.execute(sub)]
             if not ids:
                 return []
@@ -611,7 +638,7 @@ class Store:
             )
 
     def finish_job(self, job_id: int, owner: str) -> None:
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             conn.execute(
                 update(jobs)
                 .where(jobs.c.id == job_id)
@@ -622,7 +649,7 @@ class Store:
             )
 
     def retry_job(self, job_id: int, owner: str, error: str, delay: float) -> None:
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             conn.execute(
                 update(jobs)
                 .where(jobs.c.id == job_id)

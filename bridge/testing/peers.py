@@ -30,7 +30,7 @@ class BridgeProcess:
 
     workdir: Path
     env: dict[str, str]
-    token: str = "test-token-0123456789"
+    token: str = "test-token-0123456789"  # noqa: S105 - a test fixture
     dimse_port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None

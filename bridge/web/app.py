@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
 from bridge import __version__
@@ -17,6 +17,7 @@ from bridge.config import Settings
 from bridge.errors import StoreError
 from bridge.store.repo import Store
 from bridge.store.schema import CaseState
+from bridge.web import metrics
 
 _bearer = HTTPBearer(auto_error=False)
 
@@ -119,7 +120,7 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
 
     @app.get("/metrics", tags=["health"])
     def metrics_endpoint() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(metrics.scrape(store), media_type=CONTENT_TYPE_LATEST)
 
     auth = [Depends(require_token)]
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import REGISTRY, Collector
+from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from bridge.store.repo import Store
@@ -62,12 +63,25 @@ class StoreCollector(Collector):
         yield by_state
 
 
-_registered: StoreCollector | None = None
-
-
-def register_store(store: Store) -> None:
-    global _registered
-    if _registered is not None:
-        REGISTRY.unregister(_registered)
-    _registered = StoreCollector(store)
-    REGISTRY.register(_registered)
+def scrape(store: Store) -> bytes:
+    """The exposition for /metrics: this process, the worker processes, and the store gauges."""
+    registry = CollectorRegistry()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        for collector in (
+            INSTANCES_RECEIVED,
+            BYTES_RECEIVED,
+            INSTANCES_DEIDENTIFIED,
+            INSTANCES_FORWARDED,
+            BYTES_FORWARDED,
+            INSTANCES_FAILED,
+            INSTANCES_QUARANTINED,
+            RETRIES,
+            ASSOCIATIONS_REJECTED,
+            MANIFESTS_SENT,
+            STOW_SECONDS,
+        ):
+            registry.register(collector)
+    registry.register(StoreCollector(store))
+    return generate_latest(registry)

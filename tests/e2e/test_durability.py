@@ -31,11 +31,23 @@ def _db_counts(bridge: BridgeProcess) -> tuple[int, int]:
     return rows, distinct
 
 
-def _restart(bridge: BridgeProcess) -> BridgeProcess:
-    again = BridgeProcess(
-        bridge.workdir, bridge.env, dimse_port=bridge.dimse_port, http_port=bridge.http_port
-    )
-    return again.start()
+def _processes_of(bridge: BridgeProcess) -> list[int]:
+    """PIDs of every process (serve and workers) running with this bridge's data directory."""
+    marker = f"BRIDGE_DATA_DIR={bridge.workdir / 'data'}".encode()
+    pids = []
+    for env in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if marker in env.read_bytes().split(b"\0"):
+                pids.append(int(env.parent.name))
+        except OSError:
+            continue
+    return pids
+
+
+def _restart(make_bridge, bridge: BridgeProcess) -> BridgeProcess:
+    """Start the bridge again on the same data directory and ports."""
+    return make_bridge(bridge.env, name=bridge.workdir.name, dimse_port=bridge.dimse_port,
+                       http_port=bridge.http_port)
 
 
 def test_kill9_during_receive_loses_nothing_acknowledged(tmp_path: Path, reading, make_bridge):
@@ -55,12 +67,17 @@ def test_kill9_during_receive_loses_nothing_acknowledged(tmp_path: Path, reading
         if cases and cases[0]["instances"]["total"] >= 60:
             break
         time.sleep(0.02)
+    assert len(_processes_of(bridge)) == 2  # serve and its worker
     bridge.kill()
+    deadline = time.monotonic() + 10
+    while _processes_of(bridge) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _processes_of(bridge) == []  # the worker died with it
     output, _ = sender.communicate(timeout=60)
     acked = acknowledged(output)
     assert 60 <= len(acked) < n, "the kill must land mid-transfer"
 
-    bridge = _restart(bridge)
+    bridge = _restart(make_bridge, bridge)
     pseudo = Pseudonymizer(DEID_SECRET.encode())
     originals = original([Path(p) for p in acked])
     pseudo_study = pseudo.uid(study.study_uid)
@@ -101,7 +118,7 @@ def test_kill9_while_forwarding_and_archive_outage(tmp_path: Path, make_bridge, 
         bridge.kill()
 
         archive.start()
-        bridge = _restart(bridge)
+        bridge = _restart(make_bridge, bridge)
         case = bridge.wait_case(
             lambda c: c["id"] == case["id"] and c["state"] == "forwarded", timeout=120
         )
@@ -121,7 +138,7 @@ def test_sigterm_with_work_in_flight_exits_cleanly(tmp_path: Path, reading, make
     log = bridge.log()
     assert "bridge.stopped" in log
 
-    bridge = _restart(bridge)
+    bridge = _restart(make_bridge, bridge)
     pseudo_study = Pseudonymizer(DEID_SECRET.encode()).uid(study.study_uid)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and count_study(reading, pseudo_study) < 40:
