@@ -26,8 +26,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: venv  ## ruff and mypy --strict on bridge/
-	$(VENV)/bin/ruff check bridge tests conftest.py deploy
-	$(VENV)/bin/ruff format --check bridge tests conftest.py deploy
+	$(VENV)/bin/ruff check bridge tests conftest.py deploy bench
+	$(VENV)/bin/ruff format --check bridge tests conftest.py deploy bench
 	$(VENV)/bin/mypy bridge
 
 format: venv

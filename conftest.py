@@ -24,7 +24,7 @@ CORPUS = SHARED / "corpus" / "pseudo-phi"
 REFERENCE = SHARED / "reference"
 PG_ADMIN_URL = os.environ.get("BRIDGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
-DEID_SECRET = "test-secret-0123456789abcdef"
+DEID_SECRET = "test-secret-0123456789abcdef"  # noqa: S105 - a test fixture
 QUEUE_SECRET = b"queue-secret-abcdef"
 
 
@@ -69,10 +69,13 @@ def postgres_url() -> Iterator[str]:
     admin.dispose()
 
 
-def bridge_env(reading: Orthanc, webhook: WebhookReceiver | None, **extra: str) -> dict[str, str]:
+def bridge_env(
+    reading: Orthanc | str, webhook: WebhookReceiver | None, **extra: str
+) -> dict[str, str]:
+    """Settings for a test bridge; ``reading`` is an Orthanc or a DICOMweb root URL."""
     env = {
         "BRIDGE_DEID__SECRET": DEID_SECRET,
-        "BRIDGE_READING__DICOMWEB_URL": reading.dicomweb,
+        "BRIDGE_READING__DICOMWEB_URL": reading if isinstance(reading, str) else reading.dicomweb,
         "BRIDGE_STUDY_STABLE_SECONDS": "2",
         "BRIDGE_READING__RETRY_INITIAL": "0.5",
         "BRIDGE_READING__RETRY_MAX": "3",

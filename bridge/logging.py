@@ -99,4 +99,4 @@ def configure(fmt: str = "json", level: str = "info", stream: TextIO | None = No
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
-    return structlog.stdlib.get_logger(name)  # type: ignore[no-any-return]
+    return structlog.stdlib.get_logger(name)

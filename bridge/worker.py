@@ -193,7 +193,8 @@ class Pipeline:
         )
         if not rows:
             return False
-        batch, total = [], 0
+        batch: list[Any] = []
+        total = 0
         for row in rows:
             if batch and total + row.size_bytes > r.stow_max_bytes:
                 break
@@ -243,7 +244,8 @@ class Pipeline:
                 self.spool.remove(RECEIVED, name)
         metrics.INSTANCES_FORWARDED.inc(len(stored))
         metrics.BYTES_FORWARDED.inc(sum(row.size_bytes for row in stored))
-        transient, permanent = [], []
+        transient: list[tuple[Any, str]] = []
+        permanent: list[tuple[Any, str]] = []
         for uid, (reason, is_transient) in outcome.failed.items():
             if uid in by_uid:
                 (transient if is_transient else permanent).append((by_uid[uid], reason))

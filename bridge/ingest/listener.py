@@ -29,7 +29,7 @@ from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, evt
-from pynetdicom.sop_class import Verification
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
 from bridge.config import Settings
@@ -100,7 +100,7 @@ class Listener:
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
         dimse = self.settings.dimse
-        handlers = [
+        handlers: list[Any] = [
             (evt.EVT_CONN_OPEN, self._on_connection),
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_C_ECHO, self._on_echo),

@@ -90,7 +90,7 @@ class Orthanc:
             if self.process.poll() is not None:
                 raise RuntimeError(f"Orthanc {self.name} exited; see {self.workdir}/orthanc.log")
             try:
-                if requests.get(f"{self.url}/system", timeout=1).ok:
+                if requests.get(f"{self.url}/system", timeout=1).status_code in (200, 401):
                     return self
             except requests.RequestException:
                 pass

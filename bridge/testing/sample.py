@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 UID_PREFIX = "1.2.826.0.1.3680043.8.498."
 
@@ -62,7 +62,7 @@ def make_study(
     rng = random.Random(seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     study_uid = generate_uid(UID_PREFIX)
-    series_uids = [generate_uid(UID_PREFIX) for _ in range(n_series)]
+    series_uids = [str(generate_uid(UID_PREFIX)) for _ in range(n_series)]
     frame_uid = generate_uid(UID_PREFIX)
     ref_study_uid = generate_uid(UID_PREFIX)
     ref_patient_uid = generate_uid(UID_PREFIX)
@@ -222,7 +222,7 @@ def make_study(
         meta.MediaStorageSOPClassUID = CTImageStorage
         meta.MediaStorageSOPInstanceUID = sop_uid
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        meta.ImplementationClassUID = UID_PREFIX + "1"
+        meta.ImplementationClassUID = UID(UID_PREFIX + "1")
         meta.SourceApplicationEntityTitle = "PLANTEDAE"
         ds.file_meta = meta
         path = out_dir / f"CT{i + 1:05d}.dcm"

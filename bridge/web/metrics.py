@@ -67,7 +67,7 @@ def scrape(store: Store) -> bytes:
     """The exposition for /metrics: this process, the worker processes, and the store gauges."""
     registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     else:
         for collector in (
             INSTANCES_RECEIVED,

@@ -48,8 +48,10 @@ def main() -> int:
 
     print(f"\n1. Generating a CT study of {args.instances} instances with planted identities")
     study = make_study(args.work / "sample" / str(int(time.time())), args.instances)
-    print(f"   {len(study.planted)} identifying values planted (patient, physicians, "
-          "institution, dates, accession, free text, nested sequences, private tags, UIDs)")
+    print(
+        f"   {len(study.planted)} identifying values planted (patient, physicians, "
+        "institution, dates, accession, free text, nested sequences, private tags, UIDs)"
+    )
 
     print("2. Storing it in the hospital PACS (Orthanc on :8142)")
     orthanc_study = None
@@ -71,13 +73,14 @@ def main() -> int:
     case, last_state = None, None
     while time.monotonic() < deadline:
         cases = requests.get(f"{BRIDGE}/api/v1/cases", headers=auth, timeout=10).json()
-        case = next((c for c in cases if c["original_study_instance_uid"] == study.study_uid),
-                    None)
+        case = next((c for c in cases if c["original_study_instance_uid"] == study.study_uid), None)
         if case and case["state"] != last_state:
             last_state = case["state"]
             n = case["instances"]
-            print(f"   case {case['id']}: {last_state:12} "
-                  f"(received {n['total']}, forwarded {n['forwarded']})")
+            print(
+                f"   case {case['id']}: {last_state:12} "
+                f"(received {n['total']}, forwarded {n['forwarded']})"
+            )
         if case and case["state"] in ("forwarded", "failed"):
             break
         time.sleep(0.5)
@@ -86,27 +89,38 @@ def main() -> int:
         return 1
 
     pseudo_study = case["pseudonymized_study_instance_uid"]
-    found = requests.post(f"{READING}/tools/find",
-                          json={"Level": "Instance", "Query": {"StudyInstanceUID": pseudo_study},
-                                "Expand": False}, timeout=30).json()
-    studies = requests.post(f"{READING}/tools/find",
-                            json={"Level": "Study", "Query": {"StudyInstanceUID": pseudo_study}},
-                            timeout=30).json()
-    print(f"5. The reading archive (Orthanc on :8143) holds {len(found)} instances of the "
-          "de-identified study")
+    found = requests.post(
+        f"{READING}/tools/find",
+        json={"Level": "Instance", "Query": {"StudyInstanceUID": pseudo_study}, "Expand": False},
+        timeout=30,
+    ).json()
+    studies = requests.post(
+        f"{READING}/tools/find",
+        json={"Level": "Study", "Query": {"StudyInstanceUID": pseudo_study}},
+        timeout=30,
+    ).json()
+    print(
+        f"5. The reading archive (Orthanc on :8143) holds {len(found)} instances of the "
+        "de-identified study"
+    )
 
     got = dcmread(BytesIO(requests.get(f"{READING}/instances/{found[0]}/file", timeout=30).content))
     # match the original by Instance Number (kept by the profile)
-    original = next(dcmread(p) for p in study.paths
-                    if int(dcmread(p, stop_before_pixels=True).InstanceNumber) == int(got.InstanceNumber))
+    original = next(
+        dcmread(p)
+        for p in study.paths
+        if int(dcmread(p, stop_before_pixels=True).InstanceNumber) == int(got.InstanceNumber)
+    )
     before, after = flatten(original), flatten(got)
     removed = sorted(k for k in before if k not in after)
     replaced = sorted(k for k in before if k in after and before[k][1] != after[k][1])
     added = sorted(k for k in after if k not in before)
-    print(f"\n   In instance #{got.InstanceNumber}: {len(removed)} attributes removed, "
-          f"{len(replaced)} replaced, {len(added)} added (markers), "
-          f"{len(before) - len(removed) - len(replaced)} kept unchanged; pixel data "
-          f"{'identical' if got.PixelData == original.PixelData else 'CHANGED'}.\n")
+    print(
+        f"\n   In instance #{got.InstanceNumber}: {len(removed)} attributes removed, "
+        f"{len(replaced)} replaced, {len(added)} added (markers), "
+        f"{len(before) - len(removed) - len(replaced)} kept unchanged; pixel data "
+        f"{'identical' if got.PixelData == original.PixelData else 'CHANGED'}.\n"
+    )
     print(f"   {'attribute':44} {'original (synthetic)':34} -> de-identified")
     for k in replaced:
         print(f"   {before[k][0][:44]:44} {before[k][1][:34]:34} -> {after[k][1]}")
@@ -116,15 +130,19 @@ def main() -> int:
         print(f"   {after[k][0][:44]:44} {'':34} -> {after[k][1]}")
     text = "\n".join(v for _, v in after.values()).lower()
     leaked = [p for p in study.planted if p.lower() in text]
-    print(f"\n   Planted identifying values found in the de-identified instance: "
-          f"{len(leaked)} of {len(study.planted)}")
+    print(
+        f"\n   Planted identifying values found in the de-identified instance: "
+        f"{len(leaked)} of {len(study.planted)}"
+    )
 
     print("\nLook for yourself:")
     print(f"   hospital PACS:    {HOSPITAL}/app/explorer.html")
     study_id = studies[0] if studies else ""
     print(f"   reading archive:  {READING}/app/explorer.html#study?uuid={study_id}")
-    print(f"   bridge case:      curl -H 'Authorization: Bearer {args.token}' "
-          f"{BRIDGE}/api/v1/cases/{case['id']}")
+    print(
+        f"   bridge case:      curl -H 'Authorization: Bearer {args.token}' "
+        f"{BRIDGE}/api/v1/cases/{case['id']}"
+    )
     print(f"   bridge metrics:   {BRIDGE}/metrics    health: {BRIDGE}/healthz")
     print("   logs:             var/demo/*.log")
     print("\nThe services keep running; `make stop` ends them.")

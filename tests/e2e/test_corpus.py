@@ -37,12 +37,24 @@ def identifying_values(path: Path) -> list[str]:
             elif elem.VR == "PN" and elem.value:
                 for comp in str(elem.value).replace("=", "^").split("^"):
                     values.extend(t for t in comp.split() if len(t) >= 4)
-            elif elem.VR == "DA" and elem.value and len(str(elem.value)) == 8:
+            elif (
+                elem.VR == "DA"
+                and elem.value
+                and len(str(elem.value)) == 8
+                or elem.keyword
+                in (
+                    "PatientID",
+                    "AccessionNumber",
+                    "OtherPatientIDs",
+                    "InstitutionName",
+                    "InstitutionAddress",
+                    "PatientAddress",
+                    "StudyID",
+                )
+                and elem.value
+            ):
                 values.append(str(elem.value))
-            elif elem.keyword in ("PatientID", "AccessionNumber", "OtherPatientIDs",
-                                  "InstitutionName", "InstitutionAddress", "PatientAddress",
-                                  "StudyID") and elem.value:
-                values.append(str(elem.value))
+
     visit(ds)
     values += [str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)]
     return sorted({v.strip() for v in values if v and v.strip()})

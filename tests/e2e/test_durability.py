@@ -46,8 +46,12 @@ def _processes_of(bridge: BridgeProcess) -> list[int]:
 
 def _restart(make_bridge, bridge: BridgeProcess) -> BridgeProcess:
     """Start the bridge again on the same data directory and ports."""
-    return make_bridge(bridge.env, name=bridge.workdir.name, dimse_port=bridge.dimse_port,
-                       http_port=bridge.http_port)
+    return make_bridge(
+        bridge.env,
+        name=bridge.workdir.name,
+        dimse_port=bridge.dimse_port,
+        http_port=bridge.http_port,
+    )
 
 
 def test_kill9_during_receive_loses_nothing_acknowledged(tmp_path: Path, reading, make_bridge):
@@ -57,7 +61,9 @@ def test_kill9_during_receive_loses_nothing_acknowledged(tmp_path: Path, reading
     cmd = ["storescu", "-v", "-aec", "SECONDOPINION", "127.0.0.1", str(bridge.dimse_port)]
     sender = subprocess.Popen(
         [*cmd, *map(str, study.paths)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         env={"TCP_NODELAY": "1", "PATH": "/usr/bin:/bin"},
     )
     # Kill the bridge once part of the study is in.
@@ -90,9 +96,11 @@ def test_kill9_during_receive_loses_nothing_acknowledged(tmp_path: Path, reading
     # The sender retries the whole study: everything arrives once, nothing duplicated.
     storescu(bridge.dimse_port, study.paths)
     case = bridge.wait_case(
-        lambda c: c["original_study_instance_uid"] == study.study_uid
-        and c["state"] == "forwarded"
-        and c["instances"]["forwarded"] == n
+        lambda c: (
+            c["original_study_instance_uid"] == study.study_uid
+            and c["state"] == "forwarded"
+            and c["instances"]["forwarded"] == n
+        )
     )
     assert case["instances"]["total"] == n
     assert count_study(reading, pseudo_study) == n

@@ -85,8 +85,12 @@ def test_bad_datasets_get_precise_statuses(tmp_path, reading, make_bridge):
 
 def test_spool_quota_answers_out_of_resources(tmp_path, reading, make_bridge):
     bridge = make_bridge(
-        bridge_env(reading, None, BRIDGE_SPOOL__QUOTA_BYTES="700000",
-                   BRIDGE_READING__DICOMWEB_URL="http://127.0.0.1:9/none")
+        bridge_env(
+            reading,
+            None,
+            BRIDGE_SPOOL__QUOTA_BYTES="700000",
+            BRIDGE_READING__DICOMWEB_URL="http://127.0.0.1:9/none",
+        )
     )
     study = make_study(tmp_path / "q", 3)  # ~525 KB each
     assert _store_file(bridge.dimse_port, study.paths[0]) == 0x0000
@@ -99,13 +103,24 @@ def test_spool_quota_answers_out_of_resources(tmp_path, reading, make_bridge):
 
 
 def test_calling_ae_allow_list_and_called_ae_routing(tmp_path, reading, make_bridge):
-    routes = json.dumps([{"ae_title": "SO_NEURO", "subspecialty": "neuro",
-                          "question": "Neuro second opinion", "priority": "urgent"}])
-    bridge = make_bridge(bridge_env(
-        reading, None,
-        BRIDGE_DIMSE__ALLOWED_CALLING_AETS='["HOSPITALPACS"]',
-        BRIDGE_DIMSE__ROUTES=routes,
-    ))
+    routes = json.dumps(
+        [
+            {
+                "ae_title": "SO_NEURO",
+                "subspecialty": "neuro",
+                "question": "Neuro second opinion",
+                "priority": "urgent",
+            }
+        ]
+    )
+    bridge = make_bridge(
+        bridge_env(
+            reading,
+            None,
+            BRIDGE_DIMSE__ALLOWED_CALLING_AETS='["HOSPITALPACS"]',
+            BRIDGE_DIMSE__ROUTES=routes,
+        )
+    )
     assoc = _assoc(bridge.dimse_port, calling="INTRUDER")
     assert assoc.is_rejected
     assoc = _assoc(bridge.dimse_port, called="NOT_SERVED", calling="HOSPITALPACS")

@@ -22,7 +22,9 @@ pytestmark = pytest.mark.e2e
 
 
 def test_pacs_pushes_study_to_the_bridge(tmp_path, hospital, reading, make_bridge):
-    bridge = make_bridge(bridge_env(reading, None, BRIDGE_DIMSE__ALLOWED_CALLING_AETS='["HOSPITALPACS"]'))
+    bridge = make_bridge(
+        bridge_env(reading, None, BRIDGE_DIMSE__ALLOWED_CALLING_AETS='["HOSPITALPACS"]')
+    )
     study = make_study(tmp_path / "pacs", 12, rows=128, columns=128)
     for p in study.paths:
         r = requests.post(f"{hospital.url}/instances", data=p.read_bytes(), timeout=30)

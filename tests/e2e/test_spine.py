@@ -12,7 +12,7 @@ import requests
 from bridge.deid.pseudonyms import Pseudonymizer
 from bridge.testing.peers import acknowledged, storescu
 from bridge.testing.sample import PlantedPatient, make_study
-from conftest import DEID_SECRET, QUEUE_SECRET, bridge_env
+from conftest import DEID_SECRET, bridge_env
 from tests.e2e.conftest import original, study_instances
 from tests.helpers import leaks
 
@@ -76,8 +76,9 @@ def test_study_arrives_deidentified(tmp_path, reading, webhook, make_bridge, dat
         m["case_id"] == case["id"] for m in webhook.received
     ):
         time.sleep(0.2)
-    (raw,) = [r for r, m in zip(webhook.raw, webhook.received, strict=True)
-              if m["case_id"] == case["id"]]
+    (raw,) = [
+        r for r, m in zip(webhook.raw, webhook.received, strict=True) if m["case_id"] == case["id"]
+    ]
     manifest = json.loads(raw)
     assert manifest["study"]["study_instance_uid"] == pseudo_study
     assert manifest["study"]["instance_count"] == N
@@ -137,8 +138,8 @@ def test_late_instance_joins_forwarded_case(tmp_path: Path, reading, make_bridge
     )
     storescu(bridge.dimse_port, study.paths[3:])
     later = bridge.wait_case(
-        lambda c: c["id"] == case["id"]
-        and c["state"] == "forwarded"
-        and c["instances"]["forwarded"] == 4
+        lambda c: (
+            c["id"] == case["id"] and c["state"] == "forwarded" and c["instances"]["forwarded"] == 4
+        )
     )
     assert later["instances"]["total"] == 4

@@ -37,7 +37,9 @@ def test_environment_nesting(monkeypatch):
     monkeypatch.setenv("BRIDGE_DIMSE__AE_TITLE", "SO_TEST")
     monkeypatch.setenv("BRIDGE_READING__DICOMWEB_URL", "https://archive.example/dicom-web/")
     monkeypatch.setenv("BRIDGE_DEID__SECRET", "s" * 20)
-    monkeypatch.setenv("BRIDGE_DIMSE__ROUTES", '[{"ae_title": "SO_NEURO", "subspecialty": "neuro"}]')
+    monkeypatch.setenv(
+        "BRIDGE_DIMSE__ROUTES", '[{"ae_title": "SO_NEURO", "subspecialty": "neuro"}]'
+    )
     s = load_settings()
     assert s.dimse.port == 11200 and s.dimse.ae_title == "SO_TEST"
     assert s.reading.dicomweb_url == "https://archive.example/dicom-web"
@@ -48,7 +50,7 @@ def test_environment_nesting(monkeypatch):
 
 def test_toml_file_and_env_precedence(tmp_path, monkeypatch):
     cfg = tmp_path / "bridge.toml"
-    cfg.write_text('study_stable_seconds = 5\n[dimse]\nport = 11300\n[http]\nport = 9090\n')
+    cfg.write_text("study_stable_seconds = 5\n[dimse]\nport = 11300\n[http]\nport = 9090\n")
     monkeypatch.setenv("BRIDGE_HTTP__PORT", "9191")
     s = load_settings(cfg)
     assert s.study_stable_seconds == 5 and s.dimse.port == 11300
@@ -76,7 +78,7 @@ def test_example_config_documents_every_setting():
     example = (Path(__file__).parents[2] / "config" / "bridge.example.toml").read_text()
     s = Settings()
     missing = []
-    for name, field in Settings.model_fields.items():
+    for name in Settings.model_fields:
         sub = getattr(s, name)
         if hasattr(sub, "model_fields"):
             for inner in type(sub).model_fields:

@@ -71,8 +71,9 @@ def test_same_patient_same_pseudonym_issuer_matters(tmp_path, engine):
     a = engine.deidentify_file(make_study(tmp_path / "a", 1, rows=8, columns=8).paths[0])
     b = engine.deidentify_file(make_study(tmp_path / "b", 1, rows=8, columns=8).paths[0])
     c = engine.deidentify_file(
-        make_study(tmp_path / "c", 1, rows=8, columns=8,
-                   patient=PlantedPatient(issuer="OTHER-HOSPITAL")).paths[0]
+        make_study(
+            tmp_path / "c", 1, rows=8, columns=8, patient=PlantedPatient(issuer="OTHER-HOSPITAL")
+        ).paths[0]
     )
     assert a.pseudo_patient_id == b.pseudo_patient_id != c.pseudo_patient_id
     assert a.dataset.PatientName == a.pseudo_patient_id.replace("-", "^", 1)
@@ -102,7 +103,9 @@ def test_encapsulated_pixel_data_passes_through(engine):
     assert out.PixelData == ds.PixelData
 
 
-@pytest.mark.parametrize("conv", [["+td"], ["+tb"], ["+ti"]], ids=["deflate", "bigendian", "implicit"])
+@pytest.mark.parametrize(
+    "conv", [["+td"], ["+tb"], ["+ti"]], ids=["deflate", "bigendian", "implicit"]
+)
 def test_transfer_syntaxes_survive(tmp_path, engine, conv):
     study = make_study(tmp_path, 1, rows=16, columns=16)
     dst = tmp_path / "conv.dcm"

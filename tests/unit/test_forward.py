@@ -33,11 +33,23 @@ def test_multipart_body_streams_exact_bytes(tmp_path):
 def test_parse_response_per_instance():
     body = {
         "00081199": {"vr": "SQ", "Value": [{"00081155": {"vr": "UI", "Value": ["1.1"]}}]},
-        "00081198": {"vr": "SQ", "Value": [
-            {"00081155": {"vr": "UI", "Value": ["1.2"]}, "00081197": {"vr": "US", "Value": [0xC000]}},
-            {"00081155": {"vr": "UI", "Value": ["1.3"]}, "00081197": {"vr": "US", "Value": [0xA700]}},
-            {"00081155": {"vr": "UI", "Value": ["1.4"]}, "00081197": {"vr": "US", "Value": [0x0111]}},
-        ]},
+        "00081198": {
+            "vr": "SQ",
+            "Value": [
+                {
+                    "00081155": {"vr": "UI", "Value": ["1.2"]},
+                    "00081197": {"vr": "US", "Value": [0xC000]},
+                },
+                {
+                    "00081155": {"vr": "UI", "Value": ["1.3"]},
+                    "00081197": {"vr": "US", "Value": [0xA700]},
+                },
+                {
+                    "00081155": {"vr": "UI", "Value": ["1.4"]},
+                    "00081197": {"vr": "US", "Value": [0x0111]},
+                },
+            ],
+        },
     }
     out = parse_response(body, ["1.1", "1.2", "1.3", "1.4", "1.5"], 202)
     assert out.stored == {"1.1", "1.4"}

@@ -39,7 +39,9 @@ def test_table_matches_the_standard_reference():
             differences.append(f"{tag} basic: ours {mine.basic} vs {row['basicProfile']}")
         for ref_key, col in REF_OPTION.items():
             if mine.options.get(col, "") != row.get(ref_key, ""):
-                differences.append(f"{tag} {col}: ours {mine.options.get(col)} vs {row.get(ref_key)}")
+                differences.append(
+                    f"{tag} {col}: ours {mine.options.get(col)} vs {row.get(ref_key)}"
+                )
     differences += [f"extra {tag} {r.name}" for tag, r in ours.items()]
     assert differences == [], "\n".join(differences)
 

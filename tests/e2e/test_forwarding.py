@@ -1,0 +1,147 @@
+"""Forwarding outcomes against real HTTP peers: per-instance rejections, auth, manifest retries."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from email.parser import BytesParser
+from email.policy import HTTP
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from io import BytesIO
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+
+from bridge.testing.orthanc import Orthanc, free_port
+from bridge.testing.peers import WebhookReceiver, acknowledged, storescu
+from bridge.testing.sample import make_study
+from conftest import QUEUE_SECRET, bridge_env
+
+pytestmark = pytest.mark.e2e
+
+
+class StubArchive:
+    """A STOW-RS endpoint answering per instance: rejects some for good, some once."""
+
+    def __init__(self, reject: set[int], busy_once: set[int]) -> None:
+        self.reject, self.busy_once = reject, busy_once
+        self.stored: dict[str, int] = {}
+        self.requests = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                outer.requests += 1
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                msg = BytesParser(policy=HTTP).parsebytes(
+                    b"Content-Type: " + self.headers["Content-Type"].encode() + b"\r\n\r\n" + body
+                )
+                ok, failed = [], []
+                for part in msg.iter_parts():
+                    ds = dcmread(BytesIO(part.get_payload(decode=True)))
+                    uid, number = str(ds.SOPInstanceUID), int(ds.InstanceNumber)
+                    item = {
+                        "00081150": {"vr": "UI", "Value": [str(ds.SOPClassUID)]},
+                        "00081155": {"vr": "UI", "Value": [uid]},
+                    }
+                    if number in outer.reject:
+                        item["00081197"] = {"vr": "US", "Value": [0xC000]}
+                        failed.append(item)
+                    elif number in outer.busy_once:
+                        outer.busy_once.discard(number)
+                        item["00081197"] = {"vr": "US", "Value": [0xA700]}
+                        failed.append(item)
+                    else:
+                        outer.stored[uid] = number
+                        ok.append(item)
+                out = {"00081199": {"vr": "SQ", "Value": ok}}
+                if failed:
+                    out["00081198"] = {"vr": "SQ", "Value": failed}
+                data = json.dumps(out).encode()
+                self.send_response(202 if failed else 200)
+                self.send_header("Content-Type", "application/dicom+json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.port = free_port()
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/dicom-web"
+
+
+def test_rejected_instance_is_quarantined_busy_one_retried(tmp_path: Path, make_bridge):
+    stub = StubArchive(reject={3}, busy_once={5})
+    try:
+        bridge = make_bridge(bridge_env(stub.url, None))
+        study = make_study(tmp_path / "s", 6, rows=32, columns=32)
+        storescu(bridge.dimse_port, study.paths)
+        case = bridge.wait_case(lambda c: c["state"] == "failed", timeout=60)
+        assert case["instances"]["forwarded"] == 5
+        assert case["instances"]["quarantined"] == 1
+        assert "1 of 6 instance(s) quarantined" in case["error"]
+        assert sorted(stub.stored.values()) == [1, 2, 4, 5, 6]
+        log = bridge.log()
+        assert "0xC000" in log and '"forward.rejected"' in log
+    finally:
+        stub.server.shutdown()
+
+
+def test_basic_auth_to_the_archive_and_manifest_retries(tmp_path, tmp_path_factory, make_bridge):
+    archive = Orthanc(
+        "AUTH",
+        tmp_path_factory.mktemp("auth"),
+        aet="AUTH",
+        extra={"AuthenticationEnabled": True, "RegisteredUsers": {"bridge": "s3cret-pass"}},
+    ).start()
+    hook = WebhookReceiver(QUEUE_SECRET, fail_first=2).start()
+    try:
+        # Wrong password first: nothing is lost, the bridge keeps retrying.
+        env = bridge_env(
+            archive, hook, BRIDGE_READING__USERNAME="bridge", BRIDGE_READING__PASSWORD="wrong"
+        )
+        bridge = make_bridge(env, name="wrong")
+        study = make_study(tmp_path / "a", 4, rows=32, columns=32)
+        assert len(acknowledged(storescu(bridge.dimse_port, study.paths).stdout)) == 4
+        time.sleep(3)
+        case = bridge.api("/cases")[0]
+        assert case["instances"]["forwarded"] == 0 and case["instances"]["quarantined"] == 0
+        assert '"status": 401' in bridge.log() or "status=401" in bridge.log()
+        assert "wrong" not in bridge.log()
+        bridge.kill()
+
+        env["BRIDGE_READING__PASSWORD"] = "s3cret-pass"
+        bridge = make_bridge(
+            env, name="wrong", dimse_port=bridge.dimse_port, http_port=bridge.http_port
+        )
+        case = bridge.wait_case(lambda c: c["state"] == "forwarded", timeout=60)
+        assert count_study_auth(archive, case["pseudonymized_study_instance_uid"]) == 4
+        deadline = time.monotonic() + 30
+        while not hook.received and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert [m["case_id"] for m in hook.received] == [case["id"]]
+        assert "s3cret-pass" not in bridge.log()
+    finally:
+        hook.stop()
+        archive.stop()
+
+
+def count_study_auth(o: Orthanc, study_uid: str) -> int:
+    import requests
+
+    r = requests.post(
+        f"{o.url}/tools/find",
+        auth=("bridge", "s3cret-pass"),
+        timeout=30,
+        json={"Level": "Instance", "Query": {"StudyInstanceUID": study_uid}},
+    )
+    r.raise_for_status()
+    return len(r.json())
