@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from typing import Any, TextIO
 
 import structlog
+from pydicom import config as pydicom_config
 
 from bridge.errors import BridgeError
 
@@ -94,8 +96,13 @@ def configure(fmt: str = "json", level: str = "info", stream: TextIO | None = No
     root.handlers[:] = [handler]
     root.setLevel(lvl)
     # Libraries that would log dataset contents or request headers at debug level stay quiet.
-    for noisy in ("pynetdicom", "pydicom", "urllib3", "uvicorn.access", "alembic"):
+    for noisy in ("pynetdicom", "urllib3", "uvicorn.access", "alembic"):
         logging.getLogger(noisy).setLevel(max(lvl, logging.WARNING))
+    # pydicom's warnings quote the offending values ("Invalid value for VR DA: '<value>'"):
+    # values from a dataset never reach a log. Validation problems surface as our own errors.
+    logging.getLogger("pydicom").setLevel(logging.CRITICAL + 1)
+    warnings.filterwarnings("ignore", module=r"pydicom(\..*)?$")
+    pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

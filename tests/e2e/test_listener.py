@@ -59,6 +59,7 @@ def test_bad_datasets_get_precise_statuses(tmp_path, reading, make_bridge):
     # No Study Instance UID: 0xC210.
     ds = dcmread(study.paths[1])
     del ds.StudyInstanceUID
+    ds.PatientBirthDate = "PLANTEDBADDATE"  # invalid DA: pydicom would quote it in a warning
     ds.save_as(tmp_path / "nostudy.dcm", enforce_file_format=True)
     assert _store_file(bridge.dimse_port, tmp_path / "nostudy.dcm") == 0xC210
 
@@ -81,6 +82,10 @@ def test_bad_datasets_get_precise_statuses(tmp_path, reading, make_bridge):
     assert bridge.api("/cases") == []
     # And a good one still goes through.
     assert _store_file(bridge.dimse_port, study.paths[0]) == 0x0000
+    # No received value reached the log, not even through a library's warning.
+    log = bridge.log()
+    assert "store.missing_uid" in log
+    assert "passwd" not in log and "PLANTEDBADDATE" not in log
 
 
 def test_spool_quota_answers_out_of_resources(tmp_path, reading, make_bridge):
