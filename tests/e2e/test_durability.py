@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import signal
-import sqlite3
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
+import sqlalchemy
 
 from bridge.deid.pseudonyms import Pseudonymizer
 from bridge.testing.orthanc import Orthanc
@@ -20,15 +20,31 @@ from tests.e2e.conftest import count_study, original
 pytestmark = pytest.mark.e2e
 
 
-def _db_counts(bridge: BridgeProcess) -> tuple[int, int]:
-    con = sqlite3.connect(bridge.workdir / "data" / "bridge.sqlite3")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest) -> dict[str, str]:
+    if request.param == "sqlite":
+        return {}
+    return {"BRIDGE_DATABASE_URL": request.getfixturevalue("postgres_url")}
+
+
+def _db_counts(bridge: BridgeProcess, study_uid: str) -> tuple[int, int]:
+    """(instance rows, distinct SOP Instance UIDs) of the study's case(s) in the state store."""
+    url = bridge.env.get("BRIDGE_DATABASE_URL") or (
+        f"sqlite:///{bridge.workdir / 'data' / 'bridge.sqlite3'}"
+    )
+    engine = sqlalchemy.create_engine(url)
     try:
-        rows, distinct = con.execute(
-            "SELECT count(*), count(DISTINCT sop_instance_uid) FROM instances"
-        ).fetchone()
+        with engine.connect() as conn:
+            rows, distinct = conn.execute(
+                sqlalchemy.text(
+                    "SELECT count(*), count(DISTINCT i.sop_instance_uid) FROM instances i "
+                    "JOIN cases c ON c.id = i.case_id WHERE c.original_study_uid = :s"
+                ),
+                {"s": study_uid},
+            ).one()
     finally:
-        con.close()
-    return rows, distinct
+        engine.dispose()
+    return int(rows), int(distinct)
 
 
 def _processes_of(bridge: BridgeProcess) -> list[int]:
@@ -54,9 +70,11 @@ def _restart(make_bridge, bridge: BridgeProcess) -> BridgeProcess:
     )
 
 
-def test_kill9_during_receive_loses_nothing_acknowledged(tmp_path: Path, reading, make_bridge):
+def test_kill9_during_receive_loses_nothing_acknowledged(
+    tmp_path: Path, reading, make_bridge, database
+):
     n = 200
-    bridge = make_bridge(bridge_env(reading, None))
+    bridge = make_bridge(bridge_env(reading, None, **database))
     study = make_study(tmp_path / "crash", n, seed=7, rows=256, columns=256)
     cmd = ["storescu", "-v", "-aec", "SECONDOPINION", "127.0.0.1", str(bridge.dimse_port)]
     sender = subprocess.Popen(
@@ -104,7 +122,7 @@ def test_kill9_during_receive_loses_nothing_acknowledged(tmp_path: Path, reading
     )
     assert case["instances"]["total"] == n
     assert count_study(reading, pseudo_study) == n
-    rows, distinct = _db_counts(bridge)
+    rows, distinct = _db_counts(bridge, study.study_uid)
     assert rows == distinct == n
     spool = bridge.workdir / "data" / "spool"
     assert list((spool / "partial").iterdir()) == []

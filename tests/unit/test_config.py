@@ -87,3 +87,22 @@ def test_example_config_documents_every_setting():
         elif f"\n{name} =" not in example and f"\n# {name} =" not in example:
             missing.append(name)
     assert missing == []
+
+
+def test_dotenv_file_is_read(tmp_path):
+    (tmp_path / ".env").write_text("BRIDGE_DIMSE__PORT=11400\nBRIDGE_API_TOKEN=from-dotenv\n")
+    s = load_settings()
+    assert s.dimse.port == 11400
+    assert s.api_token.get_secret_value() == "from-dotenv"
+
+
+def test_reading_session_auth():
+    from bridge.config import ReadingSettings
+    from bridge.forward.http import reading_session
+
+    bearer = reading_session(ReadingSettings(token="tok-123"))
+    assert bearer.headers["Authorization"] == "Bearer tok-123"
+    assert bearer.verify is True
+    basic = reading_session(ReadingSettings(username="u", password="p", verify_tls="/etc/ca.pem"))
+    assert basic.auth == ("u", "p") and "Authorization" not in basic.headers
+    assert basic.verify == "/etc/ca.pem"
