@@ -197,6 +197,11 @@ class Store:
                 n += res.rowcount or 0
         return n
 
+    def _has_any(self, stmt: Any) -> bool:
+        """A read outside any write transaction: idle pollers never take SQLite's write lock."""
+        with self.engine.connect() as conn:
+            return conn.execute(stmt.limit(1)).first() is not None
+
     def spool_names(self, prefix: str) -> set[str]:
         """Every spool file name with ``prefix`` that an instance references."""
         names: set[str] = set()
@@ -215,6 +220,8 @@ class Store:
             or_(instances.c.lease_until.is_(None), instances.c.lease_until < now),
         )
         sub = select(instances.c.id).where(cond).order_by(instances.c.id).limit(limit)
+        if not self._has_any(sub):
+            return []
         if self._pg:
             sub = sub.with_for_update(skip_locked=True)
         with self._tx() as conn:
@@ -454,6 +461,13 @@ class Store:
     # -- cases ------------------------------------------------------------------------------
     def complete_stable_cases(self, stable_seconds: float) -> list[str]:
         now = time.time()
+        due = (
+            select(cases.c.id)
+            .where(cases.c.state == CaseState.RECEIVING)
+            .where(cases.c.last_received_at <= now - stable_seconds)
+        )
+        if not self._has_any(due):
+            return []
         with self._tx() as conn:
             ids = [
                 r.id
@@ -492,6 +506,11 @@ class Store:
         that just became forwarded."""
         now = time.time()
         became_forwarded: list[tuple[str, int]] = []
+        moving = select(cases.c.id).where(
+            cases.c.state.in_([CaseState.RECEIVED, CaseState.DEIDENTIFIED, CaseState.FORWARDING])
+        )
+        if not self._has_any(moving):
+            return []
         with self._tx() as conn:
             rows = conn.execute(
                 select(cases.c.id, cases.c.state, cases.c.manifest_version).where(
@@ -617,6 +636,8 @@ class Store:
             or_(jobs.c.lease_until.is_(None), jobs.c.lease_until < now),
         )
         sub = select(jobs.c.id).where(cond).order_by(jobs.c.id).limit(limit)
+        if not self._has_any(sub):
+            return []
         if self._pg:
             sub = sub.with_for_update(skip_locked=True)
         with self._tx() as conn:
