@@ -16,7 +16,9 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, or_, select, update
+from sqlalchemy import Engine, Table, and_, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
@@ -210,16 +212,17 @@ class Store:
                 names.update(r[0] for r in conn.execute(select(col).where(col.like(f"{prefix}%"))))
         return names
 
-    def claim_instances(
-        self, state: InstanceState, limit: int, lease: float, owner: str
+    def _claim(
+        self, table: Table, where: Any, limit: int, lease: float, owner: str
     ) -> list[Row[Any]]:
+        """Lease up to ``limit`` due, unleased rows of ``table`` matching ``where``."""
         now = time.time()
         cond = and_(
-            instances.c.state == state,
-            instances.c.next_attempt_at <= now,
-            or_(instances.c.lease_until.is_(None), instances.c.lease_until < now),
+            where,
+            table.c.next_attempt_at <= now,
+            or_(table.c.lease_until.is_(None), table.c.lease_until < now),
         )
-        sub = select(instances.c.id).where(cond).order_by(instances.c.id).limit(limit)
+        sub = select(table.c.id).where(cond).order_by(table.c.id).limit(limit)
         if not self._has_any(sub):
             return []
         if self._pg:
@@ -229,19 +232,24 @@ class Store:
             if not ids:
                 return []
             conn.execute(
-                update(instances)
-                .where(instances.c.id.in_(ids))
+                update(table)
+                .where(table.c.id.in_(ids))
                 .where(cond)
                 .values(lease_owner=owner, lease_until=now + lease)
             )
             return list(
                 conn.execute(
-                    select(instances)
-                    .where(instances.c.lease_owner == owner)
-                    .where(instances.c.state == state)
-                    .order_by(instances.c.id)
+                    select(table)
+                    .where(table.c.id.in_(ids))
+                    .where(table.c.lease_owner == owner)
+                    .order_by(table.c.id)
                 )
             )
+
+    def claim_instances(
+        self, state: InstanceState, limit: int, lease: float, owner: str
+    ) -> list[Row[Any]]:
+        return self._claim(instances, instances.c.state == state, limit, lease, owner)
 
     def release(self, ids: Iterable[int], owner: str) -> None:
         ids = list(ids)
@@ -331,49 +339,33 @@ class Store:
         headers: dict[str, Any],
         uids: dict[str, str],
     ) -> None:
-        if (
-            conn.execute(
-                select(vault_patients.c.pseudo_patient_id).where(
-                    vault_patients.c.pseudo_patient_id == pseudo_patient_id
-                )
-            ).first()
-            is None
-        ):
-            pid, issuer, name = patient
-            conn.execute(
-                vault_patients.insert().values(
-                    pseudo_patient_id=pseudo_patient_id,
-                    patient_id=pid,
-                    issuer=issuer,
-                    patient_name=name,
-                    created_at=now,
-                )
+        # Concurrent workers may write the same vault rows: the first writer wins, the others
+        # change nothing (INSERT ... ON CONFLICT DO NOTHING, on either engine).
+        pid, issuer, name = patient
+        conn.execute(
+            self._insert_ignore(vault_patients).values(
+                pseudo_patient_id=pseudo_patient_id,
+                patient_id=pid,
+                issuer=issuer,
+                patient_name=name,
+                created_at=now,
             )
-        if (
-            conn.execute(
-                select(vault_headers.c.case_id).where(vault_headers.c.case_id == case_id)
-            ).first()
-            is None
-        ):
-            conn.execute(
-                vault_headers.insert().values(
-                    case_id=case_id, headers=json.dumps(headers), created_at=now
-                )
+        )
+        conn.execute(
+            self._insert_ignore(vault_headers).values(
+                case_id=case_id, headers=json.dumps(headers), created_at=now
             )
+        )
         if uids:
-            known = {
-                r.pseudo_uid
-                for r in conn.execute(
-                    select(uid_map.c.pseudo_uid).where(uid_map.c.pseudo_uid.in_(list(uids)))
-                )
-            }
-            fresh = [
-                {"pseudo_uid": p, "original_uid": o, "case_id": case_id}
-                for p, o in uids.items()
-                if p not in known
-            ]
-            if fresh:
-                conn.execute(uid_map.insert(), fresh)
+            conn.execute(
+                self._insert_ignore(uid_map),
+                [{"pseudo_uid": p, "original_uid": o, "case_id": case_id} for p, o in uids.items()],
+            )
+
+    def _insert_ignore(self, table: Table) -> Any:
+        if self._pg:
+            return pg_insert(table).on_conflict_do_nothing()
+        return sqlite_insert(table).on_conflict_do_nothing()
 
     def reset_to_received(self, ids: Sequence[int], owner: str) -> None:
         """Send instances back to de-identification (their de-identified copy is gone)."""
@@ -628,35 +620,8 @@ class Store:
             return int(res.inserted_primary_key[0])  # type: ignore[index]
 
     def claim_jobs(self, kind: str, limit: int, lease: float, owner: str) -> list[Row[Any]]:
-        now = time.time()
-        cond = and_(
-            jobs.c.kind == kind,
-            jobs.c.state == JobState.PENDING,
-            jobs.c.next_attempt_at <= now,
-            or_(jobs.c.lease_until.is_(None), jobs.c.lease_until < now),
-        )
-        sub = select(jobs.c.id).where(cond).order_by(jobs.c.id).limit(limit)
-        if not self._has_any(sub):
-            return []
-        if self._pg:
-            sub = sub.with_for_update(skip_locked=True)
-        with self._tx() as conn:
-            ids = [r.id for r in conn.execute(sub)]
-            if not ids:
-                return []
-            conn.execute(
-                update(jobs)
-                .where(jobs.c.id.in_(ids))
-                .where(cond)
-                .values(lease_owner=owner, lease_until=now + lease)
-            )
-            return list(
-                conn.execute(
-                    select(jobs)
-                    .where(jobs.c.lease_owner == owner)
-                    .where(jobs.c.state == JobState.PENDING)
-                )
-            )
+        where = and_(jobs.c.kind == kind, jobs.c.state == JobState.PENDING)
+        return self._claim(jobs, where, limit, lease, owner)
 
     def finish_job(self, job_id: int, owner: str) -> None:
         with self._tx() as conn:

@@ -1,0 +1,116 @@
+"""The state store on both engines: concurrent claims and vault writes, as several workers do."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from bridge.store.db import make_engine, migrate, schema_status
+from bridge.store.repo import Received, Store
+from bridge.store.schema import InstanceState, uid_map, vault_patients
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'state.sqlite3'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    engine = make_engine(url)
+    migrate(engine)
+    migrate(engine)  # idempotent
+    current, head = schema_status(engine)
+    assert current == head
+    s = Store(engine, node_id="test")
+    yield s
+    if request.param == "postgresql":
+        with engine.begin() as conn:
+            for t in ("uid_map", "vault_headers", "vault_patients", "jobs", "instances", "cases"):
+                conn.exec_driver_sql(f"DELETE FROM {t}")
+    engine.dispose()
+
+
+def _receive(store: Store, n: int, study: str = "1.2.3") -> str:
+    case_id = ""
+    for i in range(n):
+        case_id, _ = store.record_received(
+            Received(
+                study_uid=study,
+                series_uid="1.2.3.1",
+                sop_instance_uid=f"1.2.3.1.{i}",
+                sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+                modality="CT",
+                size_bytes=10,
+                spool_name=f"test.{i}.dcm",
+                calling_aet="A",
+                called_aet="B",
+                subspecialty="general",
+                priority="routine",
+                question="",
+            )
+        )
+    return case_id
+
+
+def test_concurrent_claims_never_overlap(store: Store):
+    _receive(store, 60)
+    got: list[list[int]] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        owner = store.new_owner()
+        while rows := store.claim_instances(InstanceState.RECEIVED, 5, 60, owner):
+            with lock:
+                got.append([r.id for r in rows])
+            store.mark_quarantined([r.id for r in rows], owner, "test")  # done with them
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ids = [i for batch in got for i in batch]
+    assert len(ids) == 60 == len(set(ids))
+
+
+def test_concurrent_vault_writes_for_one_patient(store: Store):
+    case_id = _receive(store, 16)
+    owner = store.new_owner()
+    rows = store.claim_instances(InstanceState.RECEIVED, 16, 60, owner)
+    errors: list[BaseException] = []
+
+    def deid(row) -> None:
+        try:
+            assert store.mark_deidentified(
+                row,
+                owner,
+                deid_name=f"d{row.id}",
+                size_bytes=10,
+                pseudo_sop_uid=f"2.25.{row.id}",
+                pseudo_series_uid="2.25.99",
+                pseudo_study_uid="2.25.100",
+                pseudo_patient_id="SO-SAME",
+                patient=("PID", "ISSUER", "NAME"),
+                headers={"x": 1},
+                uids={"2.25.100": "1.2.3", "2.25.99": "1.2.3.1", f"2.25.{row.id}": "x"},
+                modality="CT",
+                body_part="HEAD",
+                question="q",
+            )
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=deid, args=(r,)) for r in rows]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with store.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(vault_patients)).scalar() == 1
+        assert conn.execute(select(func.count()).select_from(uid_map)).scalar() == 18
+    case = store.get_case(case_id)
+    assert case["instances"]["deidentified"] == 16 and case["pseudo_study_uid"] == "2.25.100"
