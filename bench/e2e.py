@@ -93,7 +93,8 @@ def main() -> int:
     d, bi, be = (statistics.median(x) for x in (d_times, b_ingest, b_e2e))
     cpu = os.cpu_count()
     table = (
-        f"# End-to-end benchmark ({args.instances} CT instances x 512 KB, median of {args.runs})\n\n"
+        f"# End-to-end benchmark ({args.instances} CT instances x 512 KB, "
+        f"median of {args.runs})\n\n"
         f"Measured {time.strftime('%Y-%m-%d')} on this machine ({cpu} cores) by `make bench`.\n\n"
         "| path | seconds | ratio to direct |\n|---|---:|---:|\n"
         f"| storescu -> reading Orthanc (direct) | {d:.2f} | 1.00 |\n"

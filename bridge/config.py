@@ -123,9 +123,20 @@ class PacsSettings(BaseModel):
     model_config = _FROZEN
 
     dicomweb_url: str | None = None
+    token: SecretStr | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    #: Verify TLS certificates (True), or a CA bundle path.
+    verify_tls: bool | str = True
+    timeout: float = Field(120.0, gt=0)
     ae_title: str | None = None
     host: str | None = None
     port: int | None = Field(None, ge=1, le=65535)
+
+    @field_validator("dicomweb_url")
+    @classmethod
+    def _strip_slash(cls, v: str | None) -> str | None:
+        return v.rstrip("/") if v else v
 
 
 class ReadingSettings(BaseModel):
@@ -155,6 +166,15 @@ class ReadingSettings(BaseModel):
     @classmethod
     def _strip_slash(cls, v: str | None) -> str | None:
         return v.rstrip("/") if v else v
+
+
+class FindingsSettings(BaseModel):
+    """Reports built from findings and returned to the PACS."""
+
+    model_config = _FROZEN
+
+    #: Section headings of TID 2000: "DCM" (121070/121072/121074) or "LN" (LOINC).
+    section_codes: Literal["DCM", "LN"] = "DCM"
 
 
 class SpoolSettings(BaseModel):
@@ -216,6 +236,7 @@ class Settings(BaseSettings):
     deid: DeidSettings = DeidSettings()
     pacs: PacsSettings = PacsSettings()
     reading: ReadingSettings = ReadingSettings()
+    findings: FindingsSettings = FindingsSettings()
     spool: SpoolSettings = SpoolSettings()
     worker: WorkerSettings = WorkerSettings()
 

@@ -13,9 +13,11 @@ keyword fields that hold case ids, pseudonymous ids, counts and statuses only.
     ├── DatasetError              a received object cannot be decoded or lacks its UIDs (0xC210)
     ├── DeidError                 de-identification refused an instance
     │   └── ProfileError          the profile table is malformed (unknown action): fail closed
-    └── ForwardError              sending to the reading archive or queue failed
-        ├── TransientForwardError     connection error, timeout, 5xx, 429: retry with backoff
-        └── PermanentForwardError     the peer rejected the object: quarantine with the reason
+    ├── ForwardError              sending to the reading archive, the queue or the PACS failed
+    │   ├── TransientForwardError     connection error, timeout, 5xx, 429: retry with backoff
+    │   └── PermanentForwardError     the peer rejected the object: quarantine with the reason
+    └── FindingsError             findings cannot be accepted (HTTP status in ``status``)
+        └── ReturnSafetyError     the PACS study is missing or belongs to another patient: hold
 """
 
 from __future__ import annotations
@@ -76,3 +78,15 @@ class TransientForwardError(ForwardError):
 
 class PermanentForwardError(ForwardError):
     """The peer rejected the object for good."""
+
+
+class FindingsError(BridgeError):
+    """Findings refused; ``status`` is the HTTP status to answer (404, 409, 422)."""
+
+    def __init__(self, message: str, *, status: int, **context: object) -> None:
+        super().__init__(message, **context)
+        self.status = status
+
+
+class ReturnSafetyError(BridgeError):
+    """The report must not be stored: its target study is missing or another patient's."""

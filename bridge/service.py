@@ -68,7 +68,7 @@ def serve(settings: Settings, config_file: Path | None = None) -> int:
     listener = Listener(settings, store, spool)
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(settings, store),
+            create_app(settings, store, spool),
             host=settings.http.host,
             port=settings.http.port,
             log_config=None,

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import requests
+from pydicom.dataset import Dataset
 
 from bridge.config import Settings
 from bridge.deid.engine import Deidentifier
@@ -27,20 +28,23 @@ from bridge.errors import (
     DeidError,
     ForwardError,
     PermanentForwardError,
+    ReturnSafetyError,
     TransientForwardError,
 )
-from bridge.forward.http import backoff, reading_session
+from bridge.findings.returner import store_report
+from bridge.forward.http import backoff, dicomweb_session
 from bridge.forward.manifest import build_manifest, encode, post_manifest
 from bridge.forward.stow import stow
-from bridge.ingest.spool import DEID, RECEIVED, Spool
+from bridge.ingest.spool import DEID, RECEIVED, REPORTS, Spool
 from bridge.logging import get_logger
 from bridge.store.repo import Store
-from bridge.store.schema import InstanceState
+from bridge.store.schema import InstanceState, ReportState
 from bridge.web import metrics
 
 log = get_logger(__name__)
 
 MANIFEST_JOB = "manifest"
+REPORT_JOB = "report"
 
 
 def make_deidentifier(settings: Settings) -> Deidentifier:
@@ -62,10 +66,11 @@ class Pipeline:
         self.store = store
         self.spool = spool
         self.deidentifier = make_deidentifier(settings)
-        self.session = reading_session(settings.reading)
+        self.session = dicomweb_session(settings.reading)
         # The queue gets its own session: the archive's credentials never go to the webhook.
         self.queue_session = requests.Session()
         self.queue_session.verify = settings.reading.verify_tls
+        self.pacs_session = dicomweb_session(settings.pacs)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -78,6 +83,7 @@ class Pipeline:
             (f"forward-{i}", self.forward_once) for i in range(self.settings.reading.stow_parallel)
         ]
         loops += [("cases", self.cases_once), ("manifests", self.manifests_once)]
+        loops += [("reports", self.reports_once)]
         for name, fn in loops:
             t = threading.Thread(target=self._loop, args=(name, fn), name=name, daemon=True)
             t.start()
@@ -90,6 +96,7 @@ class Pipeline:
             t.join(max(0.0, deadline - time.monotonic()))
         self.session.close()
         self.queue_session.close()
+        self.pacs_session.close()
 
     def _loop(self, name: str, fn: Callable[[], bool]) -> None:
         idle = self.settings.worker.poll_interval
@@ -110,6 +117,7 @@ class Pipeline:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             moved = [
+                self.reports_once(),
                 self.deid_once(),
                 self.forward_once(),
                 self.cases_once(),
@@ -306,6 +314,53 @@ class Pipeline:
             metrics.MANIFESTS_SENT.inc()
             log.info("manifest.sent", case_id=job.case_id, version=version)
         return bool(jobs)
+
+    def reports_once(self) -> bool:
+        """Store built or received reports into the original study in the hospital PACS."""
+        pacs = self.settings.pacs
+        if not pacs.dicomweb_url:
+            return False
+        owner = self.store.new_owner()
+        claimed = self.store.claim_jobs(REPORT_JOB, 4, self.settings.worker.lease_seconds, owner)
+        for job in claimed:
+            report = self.store.get_report(json.loads(job.payload)["report_id"])
+            headers = self.store.vault_headers(report["case_id"]) if report else None
+            if report is None or headers is None:
+                self.store.finish_job(job.id, owner)
+                continue
+            original = Dataset.from_json(headers)
+            try:
+                store_report(
+                    self.pacs_session,
+                    pacs.dicomweb_url,
+                    self.spool.path(REPORTS, report["file_name"]),
+                    report["sop_instance_uid"],
+                    str(original.StudyInstanceUID),
+                    str(original.get("PatientID", "")),
+                    pacs.timeout,
+                )
+            except (ReturnSafetyError, PermanentForwardError) as exc:
+                self.store.finish_report(report["id"], ReportState.HELD, exc.message)
+                self.store.finish_job(job.id, owner)
+                metrics.INSTANCES_QUARANTINED.labels(stage="return").inc()
+                log.error(
+                    "report.held",
+                    case_id=report["case_id"],
+                    report=report["id"],
+                    reason=exc.message,
+                )
+                continue
+            except (TransientForwardError, OSError) as exc:
+                delay = self._delay(job.attempts + 1)
+                self.store.retry_job(job.id, owner, str(exc), delay)
+                metrics.RETRIES.labels(stage="return").inc()
+                log.warning("report.retry", case_id=report["case_id"], error=str(exc))
+                continue
+            self.store.finish_report(report["id"], ReportState.RETURNED)
+            self.store.finish_job(job.id, owner)
+            metrics.REPORTS_RETURNED.inc()
+            log.info("report.returned", case_id=report["case_id"], report=report["id"])
+        return bool(claimed)
 
 
 def run_worker(settings: Settings, store: Store) -> int:

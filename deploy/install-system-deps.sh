@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # Install what the bridge's demo and tests need from Debian, if missing:
-# Orthanc + its DICOMweb plugin (hospital PACS and reading archive), dcmtk (storescu & co).
+# Orthanc + its DICOMweb plugin (hospital PACS and reading archive), dcmtk (storescu & co),
+# and the SR validators dicom3tools and PixelMed.
 set -euo pipefail
 
 need=()
 [ -x /usr/sbin/Orthanc ] || need+=(orthanc)
 ls /usr/share/orthanc/plugins/libOrthancDicomWeb.so >/dev/null 2>&1 || need+=(orthanc-dicomweb)
 command -v storescu >/dev/null 2>&1 && command -v dcmconv >/dev/null 2>&1 || need+=(dcmtk)
+# SR validators used by the tests: dicom3tools (dciodvfy) and PixelMed (DicomSRValidator).
+command -v dciodvfy >/dev/null 2>&1 || need+=(dicom3tools)
+[ -f /usr/share/java/pixelmed.jar ] || need+=(libpixelmed-java)
+command -v java >/dev/null 2>&1 || need+=(default-jre-headless)
 
 if [ ${#need[@]} -eq 0 ]; then
-  echo "system packages: orthanc, orthanc-dicomweb, dcmtk present"
+  echo "system packages: orthanc, orthanc-dicomweb, dcmtk, dicom3tools, pixelmed present"
   exit 0
 fi
 

@@ -7,10 +7,11 @@ import random
 import requests
 from requests.adapters import HTTPAdapter
 
-from bridge.config import ReadingSettings
+from bridge.config import PacsSettings, ReadingSettings
 
 
-def reading_session(settings: ReadingSettings) -> requests.Session:
+def dicomweb_session(settings: ReadingSettings | PacsSettings) -> requests.Session:
+    """A session for a DICOMweb peer (the reading archive or the PACS): auth, TLS, pool."""
     s = requests.Session()
     s.verify = settings.verify_tls
     if settings.token is not None:
@@ -18,7 +19,8 @@ def reading_session(settings: ReadingSettings) -> requests.Session:
     elif settings.username:
         pw = settings.password.get_secret_value() if settings.password else ""
         s.auth = (settings.username, pw)
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=settings.stow_parallel + 2)
+    parallel = getattr(settings, "stow_parallel", 1)
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=parallel + 2)
     s.mount("http://", adapter)
     s.mount("https://", adapter)
     s.headers["User-Agent"] = "secondopinion-bridge"

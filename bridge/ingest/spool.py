@@ -31,7 +31,8 @@ log = get_logger(__name__)
 
 RECEIVED = "received"
 DEID = "deid"
-_AREAS = ("partial", RECEIVED, DEID, "tmp")
+REPORTS = "reports"
+_AREAS = ("partial", RECEIVED, DEID, REPORTS, "tmp")
 
 
 def _fsync(path: Path) -> None:
@@ -106,7 +107,7 @@ class Spool:
             raise SpoolFullError("not enough free disk space for the spool", free=free)
 
     def path(self, area: str, name: str) -> Path:
-        if area not in (RECEIVED, DEID) or not name or "/" in name or name.startswith("."):
+        if area not in (RECEIVED, DEID, REPORTS) or not name or "/" in name or name.startswith("."):
             raise SpoolError("invalid spool reference", area=area)
         return self.root / area / name
 
@@ -129,10 +130,10 @@ class Spool:
     def new_tmp(self) -> Path:
         return self.root / "tmp" / f"{self.prefix}{uuid.uuid4().hex}.dcm"
 
-    def commit_tmp(self, tmp: Path) -> str:
-        """Durably move a completely written file from ``tmp/`` into ``deid/``."""
+    def commit_tmp(self, tmp: Path, area: str = DEID) -> str:
+        """Durably move a completely written file from ``tmp/`` into ``area``."""
         name = tmp.name
-        dst = self.root / DEID / name
+        dst = self.path(area, name)
         size = tmp.stat().st_size
         _fsync(tmp)
         os.replace(tmp, dst)

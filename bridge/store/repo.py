@@ -27,9 +27,11 @@ from bridge.store.schema import (
     CaseState,
     InstanceState,
     JobState,
+    ReportState,
     cases,
     instances,
     jobs,
+    reports,
     uid_map,
     vault_headers,
     vault_patients,
@@ -578,6 +580,12 @@ class Store:
             **{s.value: counts.get(s.value, 0) for s in InstanceState},
         }
         d["series"] = int(series)
+        d["reports"] = [
+            dict(r._mapping)
+            for r in conn.execute(
+                select(reports).where(reports.c.case_id == row.id).order_by(reports.c.id)
+            )
+        ]
         return d
 
     def case_rows(self, case_id: str) -> list[Row[Any]]:
@@ -652,6 +660,111 @@ class Store:
     def jobs_for_case(self, case_id: str) -> list[Row[Any]]:
         with self.engine.connect() as conn:
             return list(conn.execute(select(jobs).where(jobs.c.case_id == case_id)))
+
+    # -- reports (findings returned to the PACS) -----------------------------------------------
+    def case_by_pseudo_study(self, pseudo_study_uid: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(cases.c.id)
+                .where(cases.c.pseudo_study_uid == pseudo_study_uid)
+                .order_by(cases.c.created_at.desc())
+                .limit(1)
+            ).first()
+        return self.get_case(row.id) if row else None
+
+    def vault_headers(self, case_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(vault_headers.c.headers).where(vault_headers.c.case_id == case_id)
+            ).first()
+        return json.loads(row.headers) if row else None
+
+    def add_report(
+        self,
+        case_id: str,
+        *,
+        source: str,
+        status: str,
+        sop_class_uid: str,
+        sop_instance_uid: str,
+        series_instance_uid: str,
+        file_name: str,
+    ) -> int:
+        """Record a report to return and queue its job; the case becomes findings_received."""
+        now = time.time()
+        with self._tx() as conn:
+            res = conn.execute(
+                reports.insert().values(
+                    case_id=case_id,
+                    source=source,
+                    status=status,
+                    sop_class_uid=sop_class_uid,
+                    sop_instance_uid=sop_instance_uid,
+                    series_instance_uid=series_instance_uid,
+                    state=ReportState.PENDING,
+                    file_name=file_name,
+                    created_at=now,
+                )
+            )
+            report_id = int(res.inserted_primary_key[0])  # type: ignore[index]
+            conn.execute(
+                update(cases)
+                .where(cases.c.id == case_id)
+                .values(state=CaseState.FINDINGS_RECEIVED, updated_at=now)
+            )
+            conn.execute(
+                jobs.insert().values(
+                    kind="report",
+                    case_id=case_id,
+                    payload=json.dumps({"report_id": report_id}),
+                    state=JobState.PENDING,
+                    attempts=0,
+                    next_attempt_at=0.0,
+                    created_at=now,
+                )
+            )
+        return report_id
+
+    def reports_of(self, case_id: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return [
+                dict(r._mapping)
+                for r in conn.execute(
+                    select(reports).where(reports.c.case_id == case_id).order_by(reports.c.id)
+                )
+            ]
+
+    def get_report(self, report_id: int) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(reports).where(reports.c.id == report_id)).first()
+        return dict(row._mapping) if row else None
+
+    def finish_report(self, report_id: int, state: ReportState, error: str | None = None) -> None:
+        """Record a report's fate; a case whose reports are all returned becomes returned."""
+        now = time.time()
+        with self._tx() as conn:
+            row = conn.execute(select(reports.c.case_id).where(reports.c.id == report_id)).one()
+            conn.execute(
+                update(reports)
+                .where(reports.c.id == report_id)
+                .values(
+                    state=state,
+                    error=error,
+                    returned_at=now if state == ReportState.RETURNED else None,
+                )
+            )
+            states = {
+                r[0]
+                for r in conn.execute(
+                    select(reports.c.state).where(reports.c.case_id == row.case_id)
+                )
+            }
+            values: dict[str, Any] = {"updated_at": now}
+            if states == {ReportState.RETURNED}:
+                values.update(state=CaseState.RETURNED, error=None)
+            elif state == ReportState.HELD:
+                values["error"] = f"report held: {error}"[:1000]
+            conn.execute(update(cases).where(cases.c.id == row.case_id).values(**values))
 
     def ping(self) -> None:
         try:

@@ -38,6 +38,8 @@ class CaseState(enum.StrEnum):
     DEIDENTIFIED = "deidentified"  # every instance de-identified
     FORWARDING = "forwarding"  # sending to the reading archive
     FORWARDED = "forwarded"  # the archive acknowledged every instance; manifest queued
+    FINDINGS_RECEIVED = "findings_received"  # a report came back; being returned to the PACS
+    RETURNED = "returned"  # every report of the case is stored in the hospital PACS
     FAILED = "failed"  # some instance was permanently rejected (see quarantine)
 
 
@@ -46,6 +48,12 @@ class InstanceState(enum.StrEnum):
     DEIDENTIFIED = "deidentified"  # de-identified copy in the spool, ready to send
     FORWARDED = "forwarded"  # acknowledged by the reading archive
     QUARANTINED = "quarantined"  # held with a reason; needs an operator
+
+
+class ReportState(enum.StrEnum):
+    PENDING = "pending"  # built (or received) and waiting to be stored in the PACS
+    RETURNED = "returned"  # stored in the original study in the hospital PACS
+    HELD = "held"  # safety check failed (study missing, patient mismatch): needs an operator
 
 
 class JobState(enum.StrEnum):
@@ -58,7 +66,7 @@ cases = Table(
     "cases",
     metadata,
     Column("id", String(32), primary_key=True),
-    Column("state", String(16), nullable=False, index=True),
+    Column("state", String(24), nullable=False, index=True),
     Column("original_study_uid", String(64), nullable=False, index=True),
     Column("pseudo_study_uid", String(64), nullable=True, index=True),
     Column("pseudo_patient_id", String(64), nullable=True),
@@ -150,4 +158,22 @@ uid_map = Table(
     Column("pseudo_uid", String(64), primary_key=True),
     Column("original_uid", String(64), nullable=False),
     Column("case_id", String(32), ForeignKey("cases.id"), nullable=False, index=True),
+)
+
+reports = Table(
+    "reports",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("case_id", String(32), ForeignKey("cases.id"), nullable=False, index=True),
+    #: Where it came from: "findings" (JSON built into an SR), "archive" (polled), "stow".
+    Column("source", String(16), nullable=False),
+    Column("status", String(16), nullable=False),  # preliminary | final | amended
+    Column("sop_class_uid", String(64), nullable=False),
+    Column("sop_instance_uid", String(64), nullable=False, unique=True),
+    Column("series_instance_uid", String(64), nullable=False),
+    Column("state", String(16), nullable=False, index=True),
+    Column("file_name", String(80), nullable=False),
+    Column("error", Text, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("returned_at", Float, nullable=True),
 )

@@ -15,9 +15,11 @@ from pydantic import BaseModel
 from bridge import __version__
 from bridge.config import Settings
 from bridge.errors import StoreError
+from bridge.ingest.spool import Spool
 from bridge.store.repo import Store
 from bridge.store.schema import CaseState
 from bridge.web import metrics
+from bridge.web.findings_api import findings_router
 
 _bearer = HTTPBearer(auto_error=False)
 
@@ -28,6 +30,18 @@ class InstanceCounts(BaseModel):
     deidentified: int
     forwarded: int
     quarantined: int
+
+
+class ReportOut(BaseModel):
+    id: int
+    source: str
+    status: str
+    state: str
+    sop_instance_uid: str
+    series_instance_uid: str
+    error: str | None
+    created_at: str
+    returned_at: str | None
 
 
 class CaseOut(BaseModel):
@@ -54,6 +68,7 @@ class CaseOut(BaseModel):
     last_received_at: str
     completed_at: str | None
     forwarded_at: str | None
+    reports: list[ReportOut]
 
 
 def _iso(ts: float | None) -> str | None:
@@ -85,10 +100,24 @@ def case_out(c: dict[str, Any]) -> CaseOut:
         last_received_at=_iso(c["last_received_at"]) or "",
         completed_at=_iso(c["completed_at"]),
         forwarded_at=_iso(c["forwarded_at"]),
+        reports=[
+            ReportOut(
+                id=r["id"],
+                source=r["source"],
+                status=r["status"],
+                state=r["state"],
+                sop_instance_uid=r["sop_instance_uid"],
+                series_instance_uid=r["series_instance_uid"],
+                error=r["error"],
+                created_at=_iso(r["created_at"]) or "",
+                returned_at=_iso(r["returned_at"]),
+            )
+            for r in c.get("reports", [])
+        ],
     )
 
 
-def create_app(settings: Settings, store: Store) -> FastAPI:
+def create_app(settings: Settings, store: Store, spool: Spool) -> FastAPI:
     app = FastAPI(
         title="SECONDOPINION bridge",
         version=__version__,
@@ -123,6 +152,7 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
         return Response(metrics.scrape(store), media_type=CONTENT_TYPE_LATEST)
 
     auth = [Depends(require_token)]
+    app.include_router(findings_router(settings, store, spool, require_token))
 
     @app.get("/api/v1/cases", dependencies=auth, tags=["cases"])
     def list_cases(

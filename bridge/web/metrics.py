@@ -30,6 +30,7 @@ ASSOCIATIONS_REJECTED = Counter(
     "bridge_associations_rejected", "DICOM associations rejected", ["reason"]
 )
 MANIFESTS_SENT = Counter("bridge_manifests_sent", "Case manifests accepted by the queue")
+REPORTS_RETURNED = Counter("bridge_reports_returned", "Reports stored into the hospital PACS")
 STOW_SECONDS = Histogram(
     "bridge_stow_seconds",
     "Duration of STOW-RS requests to the reading archive",
@@ -81,6 +82,7 @@ def scrape(store: Store) -> bytes:
             ASSOCIATIONS_REJECTED,
             MANIFESTS_SENT,
             STOW_SECONDS,
+            REPORTS_RETURNED,
         ):
             registry.register(collector)
     registry.register(StoreCollector(store))

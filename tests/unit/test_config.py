@@ -96,13 +96,13 @@ def test_dotenv_file_is_read(tmp_path):
     assert s.api_token.get_secret_value() == "from-dotenv"
 
 
-def test_reading_session_auth():
+def test_dicomweb_session_auth():
     from bridge.config import ReadingSettings
-    from bridge.forward.http import reading_session
+    from bridge.forward.http import dicomweb_session
 
-    bearer = reading_session(ReadingSettings(token="tok-123"))
+    bearer = dicomweb_session(ReadingSettings(token="tok-123"))
     assert bearer.headers["Authorization"] == "Bearer tok-123"
     assert bearer.verify is True
-    basic = reading_session(ReadingSettings(username="u", password="p", verify_tls="/etc/ca.pem"))
+    basic = dicomweb_session(ReadingSettings(username="u", password="p", verify_tls="/etc/ca.pem"))
     assert basic.auth == ("u", "p") and "Authorization" not in basic.headers
     assert basic.verify == "/etc/ca.pem"

@@ -1,0 +1,1 @@
+"""Where findings come back: intake, SR building, re-identification, return to the PACS."""

@@ -1,0 +1,112 @@
+"""The findings a reading platform posts: ``POST /api/v1/cases/{case_id}/findings``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+MAX_TEXT = 64 * 1024
+
+
+class Status(StrEnum):
+    PRELIMINARY = "preliminary"
+    FINAL = "final"
+    AMENDED = "amended"
+
+
+class Agreement(StrEnum):
+    CONCORDANT = "concordant"
+    MINOR_DISCREPANCY = "minor_discrepancy"
+    MAJOR_DISCREPANCY = "major_discrepancy"
+    NOT_ASSESSED = "not_assessed"
+
+
+AGREEMENT_TEXT = {
+    Agreement.CONCORDANT: "Concordant with the original report.",
+    Agreement.MINOR_DISCREPANCY: "Minor discrepancy with the original report.",
+    Agreement.MAJOR_DISCREPANCY: "Major discrepancy with the original report.",
+    Agreement.NOT_ASSESSED: "Agreement with the original report not assessed.",
+}
+
+
+class Reader(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(
+        min_length=1,
+        max_length=64,
+        description='DICOM PN form ("Family^Given") or "Given Family"',
+        examples=["Lee^Ana"],
+    )
+    organization: str = Field(min_length=1, max_length=64, examples=["Neuro Reading Group"])
+    id: str | None = Field(None, max_length=64, description="the reader's id at the platform")
+
+    @property
+    def dicom_name(self) -> str:
+        n = self.name.strip()
+        if "^" in n:
+            return n
+        parts = n.split()
+        if len(parts) >= 2:
+            return f"{parts[-1]}^{' '.join(parts[:-1])}"
+        return n
+
+
+class KeyImage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sop_instance_uid: str = Field(
+        pattern=r"^[0-9]+(\.[0-9]+)*$",
+        max_length=64,
+        description="SOP Instance UID as the reader saw it (pseudonymized)",
+    )
+    frame: int | None = Field(None, ge=1)
+    note: str | None = Field(None, max_length=1024)
+
+
+class Findings(BaseModel):
+    """A second opinion. At least one of findings, impression, recommendations is not empty."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "reader": {"name": "Lee^Ana", "organization": "Neuro Reading Group"},
+                    "status": "final",
+                    "findings": "8 mm enhancing lesion in the left frontal lobe.",
+                    "impression": "Findings favour a low-grade glioma.",
+                    "recommendations": "MR spectroscopy; neurosurgical review.",
+                    "agreement": "minor_discrepancy",
+                    "key_images": [{"sop_instance_uid": "2.25.1234", "note": "lesion"}],
+                    "signed_at": "2026-11-28T10:15:00Z",
+                }
+            ]
+        },
+    )
+
+    reader: Reader
+    status: Status
+    findings: str = Field("", max_length=MAX_TEXT)
+    impression: str = Field("", max_length=MAX_TEXT)
+    recommendations: str = Field("", max_length=MAX_TEXT)
+    agreement: Agreement = Agreement.NOT_ASSESSED
+    key_images: list[KeyImage] = Field(default_factory=list, max_length=1000)
+    signed_at: datetime
+    #: For ``POST /api/v1/findings``: the case addressed by its pseudonymized Study Instance UID.
+    study_instance_uid: str | None = Field(None, pattern=r"^[0-9]+(\.[0-9]+)*$", max_length=64)
+
+    @field_validator("signed_at")
+    @classmethod
+    def _aware(cls, v: datetime) -> datetime:
+        if v.tzinfo is None:
+            raise ValueError("signed_at needs a UTC offset (e.g. 2026-11-28T10:15:00Z)")
+        return v
+
+    @model_validator(mode="after")
+    def _some_text(self) -> Findings:
+        if not (self.findings.strip() or self.impression.strip() or self.recommendations.strip()):
+            raise ValueError("findings, impression and recommendations are all empty")
+        return self

@@ -1,0 +1,217 @@
+"""Findings come home: JSON findings -> TID 2000 SR -> the ORIGINAL study in the hospital PACS."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from io import BytesIO
+
+import pytest
+import requests
+from pydicom import dcmread
+
+from bridge.testing.peers import BridgeProcess, storescu
+from bridge.testing.sample import make_study
+from conftest import bridge_env
+from tests.e2e.conftest import study_instances
+from tests.helpers import leaks
+
+pytestmark = pytest.mark.e2e
+
+JAVA = [
+    "java",
+    "-Djdk.xml.xpathExprOpLimit=0",
+    "-Djdk.xml.xpathExprGrpLimit=0",
+    "-Djdk.xml.xpathTotalOpLimit=0",
+    "-cp",
+    "/usr/share/java/pixelmed.jar",
+    "com.pixelmed.validate.DicomSRValidator",
+]
+
+
+def validate_sr(path) -> None:
+    """dsrdump, dciodvfy and PixelMed's DicomSRValidator: zero errors."""
+    dump = subprocess.run(["dsrdump", str(path)], capture_output=True, text=True)
+    assert dump.returncode == 0, dump.stderr
+    assert "E:" not in dump.stderr
+    ciod = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
+    errors = [ln for ln in (ciod.stdout + ciod.stderr).splitlines() if ln.startswith("Error")]
+    assert errors == []
+    pix = subprocess.run([*JAVA, str(path)], capture_output=True, text=True, timeout=300)
+    out = pix.stdout + pix.stderr
+    assert "Root Template Validation Complete" in out, out
+    assert "Error" not in out, out
+
+
+def post(bridge: BridgeProcess, path: str, body: dict) -> requests.Response:
+    return requests.post(
+        f"{bridge.url}/api/v1{path}",
+        json=body,
+        headers={"Authorization": f"Bearer {bridge.token}"},
+        timeout=60,
+    )
+
+
+def findings(key_uid: str, status: str = "final") -> dict:
+    return {
+        "reader": {"name": "Ana Lee", "organization": "Neuro Reading Group"},
+        "status": status,
+        "findings": "8 mm enhancing lesion in the left frontal lobe.",
+        "impression": "Findings favour a low-grade glioma.",
+        "recommendations": "MR spectroscopy; neurosurgical review.",
+        "agreement": "minor_discrepancy",
+        "key_images": [{"sop_instance_uid": key_uid, "note": "lesion"}],
+        "signed_at": "2026-11-28T10:15:00Z",
+    }
+
+
+def test_findings_return_as_sr_into_the_original_study(tmp_path, hospital, reading, make_bridge):
+    bridge = make_bridge(bridge_env(reading, None, BRIDGE_PACS__DICOMWEB_URL=hospital.dicomweb))
+    study = make_study(tmp_path / "s", 6, rows=64, columns=64)
+    for p in study.paths:  # the study lives in the hospital PACS...
+        requests.post(f"{hospital.url}/instances", data=p.read_bytes(), timeout=30)
+    storescu(bridge.dimse_port, study.paths)  # ...and is sent to the bridge
+    case = bridge.wait_case(lambda c: c["state"] == "forwarded")
+
+    # Bad input first: each answered precisely, nothing half-accepted.
+    assert post(bridge, "/cases/nope/findings", findings("2.25.1")).status_code == 404
+    empty = findings("2.25.1") | {"findings": "", "impression": " ", "recommendations": ""}
+    r = post(bridge, f"/cases/{case['id']}/findings", empty)
+    assert r.status_code == 422 and "all empty" in r.text
+    r = post(bridge, f"/cases/{case['id']}/findings", findings("2.25.1") | {"status": "maybe"})
+    assert r.status_code == 422 and "status" in r.text
+    r = post(bridge, f"/cases/{case['id']}/findings", findings("2.25.999"))
+    assert r.status_code == 422 and "2.25.999" in r.text
+    assert bridge.api(f"/cases/{case['id']}")["reports"] == []
+
+    # The reader saw pseudonymized instances; a key image names one of them.
+    seen = study_instances(reading, case["pseudonymized_study_instance_uid"])
+    key = next(ds for ds in seen if int(ds.InstanceNumber) == 3)
+    r = post(bridge, f"/cases/{case['id']}/findings", findings(str(key.SOPInstanceUID)))
+    assert r.status_code == 202, r.text
+    sr_uid = r.json()["sop_instance_uid"]
+
+    done = bridge.wait_case(lambda c: c["id"] == case["id"] and c["state"] == "returned")
+    assert [x["state"] for x in done["reports"]] == ["returned"]
+
+    # In the hospital PACS: in the ORIGINAL study, with the original patient.
+    found = requests.post(
+        f"{hospital.url}/tools/find",
+        json={"Level": "Instance", "Query": {"SOPInstanceUID": sr_uid}},
+        timeout=30,
+    ).json()
+    assert len(found) == 1
+    raw = requests.get(f"{hospital.url}/instances/{found[0]}/file", timeout=30).content
+    sr = dcmread(BytesIO(raw))
+    assert sr.StudyInstanceUID == study.study_uid
+    assert sr.PatientID == "PID-7734521"
+    assert str(sr.PatientName) == "PLANTEDFAMILY^PLANTEDGIVEN"
+    assert sr.AccessionNumber == "ACC-PLANT-55123"
+    assert sr.SeriesDescription == "Second opinion"
+    assert sr.VerificationFlag == "VERIFIED" and sr.PreliminaryFlag == "FINAL"
+    assert sr.CompletionFlag == "COMPLETE"
+    assert sr.SpecificCharacterSet == "ISO_IR 192"
+    hospital_study = requests.post(
+        f"{hospital.url}/tools/find",
+        json={"Level": "Study", "Query": {"StudyInstanceUID": study.study_uid}},
+        timeout=30,
+    ).json()
+    assert len(hospital_study) == 1  # no second study was created
+    # The key image references the ORIGINAL instance; nothing pseudonymous came back.
+    original_key = next(dcmread(p) for p in study.paths if int(dcmread(p).InstanceNumber) == 3)
+    refs = [
+        item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+        for section in sr.ContentSequence
+        if section.ValueType == "CONTAINER"
+        for item in section.ContentSequence
+        if item.ValueType == "IMAGE"
+    ]
+    assert refs == [original_key.SOPInstanceUID]
+    evidence = {
+        i.ReferencedSOPInstanceUID
+        for s in sr.CurrentRequestedProcedureEvidenceSequence
+        for se in s.ReferencedSeriesSequence
+        for i in se.ReferencedSOPSequence
+    }
+    assert original_key.SOPInstanceUID in evidence and len(evidence) == 6
+    assert (
+        leaks(
+            sr,
+            [
+                case["pseudonymous_patient_id"],
+                case["pseudonymized_study_instance_uid"],
+                str(key.SOPInstanceUID),
+            ],
+        )
+        == []
+    )
+    path = tmp_path / "returned-sr.dcm"
+    path.write_bytes(raw)
+    validate_sr(path)
+
+
+def test_preliminary_then_amended_and_held_when_study_missing(
+    tmp_path, hospital, reading, make_bridge
+):
+    bridge = make_bridge(bridge_env(reading, None, BRIDGE_PACS__DICOMWEB_URL=hospital.dicomweb))
+    # This study is NOT in the hospital PACS: the safety check must hold the report.
+    study = make_study(tmp_path / "m", 2, rows=32, columns=32)
+    storescu(bridge.dimse_port, study.paths)
+    case = bridge.wait_case(lambda c: c["state"] == "forwarded")
+    seen = study_instances(reading, case["pseudonymized_study_instance_uid"])
+    r = post(
+        bridge,
+        "/findings",
+        findings(str(seen[0].SOPInstanceUID), "preliminary")
+        | {"study_instance_uid": case["pseudonymized_study_instance_uid"]},
+    )
+    assert r.status_code == 202, r.text
+    held = bridge.wait_case(
+        lambda c: c["id"] == case["id"] and c["reports"] and c["reports"][0]["state"] == "held"
+    )
+    assert "not in the PACS" in held["reports"][0]["error"]
+    assert held["state"] == "findings_received"
+    assert '"report.held"' in bridge.log()
+
+    # Once the study is in the PACS, an amended report supersedes the preliminary one.
+    for p in study.paths:
+        requests.post(f"{hospital.url}/instances", data=p.read_bytes(), timeout=30)
+    r = post(
+        bridge, f"/cases/{case['id']}/findings", findings(str(seen[0].SOPInstanceUID), "amended")
+    )
+    assert r.status_code == 202, r.text
+    amended_uid = r.json()["sop_instance_uid"]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        reps = bridge.api(f"/cases/{case['id']}")["reports"]
+        if reps[-1]["state"] == "returned":
+            break
+        time.sleep(0.3)
+    assert reps[-1]["state"] == "returned"
+    found = requests.post(
+        f"{hospital.url}/tools/find",
+        timeout=30,
+        json={"Level": "Instance", "Query": {"SOPInstanceUID": amended_uid}},
+    ).json()
+    sr = dcmread(
+        BytesIO(requests.get(f"{hospital.url}/instances/{found[0]}/file", timeout=30).content)
+    )
+    assert (
+        sr.PredecessorDocumentsSequence[0]
+        .ReferencedSeriesSequence[0]
+        .ReferencedSOPSequence[0]
+        .ReferencedSOPInstanceUID
+        == reps[0]["sop_instance_uid"]
+    )
+    path = tmp_path / "amended.dcm"
+    sr.save_as(path)
+    validate_sr(path)
+
+
+def test_findings_before_forwarding_is_409(tmp_path, make_bridge):
+    bridge = make_bridge(bridge_env("http://127.0.0.1:9/dicom-web", None))
+    study = make_study(tmp_path / "n", 1, rows=16, columns=16)
+    storescu(bridge.dimse_port, study.paths)
+    case = bridge.wait_case(lambda c: True)
+    r = post(bridge, f"/cases/{case['id']}/findings", findings("2.25.1"))
+    assert r.status_code == 409 and "case_state=" in r.text
