@@ -152,6 +152,8 @@ class ReadingSettings(BaseModel):
     verify_tls: bool | str = True
     queue_url: str | None = None
     queue_secret: SecretStr | None = None
+    #: Seconds between polls of the archive (QIDO-RS) for SR/KOS/PDF the reader made; 0 = off.
+    poll_seconds: float = Field(60.0, ge=0)
     #: STOW-RS batching: at most this many instances / bytes per request.
     stow_max_instances: int = Field(50, ge=1)
     stow_max_bytes: int = Field(64 * 1024 * 1024, ge=1024)

@@ -26,11 +26,14 @@ from bridge.errors import (
     BridgeError,
     ConfigError,
     DeidError,
+    FindingsError,
     ForwardError,
     PermanentForwardError,
     ReturnSafetyError,
     TransientForwardError,
 )
+from bridge.findings.intake import accept_object
+from bridge.findings.poll import find_new_objects, retrieve
 from bridge.findings.returner import store_report
 from bridge.forward.http import backoff, dicomweb_session
 from bridge.forward.manifest import build_manifest, encode, post_manifest
@@ -73,6 +76,7 @@ class Pipeline:
         self.pacs_session = dicomweb_session(settings.pacs)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._last_poll = float("-inf")
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
@@ -83,7 +87,7 @@ class Pipeline:
             (f"forward-{i}", self.forward_once) for i in range(self.settings.reading.stow_parallel)
         ]
         loops += [("cases", self.cases_once), ("manifests", self.manifests_once)]
-        loops += [("reports", self.reports_once)]
+        loops += [("reports", self.reports_once), ("poll", self.poll_once)]
         for name, fn in loops:
             t = threading.Thread(target=self._loop, args=(name, fn), name=name, daemon=True)
             t.start()
@@ -361,6 +365,42 @@ class Pipeline:
             metrics.REPORTS_RETURNED.inc()
             log.info("report.returned", case_id=report["case_id"], report=report["id"])
         return bool(claimed)
+
+    def poll_once(self) -> bool:
+        """Every ``reading.poll_seconds``: fetch what readers made in forwarded studies."""
+        r = self.settings.reading
+        if not r.poll_seconds or not r.dicomweb_url:
+            return False
+        now = time.monotonic()
+        if now - self._last_poll < r.poll_seconds:
+            return False
+        self._last_poll = now
+        taken = 0
+        for case in self.store.cases_awaiting_findings():
+            study = case["pseudo_study_uid"]
+            if not study:
+                continue
+            try:
+                new = find_new_objects(
+                    self.session,
+                    r.dicomweb_url,
+                    study,
+                    self.store.known_source_uids(case["id"]),
+                    r.timeout,
+                )
+                for series, sop in new:
+                    ds = retrieve(self.session, r.dicomweb_url, study, series, sop, r.timeout)
+                    try:
+                        accept_object(self.store, self.spool, ds, "archive")
+                        taken += 1
+                    except FindingsError as exc:
+                        log.warning("poll.refused", case_id=case["id"], error=str(exc))
+            except TransientForwardError as exc:
+                log.warning("poll.failed", case_id=case["id"], error=str(exc))
+                break
+        if taken:
+            log.info("poll.taken", objects=taken)
+        return taken > 0
 
 
 def run_worker(settings: Settings, store: Store) -> int:

@@ -165,6 +165,7 @@ class Deidentifier:
         self._actions: dict[str, Callable[[Dataset, int, str, _Walk, int], None]] = {
             "X": _remove,
             "Z": _empty,
+            "XZ": _empty_or_remove,
             "D": _dummy,
             "K": _keep,
             "U": _uid,
@@ -352,6 +353,13 @@ def _empty(ds: Dataset, tag: int, vr: str, walk: _Walk, depth: int) -> None:
     else:
         ds[tag] = DataElement(tag, vr, None)
     walk.replaced += 1
+
+
+def _empty_or_remove(ds: Dataset, tag: int, vr: str, walk: _Walk, depth: int) -> None:
+    if vr == "SQ":
+        _remove(ds, tag, vr, walk, depth)
+    else:
+        _empty(ds, tag, vr, walk, depth)
 
 
 def _dummy(ds: Dataset, tag: int, vr: str, walk: _Walk, depth: int) -> None:

@@ -7,8 +7,9 @@ options; for each attribute the action of the last selected option that names on
 Compound actions (X/Z, X/D, Z/D, X/Z/D, X/Z/U*) mean "the stricter action unless the IOD requires
 the attribute at a Type that forbids it". The bridge does not carry IOD Type tables, so it takes
 the strictest action that is valid for every Type: an attribute that may be required (Type 1 or
-2) is kept present with a value that carries no identity. X/Z becomes Z, anything with D becomes
-D, X/Z/U* becomes U. Nothing identifying survives either way; the object stays valid.
+2) is kept present with a value that carries no identity. X/Z becomes an empty value (but a
+sequence is removed), anything with D becomes D, X/Z/U* becomes U. Nothing identifying
+survives either way; the object stays valid.
 
 An action the engine does not know refuses the profile (fail closed), naming the row.
 """
@@ -23,9 +24,11 @@ from importlib import resources
 from bridge.errors import ProfileError
 
 #: Actions the engine implements (see bridge.deid.engine).
-KNOWN_ACTIONS = frozenset({"X", "Z", "D", "K", "U"})
+KNOWN_ACTIONS = frozenset({"X", "Z", "XZ", "D", "K", "U"})
 
-COMPOUND = {"X/Z": "Z", "X/D": "D", "Z/D": "D", "X/Z/D": "D", "X/Z/U*": "U"}
+#: X/Z resolves to "XZ": an empty value, except for a sequence, which is removed (a Type 3
+#: sequence may not be present with zero items; the Type 2 ones of the table are plain Z).
+COMPOUND = {"X/Z": "XZ", "X/D": "D", "Z/D": "D", "X/Z/D": "D", "X/Z/U*": "U"}
 
 OPTION_COLUMNS = (
     "retain_safe_private",

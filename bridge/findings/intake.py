@@ -6,9 +6,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 
 from bridge.config import Settings
 from bridge.errors import FindingsError
+from bridge.findings.reidentify import reidentify, returned_uid
 from bridge.findings.schema import Findings, Status
 from bridge.findings.sr import Evidence, KeyImageRef, SectionCodes, build_report
 from bridge.ingest.spool import REPORTS, Spool
@@ -103,3 +105,75 @@ def accept_findings(
     )
     log.info("findings.accepted", case_id=case_id, report=report_id, status=findings.status.value)
     return Accepted(report_id, case_id, str(sr.SOPInstanceUID), str(sr.SeriesInstanceUID))
+
+
+def _status_of(ds: Dataset) -> str:
+    if str(ds.get("PreliminaryFlag", "")) == "PRELIMINARY":
+        return Status.PRELIMINARY.value
+    if "VerificationFlag" in ds and str(ds.VerificationFlag) != "VERIFIED":
+        return Status.PRELIMINARY.value
+    if "PredecessorDocumentsSequence" in ds:
+        return Status.AMENDED.value
+    return Status.FINAL.value
+
+
+def accept_object(store: Store, spool: Spool, ds: Dataset, source: str) -> Accepted:
+    """Take in an SR / KOS / PDF the reader made in the pseudonymized study.
+
+    Raises :class:`FindingsError` (404 unknown study, 422 unsupported or unknown references);
+    with ``source="archive"`` a refused object is also recorded as a held report, so that an
+    operator sees it and it is not fetched again.
+    """
+    reader_uid = str(ds.get("SOPInstanceUID", ""))
+    case = store.case_by_pseudo_study(str(ds.get("StudyInstanceUID", "")))
+    if case is None:
+        raise FindingsError("the object belongs to a study the bridge never forwarded", status=404)
+    headers = store.vault_headers(case["id"])
+    if headers is None:
+        raise FindingsError("the case has no original headers in the vault", status=409)
+    own = {reader_uid, str(ds.get("SeriesInstanceUID", ""))}
+    try:
+        out = reidentify(
+            ds, uid_map=store.uid_map_of(case["id"]), vault_headers=headers, own_uids=own
+        )
+    except FindingsError as exc:
+        if source == "archive":
+            tmp = spool.new_tmp()
+            ds.save_as(tmp, enforce_file_format=False)
+            name = spool.commit_tmp(tmp, REPORTS)
+            store.add_report(
+                case["id"],
+                source=source,
+                status="final",
+                sop_class_uid=str(ds.get("SOPClassUID", "")),
+                sop_instance_uid=returned_uid("held", reader_uid),
+                series_instance_uid="",
+                file_name=name,
+                source_uid=reader_uid,
+                held_reason=str(exc),
+            )
+            log.error("report.held", case_id=case["id"], reason=exc.message)
+        raise
+    existing = store.report_by_sop(str(out.SOPInstanceUID))
+    if existing is not None:  # the same object again: already taken in
+        return Accepted(
+            existing["id"],
+            case["id"],
+            existing["sop_instance_uid"],
+            existing["series_instance_uid"],
+        )
+    tmp = spool.new_tmp()
+    out.save_as(tmp, enforce_file_format=True)
+    name = spool.commit_tmp(tmp, REPORTS)
+    report_id = store.add_report(
+        case["id"],
+        source=source,
+        status=_status_of(out),
+        sop_class_uid=str(out.SOPClassUID),
+        sop_instance_uid=str(out.SOPInstanceUID),
+        series_instance_uid=str(out.SeriesInstanceUID),
+        file_name=name,
+        source_uid=reader_uid,
+    )
+    log.info("object.accepted", case_id=case["id"], report=report_id, source=source)
+    return Accepted(report_id, case["id"], str(out.SOPInstanceUID), str(out.SeriesInstanceUID))

@@ -689,8 +689,11 @@ class Store:
         sop_instance_uid: str,
         series_instance_uid: str,
         file_name: str,
+        source_uid: str | None = None,
+        held_reason: str | None = None,
     ) -> int:
-        """Record a report to return and queue its job; the case becomes findings_received."""
+        """Record a report to return and queue its job; the case becomes findings_received.
+        With ``held_reason`` the report is recorded as held (quarantined) and not returned."""
         now = time.time()
         with self._tx() as conn:
             res = conn.execute(
@@ -701,12 +704,16 @@ class Store:
                     sop_class_uid=sop_class_uid,
                     sop_instance_uid=sop_instance_uid,
                     series_instance_uid=series_instance_uid,
-                    state=ReportState.PENDING,
+                    state=ReportState.HELD if held_reason else ReportState.PENDING,
+                    error=held_reason,
                     file_name=file_name,
+                    source_uid=source_uid,
                     created_at=now,
                 )
             )
             report_id = int(res.inserted_primary_key[0])  # type: ignore[index]
+            if held_reason:
+                return report_id
             conn.execute(
                 update(cases)
                 .where(cases.c.id == case_id)
@@ -724,6 +731,59 @@ class Store:
                 )
             )
         return report_id
+
+    def uid_map_of(self, case_id: str) -> dict[str, str]:
+        """pseudo -> original UIDs of a case (the vault's mapping)."""
+        with self.engine.connect() as conn:
+            return {
+                r.pseudo_uid: r.original_uid
+                for r in conn.execute(
+                    select(uid_map.c.pseudo_uid, uid_map.c.original_uid).where(
+                        uid_map.c.case_id == case_id
+                    )
+                )
+            }
+
+    def known_source_uids(self, case_id: str) -> set[str]:
+        """Reader-side UIDs already taken in, and the pseudonymized instances we sent."""
+        with self.engine.connect() as conn:
+            got = {
+                r[0]
+                for r in conn.execute(
+                    select(reports.c.source_uid).where(reports.c.case_id == case_id)
+                )
+                if r[0]
+            }
+            got.update(
+                r[0]
+                for r in conn.execute(
+                    select(instances.c.pseudo_sop_uid).where(instances.c.case_id == case_id)
+                )
+                if r[0]
+            )
+        return got
+
+    def report_by_sop(self, sop_instance_uid: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(reports).where(reports.c.sop_instance_uid == sop_instance_uid)
+            ).first()
+        return dict(row._mapping) if row else None
+
+    def cases_awaiting_findings(self, limit: int = 500) -> list[dict[str, Any]]:
+        """Cases whose reading may produce objects to fetch back (most recent first)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(cases.c.id, cases.c.pseudo_study_uid)
+                .where(
+                    cases.c.state.in_(
+                        [CaseState.FORWARDED, CaseState.FINDINGS_RECEIVED, CaseState.RETURNED]
+                    )
+                )
+                .order_by(cases.c.updated_at.desc())
+                .limit(limit)
+            ).all()
+        return [dict(r._mapping) for r in rows]
 
     def reports_of(self, case_id: str) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:

@@ -171,6 +171,8 @@ reports = Table(
     Column("sop_class_uid", String(64), nullable=False),
     Column("sop_instance_uid", String(64), nullable=False, unique=True),
     Column("series_instance_uid", String(64), nullable=False),
+    #: For objects made by the reader: their UID on the reading side (not re-imported twice).
+    Column("source_uid", String(64), nullable=True, index=True),
     Column("state", String(16), nullable=False, index=True),
     Column("file_name", String(80), nullable=False),
     Column("error", Text, nullable=True),

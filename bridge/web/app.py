@@ -20,6 +20,7 @@ from bridge.store.repo import Store
 from bridge.store.schema import CaseState
 from bridge.web import metrics
 from bridge.web.findings_api import findings_router
+from bridge.web.stow_in import stow_router
 
 _bearer = HTTPBearer(auto_error=False)
 
@@ -153,6 +154,7 @@ def create_app(settings: Settings, store: Store, spool: Spool) -> FastAPI:
 
     auth = [Depends(require_token)]
     app.include_router(findings_router(settings, store, spool, require_token))
+    app.include_router(stow_router(store, spool, require_token))
 
     @app.get("/api/v1/cases", dependencies=auth, tags=["cases"])
     def list_cases(
