@@ -177,6 +177,10 @@ class FindingsSettings(BaseModel):
 
     #: Section headings of TID 2000: "DCM" (121070/121072/121074) or "LN" (LOINC).
     section_codes: Literal["DCM", "LN"] = "DCM"
+    #: SR IOD of the built report: "enhanced" (Enhanced SR) or "basic_text" (Basic Text SR).
+    sr_kind: Literal["enhanced", "basic_text"] = "enhanced"
+    #: Also build a Key Object Selection document (TID 2010) of the key images.
+    key_object_selection: bool = True
 
 
 class SpoolSettings(BaseModel):

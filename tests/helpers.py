@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 from pydicom.dataset import Dataset
 
@@ -45,3 +47,28 @@ def leaks(ds: Dataset, planted: Iterable[str]) -> list[str]:
             if p in low:
                 found.append(f"{tag}: {p!r}")
     return found
+
+
+JAVA = [
+    "java",
+    "-Djdk.xml.xpathExprOpLimit=0",
+    "-Djdk.xml.xpathExprGrpLimit=0",
+    "-Djdk.xml.xpathTotalOpLimit=0",
+    "-cp",
+    "/usr/share/java/pixelmed.jar",
+    "com.pixelmed.validate.DicomSRValidator",
+]
+
+
+def validate_sr(path: Path) -> None:
+    """dsrdump, dciodvfy and PixelMed's DicomSRValidator: zero errors."""
+    dump = subprocess.run(["dsrdump", str(path)], capture_output=True, text=True)
+    assert dump.returncode == 0, dump.stderr
+    assert "E:" not in dump.stderr
+    ciod = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
+    errors = [ln for ln in (ciod.stdout + ciod.stderr).splitlines() if ln.startswith("Error")]
+    assert errors == []
+    pix = subprocess.run([*JAVA, str(path)], capture_output=True, text=True, timeout=300)
+    out = pix.stdout + pix.stderr
+    assert "Root Template Validation Complete" in out, out
+    assert "Error" not in out, out

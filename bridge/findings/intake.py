@@ -12,7 +12,15 @@ from bridge.config import Settings
 from bridge.errors import FindingsError
 from bridge.findings.reidentify import reidentify, returned_uid
 from bridge.findings.schema import Findings, Status
-from bridge.findings.sr import Evidence, KeyImageRef, SectionCodes, build_report
+from bridge.findings.sr import (
+    BASIC_TEXT_SR,
+    ENHANCED_SR,
+    Evidence,
+    KeyImageRef,
+    SectionCodes,
+    build_key_object_selection,
+    build_report,
+)
 from bridge.ingest.spool import REPORTS, Spool
 from bridge.logging import get_logger
 from bridge.store.repo import Store
@@ -77,7 +85,11 @@ def accept_findings(
     earlier = store.reports_of(case_id)
     previous = []
     if findings.status == Status.AMENDED:
-        built = [r for r in earlier if r["source"] == "findings"]
+        built = [
+            r
+            for r in earlier
+            if r["source"] == "findings" and r["sop_class_uid"] in (ENHANCED_SR, BASIC_TEXT_SR)
+        ]
         if not built:
             raise FindingsError("an amendment needs an earlier report of this case", status=409)
         previous = [dcmread(spool.path(REPORTS, built[-1]["file_name"]))]
@@ -90,19 +102,34 @@ def accept_findings(
         number=len(earlier) + 1,
         section_codes=SectionCodes(settings.findings.section_codes),
         previous=previous,
+        basic_text=settings.findings.sr_kind == "basic_text",
     )
-    tmp = spool.new_tmp()
-    sr.save_as(tmp, enforce_file_format=True)
-    name = spool.commit_tmp(tmp, REPORTS)
-    report_id = store.add_report(
-        case_id,
-        source="findings",
-        status=findings.status.value,
-        sop_class_uid=str(sr.SOPClassUID),
-        sop_instance_uid=str(sr.SOPInstanceUID),
-        series_instance_uid=str(sr.SeriesInstanceUID),
-        file_name=name,
-    )
+    objects = [sr]
+    if key_images and settings.findings.key_object_selection:
+        objects.append(
+            build_key_object_selection(
+                findings=findings,
+                headers=headers,
+                key_images=key_images,
+                case_id=case_id,
+                number=len(earlier) + 1,
+            )
+        )
+    report_id = 0
+    for obj in objects:
+        tmp = spool.new_tmp()
+        obj.save_as(tmp, enforce_file_format=True)
+        name = spool.commit_tmp(tmp, REPORTS)
+        rid = store.add_report(
+            case_id,
+            source="findings",
+            status=findings.status.value,
+            sop_class_uid=str(obj.SOPClassUID),
+            sop_instance_uid=str(obj.SOPInstanceUID),
+            series_instance_uid=str(obj.SeriesInstanceUID),
+            file_name=name,
+        )
+        report_id = report_id or rid
     log.info("findings.accepted", case_id=case_id, report=report_id, status=findings.status.value)
     return Accepted(report_id, case_id, str(sr.SOPInstanceUID), str(sr.SeriesInstanceUID))
 

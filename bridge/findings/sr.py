@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from highdicom.ko import KeyObjectSelection, KeyObjectSelectionDocument
 from highdicom.sr import (
     CodeContentItem,
     CodedConcept,
@@ -37,6 +38,7 @@ from highdicom.sr import (
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.sr.codedict import codes
+from pydicom.uid import UID
 from pydicom.valuerep import DA, DT, TM
 
 from bridge import __version__
@@ -57,6 +59,9 @@ FINDING = CodedConcept("121071", "DCM", "Finding")
 IMPRESSION = CodedConcept("121073", "DCM", "Impression")
 RECOMMENDATION = CodedConcept("121075", "DCM", "Recommendation")
 BEST_ILLUSTRATION = CodedConcept("121080", "DCM", "Best illustration of finding")
+KOS_TITLE = CodedConcept("113000", "DCM", "Of Interest")
+BASIC_TEXT_SR = UID("1.2.840.10008.5.1.4.1.1.88.11")
+ENHANCED_SR = UID("1.2.840.10008.5.1.4.1.1.88.22")
 
 
 class SectionCodes(StrEnum):
@@ -188,21 +193,11 @@ def build_report(
     number: int,
     section_codes: SectionCodes = SectionCodes.DCM,
     previous: Sequence[Dataset] = (),
+    basic_text: bool = False,
 ) -> Dataset:
     """The SR to store into the original study (re-identified by construction)."""
     original = Dataset.from_json(headers)
-    stubs = []
-    for ev in evidence:
-        d = Dataset()
-        for kw in _STUDY_KEYWORDS:
-            if kw in original:
-                d[kw] = original[kw]
-            elif kw != "IssuerOfPatientID":
-                setattr(d, kw, "")
-        d.SOPClassUID = ev.sop_class_uid
-        d.SOPInstanceUID = ev.sop_instance_uid
-        d.SeriesInstanceUID = ev.series_instance_uid
-        stubs.append(d)
+    stubs = _stubs(original, evidence)
     final = findings.status in (Status.FINAL, Status.AMENDED)
     sr = EnhancedSR(
         evidence=stubs,
@@ -232,4 +227,74 @@ def build_report(
         sr.IssuerOfPatientID = original.IssuerOfPatientID
     sr.SeriesDate = sr.ContentDate
     sr.SeriesTime = sr.ContentTime
+    if basic_text:  # the tree uses only value types and relationships Basic Text SR allows
+        sr.SOPClassUID = BASIC_TEXT_SR
+        sr.file_meta.MediaStorageSOPClassUID = BASIC_TEXT_SR
     return sr
+
+
+def _stubs(original: Dataset, evidence: Sequence[Evidence]) -> list[Dataset]:
+    """Minimal datasets standing for the original instances (patient/study from the vault)."""
+    stubs = []
+    for ev in evidence:
+        d = Dataset()
+        for kw in _STUDY_KEYWORDS:
+            if kw in original:
+                d[kw] = original[kw]
+            elif kw != "IssuerOfPatientID":
+                setattr(d, kw, "")
+        d.SOPClassUID = ev.sop_class_uid
+        d.SOPInstanceUID = ev.sop_instance_uid
+        d.SeriesInstanceUID = ev.series_instance_uid
+        stubs.append(d)
+    return stubs
+
+
+def build_key_object_selection(
+    *,
+    findings: Findings,
+    headers: dict[str, Any],
+    key_images: Sequence[KeyImageRef],
+    case_id: str,
+    number: int,
+) -> Dataset:
+    """TID 2010 Key Object Selection of the key images ("Of Interest"), in its own series.
+
+    Its IMAGE items carry no concept name (TID 2010 has none; PixelMed rejects named ones).
+    """
+    original = Dataset.from_json(headers)
+    refs = _stubs(original, [k.evidence for k in key_images])
+    observer = ObserverContext(
+        observer_type=codes.cid270.Person,
+        observer_identifying_attributes=PersonObserverIdentifyingAttributes(
+            name=findings.reader.dicom_name, organization_name=findings.reader.organization
+        ),
+    )
+    content = KeyObjectSelection(
+        document_title=KOS_TITLE,
+        referenced_objects=refs,
+        observer_person_context=observer,
+        description="Key images of the second opinion",
+    )
+    kos = KeyObjectSelectionDocument(
+        evidence=refs,
+        content=content,
+        series_instance_uid=series_uid(f"{case_id}:kos"),
+        series_number=SERIES_NUMBER + 1,
+        sop_instance_uid=report_uid(f"{case_id}:kos", number),
+        instance_number=number,
+        manufacturer=MANUFACTURER,
+    )
+    # TID 2010 references images as unnamed IMAGE items; highdicom names them "Source" and,
+    # without pixel attributes in our stubs, makes them COMPOSITE. PixelMed rejects both.
+    for item in kos.ContentSequence:
+        if item.ValueType in ("COMPOSITE", "IMAGE"):
+            item.ValueType = "IMAGE"
+            if "ConceptNameCodeSequence" in item:
+                del item[0x0040A043]  # Concept Name Code Sequence
+    signed = findings.signed_at
+    kos.SpecificCharacterSet = "ISO_IR 192"
+    kos.SeriesDescription = f"{SERIES_DESCRIPTION} key images"
+    kos.ContentDate = DA(signed.strftime("%Y%m%d"))
+    kos.ContentTime = TM(signed.strftime("%H%M%S"))
+    return kos

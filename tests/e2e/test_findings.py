@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import time
 from io import BytesIO
 
@@ -14,33 +13,9 @@ from bridge.testing.peers import BridgeProcess, storescu
 from bridge.testing.sample import make_study
 from conftest import bridge_env
 from tests.e2e.conftest import study_instances
-from tests.helpers import leaks
+from tests.helpers import leaks, validate_sr
 
 pytestmark = pytest.mark.e2e
-
-JAVA = [
-    "java",
-    "-Djdk.xml.xpathExprOpLimit=0",
-    "-Djdk.xml.xpathExprGrpLimit=0",
-    "-Djdk.xml.xpathTotalOpLimit=0",
-    "-cp",
-    "/usr/share/java/pixelmed.jar",
-    "com.pixelmed.validate.DicomSRValidator",
-]
-
-
-def validate_sr(path) -> None:
-    """dsrdump, dciodvfy and PixelMed's DicomSRValidator: zero errors."""
-    dump = subprocess.run(["dsrdump", str(path)], capture_output=True, text=True)
-    assert dump.returncode == 0, dump.stderr
-    assert "E:" not in dump.stderr
-    ciod = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
-    errors = [ln for ln in (ciod.stdout + ciod.stderr).splitlines() if ln.startswith("Error")]
-    assert errors == []
-    pix = subprocess.run([*JAVA, str(path)], capture_output=True, text=True, timeout=300)
-    out = pix.stdout + pix.stderr
-    assert "Root Template Validation Complete" in out, out
-    assert "Error" not in out, out
 
 
 def post(bridge: BridgeProcess, path: str, body: dict) -> requests.Response:
@@ -92,7 +67,8 @@ def test_findings_return_as_sr_into_the_original_study(tmp_path, hospital, readi
     sr_uid = r.json()["sop_instance_uid"]
 
     done = bridge.wait_case(lambda c: c["id"] == case["id"] and c["state"] == "returned")
-    assert [x["state"] for x in done["reports"]] == ["returned"]
+    assert [x["state"] for x in done["reports"]] == ["returned", "returned"]  # SR and KOS
+    kos_uid = done["reports"][1]["sop_instance_uid"]
 
     # In the hospital PACS: in the ORIGINAL study, with the original patient.
     found = requests.post(
@@ -148,6 +124,19 @@ def test_findings_return_as_sr_into_the_original_study(tmp_path, hospital, readi
     path = tmp_path / "returned-sr.dcm"
     path.write_bytes(raw)
     validate_sr(path)
+    # The key images also come back as a Key Object Selection in the same study.
+    found = requests.post(
+        f"{hospital.url}/tools/find",
+        timeout=30,
+        json={"Level": "Instance", "Query": {"SOPInstanceUID": kos_uid}},
+    ).json()
+    kos_raw = requests.get(f"{hospital.url}/instances/{found[0]}/file", timeout=30).content
+    kos = dcmread(BytesIO(kos_raw))
+    assert kos.StudyInstanceUID == study.study_uid and kos.Modality == "KO"
+    assert kos.PatientID == "PID-7734521"
+    path = tmp_path / "returned-kos.dcm"
+    path.write_bytes(kos_raw)
+    validate_sr(path)
 
 
 def test_preliminary_then_amended_and_held_when_study_missing(
@@ -184,10 +173,11 @@ def test_preliminary_then_amended_and_held_when_study_missing(
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         reps = bridge.api(f"/cases/{case['id']}")["reports"]
-        if reps[-1]["state"] == "returned":
+        if [x["state"] for x in reps[2:]] == ["returned", "returned"]:
             break
         time.sleep(0.3)
-    assert reps[-1]["state"] == "returned"
+    assert [x["state"] for x in reps] == ["held", "held", "returned", "returned"]
+    assert [x["status"] for x in reps] == ["preliminary"] * 2 + ["amended"] * 2
     found = requests.post(
         f"{hospital.url}/tools/find",
         timeout=30,

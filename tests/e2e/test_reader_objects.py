@@ -20,8 +20,7 @@ from bridge.testing.peers import storescu
 from bridge.testing.sample import make_study
 from conftest import bridge_env
 from tests.e2e.conftest import study_instances
-from tests.e2e.test_findings import validate_sr
-from tests.helpers import leaks
+from tests.helpers import leaks, validate_sr
 
 pytestmark = pytest.mark.e2e
 
