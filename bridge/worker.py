@@ -32,6 +32,7 @@ from bridge.errors import (
     ReturnSafetyError,
     TransientForwardError,
 )
+from bridge.findings.dimse_return import store_report_dimse
 from bridge.findings.intake import accept_object
 from bridge.findings.poll import find_new_objects, retrieve
 from bridge.findings.returner import store_report
@@ -322,7 +323,7 @@ class Pipeline:
     def reports_once(self) -> bool:
         """Store built or received reports into the original study in the hospital PACS."""
         pacs = self.settings.pacs
-        if not pacs.dicomweb_url:
+        if not pacs.dicomweb_url and not (pacs.ae_title and pacs.host and pacs.port):
             return False
         owner = self.store.new_owner()
         claimed = self.store.claim_jobs(REPORT_JOB, 4, self.settings.worker.lease_seconds, owner)
@@ -333,16 +334,22 @@ class Pipeline:
                 self.store.finish_job(job.id, owner)
                 continue
             original = Dataset.from_json(headers)
+            path = self.spool.path(REPORTS, report["file_name"])
+            study_uid = str(original.StudyInstanceUID)
+            patient_id = str(original.get("PatientID", ""))
             try:
-                store_report(
-                    self.pacs_session,
-                    pacs.dicomweb_url,
-                    self.spool.path(REPORTS, report["file_name"]),
-                    report["sop_instance_uid"],
-                    str(original.StudyInstanceUID),
-                    str(original.get("PatientID", "")),
-                    pacs.timeout,
-                )
+                if pacs.dicomweb_url:
+                    store_report(
+                        self.pacs_session,
+                        pacs.dicomweb_url,
+                        path,
+                        report["sop_instance_uid"],
+                        study_uid,
+                        patient_id,
+                        pacs.timeout,
+                    )
+                else:
+                    store_report_dimse(self.settings, path, study_uid, patient_id)
             except (ReturnSafetyError, PermanentForwardError) as exc:
                 self.store.finish_report(report["id"], ReportState.HELD, exc.message)
                 self.store.finish_job(job.id, owner)

@@ -205,3 +205,51 @@ def test_findings_before_forwarding_is_409(tmp_path, make_bridge):
     case = bridge.wait_case(lambda c: True)
     r = post(bridge, f"/cases/{case['id']}/findings", findings("2.25.1"))
     assert r.status_code == 409 and "case_state=" in r.text
+
+
+def test_report_returned_over_dimse_when_the_pacs_has_no_dicomweb(
+    tmp_path, hospital, reading, make_bridge
+):
+    bridge = make_bridge(
+        bridge_env(
+            reading,
+            None,
+            BRIDGE_PACS__AE_TITLE=hospital.aet,
+            BRIDGE_PACS__HOST="127.0.0.1",
+            BRIDGE_PACS__PORT=str(hospital.dicom_port),
+            BRIDGE_READING__POLL_SECONDS="0",
+        )
+    )
+    study = make_study(tmp_path / "d", 3, rows=32, columns=32)
+    for p in study.paths:
+        requests.post(f"{hospital.url}/instances", data=p.read_bytes(), timeout=30)
+    storescu(bridge.dimse_port, study.paths)
+    case = bridge.wait_case(lambda c: c["state"] == "forwarded")
+    requests.delete(f"{hospital.url}/modalities/SECONDOPINION", timeout=30)
+    body = findings("2.25.0") | {"key_images": []}
+    r = post(bridge, f"/cases/{case['id']}/findings", body)
+    assert r.status_code == 202, r.text
+    time.sleep(4)  # the PACS does not know the bridge yet: the report waits, it is not lost
+    assert bridge.api(f"/cases/{case['id']}")["reports"][0]["state"] == "pending"
+    assert '"report.retry"' in bridge.log()
+
+    requests.put(
+        f"{hospital.url}/modalities/SECONDOPINION",
+        json={"AET": "SECONDOPINION", "Host": "127.0.0.1", "Port": bridge.dimse_port},
+        timeout=30,
+    ).raise_for_status()
+    done = bridge.wait_case(
+        lambda c: c["id"] == case["id"] and c["state"] == "returned", timeout=90
+    )
+    found = requests.post(
+        f"{hospital.url}/tools/find",
+        timeout=30,
+        json={
+            "Level": "Instance",
+            "Query": {"SOPInstanceUID": done["reports"][0]["sop_instance_uid"]},
+        },
+    ).json()
+    sr = dcmread(
+        BytesIO(requests.get(f"{hospital.url}/instances/{found[0]}/file", timeout=30).content)
+    )
+    assert sr.StudyInstanceUID == study.study_uid and sr.PatientID == "PID-7734521"
