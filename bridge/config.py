@@ -181,6 +181,8 @@ class FindingsSettings(BaseModel):
     sr_kind: Literal["enhanced", "basic_text"] = "enhanced"
     #: Also build a Key Object Selection document (TID 2010) of the key images.
     key_object_selection: bool = True
+    #: Also return an Encapsulated PDF rendering of the report (viewers without SR support).
+    pdf: bool = False
 
 
 class SpoolSettings(BaseModel):

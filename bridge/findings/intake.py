@@ -10,6 +10,7 @@ from pydicom.dataset import Dataset
 
 from bridge.config import Settings
 from bridge.errors import FindingsError
+from bridge.findings.pdf import build_pdf_document
 from bridge.findings.reidentify import reidentify, returned_uid
 from bridge.findings.schema import Findings, Status
 from bridge.findings.sr import (
@@ -113,6 +114,12 @@ def accept_findings(
                 key_images=key_images,
                 case_id=case_id,
                 number=len(earlier) + 1,
+            )
+        )
+    if settings.findings.pdf:
+        objects.append(
+            build_pdf_document(
+                findings=findings, headers=headers, case_id=case_id, number=len(earlier) + 1
             )
         )
     report_id = 0

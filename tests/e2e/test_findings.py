@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 from io import BytesIO
 
@@ -41,7 +42,11 @@ def findings(key_uid: str, status: str = "final") -> dict:
 
 
 def test_findings_return_as_sr_into_the_original_study(tmp_path, hospital, reading, make_bridge):
-    bridge = make_bridge(bridge_env(reading, None, BRIDGE_PACS__DICOMWEB_URL=hospital.dicomweb))
+    bridge = make_bridge(
+        bridge_env(
+            reading, None, BRIDGE_PACS__DICOMWEB_URL=hospital.dicomweb, BRIDGE_FINDINGS__PDF="true"
+        )
+    )
     study = make_study(tmp_path / "s", 6, rows=64, columns=64)
     for p in study.paths:  # the study lives in the hospital PACS...
         requests.post(f"{hospital.url}/instances", data=p.read_bytes(), timeout=30)
@@ -67,7 +72,8 @@ def test_findings_return_as_sr_into_the_original_study(tmp_path, hospital, readi
     sr_uid = r.json()["sop_instance_uid"]
 
     done = bridge.wait_case(lambda c: c["id"] == case["id"] and c["state"] == "returned")
-    assert [x["state"] for x in done["reports"]] == ["returned", "returned"]  # SR and KOS
+    # SR, KOS and PDF
+    assert [x["state"] for x in done["reports"]] == ["returned", "returned", "returned"]
     kos_uid = done["reports"][1]["sop_instance_uid"]
 
     # In the hospital PACS: in the ORIGINAL study, with the original patient.
@@ -137,6 +143,25 @@ def test_findings_return_as_sr_into_the_original_study(tmp_path, hospital, readi
     path = tmp_path / "returned-kos.dcm"
     path.write_bytes(kos_raw)
     validate_sr(path)
+    # And the PDF rendering, for viewers without SR.
+    found = requests.post(
+        f"{hospital.url}/tools/find",
+        timeout=30,
+        json={
+            "Level": "Instance",
+            "Query": {"SOPInstanceUID": done["reports"][2]["sop_instance_uid"]},
+        },
+    ).json()
+    doc = dcmread(
+        BytesIO(requests.get(f"{hospital.url}/instances/{found[0]}/file", timeout=30).content)
+    )
+    assert doc.StudyInstanceUID == study.study_uid and doc.Modality == "DOC"
+    assert doc.EncapsulatedDocument.startswith(b"%PDF-")
+    assert b"low-grade glioma" in doc.EncapsulatedDocument
+    path = tmp_path / "returned-pdf.dcm"
+    doc.save_as(path)
+    ciod = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
+    assert [ln for ln in ciod.stderr.splitlines() if ln.startswith("Error")] == []
 
 
 def test_preliminary_then_amended_and_held_when_study_missing(
