@@ -187,6 +187,7 @@ class Pipeline:
             headers=result.vault_headers,
             uids=result.uid_map,
             modality=result.modality,
+            frames=result.frames,
             body_part=result.body_part,
             question=result.question,
         )

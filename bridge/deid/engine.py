@@ -136,6 +136,7 @@ class DeidResult:
     pseudo_sop_uid: str
     modality: str
     body_part: str
+    frames: int | None
     question: str
     vault_headers: dict[str, Any]
     uid_map: dict[str, str] = field(default_factory=dict)  # pseudo -> original
@@ -209,6 +210,10 @@ class Deidentifier:
         }
         modality = str(ds.get("Modality", "") or "")[:16]
         body_part = str(ds.get("BodyPartExamined", "") or "")[:64]
+        try:
+            frames: int | None = int(ds.get("NumberOfFrames", 0) or 0) or None
+        except (TypeError, ValueError):
+            frames = None
 
         walk = _Walk(self)
         walk.clean(ds, 0)
@@ -240,6 +245,7 @@ class Deidentifier:
             pseudo_sop_uid=str(ds.SOPInstanceUID),
             modality=modality,
             body_part=body_part,
+            frames=frames,
             question=question,
             vault_headers=vault,
             uid_map=walk.uid_map,

@@ -66,6 +66,15 @@ def accept_findings(
             status=422,
             sop_instance_uids=",".join(unknown),
         )
+    for k in findings.key_images:
+        frames = by_pseudo[k.sop_instance_uid].frames
+        if k.frame is not None and k.frame > (frames or 1):
+            raise FindingsError(
+                "key_images frame is beyond the instance's frames",
+                status=422,
+                sop_instance_uid=k.sop_instance_uid,
+                frames=frames or 1,
+            )
     evidence = [
         Evidence(r.sop_class_uid, r.sop_instance_uid, r.series_uid)
         for r in rows
@@ -78,7 +87,8 @@ def accept_findings(
                 by_pseudo[k.sop_instance_uid].sop_instance_uid,
                 by_pseudo[k.sop_instance_uid].series_uid,
             ),
-            k.frame,
+            # A frame of a single-frame image is the image itself (and may not be referenced).
+            k.frame if by_pseudo[k.sop_instance_uid].frames else None,
             k.note,
         )
         for k in findings.key_images

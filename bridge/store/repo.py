@@ -283,6 +283,7 @@ class Store:
         modality: str,
         body_part: str,
         question: str,
+        frames: int | None = None,
     ) -> bool:
         """Record a de-identified instance, the vault entries and the case's pseudonyms."""
         now = time.time()
@@ -299,6 +300,7 @@ class Store:
                     size_bytes=size_bytes,
                     pseudo_sop_uid=pseudo_sop_uid,
                     pseudo_series_uid=pseudo_series_uid,
+                    frames=frames,
                     lease_owner=None,
                     lease_until=None,
                     attempts=0,

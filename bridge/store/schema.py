@@ -99,6 +99,8 @@ instances = Table(
     Column("modality", String(16), nullable=False, default=""),
     Column("pseudo_sop_uid", String(64), nullable=True, index=True),
     Column("pseudo_series_uid", String(64), nullable=True),
+    #: Number of Frames of the original (None: not a multi-frame object).
+    Column("frames", Integer, nullable=True),
     Column("state", String(16), nullable=False),
     Column("size_bytes", BigInteger, nullable=False, default=0),
     Column("spool_name", String(64), nullable=True),

@@ -67,7 +67,12 @@ def test_findings_return_as_sr_into_the_original_study(tmp_path, hospital, readi
     # The reader saw pseudonymized instances; a key image names one of them.
     seen = study_instances(reading, case["pseudonymized_study_instance_uid"])
     key = next(ds for ds in seen if int(ds.InstanceNumber) == 3)
-    r = post(bridge, f"/cases/{case['id']}/findings", findings(str(key.SOPInstanceUID)))
+    body = findings(str(key.SOPInstanceUID))
+    body["key_images"][0]["frame"] = 5
+    r = post(bridge, f"/cases/{case['id']}/findings", body)
+    assert r.status_code == 422 and "frames=1" in r.text
+    body["key_images"][0]["frame"] = 1  # frame 1 of a single-frame image: the image itself
+    r = post(bridge, f"/cases/{case['id']}/findings", body)
     assert r.status_code == 202, r.text
     sr_uid = r.json()["sop_instance_uid"]
 
@@ -278,3 +283,31 @@ def test_report_returned_over_dimse_when_the_pacs_has_no_dicomweb(
         BytesIO(requests.get(f"{hospital.url}/instances/{found[0]}/file", timeout=30).content)
     )
     assert sr.StudyInstanceUID == study.study_uid and sr.PatientID == "PID-7734521"
+
+
+def test_report_held_when_the_pacs_study_belongs_to_another_patient(
+    tmp_path, hospital, reading, make_bridge
+):
+    bridge = make_bridge(bridge_env(reading, None, BRIDGE_PACS__DICOMWEB_URL=hospital.dicomweb))
+    study = make_study(tmp_path / "x", 2, rows=16, columns=16)
+    for p in study.paths:  # the PACS holds this Study Instance UID under another patient
+        ds = dcmread(p)
+        ds.PatientID = "SOMEONE-ELSE-1"
+        buf = BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        requests.post(f"{hospital.url}/instances", data=buf.getvalue(), timeout=30)
+    storescu(bridge.dimse_port, study.paths)
+    case = bridge.wait_case(lambda c: c["state"] == "forwarded")
+    r = post(bridge, f"/cases/{case['id']}/findings", findings("2.25.0") | {"key_images": []})
+    assert r.status_code == 202
+    held = bridge.wait_case(
+        lambda c: c["id"] == case["id"] and c["reports"] and c["reports"][0]["state"] == "held"
+    )
+    assert "another Patient ID" in held["reports"][0]["error"]
+    found = requests.post(
+        f"{hospital.url}/tools/find",
+        timeout=30,
+        json={"Level": "Instance", "Query": {"SOPInstanceUID": r.json()["sop_instance_uid"]}},
+    ).json()
+    assert found == []  # nothing was filed into the wrong patient
+    assert "SOMEONE-ELSE-1" not in bridge.log() and "PID-7734521" not in bridge.log()

@@ -114,3 +114,13 @@ def test_concurrent_vault_writes_for_one_patient(store: Store):
         assert conn.execute(select(func.count()).select_from(uid_map)).scalar() == 18
     case = store.get_case(case_id)
     assert case["instances"]["deidentified"] == 16 and case["pseudo_study_uid"] == "2.25.100"
+
+
+def test_migrations_build_exactly_the_declared_schema(store: Store):
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from bridge.store.schema import metadata
+
+    with store.engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), metadata) == []
