@@ -65,13 +65,25 @@ def _alembic_config() -> Config:
     return cfg
 
 
-def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest revision (idempotent)."""
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to ``revision`` (the newest by default; idempotent).
+
+    On SQLite, foreign keys are off while migrating: altering a table there means copying it,
+    which would otherwise trip the references of the other tables.
+    """
     cfg = _alembic_config()
+    sqlite = engine.dialect.name == "sqlite"
     try:
-        with engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+        with engine.connect() as conn:
+            # (on the driver's connection: SQLite ignores this pragma inside a transaction)
+            raw = conn.connection.driver_connection
+            if sqlite and raw is not None:
+                raw.execute("PRAGMA foreign_keys=OFF")
+            with conn.begin():
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, revision)
+            if sqlite and raw is not None:
+                raw.execute("PRAGMA foreign_keys=ON")
     except SQLAlchemyError as exc:
         raise StoreError("state store migration failed", error=type(exc).__name__) from exc
     url = engine.url

@@ -135,6 +135,49 @@ def main() -> int:
         f"{len(leaked)} of {len(study.planted)}"
     )
 
+    print("\n6. The subspecialist's findings come back (POST /api/v1/cases/{id}/findings)")
+    key = requests.get(f"{READING}/instances/{found[0]}/simplified-tags", timeout=30).json()
+    body = {
+        "reader": {"name": "Ana Lee", "organization": "Neuro Reading Group"},
+        "status": "final",
+        "findings": "8 mm enhancing lesion in the left frontal lobe.",
+        "impression": "Findings favour a low-grade glioma.",
+        "recommendations": "MR spectroscopy; neurosurgical review.",
+        "agreement": "minor_discrepancy",
+        "key_images": [{"sop_instance_uid": key["SOPInstanceUID"], "note": "lesion"}],
+        "signed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    r = requests.post(
+        f"{BRIDGE}/api/v1/cases/{case['id']}/findings", json=body, headers=auth, timeout=60
+    )
+    r.raise_for_status()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        case = requests.get(f"{BRIDGE}/api/v1/cases/{case['id']}", headers=auth, timeout=10).json()
+        if case["state"] == "returned":
+            break
+        time.sleep(0.5)
+    print(f"   case {case['id']}: {case['state']}")
+    sr_uid = case["reports"][0]["sop_instance_uid"]
+    hit = requests.post(
+        f"{HOSPITAL}/tools/find",
+        timeout=30,
+        json={"Level": "Instance", "Query": {"SOPInstanceUID": sr_uid}, "Expand": True},
+    ).json()
+    if hit:
+        tags = requests.get(
+            f"{HOSPITAL}/instances/{hit[0]['ID']}/simplified-tags", timeout=30
+        ).json()
+        print(
+            f"   In the hospital PACS: {tags.get('SOPClassUID')} "
+            f'"{tags.get("SeriesDescription")}" in the ORIGINAL study '
+            f"{tags.get('StudyInstanceUID')}"
+        )
+        print(
+            f"   patient {tags.get('PatientName')} / {tags.get('PatientID')} "
+            f"(re-identified from the vault), verification {tags.get('VerificationFlag')}"
+        )
+
     print("\nLook for yourself:")
     print(f"   hospital PACS:    {HOSPITAL}/app/explorer.html")
     study_id = studies[0] if studies else ""

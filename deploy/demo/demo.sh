@@ -48,6 +48,7 @@ export BRIDGE_DATA_DIR="$DEMO/bridge"
 export BRIDGE_DEID__SECRET="$(cat "$DEMO/secret")"
 export BRIDGE_API_TOKEN="$(cat "$DEMO/token")"
 export BRIDGE_READING__DICOMWEB_URL=http://127.0.0.1:8143/dicom-web
+export BRIDGE_PACS__DICOMWEB_URL=http://127.0.0.1:8142/dicom-web
 export BRIDGE_STUDY_STABLE_SECONDS=5
 export BRIDGE_LOG_FORMAT=console
 start "bridge" "$DEMO/bridge.pid" "$DEMO/bridge.log" "$ROOT/.venv/bin/bridge" serve

@@ -124,3 +124,26 @@ def test_migrations_build_exactly_the_declared_schema(store: Store):
 
     with store.engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+
+
+def test_upgrade_from_the_first_schema_keeps_the_data(request, tmp_path):
+    """An installation from the first release, with cases in flight, upgrades in place."""
+    for kind in ("sqlite", "postgresql"):
+        if kind == "sqlite":
+            url = f"sqlite:///{tmp_path / 'old.sqlite3'}"
+        else:
+            url = request.getfixturevalue("postgres_url")
+        engine = make_engine(url)
+        migrate(engine, "0001")
+        old = Store(engine, node_id="old")
+        case_id = _receive(old, 3, study=f"9.9.{kind == 'sqlite'}")
+        migrate(engine)
+        current, head = schema_status(engine)
+        assert current == head
+        case = Store(engine, node_id="new").get_case(case_id)
+        assert case["instances"]["total"] == 3 and case["reports"] == []
+        with engine.begin() as conn:
+            for t in ("uid_map", "vault_headers", "vault_patients", "jobs", "reports",
+                      "instances", "cases", "alembic_version"):
+                conn.exec_driver_sql(f"DROP TABLE IF EXISTS {t}")
+        engine.dispose()
