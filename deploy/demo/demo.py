@@ -12,6 +12,7 @@ from pathlib import Path
 import requests
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.uid import UID
 
 from bridge.testing.sample import make_study
 
@@ -169,7 +170,7 @@ def main() -> int:
             f"{HOSPITAL}/instances/{hit[0]['ID']}/simplified-tags", timeout=30
         ).json()
         print(
-            f"   In the hospital PACS: {tags.get('SOPClassUID')} "
+            f"   In the hospital PACS: {UID(tags.get('SOPClassUID', '')).name} "
             f'"{tags.get("SeriesDescription")}" in the ORIGINAL study '
             f"{tags.get('StudyInstanceUID')}"
         )
