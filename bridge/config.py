@@ -117,21 +117,20 @@ class DeidSettings(BaseModel):
     method_text: str = "SECONDOPINION bridge: DICOM PS3.15 Annex E Basic Profile"
 
 
-class PacsSettings(BaseModel):
-    """The hospital PACS: source for pulls, destination for returned reports."""
+class DicomWebPeer(BaseModel):
+    """A DICOMweb server the bridge talks to: its root URL, auth and TLS verification."""
 
     model_config = _FROZEN
 
     dicomweb_url: str | None = None
+    #: Bearer token, or basic user/password.
     token: SecretStr | None = None
     username: str | None = None
     password: SecretStr | None = None
     #: Verify TLS certificates (True), or a CA bundle path.
     verify_tls: bool | str = True
+    #: Seconds to wait for an answer.
     timeout: float = Field(120.0, gt=0)
-    ae_title: str | None = None
-    host: str | None = None
-    port: int | None = Field(None, ge=1, le=65535)
 
     @field_validator("dicomweb_url")
     @classmethod
@@ -139,17 +138,17 @@ class PacsSettings(BaseModel):
         return v.rstrip("/") if v else v
 
 
-class ReadingSettings(BaseModel):
+class PacsSettings(DicomWebPeer):
+    """The hospital PACS: source for pulls, destination for returned reports."""
+
+    ae_title: str | None = None
+    host: str | None = None
+    port: int | None = Field(None, ge=1, le=65535)
+
+
+class ReadingSettings(DicomWebPeer):
     """The remote reading archive (DICOMweb) and its case queue (webhook)."""
 
-    model_config = _FROZEN
-
-    dicomweb_url: str | None = None
-    token: SecretStr | None = None
-    username: str | None = None
-    password: SecretStr | None = None
-    #: Verify TLS certificates (True), or a CA bundle path.
-    verify_tls: bool | str = True
     queue_url: str | None = None
     queue_secret: SecretStr | None = None
     #: Seconds between polls of the archive (QIDO-RS) for SR/KOS/PDF the reader made; 0 = off.
@@ -159,14 +158,13 @@ class ReadingSettings(BaseModel):
     stow_max_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     #: Parallel STOW-RS requests.
     stow_parallel: int = Field(2, ge=1, le=16)
-    timeout: float = Field(120.0, gt=0)
     #: Exponential backoff for transient failures: first delay, and the cap.
     retry_initial: float = Field(2.0, gt=0)
     retry_max: float = Field(300.0, gt=0)
 
-    @field_validator("dicomweb_url", "queue_url")
+    @field_validator("queue_url")
     @classmethod
-    def _strip_slash(cls, v: str | None) -> str | None:
+    def _strip_queue_slash(cls, v: str | None) -> str | None:
         return v.rstrip("/") if v else v
 
 

@@ -24,21 +24,16 @@ from typing import Any
 from pydicom import dcmread
 from pydicom.datadict import dictionary_has_tag, dictionary_VR
 from pydicom.dataelem import DataElement
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
-from pydicom.uid import UID
 
-from bridge import __version__
 from bridge.deid.profile import Profile
 from bridge.deid.pseudonyms import Pseudonymizer
 from bridge.deid.scrub import identifying_tokens, scrub_text
+from bridge.dicom import set_file_meta
 from bridge.errors import DeidError
-
-#: The bridge's own UID (Implementation Class UID), a fixed value under 2.25.
-IMPLEMENTATION_CLASS_UID = "2.25.246437372619127430470937393651452371262"
-IMPLEMENTATION_VERSION_NAME = "SOBRIDGE_" + __version__.replace(".", "")[:7]
 
 #: CID 7050 codes for the profile and options applied (DCM scheme).
 PROFILE_CODES = {"basic": ("113100", "Basic Application Confidentiality Profile")}
@@ -288,13 +283,7 @@ class Deidentifier:
         ts = getattr(old, "TransferSyntaxUID", None) if old is not None else None
         if ts is None:
             raise DeidError("instance has no transfer syntax in its file meta")
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = ds.SOPClassUID
-        meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        meta.TransferSyntaxUID = ts
-        meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
-        meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
-        ds.file_meta = meta
+        set_file_meta(ds, ts)
 
 
 class _Walk:

@@ -10,11 +10,11 @@ import uuid
 from datetime import datetime
 
 from fpdf import FPDF
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
-from bridge.deid.engine import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from bridge.dicom import set_file_meta
 from bridge.findings.schema import AGREEMENT_TEXT, Findings, Status
 from bridge.findings.sr import _STUDY_KEYWORDS, MANUFACTURER, SERIES_NUMBER
 
@@ -104,11 +104,5 @@ def build_pdf_document(
     ds.MIMETypeOfEncapsulatedDocument = "application/pdf"
     ds.EncapsulatedDocumentLength = len(pdf)
     ds.EncapsulatedDocument = pdf + (b"\x00" if len(pdf) % 2 else b"")
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
-    ds.file_meta = meta
+    set_file_meta(ds, ExplicitVRLittleEndian)
     return ds

@@ -16,10 +16,10 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import UID, ExplicitVRLittleEndian
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian
 
-from bridge.deid.engine import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from bridge.dicom import set_file_meta
 from bridge.errors import FindingsError
 
 #: What the reader may send back.
@@ -136,12 +136,6 @@ def reidentify(
 
     ds.SOPInstanceUID = returned_uid("sop", reader_sop)
     ds.SeriesInstanceUID = uid_map.get(reader_series) or returned_uid("series", reader_series)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     old_ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    meta.TransferSyntaxUID = old_ts or ExplicitVRLittleEndian
-    meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
-    ds.file_meta = meta
+    set_file_meta(ds, old_ts or ExplicitVRLittleEndian)
     return ds

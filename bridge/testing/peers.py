@@ -106,6 +106,13 @@ class BridgeProcess:
         r.raise_for_status()
         return r.json()
 
+    def wait_forwarded(self, instances: int, timeout: float = 120.0) -> dict[str, Any]:
+        """The case once all ``instances`` are forwarded (not just a part that went quiet)."""
+        return self.wait_case(
+            lambda c: c["state"] == "forwarded" and c["instances"]["forwarded"] == instances,
+            timeout,
+        )
+
     def wait_case(self, predicate: Any, timeout: float = 120.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         last: list[dict[str, Any]] = []

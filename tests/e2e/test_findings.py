@@ -51,7 +51,7 @@ def test_findings_return_as_sr_into_the_original_study(tmp_path, hospital, readi
     for p in study.paths:  # the study lives in the hospital PACS...
         requests.post(f"{hospital.url}/instances", data=p.read_bytes(), timeout=30)
     storescu(bridge.dimse_port, study.paths)  # ...and is sent to the bridge
-    case = bridge.wait_case(lambda c: c["state"] == "forwarded")
+    case = bridge.wait_forwarded(6)
 
     # Bad input first: each answered precisely, nothing half-accepted.
     assert post(bridge, "/cases/nope/findings", findings("2.25.1")).status_code == 404
@@ -176,7 +176,7 @@ def test_preliminary_then_amended_and_held_when_study_missing(
     # This study is NOT in the hospital PACS: the safety check must hold the report.
     study = make_study(tmp_path / "m", 2, rows=32, columns=32)
     storescu(bridge.dimse_port, study.paths)
-    case = bridge.wait_case(lambda c: c["state"] == "forwarded")
+    case = bridge.wait_forwarded(2)
     seen = study_instances(reading, case["pseudonymized_study_instance_uid"])
     r = post(
         bridge,
@@ -254,7 +254,7 @@ def test_report_returned_over_dimse_when_the_pacs_has_no_dicomweb(
     for p in study.paths:
         requests.post(f"{hospital.url}/instances", data=p.read_bytes(), timeout=30)
     storescu(bridge.dimse_port, study.paths)
-    case = bridge.wait_case(lambda c: c["state"] == "forwarded")
+    case = bridge.wait_forwarded(3)
     requests.delete(f"{hospital.url}/modalities/SECONDOPINION", timeout=30)
     body = findings("2.25.0") | {"key_images": []}
     r = post(bridge, f"/cases/{case['id']}/findings", body)
@@ -297,7 +297,7 @@ def test_report_held_when_the_pacs_study_belongs_to_another_patient(
         ds.save_as(buf, enforce_file_format=True)
         requests.post(f"{hospital.url}/instances", data=buf.getvalue(), timeout=30)
     storescu(bridge.dimse_port, study.paths)
-    case = bridge.wait_case(lambda c: c["state"] == "forwarded")
+    case = bridge.wait_forwarded(2)
     r = post(bridge, f"/cases/{case['id']}/findings", findings("2.25.0") | {"key_images": []})
     assert r.status_code == 202
     held = bridge.wait_case(

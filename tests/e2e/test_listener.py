@@ -140,7 +140,7 @@ def test_calling_ae_allow_list_and_called_ae_routing(tmp_path, reading, make_bri
         ds.save_as(p, enforce_file_format=True)
     out = storescu(bridge.dimse_port, study.paths, aet="SO_NEURO", calling="HOSPITALPACS")
     assert len(acknowledged(out.stdout)) == 2
-    case = bridge.wait_case(lambda c: c["state"] == "forwarded")
+    case = bridge.wait_forwarded(2)
     assert case["subspecialty"] == "neuro"
     assert case["priority"] == "urgent"
     assert case["question"] == "Neuro second opinion"

@@ -70,7 +70,11 @@ def _sent_study(tmp_path, hospital, bridge, n=4):
         requests.post(f"{hospital.url}/instances", data=p.read_bytes(), timeout=30)
     storescu(bridge.dimse_port, study.paths)
     case = bridge.wait_case(
-        lambda c: c["original_study_instance_uid"] == study.study_uid and c["state"] == "forwarded"
+        lambda c: (
+            c["original_study_instance_uid"] == study.study_uid
+            and c["state"] == "forwarded"
+            and c["instances"]["forwarded"] == n
+        )
     )
     return study, case
 

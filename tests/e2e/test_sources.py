@@ -40,7 +40,7 @@ def test_pacs_pushes_study_to_the_bridge(tmp_path, hospital, reading, make_bridg
         json={"Resources": [orthanc_study], "Synchronous": True},
         timeout=120,
     ).raise_for_status()
-    case = bridge.wait_case(lambda c: c["state"] == "forwarded")
+    case = bridge.wait_forwarded(12)
     assert case["calling_ae_title"] == "HOSPITALPACS"
     got = study_instances(reading, case["pseudonymized_study_instance_uid"])
     assert len(got) == 12
@@ -85,7 +85,7 @@ def test_transfer_syntaxes_pass_through_undecoded(tmp_path, reading, make_bridge
         line = next(ln for ln in out.stdout.splitlines() if "Converting transfer syntax" in ln)
         before, after = line.split(":", 2)[-1].split("->")
         assert before.strip() == after.strip(), line  # sent as is, not transcoded by storescu
-    case = bridge.wait_case(lambda c: c["state"] == "forwarded")
+    case = bridge.wait_forwarded(8)
     got = study_instances(reading, case["pseudonymized_study_instance_uid"])
     assert len(got) == 8
     pseudo = Pseudonymizer(DEID_SECRET.encode())

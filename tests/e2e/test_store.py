@@ -143,7 +143,15 @@ def test_upgrade_from_the_first_schema_keeps_the_data(request, tmp_path):
         case = Store(engine, node_id="new").get_case(case_id)
         assert case["instances"]["total"] == 3 and case["reports"] == []
         with engine.begin() as conn:
-            for t in ("uid_map", "vault_headers", "vault_patients", "jobs", "reports",
-                      "instances", "cases", "alembic_version"):
+            for t in (
+                "uid_map",
+                "vault_headers",
+                "vault_patients",
+                "jobs",
+                "reports",
+                "instances",
+                "cases",
+                "alembic_version",
+            ):
                 conn.exec_driver_sql(f"DROP TABLE IF EXISTS {t}")
         engine.dispose()
