@@ -110,7 +110,9 @@ class DeidSettings(BaseModel):
 
     #: Key for pseudonyms and UID mapping (HMAC). Required to run the pipeline.
     secret: SecretStr | None = None
-    profile: Literal["basic"] = "basic"
+    #: "basic": PS3.15 Basic Profile. "reading": + Retain Patient Characteristics, Retain
+    #: Longitudinal Temporal Information with Modified Dates, Clean Descriptors.
+    profile: Literal["basic", "reading"] = "basic"
     #: Prefix of the pseudonymous Patient ID and Name.
     pseudonym_prefix: str = Field("SO", pattern=r"^[A-Z0-9]{1,8}$")
     #: Value of (0012,0063) De-identification Method.

@@ -16,6 +16,7 @@ elements are not decoded), so pixel bytes leave unchanged.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,16 +30,19 @@ from pydicom.errors import InvalidDicomError
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 
-from bridge.deid.profile import Profile
+from bridge.deid.dates import shift_da, shift_dt
+from bridge.deid.profile import METHOD_CODES, Profile
 from bridge.deid.pseudonyms import Pseudonymizer
-from bridge.deid.scrub import identifying_tokens, scrub_text
+from bridge.deid.scrub import REMOVED, identifying_tokens, scrub_text
 from bridge.dicom import set_file_meta
 from bridge.errors import DeidError
 
 #: CID 7050 codes for the profile and options applied (DCM scheme).
-PROFILE_CODES = {"basic": ("113100", "Basic Application Confidentiality Profile")}
+_DATE_OPTION = "retain_long_modified_dates"
 
 MAX_DEPTH = 32
+_CLEANABLE_TEXT = frozenset({"LO", "SH", "LT", "ST", "UT", "UC", "CS"})
+_MEANINGFUL = re.compile(r"[A-Za-z]{2,}")
 
 _TEXT_VRS = frozenset(
     {
@@ -165,6 +169,7 @@ class Deidentifier:
             "D": _dummy,
             "K": _keep,
             "U": _uid,
+            "C": _clean,
         }
         missing = {a for a in profile.exact.values() if a not in self._actions}
         missing |= {a for _, _, a in profile.patterns if a not in self._actions}
@@ -210,20 +215,28 @@ class Deidentifier:
         except (TypeError, ValueError):
             frames = None
 
-        walk = _Walk(self)
+        walk = _Walk(self, self.pseudo.date_offset_days(pseudo_pid), tokens)
         walk.clean(ds, 0)
 
         ds.PatientID = pseudo_pid
         ds.PatientName = self.pseudo.patient_name(pseudo_pid)
         ds.PatientIdentityRemoved = "YES"
         ds.DeidentificationMethod = self.method_text
-        code_value, meaning = PROFILE_CODES[self.profile.name]
-        item = Dataset()
-        item.CodeValue = code_value
-        item.CodingSchemeDesignator = "DCM"
-        item.CodeMeaning = meaning
-        ds.DeidentificationMethodCodeSequence = Sequence([item])
-        ds.LongitudinalTemporalInformationModified = "REMOVED"
+        items = []
+        for key in ("basic", *self.profile.options):
+            code_value, meaning = METHOD_CODES[key]
+            item = Dataset()
+            item.CodeValue = code_value
+            item.CodingSchemeDesignator = "DCM"
+            item.CodeMeaning = meaning
+            items.append(item)
+        ds.DeidentificationMethodCodeSequence = Sequence(items)
+        if _DATE_OPTION in self.profile.options:
+            ds.LongitudinalTemporalInformationModified = "MODIFIED"
+        elif "retain_long_full_dates" in self.profile.options:
+            ds.LongitudinalTemporalInformationModified = "UNMODIFIED"
+        else:
+            ds.LongitudinalTemporalInformationModified = "REMOVED"
         self._file_meta(ds)
 
         return DeidResult(
@@ -289,8 +302,10 @@ class Deidentifier:
 class _Walk:
     """One traversal: counts what changed and collects the UID mapping."""
 
-    def __init__(self, engine: Deidentifier) -> None:
+    def __init__(self, engine: Deidentifier, shift_days: int, tokens: set[str]) -> None:
         self.engine = engine
+        self.shift_days = shift_days
+        self.tokens = tokens
         self.uid_map: dict[str, str] = {}
         self.removed = 0
         self.replaced = 0
@@ -367,6 +382,39 @@ def _dummy(ds: Dataset, tag: int, vr: str, walk: _Walk, depth: int) -> None:
     value = b"\x00\x00" if vr in _BYTES_VRS else _DUMMIES.get(vr, "ANONYMIZED")
     ds[tag] = DataElement(tag, vr, value)
     walk.replaced += 1
+
+
+def _clean(ds: Dataset, tag: int, vr: str, walk: _Walk, depth: int) -> None:
+    """C: keep the meaning, drop the identity (PS3.15 E.3). Dates move by the patient's secret
+    offset, times of day stay, text is scrubbed of the dataset's identifiers; a sequence is
+    cleaned item by item; anything else, or a value that cannot be cleaned, is removed."""
+    if vr == "SQ":
+        walk.sequence(ds, tag, depth)
+        return
+    if vr == "TM":
+        return
+    elem = ds[tag]
+    values = [str(v) for v in (elem.value if elem.VM > 1 else [elem.value])] if elem.VM else []
+    if not values:
+        return
+    if vr in ("DA", "DT"):
+        shift = shift_da if vr == "DA" else shift_dt
+        moved = [shift(v, walk.shift_days) for v in values]
+        if any(m is None for m in moved):
+            _remove(ds, tag, vr, walk, depth)
+            return
+        elem.value = moved if elem.VM > 1 else moved[0]
+        walk.replaced += 1
+        return
+    if vr in _CLEANABLE_TEXT:
+        cleaned = [scrub_text(v, walk.tokens) for v in values]
+        if not any(_MEANINGFUL.search(c.replace(REMOVED, "")) for c in cleaned):
+            _remove(ds, tag, vr, walk, depth)  # nothing but identity: drop it
+            return
+        elem.value = cleaned if elem.VM > 1 else cleaned[0]
+        walk.replaced += 1
+        return
+    _remove(ds, tag, vr, walk, depth)
 
 
 def _keep(ds: Dataset, tag: int, vr: str, walk: _Walk, depth: int) -> None:

@@ -24,7 +24,41 @@ from importlib import resources
 from bridge.errors import ProfileError
 
 #: Actions the engine implements (see bridge.deid.engine).
-KNOWN_ACTIONS = frozenset({"X", "Z", "XZ", "D", "K", "U"})
+KNOWN_ACTIONS = frozenset({"X", "Z", "XZ", "D", "K", "U", "C"})
+
+#: Named profiles: the Basic Profile plus options (PS3.15 E.3), in the order they apply.
+PROFILES: dict[str, tuple[str, ...]] = {
+    "basic": (),
+    # What a second-opinion reader needs: age/sex/size/weight, shifted dates (intervals kept),
+    # descriptions cleaned of the dataset's own identifiers.
+    "reading": (
+        "retain_patient_characteristics",
+        "retain_long_modified_dates",
+        "clean_descriptors",
+    ),
+}
+
+#: CID 7050 De-identification Method codes (DCM) of the profile and each option.
+METHOD_CODES: dict[str, tuple[str, str]] = {
+    "basic": ("113100", "Basic Application Confidentiality Profile"),
+    "clean_pixel_data": ("113101", "Clean Pixel Data Option"),
+    "clean_graphics": ("113103", "Clean Graphics Option"),
+    "clean_structured_content": ("113104", "Clean Structured Content Option"),
+    "clean_descriptors": ("113105", "Clean Descriptors Option"),
+    "retain_long_full_dates": (
+        "113106",
+        "Retain Longitudinal Temporal Information Full Dates Option",
+    ),
+    "retain_long_modified_dates": (
+        "113107",
+        "Retain Longitudinal Temporal Information Modified Dates Option",
+    ),
+    "retain_patient_characteristics": ("113108", "Retain Patient Characteristics Option"),
+    "retain_device_identity": ("113109", "Retain Device Identity Option"),
+    "retain_uids": ("113110", "Retain UIDs Option"),
+    "retain_safe_private": ("113111", "Retain Safe Private Option"),
+    "retain_institution_identity": ("113112", "Retain Institution Identity Option"),
+}
 
 #: X/Z resolves to "XZ": an empty value, except for a sequence, which is removed (a Type 3
 #: sequence may not be present with zero items; the Type 2 ones of the table are plain Z).
@@ -109,9 +143,13 @@ class Profile:
 
 
 def build_profile(
-    name: str = "basic", options: Iterable[str] = (), rows: list[Row] | None = None
+    name: str = "basic", options: Iterable[str] | None = None, rows: list[Row] | None = None
 ) -> Profile:
-    """Resolve the table for a set of options; refuse unknown options or actions."""
+    """Resolve the table for a named profile (or explicit options); refuse unknown ones."""
+    if options is None:
+        if name not in PROFILES:
+            raise ProfileError("unknown profile", profile=name)
+        options = PROFILES[name]
     options = tuple(options)
     for opt in options:
         if opt not in OPTION_COLUMNS:

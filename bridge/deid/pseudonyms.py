@@ -33,6 +33,11 @@ class Pseudonymizer:
         code = base64.b32encode(d[:10]).decode().rstrip("=")
         return f"{self.prefix}-{code}"
 
+    def date_offset_days(self, pseudo_id: str) -> int:
+        """The patient's secret date shift: 30 to about 3,650 days into the past."""
+        n = int.from_bytes(self._digest("dates", pseudo_id)[:8], "big")
+        return -(30 + n % 3621)
+
     def patient_name(self, pseudo_id: str) -> str:
         """A DICOM PN built from the pseudonymous ID (family name only)."""
         return pseudo_id.replace("-", "^", 1)

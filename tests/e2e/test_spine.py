@@ -143,3 +143,20 @@ def test_late_instance_joins_forwarded_case(tmp_path: Path, reading, make_bridge
         )
     )
     assert later["instances"]["total"] == 4
+
+
+def test_reading_profile_end_to_end(tmp_path: Path, reading, make_bridge):
+    bridge = make_bridge(bridge_env(reading, None, BRIDGE_DEID__PROFILE="reading"))
+    study = make_study(tmp_path / "r", 3, rows=32, columns=32, seed=3)
+    storescu(bridge.dimse_port, study.paths)
+    case = bridge.wait_forwarded(3)
+    got = study_instances(reading, case["pseudonymized_study_instance_uid"])
+    assert len(got) == 3
+    identity = [p for p in study.planted if p not in ("101502", "PL-OCCUPATION")]
+    for ds in got:
+        assert leaks(ds, identity) == []
+        assert ds.StudyDescription == "CT HEAD for [removed]"
+        assert ds.PatientAge == "062Y" and ds.PatientSex == "F"
+        assert ds.LongitudinalTemporalInformationModified == "MODIFIED"
+        assert ds.StudyDate != "20240311" and len(ds.StudyDate) == 8
+    assert len({ds.StudyDate for ds in got}) == 1

@@ -73,5 +73,10 @@ def test_unknown_action_fails_closed_naming_the_row():
 def test_unknown_option_and_unimplemented_clean_action_refuse():
     with pytest.raises(ProfileError):
         build_profile(options=["retain_everything"])
-    with pytest.raises(ProfileError):  # "C" (clean) is not implemented yet: refuse, don't guess
-        build_profile(options=["clean_descriptors"])
+    with pytest.raises(ProfileError):
+        build_profile("no-such-profile")
+    reading = build_profile("reading")
+    assert reading.action_for(0x00081030) == "C"  # Study Description: cleaned
+    assert reading.action_for(0x00080020) == "C"  # Study Date: shifted
+    assert reading.action_for(0x00101010) == "K"  # Patient's Age: kept
+    assert reading.action_for(0x00100030) == "Z"  # Patient's Birth Date: still emptied
