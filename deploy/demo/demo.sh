@@ -21,9 +21,9 @@ start() {  # name pidfile logfile command...
   echo "  $name started (pid $!, log $logfile)"
 }
 
-wait_http() {  # url seconds
+wait_http() {  # url seconds (with the venv's Python: no curl needed)
   for _ in $(seq 1 $(( $2 * 10 ))); do
-    curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+    "$ROOT/.venv/bin/python" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' "$1" 2>/dev/null && return 0
     sleep 0.1
   done
   echo "timed out waiting for $1" >&2; return 1
