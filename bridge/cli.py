@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from bridge import __version__
 from bridge.config import Settings
@@ -44,6 +45,11 @@ def _parser() -> argparse.ArgumentParser:
     deid.add_argument("in_dir", type=Path)
     deid.add_argument("out_dir", type=Path)
     deid.add_argument("--profile", choices=["basic", "reading"], help="default: the setting")
+    sc = sub.add_parser(
+        "deid-score", help="score de-identified files against their originals (header leaks)"
+    )
+    sc.add_argument("originals", type=Path)
+    sc.add_argument("deidentified", type=Path)
     return p
 
 
@@ -116,6 +122,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if args.command == "deid":
         return _deid_offline(args, settings)
+    if args.command == "deid-score":
+        return _deid_score(args, settings)
     if args.command == "settings":
         print(settings.model_dump_json(indent=2))
         return 0
@@ -161,6 +169,45 @@ def _deid_offline(args: argparse.Namespace, settings: Settings) -> int:
         f"{removed} attributes removed, {replaced} replaced; written to {args.out_dir}"
     )
     return 0 if done or not files else 1
+
+
+def _deid_score(args: argparse.Namespace, settings: Settings) -> int:
+    """``bridge deid-score ORIG OUT``: pair files by the keyed SOP Instance UID and score them."""
+    from pydicom import dcmread
+    from pydicom.errors import InvalidDicomError
+
+    from bridge.deid.pseudonyms import Pseudonymizer
+    from bridge.deid.score import score
+    from bridge.errors import ConfigError
+
+    secret = settings.deid.secret.get_secret_value() if settings.deid.secret else ""
+    if len(secret) < 16:
+        raise ConfigError("BRIDGE_DEID__SECRET (the one that de-identified the files) is required")
+    pseudo = Pseudonymizer(secret.encode(), settings.deid.pseudonym_prefix)
+
+    def read_all(folder: Path) -> list[Any]:
+        out = []
+        for p in sorted(folder.rglob("*")):
+            if p.is_file():
+                try:
+                    out.append(dcmread(p))
+                except (InvalidDicomError, OSError, ValueError):
+                    continue
+        return out
+
+    outputs = {str(ds.SOPInstanceUID): ds for ds in read_all(args.deidentified)}
+    pairs, missing = [], 0
+    for orig in read_all(args.originals):
+        out = outputs.get(pseudo.uid(str(orig.SOPInstanceUID)))
+        if out is None:
+            missing += 1
+        else:
+            pairs.append((orig, out))
+    result = score(pairs)
+    print(result.report())
+    if missing:
+        print(f"originals without a de-identified output: {missing}")
+    return 0 if result.clean and pairs else 1
 
 
 if __name__ == "__main__":

@@ -41,3 +41,42 @@ def test_bridge_deid_offline(tmp_path):
         cwd=tmp_path,
     )
     assert r.returncode == 2 and "BRIDGE_DEID__SECRET" in r.stderr
+
+
+def test_deid_score_passes_clean_output_and_fails_leaky_output(tmp_path):
+    make_study(tmp_path / "in", 3, rows=8, columns=8)
+    env = {"BRIDGE_DEID__SECRET": "offline-secret-0123456789", "PATH": "/usr/bin:/bin"}
+    for profile in ("basic", "reading"):
+        out = tmp_path / f"out-{profile}"
+        subprocess.run(
+            [BRIDGE, "deid", str(tmp_path / "in"), str(out), "--profile", profile],
+            check=True,
+            capture_output=True,
+            env=env,
+            cwd=tmp_path,
+        )
+        r = subprocess.run(
+            [BRIDGE, "deid-score", str(tmp_path / "in"), str(out)],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+        )
+        assert r.returncode == 0, r.stdout
+        assert "files scored: 3" in r.stdout and "verdict: PASS" in r.stdout
+    # A leaky "de-identification": the right UIDs, but a name and an address left in.
+    leaky = tmp_path / "leaky"
+    leaky.mkdir()
+    for p in sorted((tmp_path / "out-basic").iterdir()):
+        ds = dcmread(p)
+        ds.ImageComments = "seen with PLANTEDFAMILY at 17 Plantedstreet Road"
+        ds.save_as(leaky / p.name, enforce_file_format=True)
+    r = subprocess.run(
+        [BRIDGE, "deid-score", str(tmp_path / "in"), str(leaky)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert r.returncode == 1 and "verdict: FAIL" in r.stdout
+    assert "PatientName:" in r.stdout and "PatientAddress:" in r.stdout
