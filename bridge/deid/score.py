@@ -17,38 +17,10 @@ from datetime import datetime
 
 from pydicom.dataset import Dataset
 
+from bridge.deid.scrub import IDENTIFYING_KEYWORDS
+
 #: Attributes whose values identify the patient, the staff, the place or the visit.
-IDENTIFYING = (
-    "PatientName",
-    "PatientID",
-    "IssuerOfPatientID",
-    "OtherPatientIDs",
-    "OtherPatientNames",
-    "PatientBirthName",
-    "PatientMotherBirthName",
-    "PatientBirthDate",
-    "PatientAddress",
-    "PatientTelephoneNumbers",
-    "MilitaryRank",
-    "MedicalRecordLocator",
-    "AccessionNumber",
-    "StudyID",
-    "ReferringPhysicianName",
-    "PerformingPhysicianName",
-    "NameOfPhysiciansReadingStudy",
-    "OperatorsName",
-    "RequestingPhysician",
-    "InstitutionName",
-    "InstitutionAddress",
-    "InstitutionalDepartmentName",
-    "StationName",
-    "DeviceSerialNumber",
-    "RequestedProcedureID",
-    "ScheduledProcedureStepID",
-    "PerformedProcedureStepID",
-    "AdmissionID",
-    "ResponsiblePerson",
-)
+IDENTIFYING = IDENTIFYING_KEYWORDS
 _DATE_KEYWORDS = ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate", "PatientBirthDate")
 _UID_KEYWORDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID")
 _MIN_TOKEN = 4

@@ -44,6 +44,12 @@ IDENTIFYING_KEYWORDS = (
     "AdmissionID",
     "MedicalRecordLocator",
     "ResponsiblePerson",
+    "IssuerOfPatientID",
+    "MilitaryRank",
+    "DeviceSerialNumber",
+    "RequestedProcedureID",
+    "ScheduledProcedureStepID",
+    "PerformedProcedureStepID",
 )
 
 _PATTERNS = (
