@@ -95,6 +95,7 @@ class Orthanc:
             except requests.RequestException:
                 pass
             time.sleep(0.1)
+        self.stop()  # never leave a half-started server behind
         raise RuntimeError(f"Orthanc {self.name} did not start in {timeout}s")
 
     def stop(self) -> None:
