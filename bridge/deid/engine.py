@@ -41,6 +41,8 @@ from bridge.errors import DeidError
 _DATE_OPTION = "retain_long_modified_dates"
 
 MAX_DEPTH = 32
+#: Encapsulated PDF, CDA, STL, OBJ, MTL (PS3.4 B.5): never forwarded as they are.
+_ENCAPSULATED_DOCUMENTS = "1.2.840.10008.5.1.4.1.1.104."
 _CLEANABLE_TEXT = frozenset({"LO", "SH", "LT", "ST", "UT", "UC", "CS"})
 _MEANINGFUL = re.compile(r"[A-Za-z]{2,}")
 
@@ -197,6 +199,9 @@ class Deidentifier:
         for kw in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"):
             if not str(ds.get(kw, "") or "").strip():
                 raise DeidError("instance lacks a required UID", attribute=kw)
+        if str(ds.SOPClassUID).startswith(_ENCAPSULATED_DOCUMENTS):
+            # A PDF or CDA carries free text and scanned pages no header rule can clean.
+            raise DeidError("encapsulated document may contain identity")
         pid = str(ds.get("PatientID", "") or "")
         issuer = str(ds.get("IssuerOfPatientID", "") or "")
         pname = str(ds.get("PatientName", "") or "")

@@ -145,3 +145,30 @@ def test_calling_ae_allow_list_and_called_ae_routing(tmp_path, reading, make_bri
     assert case["priority"] == "urgent"
     assert case["question"] == "Neuro second opinion"
     assert case["called_ae_title"] == "SO_NEURO"
+
+
+def test_encapsulated_pdf_is_held_in_quarantine(tmp_path, reading, make_bridge):
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.104.1"
+    ds.SOPInstanceUID = generate_uid()
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.PatientName = "PDFPLANTED^PATIENT"
+    ds.PatientID = "PDF-1"
+    ds.Modality = "DOC"
+    ds.MIMETypeOfEncapsulatedDocument = "application/pdf"
+    ds.EncapsulatedDocument = b"%PDF-1.4 referral letter for PDFPLANTED, born 1961\n"
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    path = tmp_path / "doc.dcm"
+    ds.save_as(path, enforce_file_format=True)
+
+    bridge = make_bridge(bridge_env(reading, None))
+    assert len(acknowledged(storescu(bridge.dimse_port, [path]).stdout)) == 1
+    case = bridge.wait_case(lambda c: c["state"] == "failed", timeout=60)
+    assert case["instances"]["quarantined"] == 1 and case["instances"]["forwarded"] == 0
+    assert "encapsulated document may contain identity" in bridge.log()
+    assert "PDFPLANTED" not in bridge.log()

@@ -157,3 +157,13 @@ def _minimal() -> Dataset:
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     return ds
+
+
+def test_encapsulated_documents_are_held_not_forwarded(engine):
+    ds = _minimal()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.104.1"  # Encapsulated PDF
+    ds.MIMETypeOfEncapsulatedDocument = "application/pdf"
+    ds.EncapsulatedDocument = b"%PDF-1.4 scanned referral letter for DOE^JANE"
+    with pytest.raises(DeidError) as err:
+        engine.deidentify(ds)
+    assert "encapsulated document may contain identity" in str(err.value)
