@@ -3,38 +3,12 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 from pydicom.dataset import Dataset
 
-
-def text_values(ds: Dataset) -> Iterator[tuple[str, str]]:
-    """Every value of every element as text, recursively, file meta included (pixels skipped)."""
-    meta = getattr(ds, "file_meta", None)
-    if meta is not None:
-        yield from _walk(meta)
-    yield from _walk(ds)
-
-
-def _walk(ds: Dataset) -> Iterator[tuple[str, str]]:
-    for elem in ds:
-        if elem.tag == 0x7FE00010:
-            continue
-        if elem.VR == "SQ":
-            for item in elem.value:
-                yield from _walk(item)
-            continue
-        val = elem.value
-        if isinstance(val, bytes):
-            yield str(elem.tag), val.decode("latin-1")
-        elif isinstance(val, list | tuple) or hasattr(val, "__iter__") and not isinstance(val, str):
-            try:
-                yield str(elem.tag), "\\".join(str(v) for v in val)
-            except TypeError:
-                yield str(elem.tag), str(val)
-        else:
-            yield str(elem.tag), str(val)
+from bridge.deid.score import text_values
 
 
 def leaks(ds: Dataset, planted: Iterable[str]) -> list[str]:

@@ -26,13 +26,14 @@ _UID_KEYWORDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "Fra
 _MIN_TOKEN = 4
 
 
-def _texts(ds: Dataset) -> Iterator[str]:
+def text_values(ds: Dataset) -> Iterator[tuple[str, str]]:
+    """(tag, value as text) of every element, recursively, file meta included, pixels skipped."""
     meta = getattr(ds, "file_meta", None)
     for d in ([meta] if meta is not None else []) + [ds]:
         yield from _walk_texts(d)
 
 
-def _walk_texts(ds: Dataset) -> Iterator[str]:
+def _walk_texts(ds: Dataset) -> Iterator[tuple[str, str]]:
     for elem in ds:
         if elem.tag == 0x7FE00010:
             continue
@@ -40,11 +41,11 @@ def _walk_texts(ds: Dataset) -> Iterator[str]:
             for item in elem.value:
                 yield from _walk_texts(item)
         elif isinstance(elem.value, bytes):
-            yield elem.value.decode("latin-1")
+            yield str(elem.tag), elem.value.decode("latin-1")
         elif elem.VM > 1:
-            yield "\\".join(str(v) for v in elem.value)
+            yield str(elem.tag), "\\".join(str(v) for v in elem.value)
         else:
-            yield str(elem.value)
+            yield str(elem.tag), str(elem.value)
 
 
 def _values(ds: Dataset, keyword: str) -> Iterator[tuple[str, str]]:
@@ -135,7 +136,7 @@ def score(pairs: Iterable[tuple[Dataset, Dataset]]) -> Score:
     patient_seen: dict[str, str] = {}
     for orig, out in pairs:
         s.files += 1
-        text = "\n".join(_texts(out))
+        text = "\n".join(t for _, t in text_values(out))
         low = text.lower()
         for kw, probe in identifying_values(orig):
             if probe.lower() in low:

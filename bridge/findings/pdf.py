@@ -16,7 +16,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from bridge.dicom import set_file_meta
 from bridge.findings.schema import AGREEMENT_TEXT, Findings, Status
-from bridge.findings.sr import _STUDY_KEYWORDS, MANUFACTURER, SERIES_NUMBER
+from bridge.findings.sr import MANUFACTURER, SERIES_NUMBER, STUDY_KEYWORDS
 
 ENCAPSULATED_PDF = UID("1.2.840.10008.5.1.4.1.1.104.1")
 
@@ -72,7 +72,7 @@ def build_pdf_document(
     now = findings.signed_at.astimezone() if findings.signed_at.tzinfo else datetime.now()
     ds = Dataset()
     ds.SpecificCharacterSet = "ISO_IR 192"
-    for kw in _STUDY_KEYWORDS:
+    for kw in STUDY_KEYWORDS:
         if kw in original:
             ds[kw] = original[kw]
         elif kw != "IssuerOfPatientID":

@@ -86,7 +86,7 @@ SECTIONS = {
 
 
 #: Patient and study attributes copied from the original study (vault) into the report.
-_STUDY_KEYWORDS = (
+STUDY_KEYWORDS = (
     "PatientName",
     "PatientID",
     "IssuerOfPatientID",
@@ -238,7 +238,7 @@ def _stubs(original: Dataset, evidence: Sequence[Evidence]) -> list[Dataset]:
     stubs = []
     for ev in evidence:
         d = Dataset()
-        for kw in _STUDY_KEYWORDS:
+        for kw in STUDY_KEYWORDS:
             if kw in original:
                 d[kw] = original[kw]
             elif kw != "IssuerOfPatientID":

@@ -11,11 +11,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import time
 from typing import Any
 
 import requests
 
+from bridge.clock import iso_utc
 from bridge.errors import PermanentForwardError, TransientForwardError
 
 SIGNATURE_HEADER = "X-Bridge-Signature"
@@ -38,14 +38,8 @@ def build_manifest(case: dict[str, Any], version: int) -> dict[str, Any]:
         "clinical_question": case["question"] or "",
         "subspecialty": case["subspecialty"],
         "priority": case["priority"],
-        "forwarded_at": _iso(case["forwarded_at"]),
+        "forwarded_at": iso_utc(case["forwarded_at"]),
     }
-
-
-def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 def sign(body: bytes, secret: bytes) -> str:

@@ -616,18 +616,22 @@ class Store:
     # -- jobs (outbox) ----------------------------------------------------------------------
     def enqueue_job(self, kind: str, case_id: str | None, payload: dict[str, Any]) -> int:
         with self._tx() as conn:
-            res = conn.execute(
-                jobs.insert().values(
-                    kind=kind,
-                    case_id=case_id,
-                    payload=json.dumps(payload, sort_keys=True),
-                    state=JobState.PENDING,
-                    attempts=0,
-                    next_attempt_at=0.0,
-                    created_at=time.time(),
-                )
+            return self._insert_job(conn, kind, case_id, payload)
+
+    @staticmethod
+    def _insert_job(conn: Connection, kind: str, case_id: str | None, payload: Any) -> int:
+        res = conn.execute(
+            jobs.insert().values(
+                kind=kind,
+                case_id=case_id,
+                payload=json.dumps(payload, sort_keys=True),
+                state=JobState.PENDING,
+                attempts=0,
+                next_attempt_at=0.0,
+                created_at=time.time(),
             )
-            return int(res.inserted_primary_key[0])  # type: ignore[index]
+        )
+        return int(res.inserted_primary_key[0])  # type: ignore[index]
 
     def claim_jobs(self, kind: str, limit: int, lease: float, owner: str) -> list[Row[Any]]:
         where = and_(jobs.c.kind == kind, jobs.c.state == JobState.PENDING)
@@ -721,17 +725,7 @@ class Store:
                 .where(cases.c.id == case_id)
                 .values(state=CaseState.FINDINGS_RECEIVED, updated_at=now)
             )
-            conn.execute(
-                jobs.insert().values(
-                    kind="report",
-                    case_id=case_id,
-                    payload=json.dumps({"report_id": report_id}),
-                    state=JobState.PENDING,
-                    attempts=0,
-                    next_attempt_at=0.0,
-                    created_at=now,
-                )
-            )
+            self._insert_job(conn, "report", case_id, {"report_id": report_id})
         return report_id
 
     def uid_map_of(self, case_id: str) -> dict[str, str]:

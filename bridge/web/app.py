@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-import time
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
@@ -13,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
 from bridge import __version__
+from bridge.clock import iso_utc
 from bridge.config import Settings
 from bridge.errors import StoreError
 from bridge.ingest.spool import Spool
@@ -72,12 +72,6 @@ class CaseOut(BaseModel):
     reports: list[ReportOut]
 
 
-def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
-
-
 def case_out(c: dict[str, Any]) -> CaseOut:
     return CaseOut(
         id=c["id"],
@@ -96,11 +90,11 @@ def case_out(c: dict[str, Any]) -> CaseOut:
         instances=InstanceCounts(**{k: c["instances"][k] for k in InstanceCounts.model_fields}),
         series=c["series"],
         error=c["error"],
-        created_at=_iso(c["created_at"]) or "",
-        updated_at=_iso(c["updated_at"]) or "",
-        last_received_at=_iso(c["last_received_at"]) or "",
-        completed_at=_iso(c["completed_at"]),
-        forwarded_at=_iso(c["forwarded_at"]),
+        created_at=iso_utc(c["created_at"]) or "",
+        updated_at=iso_utc(c["updated_at"]) or "",
+        last_received_at=iso_utc(c["last_received_at"]) or "",
+        completed_at=iso_utc(c["completed_at"]),
+        forwarded_at=iso_utc(c["forwarded_at"]),
         reports=[
             ReportOut(
                 id=r["id"],
@@ -110,8 +104,8 @@ def case_out(c: dict[str, Any]) -> CaseOut:
                 sop_instance_uid=r["sop_instance_uid"],
                 series_instance_uid=r["series_instance_uid"],
                 error=r["error"],
-                created_at=_iso(r["created_at"]) or "",
-                returned_at=_iso(r["returned_at"]),
+                created_at=iso_utc(r["created_at"]) or "",
+                returned_at=iso_utc(r["returned_at"]),
             )
             for r in c.get("reports", [])
         ],
