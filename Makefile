@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test stop deps venv lint format clean bench
+.PHONY: demo test stop deps venv lint format clean bench deid-score
 
 demo: deps venv  ## start hospital PACS + reading archive + bridge, push a planted study, show it de-identified
 	bash deploy/demo/demo.sh
@@ -37,5 +37,14 @@ format: venv
 clean: stop
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache
 
-bench: deps venv  ## end-to-end wall time vs a direct storescu into Orthanc (writes docs/bench-e2e.md)
+CORPUS ?= ../shared/corpus/pseudo-phi
+DEID_SCORE_OUT ?= /tmp/bridge-deid-score
+
+deid-score: deps venv  ## de-identify $(CORPUS) offline and score headers and burned-in text
+	rm -rf $(DEID_SCORE_OUT)
+	BRIDGE_DEID__SECRET=$${BRIDGE_DEID__SECRET:-deid-score-secret-0123456789} $(VENV)/bin/bridge deid $(CORPUS) $(DEID_SCORE_OUT)
+	BRIDGE_DEID__SECRET=$${BRIDGE_DEID__SECRET:-deid-score-secret-0123456789} $(VENV)/bin/bridge deid-score $(CORPUS) $(DEID_SCORE_OUT)
+
+bench: deps venv  ## end-to-end wall time vs a direct storescu into Orthanc, de-identification throughput (docs/bench-*.md)
 	$(VENV)/bin/python bench/e2e.py
+	$(VENV)/bin/python bench/deid.py

@@ -132,42 +132,50 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
 def _deid_offline(args: argparse.Namespace, settings: Settings) -> int:
     """``bridge deid IN OUT``: the same engine as the pipeline, on files, with a summary."""
-    from bridge.deid.engine import Deidentifier
-    from bridge.deid.profile import build_profile
-    from bridge.deid.pseudonyms import Pseudonymizer
+    from bridge.deid.build import make_deidentifier
     from bridge.errors import ConfigError, DeidError
 
-    secret = settings.deid.secret.get_secret_value() if settings.deid.secret else ""
-    if len(secret) < 16:
-        raise ConfigError("BRIDGE_DEID__SECRET (at least 16 characters) is required")
     if not args.in_dir.is_dir():
         raise ConfigError(f"not a folder: {args.in_dir}")
-    profile = args.profile or settings.deid.profile
-    engine = Deidentifier(
-        build_profile(profile),
-        Pseudonymizer(secret.encode(), settings.deid.pseudonym_prefix),
-        settings.deid.method_text,
-    )
+    engine = make_deidentifier(settings, args.profile)
+    from collections import Counter
+
     files = sorted(p for p in args.in_dir.rglob("*") if p.is_file())
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    done = failed = removed = replaced = 0
+    done = removed = replaced = masked = regions = identity = 0
+    held: Counter[str] = Counter()
+    not_dicom = 0
     for i, path in enumerate(files, 1):
+        if sys.stderr.isatty():
+            print(f"\r  {i}/{len(files)} {path.name[:40]:40}", end="", file=sys.stderr)
         try:
             res = engine.deidentify_file(path)
         except DeidError as exc:
-            failed += 1
-            print(f"  held: {path.name}: {exc.message}", file=sys.stderr)
+            if exc.message == "cannot read the spooled instance":
+                not_dicom += 1
+                print(f"\n  skipped (not DICOM): {path.name}", file=sys.stderr)
+                continue
+            held[exc.message] += 1
+            print(f"\n  held: {path.name}: {exc}", file=sys.stderr)
             continue
         res.dataset.save_as(args.out_dir / f"{res.pseudo_sop_uid}.dcm", enforce_file_format=True)
         done += 1
         removed += res.removed
         replaced += res.replaced
-        if sys.stderr.isatty():
-            print(f"\r  {i}/{len(files)}", end="", file=sys.stderr)
+        if res.pixels is not None and res.pixels.action == "masked":
+            masked += 1
+            regions += res.pixels.regions
+            identity += res.pixels.identity_regions
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
     print(
-        f"profile {profile}: {done} de-identified, {failed} held (not DICOM or refused); "
-        f"{removed} attributes removed, {replaced} replaced; written to {args.out_dir}"
+        f"profile {engine.profile.name}: {done} de-identified, {sum(held.values())} held, "
+        f"{not_dicom} not DICOM (skipped); {removed} attributes removed, {replaced} replaced; "
+        f"burned-in text: {regions} regions masked in {masked} instances "
+        f"({identity} read as this patient's identifiers); written to {args.out_dir}"
     )
+    for reason, n in held.most_common():
+        print(f"  held {n}: {reason}")
     return 0 if done or not files else 1
 
 
@@ -176,6 +184,8 @@ def _deid_score(args: argparse.Namespace, settings: Settings) -> int:
     from pydicom import dcmread
     from pydicom.errors import InvalidDicomError
 
+    from bridge.deid.engine import masked_instance_uid
+    from bridge.deid.pixels.score import PixelScore, ground_truth, score_pair
     from bridge.deid.pseudonyms import Pseudonymizer
     from bridge.deid.score import score
     from bridge.errors import ConfigError
@@ -185,29 +195,41 @@ def _deid_score(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError("BRIDGE_DEID__SECRET (the one that de-identified the files) is required")
     pseudo = Pseudonymizer(secret.encode(), settings.deid.pseudonym_prefix)
 
-    def read_all(folder: Path) -> list[Any]:
+    def read_all(folder: Path) -> list[tuple[Path, Any]]:
         out = []
         for p in sorted(folder.rglob("*")):
             if p.is_file():
                 try:
-                    out.append(dcmread(p))
+                    out.append((p, dcmread(p)))
                 except (InvalidDicomError, OSError, ValueError):
                     continue
         return out
 
-    outputs = {str(ds.SOPInstanceUID): ds for ds in read_all(args.deidentified)}
+    outputs = {str(ds.SOPInstanceUID): ds for _, ds in read_all(args.deidentified)}
     pairs, missing = [], 0
-    for orig in read_all(args.originals):
-        out = outputs.get(pseudo.uid(str(orig.SOPInstanceUID)))
+    pixel = PixelScore()
+    with_truth = 0
+    for path, orig in read_all(args.originals):
+        sop = str(orig.SOPInstanceUID)
+        out = outputs.get(pseudo.uid(sop)) or outputs.get(masked_instance_uid(pseudo, sop))
         if out is None:
             missing += 1
         else:
             pairs.append((orig, out))
+        truth = path.with_suffix(".json")
+        if truth.is_file():
+            with_truth += 1
+            score_pair(orig, out, ground_truth(truth), pixel)
     result = score(pairs)
     print(result.report())
     if missing:
-        print(f"originals without a de-identified output: {missing}")
-    return 0 if result.clean and pairs else 1
+        print(f"originals without a de-identified output (held): {missing}")
+    ok = result.clean and bool(pairs)
+    if with_truth:
+        print("burned-in text (ground truth beside the originals):")
+        print(pixel.report())
+        ok = ok and pixel.passed()
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -103,6 +103,31 @@ class HttpSettings(BaseModel):
     port: int = Field(DEFAULT_HTTP_PORT, ge=0, le=65535)
 
 
+class PixelSettings(BaseModel):
+    """Burned-in text in the pixels (see bridge/deid/pixels)."""
+
+    model_config = _FROZEN
+
+    #: Text detector: "db" (neural text detector, ONNX on the CPU), "tesseract" (Tesseract's
+    #: layout analysis), "off" (no scan: high-risk instances are then held).
+    detector: Literal["db", "tesseract", "off"] = "db"
+    #: What to do with an instance's pixels: "mask" text found, "hold" it for review when text
+    #: is found, or "pass" without scanning. Per modality in ``modalities``, else ``default``.
+    default: Literal["mask", "hold", "pass"] = "mask"
+    modalities: dict[str, Literal["mask", "hold", "pass"]] = Field(default_factory=dict)
+    #: Decoded pixel data larger than this is not scanned (high-risk instances are held).
+    max_bytes: int = Field(512 * 1024 * 1024, gt=0)
+    #: Margin masked around each text region, as a share of its height.
+    pad: float = Field(0.15, ge=0, le=2)
+    #: Read masked regions with Tesseract to count those showing the patient's identifiers.
+    read_text: bool = True
+
+    @field_validator("modalities")
+    @classmethod
+    def _upper(cls, v: dict[str, str]) -> dict[str, str]:
+        return {k.strip().upper(): a for k, a in v.items()}
+
+
 class DeidSettings(BaseModel):
     """De-identification."""
 
@@ -110,9 +135,14 @@ class DeidSettings(BaseModel):
 
     #: Key for pseudonyms and UID mapping (HMAC). Required to run the pipeline.
     secret: SecretStr | None = None
-    #: "basic": PS3.15 Basic Profile. "reading": + Retain Patient Characteristics, Retain
-    #: Longitudinal Temporal Information with Modified Dates, Clean Descriptors.
-    profile: Literal["basic", "reading"] = "basic"
+    #: "reading" (default): Basic Profile + Retain Patient Characteristics, Retain Longitudinal
+    #: Temporal Information with Modified Dates, Clean Descriptors, Retain Safe Private, Clean
+    #: Structured Content, Clean Graphics. "basic": the Basic Profile alone. "strict": the Basic
+    #: Profile, and attributes the table does not list are removed unless on the strict keep list.
+    profile: Literal["basic", "reading", "strict"] = "reading"
+    #: Replace the profile's options (PS3.15 E.3 option names, see bridge/deid/tables/profiles.csv).
+    options: tuple[str, ...] | None = None
+    pixels: PixelSettings = PixelSettings()
     #: Prefix of the pseudonymous Patient ID and Name.
     pseudonym_prefix: str = Field("SO", pattern=r"^[A-Z0-9]{1,8}$")
     #: Value of (0012,0063) De-identification Method.

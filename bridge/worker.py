@@ -19,9 +19,7 @@ import requests
 from pydicom.dataset import Dataset
 
 from bridge.config import Settings
-from bridge.deid.engine import Deidentifier
-from bridge.deid.profile import build_profile
-from bridge.deid.pseudonyms import Pseudonymizer
+from bridge.deid.build import make_deidentifier
 from bridge.errors import (
     BridgeError,
     ConfigError,
@@ -49,17 +47,6 @@ log = get_logger(__name__)
 
 MANIFEST_JOB = "manifest"
 REPORT_JOB = "report"
-
-
-def make_deidentifier(settings: Settings) -> Deidentifier:
-    secret = settings.deid.secret
-    if secret is None:
-        raise BridgeError("BRIDGE_DEID__SECRET is not set")
-    return Deidentifier(
-        build_profile(settings.deid.profile),
-        Pseudonymizer(secret.get_secret_value().encode(), settings.deid.pseudonym_prefix),
-        settings.deid.method_text,
-    )
 
 
 class Pipeline:

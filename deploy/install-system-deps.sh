@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what the bridge's demo and tests need from Debian, if missing:
 # Orthanc + its DICOMweb plugin (hospital PACS and reading archive), dcmtk (storescu & co),
-# and the SR validators dicom3tools and PixelMed.
+# the SR validators dicom3tools and PixelMed, and Tesseract (burned-in text).
 set -euo pipefail
 
 need=()
@@ -12,9 +12,12 @@ command -v storescu >/dev/null 2>&1 && command -v dcmconv >/dev/null 2>&1 || nee
 command -v dciodvfy >/dev/null 2>&1 || need+=(dicom3tools)
 [ -f /usr/share/java/pixelmed.jar ] || need+=(libpixelmed-java)
 command -v java >/dev/null 2>&1 || need+=(default-jre-headless)
+# Burned-in text detection: the Tesseract OCR engine and its English model.
+command -v tesseract >/dev/null 2>&1 || need+=(tesseract-ocr)
+[ -f /usr/share/tesseract-ocr/5/tessdata/eng.traineddata ] || need+=(tesseract-ocr-eng)
 
 if [ ${#need[@]} -eq 0 ]; then
-  echo "system packages: orthanc, orthanc-dicomweb, dcmtk, dicom3tools, pixelmed present"
+  echo "system packages: orthanc, orthanc-dicomweb, dcmtk, dicom3tools, pixelmed, tesseract present"
   exit 0
 fi
 

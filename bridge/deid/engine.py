@@ -31,6 +31,7 @@ from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 
 from bridge.deid.dates import shift_da, shift_dt
+from bridge.deid.pixels.clean import PixelCleaner, PixelOutcome
 from bridge.deid.profile import METHOD_CODES, Profile
 from bridge.deid.pseudonyms import Pseudonymizer
 from bridge.deid.scrub import REMOVED, identifying_tokens, scrub_text
@@ -143,6 +144,12 @@ class DeidResult:
     uid_map: dict[str, str] = field(default_factory=dict)  # pseudo -> original
     removed: int = 0
     replaced: int = 0
+    pixels: PixelOutcome | None = None
+
+
+def masked_instance_uid(pseudo: Pseudonymizer, original_sop_uid: str) -> str:
+    """The keyed UID of an instance whose pixels were masked (differs from the unmasked one)."""
+    return pseudo.uid(f"pixels-masked\x00{original_sop_uid.strip()}")
 
 
 def _vr_of(tag: int, raw: Any) -> str:
@@ -160,10 +167,17 @@ def _vr_of(tag: int, raw: Any) -> str:
 class Deidentifier:
     """Applies one resolved :class:`Profile` with one :class:`Pseudonymizer`."""
 
-    def __init__(self, profile: Profile, pseudonymizer: Pseudonymizer, method_text: str) -> None:
+    def __init__(
+        self,
+        profile: Profile,
+        pseudonymizer: Pseudonymizer,
+        method_text: str,
+        pixels: PixelCleaner | None = None,
+    ) -> None:
         self.profile = profile
         self.pseudo = pseudonymizer
         self.method_text = method_text
+        self.pixels = pixels
         self._actions: dict[str, Callable[[Dataset, int, str, _Walk, int], None]] = {
             "X": _remove,
             "Z": _empty,
@@ -222,13 +236,22 @@ class Deidentifier:
 
         walk = _Walk(self, self.pseudo.date_offset_days(pseudo_pid), tokens)
         walk.clean(ds, 0)
+        methods = ["basic", *self.profile.options]
+        pixels = self.pixels.process(ds, tokens) if self.pixels is not None else None
+        if pixels is not None and pixels.action == "masked":
+            # Changed pixel data: a new instance (PS3.3 C.12.1.1.1), still mapped to the original.
+            new_uid = masked_instance_uid(self.pseudo, orig["SOPInstanceUID"])
+            walk.uid_map.pop(str(ds.SOPInstanceUID), None)
+            walk.uid_map[new_uid] = orig["SOPInstanceUID"]
+            ds.SOPInstanceUID = new_uid
+            methods.append("clean_pixel_data")
 
         ds.PatientID = pseudo_pid
         ds.PatientName = self.pseudo.patient_name(pseudo_pid)
         ds.PatientIdentityRemoved = "YES"
         ds.DeidentificationMethod = self.method_text
         items = []
-        for key in ("basic", *self.profile.options):
+        for key in methods:
             code_value, meaning = METHOD_CODES[key]
             item = Dataset()
             item.CodeValue = code_value
@@ -264,6 +287,7 @@ class Deidentifier:
             uid_map=walk.uid_map,
             removed=walk.removed,
             replaced=walk.replaced,
+            pixels=pixels,
         )
 
     @staticmethod
@@ -319,25 +343,55 @@ class _Walk:
         if depth > MAX_DEPTH:
             raise DeidError("sequences nested too deeply", depth=depth)
         profile = self.engine.profile
+        safe = self._safe_private(ds) if profile.private == "C" else set()
         for btag in list(ds.keys()):
             tag = int(btag)
             if tag >> 16 == 0x0002:
                 continue
-            if tag & 0xFFFF == 0 or BaseTag(tag).is_private:
+            if tag & 0xFFFF == 0 or (BaseTag(tag).is_private and tag not in safe):
                 del ds[btag]
                 self.removed += 1
+                continue
+            if tag in safe:
                 continue
             raw = ds.get_item(btag)
             vr = _vr_of(tag, raw)
             action = profile.action_for(tag)
             if action is None:
-                if not dictionary_has_tag(tag):
+                if not dictionary_has_tag(tag) or (
+                    profile.unlisted == "remove" and tag not in profile.keep
+                ):
                     del ds[btag]
                     self.removed += 1
                 elif vr == "SQ":
                     self.sequence(ds, btag, depth)
                 continue
             self.engine._actions[action](ds, tag, vr, self, depth)
+
+    def _safe_private(self, ds: Dataset) -> set[int]:
+        """Private tags of this level on the safe list (Table E.3.10-1), with their creators.
+
+        A safe element is one whose (group, private creator, element offset) is listed and whose
+        value is not a sequence (a sequence could hold anything)."""
+        table = self.engine.profile.safe_private
+        creators: dict[tuple[int, int], str] = {}
+        for btag in list(ds.keys()):
+            tag = int(btag)
+            group, elem = tag >> 16, tag & 0xFFFF
+            if group % 2 == 1 and 0x0010 <= elem <= 0x00FF:
+                creators[(group, elem)] = str(ds[btag].value or "").strip()
+        keep: set[int] = set()
+        for btag in list(ds.keys()):
+            tag = int(btag)
+            group, elem = tag >> 16, tag & 0xFFFF
+            if group % 2 == 0 or elem < 0x1000:
+                continue
+            creator = creators.get((group, elem >> 8))
+            listed = bool(creator) and (group, creator, elem & 0xFF) in table
+            if listed and ds.get_item(btag).VR != "SQ":
+                keep.add(tag)
+                keep.add((group << 16) | (elem >> 8))
+        return keep
 
     def sequence(self, ds: Dataset, tag: Any, depth: int) -> None:
         for item in ds[tag].value:

@@ -26,17 +26,53 @@ from bridge.errors import ProfileError
 #: Actions the engine implements (see bridge.deid.engine).
 KNOWN_ACTIONS = frozenset({"X", "Z", "XZ", "D", "K", "U", "C"})
 
+
+def _table(name: str) -> str:
+    return resources.files("bridge.deid").joinpath(f"tables/{name}").read_text(encoding="utf-8")
+
+
+def _records(text: str) -> list[dict[str, str]]:
+    return list(csv.DictReader([ln for ln in text.splitlines() if ln and not ln.startswith("#")]))
+
+
+def load_profiles(text: str | None = None) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Named profiles (tables/profiles.csv): name -> (unlisted keep|remove, options)."""
+    out = {}
+    for rec in _records(text if text is not None else _table("profiles.csv")):
+        unlisted = rec["unlisted"].strip()
+        if unlisted not in ("keep", "remove"):
+            raise ProfileError("unknown 'unlisted' rule in profiles table", profile=rec["profile"])
+        out[rec["profile"].strip()] = (unlisted, tuple((rec["options"] or "").split()))
+    return out
+
+
 #: Named profiles: the Basic Profile plus options (PS3.15 E.3), in the order they apply.
-PROFILES: dict[str, tuple[str, ...]] = {
-    "basic": (),
-    # What a second-opinion reader needs: age/sex/size/weight, shifted dates (intervals kept),
-    # descriptions cleaned of the dataset's own identifiers.
-    "reading": (
-        "retain_patient_characteristics",
-        "retain_long_modified_dates",
-        "clean_descriptors",
-    ),
-}
+PROFILES: dict[str, tuple[str, ...]] = {name: opts for name, (_, opts) in load_profiles().items()}
+
+
+def load_safe_private(text: str | None = None) -> frozenset[tuple[int, str, int]]:
+    """Table E.3.10-1 (tables/safe-private.csv): (group, private creator, element offset)."""
+    out = set()
+    for rec in _records(text if text is not None else _table("safe-private.csv")):
+        try:
+            out.add((int(rec["group"], 16), rec["creator"].strip(), int(rec["element"], 16)))
+        except (KeyError, ValueError):
+            raise ProfileError("malformed row in the safe private table", row=str(rec)) from None
+    return frozenset(out)
+
+
+def load_strict_keep(text: str | None = None) -> frozenset[int]:
+    """Tags the strict profile keeps although no table lists them (tables/strict-keep.csv)."""
+    from pydicom.datadict import tag_for_keyword
+
+    out = set()
+    for rec in _records(text if text is not None else _table("strict-keep.csv")):
+        tag = tag_for_keyword(rec["keyword"].strip())
+        if tag is None:
+            raise ProfileError("unknown keyword in the strict keep list", keyword=rec["keyword"])
+        out.add(int(tag))
+    return frozenset(out)
+
 
 #: CID 7050 De-identification Method codes (DCM) of the profile and each option.
 METHOD_CODES: dict[str, tuple[str, str]] = {
@@ -86,19 +122,16 @@ class Row:
     options: dict[str, str] = field(default_factory=dict)
 
 
-def load_table(text: str | None = None) -> list[Row]:
-    """Parse the table (the packaged one by default)."""
-    if text is None:
-        text = (
-            resources.files("bridge.deid")
-            .joinpath("tables/ps3.15-e1-1.csv")
-            .read_text(encoding="utf-8")
-        )
-    lines = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
+def load_table(text: str | None = None, supplement: bool = True) -> list[Row]:
+    """Parse the table (the packaged Table E.1-1, plus the supplement rows, by default)."""
+    texts = [text] if text is not None else [_table("ps3.15-e1-1.csv")]
+    if text is None and supplement:
+        texts.append(_table("supplement.csv"))
     rows = []
-    for rec in csv.DictReader(lines):
-        opts = {c: rec[c] for c in OPTION_COLUMNS if rec.get(c)}
-        rows.append(Row(tag=rec["tag"], name=rec["name"], basic=rec["basic"], options=opts))
+    for t in texts:
+        for rec in _records(t):
+            opts = {c: rec[c] for c in OPTION_COLUMNS if rec.get(c)}
+            rows.append(Row(tag=rec["tag"], name=rec["name"], basic=rec["basic"], options=opts))
     return rows
 
 
@@ -129,8 +162,13 @@ class Profile:
     options: tuple[str, ...]
     exact: dict[int, str]
     patterns: tuple[tuple[int, int, str], ...]
-    #: Action for private attributes (the table's "(gggg,eeee) where gggg is odd" row).
+    #: Action for private attributes (the table's "(gggg,eeee) where gggg is odd" row): X, or
+    #: C = keep only the safe private attributes of Table E.3.10-1.
     private: str = "X"
+    #: Standard attributes no table lists: "keep", or "remove" unless in ``keep``.
+    unlisted: str = "keep"
+    keep: frozenset[int] = frozenset()
+    safe_private: frozenset[tuple[int, str, int]] = frozenset()
 
     def action_for(self, tag: int) -> str | None:
         act = self.exact.get(tag)
@@ -146,11 +184,11 @@ def build_profile(
     name: str = "basic", options: Iterable[str] | None = None, rows: list[Row] | None = None
 ) -> Profile:
     """Resolve the table for a named profile (or explicit options); refuse unknown ones."""
-    if options is None:
-        if name not in PROFILES:
-            raise ProfileError("unknown profile", profile=name)
-        options = PROFILES[name]
-    options = tuple(options)
+    profiles = load_profiles()
+    if name not in profiles:
+        raise ProfileError("unknown profile", profile=name)
+    unlisted, named_options = profiles[name]
+    options = tuple(named_options if options is None else options)
     for opt in options:
         if opt not in OPTION_COLUMNS:
             raise ProfileError("unknown profile option", option=opt)
@@ -175,8 +213,15 @@ def build_profile(
             exact[value] = act
         else:
             patterns.append((mask, value, act))
-    if private != "X":
-        raise ProfileError("only removal of private attributes is implemented", action=private)
+    if private not in ("X", "C"):
+        raise ProfileError("private attributes can only be removed or cleaned", action=private)
     return Profile(
-        name=name, options=options, exact=exact, patterns=tuple(patterns), private=private
+        name=name,
+        options=options,
+        exact=exact,
+        patterns=tuple(patterns),
+        private=private,
+        unlisted=unlisted,
+        keep=load_strict_keep() if unlisted == "remove" else frozenset(),
+        safe_private=load_safe_private() if private == "C" else frozenset(),
     )

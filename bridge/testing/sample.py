@@ -37,6 +37,12 @@ class SampleStudy:
     #: The planted question (with identity inside), as the PACS would send it.
     question: str = ""
 
+    @property
+    def identity(self) -> list[str]:
+        """The planted values no profile may let through (the "reading" profile keeps the time of
+        day and a cleaned occupation: neither identifies)."""
+        return [p for p in self.planted if p not in ("101502", "PL-OCCUPATION")]
+
 
 def _code(value: str, scheme: str, meaning: str) -> Dataset:
     item = Dataset()
@@ -230,3 +236,66 @@ def make_study(
         study.paths.append(path)
         study.sop_uids.append(sop_uid)
     return study
+
+
+def make_burned_in(
+    path: Path,
+    lines: list[str],
+    *,
+    modality: str = "US",
+    rows: int = 480,
+    columns: int = 640,
+    origin: tuple[int, int] = (24, 20),
+    font_size: int = 18,
+    patient: PlantedPatient | None = None,
+    burned_in_annotation: str | None = None,
+    seed: int = 3,
+) -> list[tuple[int, int, int, int]]:
+    """Write an 8-bit greyscale image with ``lines`` of text burned into its pixels over a
+    speckled, ultrasound-like background; return each line's box (x0, y0, x1, y1)."""
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFont
+
+    patient = patient or PlantedPatient()
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:rows, 0:columns]
+    fan = np.exp(-(((xx - columns / 2) / (columns / 3)) ** 2 + ((yy - rows) / rows) ** 2))
+    pixels = np.clip(fan * 140 + rng.normal(0, 25, (rows, columns)), 0, 235).astype(np.uint8)
+    img = Image.fromarray(pixels)
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.load_default(size=font_size)
+    boxes = []
+    x, y = origin
+    for text in lines:
+        box = draw.textbbox((x, y), text, font=font)
+        draw.text((x, y), text, fill=255, font=font)
+        boxes.append((int(box[0]), int(box[1]), int(box[2]), int(box[3])))
+        y += int(font_size * 1.5)
+    ds = Dataset()
+    us, sc = "1.2.840.10008.5.1.4.1.1.6.1", "1.2.840.10008.5.1.4.1.1.7"
+    ds.SOPClassUID = us if modality == "US" else sc
+    ds.SOPInstanceUID = generate_uid(UID_PREFIX)
+    ds.StudyInstanceUID = generate_uid(UID_PREFIX)
+    ds.SeriesInstanceUID = generate_uid(UID_PREFIX)
+    ds.Modality = modality
+    ds.PatientName = f"{patient.family}^{patient.given}"
+    ds.PatientID = patient.patient_id
+    ds.PatientBirthDate = patient.birth_date
+    ds.StudyDate = "20240311"
+    ds.AccessionNumber = "ACC-BURNED-1"
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = rows, columns
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    ds.PixelData = np.asarray(img).tobytes()
+    if burned_in_annotation:
+        ds.BurnedInAnnotation = burned_in_annotation
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return boxes

@@ -111,10 +111,14 @@ def test_basic_auth_to_the_archive_and_manifest_retries(tmp_path, tmp_path_facto
         bridge = make_bridge(env, name="wrong")
         study = make_study(tmp_path / "a", 4, rows=32, columns=32)
         assert len(acknowledged(storescu(bridge.dimse_port, study.paths).stdout)) == 4
-        time.sleep(3)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if '"status": 401' in bridge.log() or "status=401" in bridge.log():
+                break
+            time.sleep(0.3)
+        assert '"status": 401' in bridge.log() or "status=401" in bridge.log()
         case = bridge.api("/cases")[0]
         assert case["instances"]["forwarded"] == 0 and case["instances"]["quarantined"] == 0
-        assert '"status": 401' in bridge.log() or "status=401" in bridge.log()
         assert "wrong" not in bridge.log()
         bridge.kill()
 

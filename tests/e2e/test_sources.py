@@ -44,7 +44,7 @@ def test_pacs_pushes_study_to_the_bridge(tmp_path, hospital, reading, make_bridg
     assert case["calling_ae_title"] == "HOSPITALPACS"
     got = study_instances(reading, case["pseudonymized_study_instance_uid"])
     assert len(got) == 12
-    assert all(leaks(ds, study.planted) == [] for ds in got)
+    assert all(leaks(ds, study.identity) == [] for ds in got)
 
 
 def _convert(tool: list[str], src: Path, dst: Path) -> Path:
@@ -94,4 +94,4 @@ def test_transfer_syntaxes_pass_through_undecoded(tmp_path, reading, make_bridge
         src = by_pseudo[str(ds.SOPInstanceUID)]
         assert ds.file_meta.TransferSyntaxUID == src.file_meta.TransferSyntaxUID
         assert ds.PixelData == src.PixelData
-        assert leaks(ds, study.planted) == []
+        assert leaks(ds, study.identity) == []

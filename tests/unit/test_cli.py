@@ -26,7 +26,7 @@ def test_bridge_deid_offline(tmp_path):
         cwd=tmp_path,
     )
     assert r.returncode == 0, r.stderr
-    assert "3 de-identified, 1 held" in r.stdout and "README.txt" in r.stderr
+    assert "3 de-identified, 0 held, 1 not DICOM" in r.stdout and "README.txt" in r.stderr
     outs = sorted((tmp_path / "out").iterdir())
     assert len(outs) == 3
     identity = [p for p in study.planted if p not in ("101502", "PL-OCCUPATION")]

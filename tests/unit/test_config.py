@@ -76,16 +76,19 @@ def test_example_config_documents_every_setting():
     from bridge.config import Settings
 
     example = (Path(__file__).parents[2] / "config" / "bridge.example.toml").read_text()
-    s = Settings()
     missing = []
-    for name in Settings.model_fields:
-        sub = getattr(s, name)
-        if hasattr(sub, "model_fields"):
-            for inner in type(sub).model_fields:
-                if f"\n{inner} =" not in example and f"\n# {inner} =" not in example:
-                    missing.append(f"{name}.{inner}")
-        elif f"\n{name} =" not in example and f"\n# {name} =" not in example:
-            missing.append(name)
+
+    def visit(model: object, prefix: str) -> None:
+        for name in type(model).model_fields:  # type: ignore[attr-defined]
+            sub = getattr(model, name)
+            if hasattr(sub, "model_fields"):
+                if f"\n[{prefix}{name}]" not in example:
+                    missing.append(f"[{prefix}{name}]")
+                visit(sub, f"{prefix}{name}.")
+            elif f"\n{name} =" not in example and f"\n# {name} =" not in example:
+                missing.append(f"{prefix}{name}")
+
+    visit(Settings(), "")
     assert missing == []
 
 

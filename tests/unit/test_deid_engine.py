@@ -167,3 +167,52 @@ def test_encapsulated_documents_are_held_not_forwarded(engine):
     with pytest.raises(DeidError) as err:
         engine.deidentify(ds)
     assert "encapsulated document may contain identity" in str(err.value)
+
+
+def _with_privates() -> Dataset:
+    ds = _minimal()
+    ds.add_new(0x00190010, "LO", "GEMS_ACQU_01")
+    ds.add_new(0x00191023, "DS", "12.5")  # Table E.3.10-1: safe (table speed)
+    ds.add_new(0x00191030, "LO", "PRIVATE-NOT-LISTED")  # not on the table
+    ds.add_new(0x00290010, "LO", "SOMEVENDOR")
+    ds.add_new(0x00291023, "LO", "PRIVATE-OTHER-CREATOR")  # same offset, unknown creator
+    return ds
+
+
+def test_retain_safe_private_keeps_only_table_e3101_elements():
+    reading = Deidentifier(build_profile("reading"), Pseudonymizer(b"s" * 20), "test")
+    out = _roundtrip(reading.deidentify(_with_privates()).dataset)
+    assert out[0x00190010].value == "GEMS_ACQU_01" and float(out[0x00191023].value) == 12.5
+    assert leaks(out, ["PRIVATE-NOT-LISTED", "PRIVATE-OTHER-CREATOR", "SOMEVENDOR"]) == []
+    basic = Deidentifier(build_profile("basic"), Pseudonymizer(b"s" * 20), "test")
+    out = _roundtrip(basic.deidentify(_with_privates()).dataset)
+    assert not any(e.tag.is_private for e in out)
+
+
+def test_strict_profile_removes_what_no_table_lists():
+    ds = _minimal()
+    ds.AcquisitionMatrix = [0, 256, 256, 0]  # standard, unlisted, not on the strict keep list
+    ds.SliceThickness = "1.5"  # on the keep list
+    strict = Deidentifier(build_profile("strict"), Pseudonymizer(b"s" * 20), "test")
+    out = _roundtrip(strict.deidentify(ds).dataset)
+    assert "AcquisitionMatrix" not in out and out.SliceThickness == 1.5
+    assert out.PatientIdentityRemoved == "YES"
+
+
+def test_free_text_in_structured_content_is_cleaned_or_removed():
+    def sr() -> Dataset:
+        ds = _minimal()
+        ds.PatientName = "CONTENTFAMILY^ANNA"
+        item = Dataset()
+        item.ValueType = "TEXT"
+        item.TextValue = "Nodule stable. Discussed with CONTENTFAMILY on the phone."
+        ds.ContentSequence = Sequence([item])
+        return ds
+
+    reading = Deidentifier(build_profile("reading"), Pseudonymizer(b"s" * 20), "test")
+    out = _roundtrip(reading.deidentify(sr()).dataset)
+    text = out.ContentSequence[0].TextValue
+    assert "Nodule stable" in text and "CONTENTFAMILY" not in text
+    basic = Deidentifier(build_profile("basic"), Pseudonymizer(b"s" * 20), "test")
+    out = _roundtrip(basic.deidentify(sr()).dataset)
+    assert "TextValue" not in out.ContentSequence[0]

@@ -1,0 +1,48 @@
+"""Build the de-identification engine from settings (one place for the worker and the CLI)."""
+
+from __future__ import annotations
+
+from bridge.config import Settings
+from bridge.deid.engine import Deidentifier
+from bridge.deid.pixels.clean import PixelCleaner, PixelPolicy
+from bridge.deid.pixels.detect import make_detector
+from bridge.deid.profile import build_profile
+from bridge.deid.pseudonyms import Pseudonymizer
+from bridge.errors import ConfigError
+
+
+class _Off:
+    """The "off" detector: never available, so high-risk instances are held."""
+
+    name = "off"
+
+    def available(self) -> bool:
+        return False
+
+    def detect(self, image: object) -> list[tuple[float, float, float, float]]:
+        return []
+
+
+def make_pixel_cleaner(settings: Settings) -> PixelCleaner:
+    cfg = settings.deid.pixels
+    policy = PixelPolicy(
+        default=cfg.default,
+        modalities=dict(cfg.modalities),
+        max_bytes=cfg.max_bytes,
+        pad=cfg.pad,
+        read_text=cfg.read_text,
+    )
+    detector = _Off() if cfg.detector == "off" else make_detector(cfg.detector)
+    return PixelCleaner(policy, detector)
+
+
+def make_deidentifier(settings: Settings, profile: str | None = None) -> Deidentifier:
+    secret = settings.deid.secret.get_secret_value() if settings.deid.secret else ""
+    if len(secret) < 16:
+        raise ConfigError("BRIDGE_DEID__SECRET (at least 16 characters) is required")
+    return Deidentifier(
+        build_profile(profile or settings.deid.profile, settings.deid.options),
+        Pseudonymizer(secret.encode(), settings.deid.pseudonym_prefix),
+        settings.deid.method_text,
+        pixels=make_pixel_cleaner(settings),
+    )

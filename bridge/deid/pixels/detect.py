@@ -1,0 +1,199 @@
+"""Where is the text? Detectors return boxes (x0, y0, x1, y1) on an 8-bit frame.
+
+``db``: the PP-OCRv4 text detector (a Differentiable Binarization network, Apache-2.0, shipped
+in the ``rapidocr-onnxruntime`` wheel), run with onnxruntime on the CPU. It finds text lines of
+any polarity on textured backgrounds, where Tesseract's own layout analysis finds about half
+(measured on the shared pseudo-PHI corpus: see docs/deid-pixels.md).
+
+``tesseract``: Tesseract's sparse-text layout analysis; words above a confidence.
+
+Both results go through :func:`complete_blocks`: overlay text comes in left-aligned blocks of
+evenly spaced lines (the "Name: / ID: / DOB:" stack of a modality's annotation), and a line of
+such a block that the detector missed (white text over white anatomy, say) is masked too.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from bridge.deid.pixels.frames import Box
+from bridge.errors import DeidError
+
+#: Where the detector model lives inside the rapidocr-onnxruntime distribution.
+_MODEL = "models/ch_PP-OCRv4_det_infer.onnx"
+
+
+class TextDetector(Protocol):
+    name: str
+
+    def available(self) -> bool: ...
+
+    def detect(self, image: np.ndarray) -> list[Box]: ...
+
+
+def default_model_path() -> Path | None:
+    """The packaged detector model, found without importing rapidocr (which needs OpenCV)."""
+    spec = importlib.util.find_spec("rapidocr_onnxruntime")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / _MODEL
+    return path if path.is_file() else None
+
+
+class DbDetector:
+    """PP-OCRv4 DB text detection with onnxruntime; post-processing as in the paper: threshold
+    the probability map, keep components whose mean probability passes ``box_thresh``, grow
+    each by area * unclip / perimeter."""
+
+    name = "db"
+
+    def __init__(
+        self,
+        model_path: Path | None = None,
+        *,
+        min_side: int = 736,
+        max_side: int = 2000,
+        thresh: float = 0.3,
+        box_thresh: float = 0.5,
+        unclip: float = 1.6,
+        threads: int = 1,
+    ) -> None:
+        self.model_path = model_path or default_model_path()
+        self.min_side = min_side
+        self.max_side = max_side
+        self.thresh = thresh
+        self.box_thresh = box_thresh
+        self.unclip = unclip
+        self.threads = threads
+        self._session: Any = None
+        self._lock = threading.Lock()
+
+    def available(self) -> bool:
+        if self.model_path is None or not Path(self.model_path).is_file():
+            return False
+        return importlib.util.find_spec("onnxruntime") is not None
+
+    def _load(self) -> Any:
+        with self._lock:
+            if self._session is None:
+                if not self.available():
+                    raise DeidError("text detector model or onnxruntime missing")
+                import onnxruntime as ort
+
+                opts = ort.SessionOptions()
+                opts.intra_op_num_threads = self.threads
+                opts.inter_op_num_threads = 1
+                opts.log_severity_level = 3
+                self._session = ort.InferenceSession(
+                    str(self.model_path), opts, providers=["CPUExecutionProvider"]
+                )
+            return self._session
+
+    def detect(self, image: np.ndarray) -> list[Box]:
+        from PIL import Image
+        from scipy import ndimage
+
+        session = self._load()
+        rows, cols = image.shape
+        scale = max(1.0, self.min_side / max(1, min(rows, cols)))
+        if max(rows, cols) * scale > self.max_side:
+            scale = self.max_side / max(rows, cols)
+        nh = max(32, int(round(rows * scale / 32)) * 32)
+        nw = max(32, int(round(cols * scale / 32)) * 32)
+        resized = Image.fromarray(image).resize((nw, nh), Image.Resampling.BILINEAR)
+        x = (np.asarray(resized, np.float32) / 127.5 - 1.0)[None, None].repeat(3, axis=1)
+        prob = session.run(None, {session.get_inputs()[0].name: x})[0][0, 0]
+        mask = ndimage.binary_dilation(prob > self.thresh, structure=np.ones((2, 2)))
+        labels, _ = ndimage.label(mask)
+        sy, sx = rows / nh, cols / nw
+        boxes: list[Box] = []
+        for i, sl in enumerate(ndimage.find_objects(labels)):
+            if sl is None:
+                continue
+            comp = labels[sl] == i + 1
+            h = sl[0].stop - sl[0].start
+            w = sl[1].stop - sl[1].start
+            if min(h, w) < 3 or float(prob[sl][comp].mean()) < self.box_thresh:
+                continue
+            d = comp.sum() * self.unclip / (2 * (h + w))
+            boxes.append(
+                (
+                    max(0.0, (sl[1].start - d) * sx),
+                    max(0.0, (sl[0].start - d) * sy),
+                    min(float(cols), (sl[1].stop + d) * sx),
+                    min(float(rows), (sl[0].stop + d) * sy),
+                )
+            )
+        return boxes
+
+
+class TesseractDetector:
+    """Tesseract's sparse-text layout analysis: word boxes above ``min_conf``."""
+
+    name = "tesseract"
+
+    def __init__(self, min_conf: float = 60.0) -> None:
+        self.min_conf = min_conf
+
+    def available(self) -> bool:
+        from bridge.deid.pixels.ocr import tesseract_available
+
+        return tesseract_available()
+
+    def detect(self, image: np.ndarray) -> list[Box]:
+        from bridge.deid.pixels.ocr import words
+
+        return [w.box for w in words(image, scale=2) if w.conf >= self.min_conf and w.alnum >= 2]
+
+
+def complete_blocks(boxes: list[Box], rows: int, align: float = 4.0) -> list[Box]:
+    """Add the lines a detector missed inside left-aligned, evenly spaced text blocks."""
+    ordered = sorted(boxes, key=lambda b: b[1])
+    taken: set[int] = set()
+    added: list[Box] = []
+    for i, first in enumerate(ordered):
+        if i in taken:
+            continue
+        block = [first]
+        taken.add(i)
+        h0 = first[3] - first[1]
+        for j in range(i + 1, len(ordered)):
+            b = ordered[j]
+            if j in taken or abs(b[0] - first[0]) > align:
+                continue
+            if 0.6 <= (b[3] - b[1]) / max(h0, 1.0) <= 1.6:
+                block.append(b)
+                taken.add(j)
+        if len(block) < 2:
+            continue
+        height = float(np.median([b[3] - b[1] for b in block]))
+        steps = np.diff([b[1] for b in block])
+        steps = steps[steps > 0.8 * height]
+        if not len(steps):
+            continue
+        pitch = float(steps.min())
+        if pitch > 3 * height:
+            continue
+        width = float(np.median([b[2] - b[0] for b in block]))
+        x0 = min(b[0] for b in block)
+        for upper, lower in zip(block, block[1:], strict=False):
+            gap = lower[1] - upper[1]
+            k = int(round(gap / pitch))
+            if 2 <= k <= 4 and abs(gap - k * pitch) <= 0.3 * pitch:
+                for s in range(1, k):
+                    y = upper[1] + s * pitch
+                    added.append((x0, y, x0 + width, min(float(rows), y + height)))
+    return boxes + added
+
+
+def make_detector(name: str, model_path: Path | None = None) -> TextDetector:
+    if name == "db":
+        return DbDetector(model_path)
+    if name == "tesseract":
+        return TesseractDetector()
+    raise DeidError("unknown text detector", detector=name)

@@ -1,0 +1,53 @@
+"""Burned-in text through the whole bridge: masked before it leaves, or held for review."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from pydicom import dcmread
+
+from bridge.deid.pixels.detect import DbDetector
+from bridge.testing.peers import acknowledged, storescu
+from bridge.testing.sample import make_burned_in
+from conftest import bridge_env
+from tests.e2e.conftest import study_instances
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not DbDetector().available(), reason="text detector missing"),
+]
+LINES = ["PLANTFAMILY^PLANTGIVEN", "ID PID-PLANT-77123", "DOB 04/17/1961"]
+
+
+def test_ultrasound_with_burned_in_name_arrives_masked(tmp_path, reading, make_bridge):
+    bridge = make_bridge(bridge_env(reading, None))
+    path = tmp_path / "us.dcm"
+    boxes = make_burned_in(path, LINES)
+    assert len(acknowledged(storescu(bridge.dimse_port, [path]).stdout)) == 1
+    case = bridge.wait_forwarded(1)
+    [got] = study_instances(reading, case["pseudonymized_study_instance_uid"])
+    before, after = dcmread(path).pixel_array, got.pixel_array
+    for x0, y0, x1, y1 in boxes:
+        glyphs = before[y0:y1, x0:x1] == 255
+        assert (after[y0:y1, x0:x1][glyphs] != 255).all(), "burned-in text reached the reader"
+    assert float(np.mean(before != after)) < 0.05
+    assert got.BurnedInAnnotation == "NO"
+    assert "113101" in [c.CodeValue for c in got.DeidentificationMethodCodeSequence]
+    assert got.SOPInstanceUID != dcmread(path).SOPInstanceUID
+
+
+def test_hold_policy_quarantines_with_the_reason(tmp_path, reading, make_bridge):
+    env = bridge_env(reading, None, BRIDGE_DEID__PIXELS__MODALITIES='{"US": "hold"}')
+    bridge = make_bridge(env)
+    path = tmp_path / "us.dcm"
+    make_burned_in(path, LINES)
+    assert len(acknowledged(storescu(bridge.dimse_port, [path]).stdout)) == 1
+    case = bridge.wait_case(lambda c: c["instances"]["quarantined"] == 1, timeout=120)
+    assert case["instances"]["forwarded"] == 0
+    deadline = time.monotonic() + 10
+    while "possible burned-in text" not in bridge.log() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "possible burned-in text" in bridge.log()
+    assert "PLANTFAMILY" not in bridge.log()
