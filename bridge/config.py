@@ -118,7 +118,7 @@ class PixelSettings(BaseModel):
     #: Decoded pixel data larger than this is not scanned (high-risk instances are held).
     max_bytes: int = Field(512 * 1024 * 1024, gt=0)
     #: Margin masked around each text region, as a share of its height.
-    pad: float = Field(0.15, ge=0, le=2)
+    pad: float = Field(0.0, ge=0, le=2)
     #: Read masked regions with Tesseract to count those showing the patient's identifiers.
     read_text: bool = True
 

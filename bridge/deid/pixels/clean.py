@@ -39,7 +39,7 @@ class PixelPolicy:
     #: Pixel data larger than this (decoded) is not scanned (a high-risk instance is held).
     max_bytes: int = 512 * 1024 * 1024
     #: Margin around each region found, as a share of the region's height.
-    pad: float = 0.15
+    pad: float = 0.0
     #: Read the regions with Tesseract to count those that show the patient's identifiers.
     read_text: bool = True
 
@@ -94,7 +94,7 @@ class PixelCleaner:
         views = []
         for frame in data:
             view = px.view8(frame, photometric)
-            boxes = complete_blocks(self.detector.detect(view), view.shape[0])
+            boxes = complete_blocks(self.detector.detect(view), view.shape[0], view)
             found.append([self._pad(b) for b in boxes])
             views.append(view)
         regions = sum(len(b) for b in found)

@@ -60,7 +60,7 @@ class DbDetector:
         max_side: int = 2000,
         thresh: float = 0.3,
         box_thresh: float = 0.5,
-        unclip: float = 1.6,
+        unclip: float = 1.2,
         threads: int = 1,
     ) -> None:
         self.model_path = model_path or default_model_path()
@@ -151,19 +151,42 @@ class TesseractDetector:
         return [w.box for w in words(image, scale=2) if w.conf >= self.min_conf and w.alnum >= 2]
 
 
-def complete_blocks(boxes: list[Box], rows: int, align: float = 4.0) -> list[Box]:
-    """Add the lines a detector missed inside left-aligned, evenly spaced text blocks."""
-    ordered = sorted(boxes, key=lambda b: b[1])
+def _edge_density(edges: np.ndarray | None, box: Box) -> float:
+    if edges is None:
+        return 0.0
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    region = edges[max(0, y0) : max(0, y1), max(0, x0) : max(0, x1)]
+    return float(region.mean()) if region.size else 0.0
+
+
+def complete_blocks(
+    boxes: list[Box], rows: int, image: np.ndarray | None = None, align: float = 4.0
+) -> list[Box]:
+    """Complete left-aligned, evenly spaced text blocks (the "Name: / ID: / DOB:" stack).
+
+    - a line missing between two lines of the block is added;
+    - a box inside the block's span that starts to the right of the block's left edge (its first
+      words were not seen, e.g. white text over white anatomy) is extended to that edge;
+    - with ``image``, one line above and one below the block are added where the image shows at
+      least a third of the block's edge density there (a cut-off or faint first/last line).
+    """
+    edges = None
+    if image is not None:
+        from scipy import ndimage
+
+        f = image.astype(np.float32)
+        edges = np.hypot(ndimage.sobel(f, 0), ndimage.sobel(f, 1)) > 160
+    out = [list(b) for b in sorted(boxes, key=lambda b: b[1])]
     taken: set[int] = set()
     added: list[Box] = []
-    for i, first in enumerate(ordered):
+    for i, first in enumerate(out):
         if i in taken:
             continue
         block = [first]
         taken.add(i)
         h0 = first[3] - first[1]
-        for j in range(i + 1, len(ordered)):
-            b = ordered[j]
+        for j in range(i + 1, len(out)):
+            b = out[j]
             if j in taken or abs(b[0] - first[0]) > align:
                 continue
             if 0.6 <= (b[3] - b[1]) / max(h0, 1.0) <= 1.6:
@@ -188,7 +211,19 @@ def complete_blocks(boxes: list[Box], rows: int, align: float = 4.0) -> list[Box
                 for s in range(1, k):
                     y = upper[1] + s * pitch
                     added.append((x0, y, x0 + width, min(float(rows), y + height)))
-    return boxes + added
+        top, bottom = block[0][1] - 1.2 * pitch, block[-1][3] + 1.2 * pitch
+        for b in out:
+            h = b[3] - b[1]
+            starts_late = x0 < b[0] <= x0 + 12 * height and b[2] > x0
+            if top <= b[1] <= bottom and 0.6 <= h / max(height, 1.0) <= 1.6 and starts_late:
+                b[0] = x0
+        if edges is not None:
+            ref = float(np.median([_edge_density(edges, tuple(b)) for b in block]))  # type: ignore[arg-type]
+            for y in (block[-1][1] + pitch, block[0][1] - pitch):
+                slot = (x0, y, x0 + width, min(float(rows), y + height))
+                if 0 <= y < rows and ref > 0 and _edge_density(edges, slot) >= ref / 3:
+                    added.append(slot)
+    return [(b[0], b[1], b[2], b[3]) for b in out] + added
 
 
 def make_detector(name: str, model_path: Path | None = None) -> TextDetector:

@@ -10,7 +10,9 @@ Ground truth: ``NAME.json`` beside ``NAME.dcm`` with ``annotation[].key|value.bb
   pixels that changed (inside a filled rectangle);
 - a legible box is *masked* when at least 90 % of its ink (the pixels that made it legible) is
   covered;
-- *false masking* is the share of the image that changed outside every ground-truth box.
+- *false masking* is the share of the image that changed outside every ground-truth box; the
+  report adds the share outside the boxes grown by half their height (one height sideways),
+  which leaves out the margins and inter-word gaps any mask of a text line has.
 
 An original without an output was held (not forwarded).
 """
@@ -32,8 +34,9 @@ MASKED_SHARE = 0.90
 #: What the issue asks for.
 TARGETS = {"boxes masked": 0.95, "instances forwarded": 0.95, "false masking": 0.02}
 #: What the test suite enforces on the shared corpus today (a regression guard, measured
-#: 2026-11-28: 91.5 % masked, 100 % forwarded, 2.5 % false masking); raise it as detection improves.
-FLOOR = {"boxes masked": 0.90, "instances forwarded": 0.95, "false masking": 0.03}
+#: 2026-11-28: 93.8 % masked, 100 % forwarded, 2.15 % false masking); raise it as detection
+#: improves.
+FLOOR = {"boxes masked": 0.92, "instances forwarded": 0.95, "false masking": 0.025}
 
 
 def ground_truth(path: Path) -> list[tuple[int, int, int, int]]:
@@ -59,6 +62,7 @@ class PixelScore:
     masked: int = 0
     illegible: int = 0
     false_area: list[float] = field(default_factory=list)
+    false_area_far: list[float] = field(default_factory=list)
     missed: list[str] = field(default_factory=list)
 
     @property
@@ -86,7 +90,8 @@ class PixelScore:
             f"({r['boxes masked']:.1%}; target >= 95%); not legible in the original: "
             f"{self.illegible}",
             f"false masking (image area changed outside the boxes, mean per instance): "
-            f"{r['false masking']:.2%} (target <= 2%)",
+            f"{r['false masking']:.2%} (target <= 2%); away from the text (outside the boxes "
+            f"grown by half their height): {float(np.mean(self.false_area_far or [0.0])):.2%}",
         ]
         return "\n".join(lines)
 
@@ -120,11 +125,14 @@ def score_pair(
     covered = changed | ((b == fillv) & ndimage.binary_dilation(changed, np.ones((7, 7))))
     span = float(a.max() - a.min()) or 1.0
     inside = np.zeros((rows, cols), bool)
+    near = np.zeros((rows, cols), bool)
     for x0, y0, x1, y1 in boxes:
         x1, y1 = min(x1, cols), min(y1, rows)
         if x1 <= x0 or y1 <= y0:
             continue
         inside[y0:y1, x0:x1] = True
+        m = (y1 - y0) // 2
+        near[max(0, y0 - m) : y1 + m, max(0, x0 - 2 * m) : x1 + 2 * m] = True
         region = a[y0:y1, x0:x1]
         ink = np.abs(region - np.median(region)) > INK_CONTRAST * span
         if ink.mean() < INK_SHARE:
@@ -136,3 +144,4 @@ def score_pair(
         else:
             into.missed.append(f"box {x0},{y0},{x1},{y1}")
     into.false_area.append(float((changed & ~inside).sum()) / changed.size)
+    into.false_area_far.append(float((changed & ~near).sum()) / changed.size)
