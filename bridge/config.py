@@ -117,6 +117,9 @@ class PixelSettings(BaseModel):
     modalities: dict[str, Literal["mask", "hold", "pass"]] = Field(default_factory=dict)
     #: Decoded pixel data larger than this is not scanned (high-risk instances are held).
     max_bytes: int = Field(512 * 1024 * 1024, gt=0)
+    #: Where the "db" detector finds text, look again with the image scaled so its shorter side
+    #: is this many pixels (0: no second look). Text-free images pay for one pass only.
+    refine_side: int = Field(1472, ge=0, le=4096)
     #: Margin masked around each text region, as a share of its height.
     pad: float = Field(0.0, ge=0, le=2)
     #: Read masked regions with Tesseract to count those showing the patient's identifiers.

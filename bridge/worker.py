@@ -182,6 +182,17 @@ class Pipeline:
             self.spool.remove(DEID, name)
             return
         metrics.INSTANCES_DEIDENTIFIED.inc()
+        if result.pixels is not None:
+            metrics.BURNED_IN.labels(outcome=result.pixels.action).inc()
+            if result.pixels.action == "masked":
+                metrics.BURNED_IN_REGIONS.inc(result.pixels.regions)
+                log.info(
+                    "deid.pixels_masked",
+                    case_id=row.case_id,
+                    instance=row.id,
+                    regions=result.pixels.regions,
+                    identity_regions=result.pixels.identity_regions,
+                )
 
     def forward_once(self) -> bool:
         r = self.settings.reading

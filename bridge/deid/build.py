@@ -33,7 +33,10 @@ def make_pixel_cleaner(settings: Settings) -> PixelCleaner:
         read_text=cfg.read_text,
     )
     detector = _Off() if cfg.detector == "off" else make_detector(cfg.detector)
-    return PixelCleaner(policy, detector)
+    refine = None
+    if cfg.detector == "db" and cfg.refine_side > 0:
+        refine = make_detector("db", min_side=cfg.refine_side)
+    return PixelCleaner(policy, detector, refine)
 
 
 def make_deidentifier(settings: Settings, profile: str | None = None) -> Deidentifier:

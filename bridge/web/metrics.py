@@ -26,6 +26,12 @@ INSTANCES_QUARANTINED = Counter(
     "bridge_instances_quarantined", "Instances held in quarantine", ["stage"]
 )
 RETRIES = Counter("bridge_retries", "Transient failures scheduled for retry", ["stage"])
+BURNED_IN = Counter(
+    "bridge_burned_in_instances",
+    "Burned-in text scan outcome per de-identified instance (masked, clean, not-scanned)",
+    ["outcome"],
+)
+BURNED_IN_REGIONS = Counter("bridge_burned_in_regions_masked", "Text regions masked in pixels")
 ASSOCIATIONS_REJECTED = Counter(
     "bridge_associations_rejected", "DICOM associations rejected", ["reason"]
 )
@@ -79,6 +85,8 @@ def scrape(store: Store) -> bytes:
             INSTANCES_FAILED,
             INSTANCES_QUARANTINED,
             RETRIES,
+            BURNED_IN,
+            BURNED_IN_REGIONS,
             ASSOCIATIONS_REJECTED,
             MANIFESTS_SENT,
             STOW_SECONDS,

@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import pytest
+import requests
 from pydicom import dcmread
 
 from bridge.deid.pixels.detect import DbDetector
@@ -36,6 +37,8 @@ def test_ultrasound_with_burned_in_name_arrives_masked(tmp_path, reading, make_b
     assert got.BurnedInAnnotation == "NO"
     assert "113101" in [c.CodeValue for c in got.DeidentificationMethodCodeSequence]
     assert got.SOPInstanceUID != dcmread(path).SOPInstanceUID
+    metrics = requests.get(f"{bridge.url}/metrics", timeout=5).text
+    assert 'bridge_burned_in_instances_total{outcome="masked"} 1.0' in metrics
 
 
 def test_hold_policy_quarantines_with_the_reason(tmp_path, reading, make_bridge):

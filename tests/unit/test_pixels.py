@@ -181,3 +181,49 @@ def test_nothing_to_mask_leaves_encoded_pixels_byte_for_byte(tmp_path):
     assert res.pixels is not None and res.pixels.action == "clean"
     assert res.dataset.file_meta.TransferSyntaxUID == RLELossless
     assert res.dataset.PixelData == dcmread(path).PixelData
+
+
+@needs_detector
+def test_every_frame_of_a_multiframe_object_is_scanned(tmp_path):
+    path = tmp_path / "us.dcm"
+    boxes = make_burned_in(path, LINES)
+    ds = dcmread(path)
+    text_frame = ds.pixel_array
+    blank = np.full_like(text_frame, 60)
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.3.1"
+    ds.NumberOfFrames = 3
+    ds.PixelData = np.stack([blank, text_frame, blank]).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    res = _engine().deidentify_file(path)
+    out = _saved(res).pixel_array
+    assert out.shape == (3, *text_frame.shape)
+    assert (out[0] == blank).all() and (out[2] == blank).all()
+    assert all(_covered(text_frame, out[1], b) >= 0.6 for b in boxes)
+
+
+def test_monochrome1_masks_with_the_value_that_displays_black():
+    from bridge.deid.pixels.frames import fill_value, view8
+
+    frame = np.array([[0, 100], [200, 4095]], np.uint16)
+    assert fill_value(frame, "MONOCHROME1") == 4095 and fill_value(frame, "MONOCHROME2") == 0
+    assert view8(frame, "MONOCHROME1")[1, 1] == 0 and view8(frame, "MONOCHROME2")[1, 1] == 255
+
+
+@needs_detector
+def test_colour_images_are_scanned_and_masked(tmp_path):
+    path = tmp_path / "sc.dcm"
+    boxes = make_burned_in(path, LINES, modality="SC")
+    ds = dcmread(path)
+    grey = ds.pixel_array
+    rgb = np.stack([grey, grey // 2, grey], axis=-1).astype(np.uint8)
+    ds.SamplesPerPixel = 3
+    ds.PhotometricInterpretation = "RGB"
+    ds.PlanarConfiguration = 0
+    ds.PixelData = rgb.tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    out = _saved(_engine().deidentify_file(path))
+    after = out.pixel_array
+    assert out.PhotometricInterpretation == "RGB" and after.shape == rgb.shape
+    for x0, y0, x1, y1 in boxes:
+        glyphs = grey[y0:y1, x0:x1] == 255
+        assert (after[y0:y1, x0:x1][glyphs] == 0).all()

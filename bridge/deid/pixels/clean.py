@@ -62,14 +62,36 @@ class PixelOutcome:
     area: float = 0.0
 
 
+def merge_overlapping(boxes: list[px.Box]) -> list[px.Box]:
+    """One box per text region: boxes overlapping by half of the smaller one are joined (the two
+    detector passes and the block completion find the same line more than once)."""
+    out: list[list[float]] = []
+    for b in sorted(boxes, key=lambda b: (b[1], b[0])):
+        for o in out:
+            iw = min(o[2], b[2]) - max(o[0], b[0])
+            ih = min(o[3], b[3]) - max(o[1], b[1])
+            smaller = min((o[2] - o[0]) * (o[3] - o[1]), (b[2] - b[0]) * (b[3] - b[1]))
+            if iw > 0 and ih > 0 and iw * ih >= 0.5 * smaller:
+                o[:] = [min(o[0], b[0]), min(o[1], b[1]), max(o[2], b[2]), max(o[3], b[3])]
+                break
+        else:
+            out.append(list(b))
+    return [(o[0], o[1], o[2], o[3]) for o in out]
+
+
 def _norm(text: str) -> str:
     return re.sub(r"[^A-Z0-9]", "", text.upper())
 
 
 class PixelCleaner:
-    def __init__(self, policy: PixelPolicy, detector: TextDetector) -> None:
+    def __init__(
+        self, policy: PixelPolicy, detector: TextDetector, refine: TextDetector | None = None
+    ) -> None:
         self.policy = policy
         self.detector = detector
+        #: Where the detector found text, a second look at a larger scale (small glyphs, lines
+        #: the first pass cut short); text-free images pay for one pass only.
+        self.refine = refine
 
     def process(self, ds: Dataset, tokens: set[str]) -> PixelOutcome:
         """Scan and mask ``ds`` in place, or raise DeidError(HOLD_REASON) to hold it."""
@@ -94,10 +116,13 @@ class PixelCleaner:
         views = []
         for frame in data:
             view = px.view8(frame, photometric)
-            boxes = complete_blocks(self.detector.detect(view), view.shape[0], view)
+            boxes = self.detector.detect(view)
+            if boxes and self.refine is not None:
+                boxes += self.refine.detect(view)
+            boxes = complete_blocks(boxes, view.shape[0], view)
             found.append([self._pad(b) for b in boxes])
             views.append(view)
-        regions = sum(len(b) for b in found)
+        regions = sum(len(merge_overlapping(b)) for b in found)
         if regions == 0:
             if "Burned In Annotation is YES" in risk.reasons:
                 raise DeidError(HOLD_REASON, why="declared burned-in annotation not found")
@@ -141,7 +166,7 @@ class PixelCleaner:
         hits = 0
         for view, boxes in zip(views, found, strict=True):
             try:
-                texts = read_regions(view, boxes)
+                texts = read_regions(view, merge_overlapping(boxes))
             except DeidError:
                 return 0
             hits += sum(1 for t in texts if any(w in _norm(t) for w in wanted))

@@ -60,7 +60,7 @@ class DbDetector:
         max_side: int = 2000,
         thresh: float = 0.3,
         box_thresh: float = 0.5,
-        unclip: float = 1.2,
+        unclip: float = 1.05,
         threads: int = 1,
     ) -> None:
         self.model_path = model_path or default_model_path()
@@ -226,9 +226,9 @@ def complete_blocks(
     return [(b[0], b[1], b[2], b[3]) for b in out] + added
 
 
-def make_detector(name: str, model_path: Path | None = None) -> TextDetector:
+def make_detector(name: str, model_path: Path | None = None, min_side: int = 736) -> TextDetector:
     if name == "db":
-        return DbDetector(model_path)
+        return DbDetector(model_path, min_side=min_side)
     if name == "tesseract":
         return TesseractDetector()
     raise DeidError("unknown text detector", detector=name)

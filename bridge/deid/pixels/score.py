@@ -33,10 +33,11 @@ INK_CONTRAST = 0.25
 MASKED_SHARE = 0.90
 #: What the issue asks for.
 TARGETS = {"boxes masked": 0.95, "instances forwarded": 0.95, "false masking": 0.02}
-#: What the test suite enforces on the shared corpus today (a regression guard, measured
-#: 2026-11-28: 93.8 % masked, 100 % forwarded, 2.15 % false masking); raise it as detection
-#: improves.
-FLOOR = {"boxes masked": 0.92, "instances forwarded": 0.95, "false masking": 0.025}
+#: What the test suite enforces on the shared corpus (a regression guard). Measured 2026-11-28:
+#: 95.0 % masked (613 / 645), 100 % forwarded, 1.96 % false masking: the targets are met, by a
+#: margin of one box and 0.04 points, with settings chosen on this same corpus; the gate sits
+#: just below until the margin is wider (`make deid-score` checks the targets themselves).
+FLOOR = {"boxes masked": 0.94, "instances forwarded": 0.95, "false masking": 0.021}
 
 
 def ground_truth(path: Path) -> list[tuple[int, int, int, int]]:
