@@ -130,10 +130,11 @@ def main() -> int:
     for k in added:
         print(f"   {after[k][0][:44]:44} {'':34} -> {after[k][1]}")
     text = "\n".join(v for _, v in after.values()).lower()
-    leaked = [p for p in study.planted if p.lower() in text]
+    leaked = [p for p in study.identity if p.lower() in text]
     print(
         f"\n   Planted identifying values found in the de-identified instance: "
-        f"{len(leaked)} of {len(study.planted)}"
+        f"{len(leaked)} of {len(study.identity)} (the reading profile keeps the time of day and "
+        "descriptions once cleaned)"
     )
 
     print("\n6. The subspecialist's findings come back (POST /api/v1/cases/{id}/findings)")
