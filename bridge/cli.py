@@ -147,7 +147,7 @@ def _deid_offline(args: argparse.Namespace, settings: Settings) -> int:
     not_dicom = 0
     for i, path in enumerate(files, 1):
         if sys.stderr.isatty():
-            print(f"\r  {i}/{len(files)} {path.name[:40]:40}", end="", file=sys.stderr)
+            print(f"\r  {i}/{len(files)}", end="", file=sys.stderr)
         try:
             res = engine.deidentify_file(path)
         except DeidError as exc:

@@ -11,7 +11,7 @@ from bridge.deid.pseudonyms import Pseudonymizer
 from bridge.errors import ConfigError
 
 
-class _Off:
+class NoDetector:
     """The "off" detector: never available, so high-risk instances are held."""
 
     name = "off"
@@ -32,7 +32,7 @@ def make_pixel_cleaner(settings: Settings) -> PixelCleaner:
         pad=cfg.pad,
         read_text=cfg.read_text,
     )
-    detector = _Off() if cfg.detector == "off" else make_detector(cfg.detector)
+    detector = NoDetector() if cfg.detector == "off" else make_detector(cfg.detector)
     refine = None
     if cfg.detector == "db" and cfg.refine_side > 0:
         refine = make_detector("db", min_side=cfg.refine_side)

@@ -9,6 +9,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless
 
+from bridge.deid.build import NoDetector
 from bridge.deid.engine import Deidentifier, masked_instance_uid
 from bridge.deid.pixels.clean import PixelCleaner, PixelPolicy
 from bridge.deid.pixels.detect import DbDetector, complete_blocks
@@ -23,16 +24,6 @@ SECRET = b"pixel-secret-0123456789abcdef"
 LINES = ["Name: PLANTFAMILY^PLANTGIVEN", "ID: PID-PLANT-77123", "DOB: 04/17/1961"]
 DETECTOR = DbDetector()
 needs_detector = pytest.mark.skipif(not DETECTOR.available(), reason="text detector missing")
-
-
-class _Off:
-    name = "off"
-
-    def available(self) -> bool:
-        return False
-
-    def detect(self, image):  # pragma: no cover - never called
-        return []
 
 
 def _engine(policy: PixelPolicy | None = None, detector=DETECTOR) -> Deidentifier:
@@ -120,7 +111,7 @@ def test_declared_burned_in_annotation_that_is_not_found_is_held(tmp_path):
 def test_high_risk_is_held_when_no_scan_can_run_low_risk_passes(tmp_path):
     path = tmp_path / "us.dcm"
     make_burned_in(path, LINES)
-    engine = _engine(detector=_Off())
+    engine = _engine(detector=NoDetector())
     with pytest.raises(DeidError, match="possible burned-in text"):
         engine.deidentify_file(path)
     ct = make_study(tmp_path / "ct", 1, rows=8, columns=8).paths[0]
@@ -132,7 +123,9 @@ def test_high_risk_is_held_when_no_scan_can_run_low_risk_passes(tmp_path):
 def test_pass_policy_does_not_scan(tmp_path):
     path = tmp_path / "us.dcm"
     make_burned_in(path, LINES)
-    res = _engine(PixelPolicy(modalities={"US": "pass"}), detector=_Off()).deidentify_file(path)
+    res = _engine(PixelPolicy(modalities={"US": "pass"}), detector=NoDetector()).deidentify_file(
+        path
+    )
     assert res.pixels is not None and res.pixels.detail == "policy pass"
 
 
@@ -165,7 +158,7 @@ def test_a_missed_line_inside_an_aligned_block_is_completed():
 def test_identity_never_in_the_pixel_outcome(tmp_path):
     path = tmp_path / "us.dcm"
     make_burned_in(path, LINES)
-    res = _engine(detector=_Off(), policy=PixelPolicy(default="pass")).deidentify_file(path)
+    res = _engine(detector=NoDetector(), policy=PixelPolicy(default="pass")).deidentify_file(path)
     text = repr(res.pixels)
     assert all(v not in text for v in PlantedPatient().__dict__.values() if isinstance(v, str))
 

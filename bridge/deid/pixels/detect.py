@@ -170,6 +170,8 @@ def complete_blocks(
     - with ``image``, one line above and one below the block are added where the image shows at
       least a third of the block's edge density there (a cut-off or faint first/last line).
     """
+    if len(boxes) < 2:
+        return list(boxes)  # a block needs two lines; skip the edge map on text-free frames
     edges = None
     if image is not None:
         from scipy import ndimage
