@@ -60,7 +60,7 @@ class DbDetector:
         max_side: int = 2000,
         thresh: float = 0.3,
         box_thresh: float = 0.5,
-        unclip: float = 1.05,
+        unclip: float = 1.0,
         threads: int = 1,
     ) -> None:
         self.model_path = model_path or default_model_path()
@@ -166,9 +166,12 @@ def complete_blocks(
 
     - a line missing between two lines of the block is added;
     - a box inside the block's span that starts to the right of the block's left edge (its first
-      words were not seen, e.g. white text over white anatomy) is extended to that edge;
+      words were not seen, e.g. white text over white anatomy) is extended to that edge, where
+      the image shows at least a third of the block's edge density between the two (the
+      continuation lines of an indented value are not);
     - with ``image``, one line above and one below the block are added where the image shows at
-      least a third of the block's edge density there (a cut-off or faint first/last line).
+      least a third of the block's edge density there (a faint first or last line), or a tenth
+      for a line cut by the image's edge (two rows of it may be all that is left).
     """
     if len(boxes) < 2:
         return list(boxes)  # a block needs two lines; skip the edge map on text-free frames
@@ -213,17 +216,21 @@ def complete_blocks(
                 for s in range(1, k):
                     y = upper[1] + s * pitch
                     added.append((x0, y, x0 + width, min(float(rows), y + height)))
+        ref = float(np.median([_edge_density(edges, tuple(b)) for b in block]))  # type: ignore[arg-type]
         top, bottom = block[0][1] - 1.2 * pitch, block[-1][3] + 1.2 * pitch
         for b in out:
             h = b[3] - b[1]
             starts_late = x0 < b[0] <= x0 + 12 * height and b[2] > x0
             if top <= b[1] <= bottom and 0.6 <= h / max(height, 1.0) <= 1.6 and starts_late:
-                b[0] = x0
+                lead = (x0, b[1], b[0], b[3])
+                if edges is None or _edge_density(edges, lead) >= ref / 3:
+                    b[0] = x0
         if edges is not None:
-            ref = float(np.median([_edge_density(edges, tuple(b)) for b in block]))  # type: ignore[arg-type]
             for y in (block[-1][1] + pitch, block[0][1] - pitch):
                 slot = (x0, y, x0 + width, min(float(rows), y + height))
-                if 0 <= y < rows and ref > 0 and _edge_density(edges, slot) >= ref / 3:
+                # a line cut by the image's edge shows only part of its strokes
+                need = ref / 3 if y + height <= rows and y >= 0 else ref / 10
+                if 0 <= y < rows and ref > 0 and _edge_density(edges, slot) >= need:
                     added.append(slot)
     return [(b[0], b[1], b[2], b[3]) for b in out] + added
 
