@@ -50,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     sc.add_argument("originals", type=Path)
     sc.add_argument("deidentified", type=Path)
+    from bridge.submit_cli import add_parsers
+
+    add_parsers(sub)
     return p
 
 
@@ -124,6 +127,14 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         return _deid_offline(args, settings)
     if args.command == "deid-score":
         return _deid_score(args, settings)
+    if args.command == "find":
+        from bridge.submit_cli import find
+
+        return find(args, settings)
+    if args.command == "submit":
+        from bridge.submit_cli import submit_cmd
+
+        return submit_cmd(args, settings)
     if args.command == "settings":
         print(settings.model_dump_json(indent=2))
         return 0

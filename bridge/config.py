@@ -164,6 +164,9 @@ class DicomWebPeer(BaseModel):
     password: SecretStr | None = None
     #: Verify TLS certificates (True), or a CA bundle path.
     verify_tls: bool | str = True
+    #: Client certificate (PEM) for servers that require one, and its key if not in the same file.
+    client_cert: str | None = None
+    client_key: str | None = None
     #: Seconds to wait for an answer.
     timeout: float = Field(120.0, gt=0)
 
@@ -179,6 +182,26 @@ class PacsSettings(DicomWebPeer):
     ae_title: str | None = None
     host: str | None = None
     port: int | None = Field(None, ge=1, le=65535)
+    #: How to search and pull: "auto" (DICOMweb when dicomweb_url is set, else DIMSE),
+    #: "dicomweb", or "dimse" (C-FIND and C-MOVE/C-GET even if dicomweb_url is set).
+    protocol: Literal["auto", "dicomweb", "dimse"] = "auto"
+    #: DIMSE retrieve: "c-move" (the PACS sends the study to the bridge's listener; the PACS
+    #: must know the bridge's AE title, host and port) or "c-get" (on the same association).
+    dimse_retrieve: Literal["c-move", "c-get"] = "c-move"
+    #: C-MOVE destination; default: the listener's AE title (dimse.ae_title).
+    move_destination: str | None = None
+
+
+class SubmitSettings(BaseModel):
+    """Studies submitted for a second opinion (CLI, API, console, watch, import)."""
+
+    model_config = _FROZEN
+
+    #: Longest clinical question / original report accepted, in characters.
+    question_max: int = Field(2000, ge=1)
+    report_max: int = Field(20000, ge=0)
+    #: Retrieves that fail this many times in a row fail the case (the error names the cause).
+    retrieve_attempts: int = Field(8, ge=1)
 
 
 class ReadingSettings(DicomWebPeer):
@@ -280,6 +303,7 @@ class Settings(BaseSettings):
     findings: FindingsSettings = FindingsSettings()
     spool: SpoolSettings = SpoolSettings()
     worker: WorkerSettings = WorkerSettings()
+    submit: SubmitSettings = SubmitSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -16,6 +16,13 @@ keyword fields that hold case ids, pseudonymous ids, counts and statuses only.
     ├── ForwardError              sending to the reading archive, the queue or the PACS failed
     │   ├── TransientForwardError     connection error, timeout, 5xx, 429: retry with backoff
     │   └── PermanentForwardError     the peer rejected the object: quarantine with the reason
+    ├── PullError                 finding or retrieving a study in the PACS failed
+    │   ├── PacsUnavailableError      unreachable, timed out, busy: retry (HTTP 502 to callers)
+    │   ├── PacsRefusedError          the PACS refuses us (AE title, credentials, move
+    │   │                             destination, presentation context): the message names
+    │   │                             the setting to change (HTTP 502)
+    │   └── StudyNotFoundError        no such study in the PACS (HTTP 404)
+    ├── SubmitError               a submission is invalid or conflicts (HTTP status in ``status``)
     └── FindingsError             findings cannot be accepted (HTTP status in ``status``)
         └── ReturnSafetyError     the PACS study is missing or belongs to another patient: hold
 """
@@ -90,3 +97,27 @@ class FindingsError(BridgeError):
 
 class ReturnSafetyError(BridgeError):
     """The report must not be stored: its target study is missing or another patient's."""
+
+
+class PullError(BridgeError):
+    """Finding or retrieving a study in the PACS failed."""
+
+
+class PacsUnavailableError(PullError):
+    """The PACS cannot be reached or is busy: worth retrying."""
+
+
+class PacsRefusedError(PullError):
+    """The PACS refuses the bridge: a setting on one side must change (the message says which)."""
+
+
+class StudyNotFoundError(PullError):
+    """The PACS does not have the study."""
+
+
+class SubmitError(BridgeError):
+    """A submission is invalid (422) or conflicts with an open case (409)."""
+
+    def __init__(self, message: str, *, status: int, **context: object) -> None:
+        super().__init__(message, **context)
+        self.status = status

@@ -37,10 +37,12 @@ from bridge.findings.returner import store_report
 from bridge.forward.http import backoff, dicomweb_session
 from bridge.forward.manifest import build_manifest, encode, post_manifest
 from bridge.forward.stow import stow
+from bridge.ingest.retrieve import run_retrieve
 from bridge.ingest.spool import DEID, RECEIVED, REPORTS, Spool
 from bridge.logging import get_logger
 from bridge.store.repo import Store
 from bridge.store.schema import InstanceState, ReportState
+from bridge.store.submissions import RETRIEVE_JOB
 from bridge.web import metrics
 
 log = get_logger(__name__)
@@ -76,6 +78,7 @@ class Pipeline:
         ]
         loops += [("cases", self.cases_once), ("manifests", self.manifests_once)]
         loops += [("reports", self.reports_once), ("poll", self.poll_once)]
+        loops += [("retrieve", self.retrieve_once)]
         for name, fn in loops:
             t = threading.Thread(target=self._loop, args=(name, fn), name=name, daemon=True)
             t.start()
@@ -109,6 +112,7 @@ class Pipeline:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             moved = [
+                self.retrieve_once(),
                 self.reports_once(),
                 self.deid_once(),
                 self.forward_once(),
@@ -119,6 +123,14 @@ class Pipeline:
                 return
 
     # -- stages -----------------------------------------------------------------------------
+    def retrieve_once(self) -> bool:
+        """Pull one submitted study from the PACS (see bridge/ingest/retrieve.py)."""
+        owner = self.store.new_owner()
+        claimed = self.store.claim_jobs(RETRIEVE_JOB, 1, self.settings.worker.lease_seconds, owner)
+        for job in claimed:
+            run_retrieve(self.settings, self.store, self.spool, job, owner)
+        return bool(claimed)
+
     def deid_once(self) -> bool:
         owner = self.store.new_owner()
         rows = self.store.claim_instances(

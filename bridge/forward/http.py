@@ -14,6 +14,12 @@ def dicomweb_session(settings: ReadingSettings | PacsSettings) -> requests.Sessi
     """A session for a DICOMweb peer (the reading archive or the PACS): auth, TLS, pool."""
     s = requests.Session()
     s.verify = settings.verify_tls
+    if settings.client_cert:
+        s.cert = (
+            (settings.client_cert, settings.client_key)
+            if settings.client_key
+            else settings.client_cert
+        )
     if settings.token is not None:
         s.headers["Authorization"] = f"Bearer {settings.token.get_secret_value()}"
     elif settings.username:

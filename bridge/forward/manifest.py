@@ -36,6 +36,12 @@ def build_manifest(case: dict[str, Any], version: int) -> dict[str, Any]:
             "instance_count": counts["forwarded"],
         },
         "clinical_question": case["question"] or "",
+        # The referring report, when one was submitted: scrubbed of the patient's identifiers.
+        "original_report": (
+            {"text": case["original_report"], "scrubbed": True}
+            if case.get("original_report")
+            else None
+        ),
         "subspecialty": case["subspecialty"],
         "priority": case["priority"],
         "forwarded_at": iso_utc(case["forwarded_at"]),

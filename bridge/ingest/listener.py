@@ -25,18 +25,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydicom import dcmread
-from pydicom.errors import InvalidDicomError
-from pydicom.uid import UID
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
 from bridge.config import Settings
-from bridge.errors import SpoolError, SpoolFullError, StoreError
+from bridge.errors import DatasetError, SpoolError, SpoolFullError, StoreError
+from bridge.ingest.accept import Origin, accept_file, read_header
 from bridge.ingest.spool import Spool
 from bridge.logging import get_logger
-from bridge.store.repo import Received, Store
+from bridge.store.repo import Store
 from bridge.web import metrics
 
 log = get_logger(__name__)
@@ -46,22 +44,9 @@ STATUS_OUT_OF_RESOURCES = 0xA700
 STATUS_CANNOT_UNDERSTAND = 0xC210
 STATUS_DATASET_MISMATCH = 0xA900
 
-_HEADER_TAGS = [
-    "SOPClassUID",
-    "SOPInstanceUID",
-    "StudyInstanceUID",
-    "SeriesInstanceUID",
-    "Modality",
-]
-
 # A-ASSOCIATE-RJ (result, source, diagnostic)
 _REJECT_CALLING = (0x01, 0x01, 0x03)
 _REJECT_CALLED = (0x01, 0x01, 0x07)
-
-
-def _valid_uid(value: object) -> bool:
-    s = str(value or "").strip()
-    return bool(s) and UID(s).is_valid
 
 
 def storage_contexts() -> list[str]:
@@ -174,29 +159,16 @@ class Listener:
         path = Path(event.dataset_path)
         req = event.request
         try:
-            size = path.stat().st_size
-        except OSError:
-            return STATUS_OUT_OF_RESOURCES
-        try:
             self.spool.check_room(0)
         except SpoolFullError as exc:
             log.warning("store.refused", reason=exc.message)
             metrics.INSTANCES_FAILED.labels(stage="receive").inc()
             return STATUS_OUT_OF_RESOURCES
-
         try:
-            ds = dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
-            header = {kw: str(ds.get(kw, "") or "").strip() for kw in _HEADER_TAGS}
-        except (InvalidDicomError, ValueError, EOFError, OSError, KeyError, TypeError) as exc:
-            log.warning("store.undecodable", error_type=type(exc).__name__)
-            metrics.INSTANCES_FAILED.labels(stage="receive").inc()
-            return STATUS_CANNOT_UNDERSTAND
-        for kw in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"):
-            if not _valid_uid(header[kw]):
-                log.warning("store.missing_uid", attribute=kw)
-                metrics.INSTANCES_FAILED.labels(stage="receive").inc()
-                return STATUS_CANNOT_UNDERSTAND
-        if header["SeriesInstanceUID"] and not _valid_uid(header["SeriesInstanceUID"]):
+            header = read_header(path)
+        except DatasetError as exc:
+            event = "store.missing_uid" if "UID" in exc.message else "store.undecodable"
+            log.warning(event, error=str(exc))
             metrics.INSTANCES_FAILED.labels(stage="receive").inc()
             return STATUS_CANNOT_UNDERSTAND
         if header["SOPInstanceUID"] != str(req.AffectedSOPInstanceUID).strip() or (
@@ -210,40 +182,22 @@ class Listener:
         called = str(assoc.requestor.primitive.called_ae_title).strip()
         calling = str(assoc.requestor.ae_title).strip()
         route = self.settings.dimse.route_for(called)
-        try:
-            name = self.spool.adopt(path)
-        except SpoolFullError as exc:
-            log.warning("store.refused", reason=exc.message)
-            metrics.INSTANCES_FAILED.labels(stage="receive").inc()
-            return STATUS_OUT_OF_RESOURCES
-        except SpoolError as exc:
-            log.error("store.spool_failed", error=str(exc))
-            metrics.INSTANCES_FAILED.labels(stage="receive").inc()
-            return STATUS_OUT_OF_RESOURCES
-        rec = Received(
-            study_uid=header["StudyInstanceUID"],
-            series_uid=header["SeriesInstanceUID"],
-            sop_instance_uid=header["SOPInstanceUID"],
-            sop_class_uid=header["SOPClassUID"],
-            modality=header["Modality"][:16],
-            size_bytes=size,
-            spool_name=name,
-            calling_aet=calling[:16],
-            called_aet=called[:16],
+        origin = Origin(
+            calling_aet=calling,
+            called_aet=called,
             subspecialty=route.subspecialty if route else self.settings.default_subspecialty,
             priority=route.priority if route else self.settings.default_priority,
             question=route.question if route else "",
         )
         try:
-            case_id, stale = self.store.record_received(rec)
-        except StoreError as exc:
-            self.spool.remove("received", name)
-            log.error("store.record_failed", error=str(exc))
+            case_id = accept_file(self.store, self.spool, path, origin, header)
+        except SpoolFullError as exc:
+            log.warning("store.refused", reason=exc.message)
             metrics.INSTANCES_FAILED.labels(stage="receive").inc()
             return STATUS_OUT_OF_RESOURCES
-        for area, old in stale:
-            self.spool.remove(area, old)
-        metrics.INSTANCES_RECEIVED.inc()
-        metrics.BYTES_RECEIVED.inc(size)
-        log.debug("store.accepted", case_id=case_id, size=size)
+        except (SpoolError, StoreError, OSError) as exc:
+            log.error("store.failed", error=str(exc))
+            metrics.INSTANCES_FAILED.labels(stage="receive").inc()
+            return STATUS_OUT_OF_RESOURCES
+        log.debug("store.accepted", case_id=case_id)
         return STATUS_SUCCESS

@@ -16,6 +16,7 @@ recorded) without touching the files of other nodes sharing the spool.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -119,7 +120,17 @@ class Spool:
         dst = self.root / RECEIVED / name
         try:
             _fsync(src)
-            os.replace(src, dst)
+            try:
+                os.replace(src, dst)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                # another filesystem (a library's temp file): copy, make durable, then rename
+                tmp = self.new_tmp()
+                shutil.copyfile(src, tmp)
+                _fsync(tmp)
+                os.replace(tmp, dst)
+                src.unlink()
             _fsync(dst.parent)
         except OSError as exc:
             raise SpoolError("cannot store a received instance", error=exc.strerror) from exc

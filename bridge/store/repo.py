@@ -37,7 +37,10 @@ from bridge.store.schema import (
     vault_patients,
 )
 
+#: States of a case whose study is still on its way to the reader or awaiting findings: a
+#: second submission of the same study is refused while one is open.
 OPEN_CASE_STATES = (
+    CaseState.RETRIEVING,
     CaseState.RECEIVING,
     CaseState.RECEIVED,
     CaseState.DEIDENTIFIED,
@@ -61,6 +64,8 @@ class Received:
     subspecialty: str
     priority: str
     question: str
+    #: The case this instance was pulled for (None: the most recent case of its study).
+    case_id: str | None = None
 
 
 def new_case_id() -> str:
@@ -149,19 +154,27 @@ class Store:
         return case_id, stale
 
     def _case_for_study(self, conn: Connection, rec: Received, now: float) -> str:
-        row = conn.execute(
-            select(cases.c.id, cases.c.state)
-            .where(cases.c.original_study_uid == rec.study_uid)
-            .order_by(cases.c.created_at.desc())
-            .limit(1)
-        ).first()
+        stmt = select(cases.c.id, cases.c.state)
+        if rec.case_id is not None:
+            stmt = stmt.where(cases.c.id == rec.case_id)
+        else:
+            stmt = (
+                stmt.where(cases.c.original_study_uid == rec.study_uid)
+                .order_by(cases.c.created_at.desc())
+                .limit(1)
+            )
+        row = conn.execute(stmt).first()
         if row is not None:
+            # A case being pulled stays "retrieving" until its retrieve completes.
+            state = CaseState.RETRIEVING if row.state == CaseState.RETRIEVING else None
             conn.execute(
                 update(cases)
                 .where(cases.c.id == row.id)
-                .values(state=CaseState.RECEIVING, last_received_at=now, updated_at=now)
+                .values(state=state or CaseState.RECEIVING, last_received_at=now, updated_at=now)
             )
             return str(row.id)
+        if rec.case_id is not None:
+            raise StoreError("the case of a pulled instance is gone", case_id=rec.case_id)
         case_id = new_case_id()
         conn.execute(
             cases.insert().values(

@@ -33,6 +33,7 @@ metadata = MetaData(
 
 
 class CaseState(enum.StrEnum):
+    RETRIEVING = "retrieving"  # submitted; the bridge is pulling the study from the PACS
     RECEIVING = "receiving"  # instances arriving; study not yet stable
     RECEIVED = "received"  # stable: no new instance for study_stable_seconds
     DEIDENTIFIED = "deidentified"  # every instance de-identified
@@ -86,6 +87,12 @@ cases = Table(
     Column("forwarded_at", Float, nullable=True),
     #: Bumped each time the case reaches "forwarded"; a manifest job is queued per version.
     Column("manifest_version", Integer, nullable=False, default=0),
+    #: Submitted cases: the instance count the PACS reported for the study (progress).
+    Column("expected_instances", Integer, nullable=True),
+    #: Submitted cases: the referring report, scrubbed of the patient's identifiers.
+    Column("original_report", Text, nullable=True),
+    #: Who submitted the case (API token holder, console user, CLI user); None for pushes.
+    Column("submitted_by", String(64), nullable=True),
 )
 
 instances = Table(

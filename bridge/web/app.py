@@ -21,6 +21,7 @@ from bridge.store.schema import CaseState
 from bridge.web import metrics
 from bridge.web.findings_api import findings_router
 from bridge.web.stow_in import stow_router
+from bridge.web.submit_api import submit_router
 
 _bearer = HTTPBearer(auto_error=False)
 
@@ -54,6 +55,9 @@ class CaseOut(BaseModel):
     subspecialty: str
     priority: str
     question: str
+    #: The referring report sent with a submitted case, scrubbed of the patient's identifiers.
+    original_report: str | None
+    submitted_by: str | None
     modalities: list[str]
     body_part: str | None
     original_study_instance_uid: str
@@ -62,6 +66,8 @@ class CaseOut(BaseModel):
     calling_ae_title: str | None
     called_ae_title: str | None
     instances: InstanceCounts
+    #: Submitted cases: how many instances the PACS has for the study.
+    expected_instances: int | None
     series: int
     error: str | None
     created_at: str
@@ -80,6 +86,8 @@ def case_out(c: dict[str, Any]) -> CaseOut:
         subspecialty=c["subspecialty"],
         priority=c["priority"],
         question=c["question"] or "",
+        original_report=c.get("original_report"),
+        submitted_by=c.get("submitted_by"),
         modalities=[m for m in (c["modalities"] or "").split("\\") if m],
         body_part=c["body_part"] or None,
         original_study_instance_uid=c["original_study_uid"],
@@ -88,6 +96,7 @@ def case_out(c: dict[str, Any]) -> CaseOut:
         calling_ae_title=c["calling_aet"],
         called_ae_title=c["called_aet"],
         instances=InstanceCounts(**{k: c["instances"][k] for k in InstanceCounts.model_fields}),
+        expected_instances=c.get("expected_instances"),
         series=c["series"],
         error=c["error"],
         created_at=iso_utc(c["created_at"]) or "",
@@ -149,6 +158,7 @@ def create_app(settings: Settings, store: Store, spool: Spool) -> FastAPI:
     auth = [Depends(require_token)]
     app.include_router(findings_router(settings, store, spool, require_token))
     app.include_router(stow_router(store, spool, require_token))
+    app.include_router(submit_router(settings, store, spool, require_token))
 
     @app.get("/api/v1/cases", dependencies=auth, tags=["cases"])
     def list_cases(

@@ -1,0 +1,98 @@
+"""Take one completely received file into the spool and the state store.
+
+Shared by every way a study comes in (C-STORE, C-GET, WADO-RS, Orthanc, media import): read the
+few attributes the pipeline needs, refuse what cannot be processed, move the file durably into
+``spool/received`` and record it. Raises :class:`DatasetError` (C-STORE: 0xC210),
+:class:`SpoolFullError` / :class:`SpoolError` / :class:`StoreError` (0xA700); on any error the
+file is not kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydicom import dcmread
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID
+
+from bridge.errors import DatasetError, StoreError
+from bridge.ingest.spool import Spool
+from bridge.store.repo import Received, Store
+from bridge.web import metrics
+
+HEADER_TAGS = [
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "Modality",
+]
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where an instance came from and which case it belongs to."""
+
+    calling_aet: str = ""
+    called_aet: str = ""
+    subspecialty: str = "general"
+    priority: str = "routine"
+    question: str = ""
+    #: The case a pull is filling (None: the most recent case of the study, or a new one).
+    case_id: str | None = None
+
+
+def valid_uid(value: object) -> bool:
+    s = str(value or "").strip()
+    return bool(s) and UID(s).is_valid
+
+
+def read_header(path: Path) -> dict[str, str]:
+    """The attributes the pipeline needs; DatasetError if the file is not usable DICOM."""
+    try:
+        ds = dcmread(path, stop_before_pixels=True, specific_tags=HEADER_TAGS)
+        header = {kw: str(ds.get(kw, "") or "").strip() for kw in HEADER_TAGS}
+    except (InvalidDicomError, ValueError, EOFError, OSError, KeyError, TypeError) as exc:
+        raise DatasetError("not a readable DICOM instance", error=type(exc).__name__) from None
+    for kw in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"):
+        if not valid_uid(header[kw]):
+            raise DatasetError("instance lacks a valid UID", attribute=kw)
+    if header["SeriesInstanceUID"] and not valid_uid(header["SeriesInstanceUID"]):
+        raise DatasetError("instance has an invalid UID", attribute="SeriesInstanceUID")
+    return header
+
+
+def accept_file(
+    store: Store, spool: Spool, path: Path, origin: Origin, header: dict[str, str] | None = None
+) -> str:
+    """Spool and record ``path`` (moved, not copied); return the case id."""
+    if header is None:
+        header = read_header(path)
+    size = path.stat().st_size
+    name = spool.adopt(path)
+    rec = Received(
+        study_uid=header["StudyInstanceUID"],
+        series_uid=header["SeriesInstanceUID"],
+        sop_instance_uid=header["SOPInstanceUID"],
+        sop_class_uid=header["SOPClassUID"],
+        modality=header["Modality"][:16],
+        size_bytes=size,
+        spool_name=name,
+        calling_aet=origin.calling_aet[:16],
+        called_aet=origin.called_aet[:16],
+        subspecialty=origin.subspecialty,
+        priority=origin.priority,
+        question=origin.question,
+        case_id=origin.case_id,
+    )
+    try:
+        case_id, stale = store.record_received(rec)
+    except StoreError:
+        spool.remove("received", name)
+        raise
+    for area, old in stale:
+        spool.remove(area, old)
+    metrics.INSTANCES_RECEIVED.inc()
+    metrics.BYTES_RECEIVED.inc(size)
+    return case_id

@@ -1,0 +1,203 @@
+"""Pull over DICOMweb: QIDO-RS to search, WADO-RS to retrieve, streamed into the spool.
+
+Retrieval lists the study's instances first (QIDO-RS), then fetches each series whose instances
+are all missing in one multipart stream, and the missing instances of a partly fetched series one
+by one: a retrieve interrupted halfway continues where it stopped, without fetching again what
+is already spooled.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import requests
+from pydicom.dataset import Dataset
+
+from bridge.config import PacsSettings
+from bridge.errors import PacsRefusedError, PacsUnavailableError, StudyNotFoundError
+from bridge.forward.http import dicomweb_session
+from bridge.ingest.multipart import boundary_of, split_parts
+from bridge.ingest.pacs import (
+    STUDY_KEYS,
+    Progress,
+    RetrieveOutcome,
+    Sink,
+    StudyMatch,
+    StudyQuery,
+)
+from bridge.logging import get_logger
+
+log = get_logger(__name__)
+
+_DICOM_JSON = "application/dicom+json"
+_ACCEPT_ANY_TS = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+_ACCEPT_DEFAULT = 'multipart/related; type="application/dicom"'
+
+
+class DicomWebPacs:
+    protocol = "dicomweb"
+
+    def __init__(self, settings: PacsSettings, new_file: Callable[[], Path]) -> None:
+        if not settings.dicomweb_url:
+            raise PacsRefusedError("BRIDGE_PACS__DICOMWEB_URL is not set")
+        self.url = settings.dicomweb_url
+        self.timeout = settings.timeout
+        self.session = dicomweb_session(settings)
+        self.new_file = new_file
+        self._accept = _ACCEPT_ANY_TS
+
+    def close(self) -> None:
+        self.session.close()
+
+    # -- HTTP ---------------------------------------------------------------------------------
+    def _get(self, path: str, *, stream: bool = False, **kw: Any) -> requests.Response:
+        try:
+            resp = self.session.get(f"{self.url}{path}", timeout=self.timeout, stream=stream, **kw)
+        except requests.exceptions.SSLError:
+            raise PacsRefusedError(
+                "TLS to the PACS failed: check its certificate, or BRIDGE_PACS__VERIFY_TLS "
+                "(a CA bundle path) and BRIDGE_PACS__CLIENT_CERT"
+            ) from None
+        except requests.RequestException as exc:
+            raise PacsUnavailableError(
+                "the PACS is unreachable over DICOMweb", error=type(exc).__name__
+            ) from None
+        if resp.status_code in (401, 403):
+            resp.close()
+            raise PacsRefusedError(
+                "the PACS refused the bridge's credentials: check BRIDGE_PACS__TOKEN, or "
+                "BRIDGE_PACS__USERNAME and BRIDGE_PACS__PASSWORD",
+                status=resp.status_code,
+            )
+        if resp.status_code >= 500 or resp.status_code == 429:
+            resp.close()
+            raise PacsUnavailableError("the PACS answered an error", status=resp.status_code)
+        return resp
+
+    def _json(self, path: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        resp = self._get(path, params=params, headers={"Accept": _DICOM_JSON})
+        if resp.status_code == 204:
+            return []
+        if resp.status_code == 404:
+            raise StudyNotFoundError("the PACS has no such study")
+        if resp.status_code >= 400:
+            raise PacsRefusedError(
+                "the PACS refused the query: check BRIDGE_PACS__DICOMWEB_URL",
+                status=resp.status_code,
+            )
+        try:
+            data = resp.json()
+        except ValueError:
+            raise PacsRefusedError(
+                "the PACS did not answer DICOM JSON: is BRIDGE_PACS__DICOMWEB_URL its DICOMweb "
+                "root?"
+            ) from None
+        return data if isinstance(data, list) else []
+
+    # -- QIDO-RS ------------------------------------------------------------------------------
+    def search(self, query: StudyQuery) -> list[StudyMatch]:
+        params: list[tuple[str, str]] = [("includefield", kw) for kw in STUDY_KEYS]
+        for kw, value in (
+            ("PatientID", query.patient_id),
+            ("PatientName", query.patient_name),
+            ("AccessionNumber", query.accession),
+            ("StudyInstanceUID", query.study_uid),
+            ("StudyDate", query.study_date()),
+            ("ModalitiesInStudy", query.modality),
+        ):
+            if value:
+                params.append((kw, value))
+        if query.patient_name:
+            params.append(("fuzzymatching", "false"))
+        params.append(("limit", str(query.limit)))
+        try:
+            rows = self._json("/studies", params)  # type: ignore[arg-type]
+        except StudyNotFoundError:
+            raise PacsRefusedError(
+                "no DICOMweb service at BRIDGE_PACS__DICOMWEB_URL (404 on /studies)"
+            ) from None
+        out = []
+        for row in rows:
+            ds = Dataset.from_json(row)
+            uid = str(ds.get("StudyInstanceUID", "") or "").strip()
+            if uid:
+                out.append(StudyMatch(uid, ds))
+        return out
+
+    def instances(self, study_uid: str) -> list[tuple[str, str]]:
+        rows = self._json(
+            f"/studies/{study_uid}/instances",
+            {"includefield": ["SeriesInstanceUID", "SOPInstanceUID"]},
+        )
+        out = []
+        for row in rows:
+            ds = Dataset.from_json(row)
+            series = str(ds.get("SeriesInstanceUID", "") or "")
+            sop = str(ds.get("SOPInstanceUID", "") or "")
+            if series and sop:
+                out.append((series, sop))
+        if not out:
+            raise StudyNotFoundError("the PACS has no instances of this study")
+        return out
+
+    # -- WADO-RS ------------------------------------------------------------------------------
+    def retrieve(
+        self, study_uid: str, have: set[str], sink: Sink, progress: Progress | None = None
+    ) -> RetrieveOutcome:
+        outcome = RetrieveOutcome()
+        by_series: dict[str, list[str]] = defaultdict(list)
+        for series, sop in self.instances(study_uid):
+            by_series[series].append(sop)
+        for series, sops in by_series.items():
+            missing = [s for s in sops if s not in have]
+            outcome.skipped += len(sops) - len(missing)
+            if not missing:
+                continue
+            if len(missing) == len(sops):
+                outcome.retrieved += self._fetch(
+                    f"/studies/{study_uid}/series/{series}", sink, progress
+                )
+            else:
+                for sop in missing:
+                    path = f"/studies/{study_uid}/series/{series}/instances/{sop}"
+                    outcome.retrieved += self._fetch(path, sink, progress)
+        log.info(
+            "pull.retrieved",
+            protocol="dicomweb",
+            retrieved=outcome.retrieved,
+            skipped=outcome.skipped,
+        )
+        return outcome
+
+    def _fetch(self, path: str, sink: Sink, progress: Progress | None) -> int:
+        resp = self._get(path, stream=True, headers={"Accept": self._accept})
+        if resp.status_code == 406 and self._accept == _ACCEPT_ANY_TS:
+            resp.close()  # a server that cannot send "as stored": take its default syntax
+            self._accept = _ACCEPT_DEFAULT
+            resp = self._get(path, stream=True, headers={"Accept": self._accept})
+        try:
+            if resp.status_code == 404:
+                raise StudyNotFoundError("the PACS no longer has part of the study")
+            if resp.status_code >= 400:
+                raise PacsRefusedError("the PACS refused WADO-RS", status=resp.status_code)
+            boundary = boundary_of(resp.headers.get("Content-Type", ""))
+            n = 0
+            for part in split_parts(resp.iter_content(1 << 20), boundary, self._new_files()):
+                sink(part)
+                n += 1
+                if progress is not None:
+                    progress()
+            return n
+        except requests.RequestException as exc:
+            raise PacsUnavailableError(
+                "the PACS stopped sending the study", error=type(exc).__name__
+            ) from None
+        finally:
+            resp.close()
+
+    def _new_files(self) -> Iterator[Path]:
+        while True:
+            yield self.new_file()

@@ -1,0 +1,321 @@
+"""Pull over DIMSE, for a PACS without DICOMweb: C-FIND (Study Root) to search, then C-MOVE to
+the bridge's own listener or C-GET on the same association.
+
+Every classic misconfiguration becomes a message naming what to change: the PACS rejecting the
+bridge's calling AE title (register the bridge in the PACS), a wrong called AE title
+(``pacs.ae_title``), the move destination unknown to the PACS (0xA801: register the bridge's AE
+title, host and port as a DICOM node), a query/retrieve model the PACS does not accept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pynetdicom import AE, StoragePresentationContexts, _config, build_role, evt
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+)
+
+from bridge.config import Settings
+from bridge.errors import (
+    BridgeError,
+    PacsRefusedError,
+    PacsUnavailableError,
+    StudyNotFoundError,
+)
+from bridge.ingest.pacs import (
+    STUDY_KEYS,
+    Progress,
+    RetrieveOutcome,
+    Sink,
+    StudyMatch,
+    StudyQuery,
+)
+from bridge.logging import get_logger
+
+log = get_logger(__name__)
+
+_PENDING = (0xFF00, 0xFF01)
+_MODELS = {
+    StudyRootQueryRetrieveInformationModelFind: "Study Root Query/Retrieve - FIND",
+    StudyRootQueryRetrieveInformationModelMove: "Study Root Query/Retrieve - MOVE",
+    StudyRootQueryRetrieveInformationModelGet: "Study Root Query/Retrieve - GET",
+}
+#: A-ASSOCIATE-RJ diagnostics (PS3.8 9.3.4) with the setting to change.
+_REJECTIONS = {
+    (1, 2): "the PACS does not know the bridge's calling AE title {calling}: register the bridge "
+    "(AE title, host, port) in the PACS",
+    (1, 3): "the PACS does not know the bridge's calling AE title {calling}: register the bridge "
+    "(AE title, host, port) in the PACS",
+    (1, 7): "the PACS does not answer to the called AE title {called}: check BRIDGE_PACS__AE_TITLE",
+}
+_STATUS_OK = 0x0000
+_STATUS_DATASET = 0xC210
+_STATUS_RESOURCES = 0xA700
+
+
+def _retrieve_failure(code: int, destination: str | None) -> BridgeError:
+    """The error for a failed C-MOVE (``destination`` set) or C-GET final status."""
+    if code == 0xA801 and destination:
+        return PacsRefusedError(
+            f"the PACS does not know the move destination {destination}: add the bridge as a "
+            "DICOM node in the PACS (its AE title, host and DICOM port), or set "
+            "BRIDGE_PACS__MOVE_DESTINATION to the name the PACS knows it by",
+            status="0xA801",
+        )
+    if code & 0xFF00 == 0xA700:
+        return PacsUnavailableError("the PACS is out of resources", status=f"0x{code:04X}")
+    if code == 0xA900:
+        return PacsRefusedError("the PACS found the request invalid", status="0xA900")
+    if code == 0xFE00:
+        return PacsUnavailableError("the PACS cancelled the retrieve", status="0xFE00")
+    if destination and code & 0xF000 == 0xC000:
+        # "Unable to process": what Orthanc and others answer for a move destination they do
+        # not know (the standard's 0xA801 is rarer in practice).
+        return PacsRefusedError(
+            "the PACS could not process the C-MOVE; the usual cause: it does not know the move "
+            f"destination {destination}. Add the bridge as a DICOM node in the PACS (its AE "
+            "title, host and DICOM port), or set BRIDGE_PACS__MOVE_DESTINATION to the name the "
+            "PACS knows it by",
+            status=f"0x{code:04X}",
+        )
+    return PacsRefusedError("the PACS refused the retrieve", status=f"0x{code:04X}")
+
+
+class DimsePacs:
+    protocol = "dimse"
+
+    def __init__(self, settings: Settings, new_file: Callable[[], Path]) -> None:
+        pacs = settings.pacs
+        if not (pacs.ae_title and pacs.host and pacs.port):
+            raise PacsRefusedError("set BRIDGE_PACS__AE_TITLE, __HOST and __PORT")
+        self.called = pacs.ae_title
+        self.host = pacs.host
+        self.port = pacs.port
+        self.timeout = pacs.timeout
+        self.calling = settings.dimse.ae_title
+        self.destination = pacs.move_destination or settings.dimse.ae_title
+        self.retrieve_mode = pacs.dimse_retrieve
+        self.new_file = new_file
+
+    def close(self) -> None:
+        return None
+
+    # -- association --------------------------------------------------------------------------
+    @contextmanager
+    def _association(
+        self, model: str, storage: list[str] | None = None, handlers: list[Any] | None = None
+    ) -> Iterator[Any]:
+        ae = AE(ae_title=self.calling)
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.timeout
+        ae.add_requested_context(model)
+        roles: list[Any] = []
+        for uid in storage or []:
+            ae.add_requested_context(uid)
+            roles.append(build_role(uid, scp_role=True))
+        assoc = ae.associate(
+            self.host,
+            self.port,
+            ae_title=self.called,
+            ext_neg=roles or None,
+            evt_handlers=handlers or None,
+        )
+        if assoc.is_rejected:
+            rsp = assoc.acceptor.primitive
+            key = (
+                int(getattr(rsp, "result_source", 0) or 0),
+                int(getattr(rsp, "diagnostic", 0) or 0),
+            )
+            template = _REJECTIONS.get(key)
+            if template is None:
+                template = "the PACS rejected the association (source {source}, reason {reason})"
+            raise PacsRefusedError(
+                template.format(
+                    calling=self.calling, called=self.called, source=key[0], reason=key[1]
+                )
+            )
+        if not assoc.is_established:
+            if assoc.rejected_contexts and not assoc.accepted_contexts:
+                raise PacsRefusedError(
+                    f"the PACS does not accept {_MODELS.get(model, model)} from the bridge: "
+                    "enable it for the bridge's AE title in the PACS"
+                )
+            raise PacsUnavailableError(
+                "the PACS is unreachable over DICOM", host=self.host, port=self.port
+            )
+        try:
+            if not any(cx.abstract_syntax == model for cx in assoc.accepted_contexts):
+                raise PacsRefusedError(
+                    f"the PACS does not accept {_MODELS.get(model, model)} from the bridge: "
+                    "enable it for the bridge's AE title in the PACS"
+                )
+            yield assoc
+        finally:
+            if assoc.is_established:
+                assoc.release()
+
+    # -- C-FIND -------------------------------------------------------------------------------
+    def _find(self, query: Dataset) -> list[Dataset]:
+        out: list[Dataset] = []
+        model = StudyRootQueryRetrieveInformationModelFind
+        with self._association(model) as assoc:
+            for status, ident in assoc.send_c_find(query, model):
+                if not status:
+                    raise PacsUnavailableError("the PACS dropped the C-FIND")
+                code = int(status.Status)
+                if code in _PENDING:
+                    if ident is not None:
+                        out.append(ident)
+                elif code != _STATUS_OK:
+                    raise PacsRefusedError("the PACS refused the C-FIND", status=f"0x{code:04X}")
+        return out
+
+    def search(self, query: StudyQuery) -> list[StudyMatch]:
+        ds = Dataset()
+        ds.QueryRetrieveLevel = "STUDY"
+        for kw in STUDY_KEYS:
+            setattr(ds, kw, "")
+        ds.PatientID = query.patient_id
+        ds.PatientName = query.patient_name
+        ds.AccessionNumber = query.accession
+        ds.StudyInstanceUID = query.study_uid
+        ds.StudyDate = query.study_date()
+        ds.ModalitiesInStudy = query.modality
+        out = []
+        for ident in self._find(ds)[: query.limit]:
+            uid = str(ident.get("StudyInstanceUID", "") or "").strip()
+            if uid:
+                out.append(StudyMatch(uid, ident))
+        return out
+
+    def _instances(self, study_uid: str) -> list[tuple[str, str, str]]:
+        """(series, SOP instance, SOP class) of every instance: series, then images."""
+        q = Dataset()
+        q.QueryRetrieveLevel = "SERIES"
+        q.StudyInstanceUID = study_uid
+        q.SeriesInstanceUID = ""
+        series = [str(d.SeriesInstanceUID) for d in self._find(q) if d.get("SeriesInstanceUID")]
+        if not series:
+            raise StudyNotFoundError("the PACS has no instances of this study")
+        out = []
+        for uid in series:
+            q = Dataset()
+            q.QueryRetrieveLevel = "IMAGE"
+            q.StudyInstanceUID = study_uid
+            q.SeriesInstanceUID = uid
+            q.SOPInstanceUID = ""
+            q.SOPClassUID = ""
+            for d in self._find(q):
+                sop = str(d.get("SOPInstanceUID", "") or "")
+                if sop:
+                    out.append((uid, sop, str(d.get("SOPClassUID", "") or "")))
+        return out
+
+    def instances(self, study_uid: str) -> list[tuple[str, str]]:
+        return [(series, sop) for series, sop, _ in self._instances(study_uid)]
+
+    # -- C-MOVE / C-GET -----------------------------------------------------------------------
+    def retrieve(
+        self, study_uid: str, have: set[str], sink: Sink, progress: Progress | None = None
+    ) -> RetrieveOutcome:
+        listing = self._instances(study_uid)
+        missing = [(se, sop, cls) for se, sop, cls in listing if sop not in have]
+        outcome = RetrieveOutcome(skipped=len(listing) - len(missing))
+        if not missing:
+            return outcome
+        # The whole study in one request when nothing is here yet; else the missing instances.
+        requests = (
+            [self._identifier(study_uid)]
+            if not outcome.skipped
+            else [self._identifier(study_uid, se, sop) for se, sop, _ in missing]
+        )
+        if self.retrieve_mode == "c-get":
+            classes = sorted({cls for _, _, cls in missing if cls})
+            self._c_get(requests, classes, sink, outcome, progress)
+        else:
+            self._c_move(requests, outcome, progress)
+        log.info(
+            "pull.retrieved",
+            protocol=self.retrieve_mode,
+            retrieved=outcome.retrieved,
+            skipped=outcome.skipped,
+            failed=outcome.failed,
+        )
+        return outcome
+
+    @staticmethod
+    def _identifier(study_uid: str, series: str = "", sop: str = "") -> Dataset:
+        ds = Dataset()
+        ds.QueryRetrieveLevel = "IMAGE" if sop else "STUDY"
+        ds.StudyInstanceUID = study_uid
+        if sop:
+            ds.SeriesInstanceUID = series
+            ds.SOPInstanceUID = sop
+        return ds
+
+    def _c_move(
+        self, identifiers: list[Dataset], outcome: RetrieveOutcome, progress: Progress | None
+    ) -> None:
+        model = StudyRootQueryRetrieveInformationModelMove
+        with self._association(model) as assoc:
+            for ident in identifiers:
+                self._collect(assoc.send_c_move(ident, self.destination, model), outcome, progress)
+
+    def _c_get(
+        self,
+        identifiers: list[Dataset],
+        classes: list[str],
+        sink: Sink,
+        outcome: RetrieveOutcome,
+        progress: Progress | None,
+    ) -> None:
+        model = StudyRootQueryRetrieveInformationModelGet
+        storage = classes or [str(cx.abstract_syntax) for cx in StoragePresentationContexts]
+        storage = storage[:120]  # 128 presentation contexts at most, with room for the model
+
+        def on_store(event: Any) -> int:
+            path = Path(event.dataset_path)
+            try:
+                sink(path)
+            except BridgeError as exc:
+                log.warning("pull.store_refused", error=str(exc))
+                return _STATUS_RESOURCES if "spool" in exc.message else _STATUS_DATASET
+            return _STATUS_OK
+
+        # Stream each sub-operation's dataset to a file, as the listener does.
+        _config.STORE_RECV_CHUNKED_DATASET = True
+        with self._association(model, storage, [(evt.EVT_C_STORE, on_store)]) as assoc:
+            for ident in identifiers:
+                self._collect(assoc.send_c_get(ident, model), outcome, progress)
+
+    def _collect(self, responses: Any, outcome: RetrieveOutcome, progress: Progress | None) -> None:
+        last: Dataset | None = None
+        for status, _ident in responses:
+            if not status:
+                raise PacsUnavailableError("the PACS dropped the retrieve")
+            last = status
+            code = int(status.Status)
+            if code in _PENDING:
+                if progress is not None:
+                    progress()
+                continue
+            completed = int(status.get("NumberOfCompletedSuboperations", 0) or 0)
+            failed = int(status.get("NumberOfFailedSuboperations", 0) or 0)
+            warning = int(status.get("NumberOfWarningSuboperations", 0) or 0)
+            outcome.retrieved += completed + warning
+            outcome.failed += failed
+            if code == _STATUS_OK or code & 0xF000 == 0xB000:
+                if failed:
+                    outcome.warnings.append(f"{failed} instance(s) not sent by the PACS")
+                continue
+            raise _retrieve_failure(
+                code, self.destination if self.retrieve_mode == "c-move" else None
+            )
+        if last is None:
+            raise PacsUnavailableError("the PACS did not answer the retrieve")

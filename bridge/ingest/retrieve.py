@@ -1,0 +1,138 @@
+"""The retrieve stage: pull a submitted study from the PACS into its case.
+
+A retrieve job names the case and the original Study Instance UID. Instances already recorded in
+the case are skipped (a retrieve interrupted by a crash, a PACS outage or a full spool continues
+where it stopped). Each instance is spooled and recorded like a pushed one, so de-identification
+and forwarding start while the rest of the study is still arriving. C-MOVE sends the instances to
+the listener, which records them into the same case (the newest case of their study).
+
+Failures: the PACS unreachable or busy, or refusing us (a setting to change), or the spool full:
+the job is retried with backoff, the case shows why (``error``), and after
+``submit.retrieve_attempts`` attempts the case fails with that reason. A study the PACS does not
+have fails the case at once.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from bridge.config import Settings
+from bridge.errors import (
+    BridgeError,
+    ConfigError,
+    DatasetError,
+    PullError,
+    SpoolError,
+    StoreError,
+    StudyNotFoundError,
+)
+from bridge.forward.http import backoff
+from bridge.ingest.accept import Origin, accept_file
+from bridge.ingest.pacs import make_pacs
+from bridge.ingest.spool import Spool
+from bridge.logging import get_logger
+from bridge.store.repo import Store
+from bridge.store.schema import CaseState
+from bridge.store.submissions import (
+    extend_job_lease,
+    finish_retrieve,
+    note_case_error,
+    sop_uids_of,
+)
+from bridge.web import metrics
+
+log = get_logger(__name__)
+
+
+def run_retrieve(settings: Settings, store: Store, spool: Spool, job: Any, owner: str) -> None:
+    """Run one claimed retrieve job to its end (done, retry later, or case failed)."""
+    case = store.get_case(job.case_id) if job.case_id else None
+    if case is None or case["state"] != CaseState.RETRIEVING:
+        store.finish_job(job.id, owner)
+        return
+    study_uid = json.loads(job.payload)["study_uid"]
+    lease = settings.worker.lease_seconds
+    last_beat = time.monotonic()
+
+    def keep_lease() -> None:
+        nonlocal last_beat
+        if time.monotonic() - last_beat > lease / 4:
+            last_beat = time.monotonic()
+            if not extend_job_lease(store, job.id, owner, lease):
+                raise PullError("another worker took over this retrieve")
+
+    origin = Origin(
+        subspecialty=case["subspecialty"],
+        priority=case["priority"],
+        question=case["question"] or "",
+        case_id=case["id"],
+    )
+    refused = 0
+
+    def sink(path: Path) -> None:
+        nonlocal refused
+        try:
+            accept_file(store, spool, path, origin)
+        except DatasetError as exc:
+            path.unlink(missing_ok=True)
+            refused += 1
+            metrics.INSTANCES_FAILED.labels(stage="receive").inc()
+            log.warning("pull.instance_refused", case_id=case["id"], error=str(exc))
+        except BridgeError:
+            path.unlink(missing_ok=True)
+            raise
+        keep_lease()
+
+    try:
+        client = make_pacs(settings, spool.new_tmp)
+    except ConfigError as exc:
+        _retry_or_fail(settings, store, job, owner, exc)
+        return
+    try:
+        outcome = client.retrieve(study_uid, sop_uids_of(store, case["id"]), sink, keep_lease)
+    except StudyNotFoundError as exc:
+        finish_retrieve(store, case["id"], f"retrieve: {exc.message}")
+        store.finish_job(job.id, owner)
+        log.warning("pull.failed", case_id=case["id"], error=str(exc))
+        return
+    except (PullError, SpoolError, StoreError, OSError) as exc:
+        _retry_or_fail(settings, store, job, owner, exc)
+        return
+    finally:
+        client.close()
+    problems = list(outcome.warnings)
+    if refused:
+        problems.append(f"{refused} retrieved object(s) were not readable DICOM")
+    finish_retrieve(store, case["id"])
+    if problems:
+        note_case_error(store, case["id"], "retrieve: " + "; ".join(problems))
+    store.finish_job(job.id, owner)
+    log.info(
+        "pull.done",
+        case_id=case["id"],
+        retrieved=outcome.retrieved,
+        skipped=outcome.skipped,
+        failed=outcome.failed + refused,
+    )
+
+
+def _retry_or_fail(
+    settings: Settings, store: Store, job: Any, owner: str, exc: BaseException
+) -> None:
+    reason = (
+        f"retrieve: {exc}" if isinstance(exc, BridgeError) else f"retrieve: {type(exc).__name__}"
+    )
+    attempts = job.attempts + 1
+    if attempts >= settings.submit.retrieve_attempts:
+        finish_retrieve(store, job.case_id, reason)
+        store.finish_job(job.id, owner)
+        log.error("pull.failed", case_id=job.case_id, attempts=attempts, error=reason)
+        return
+    r = settings.reading
+    store.retry_job(job.id, owner, reason, backoff(attempts, r.retry_initial, r.retry_max))
+    note_case_error(store, job.case_id, f"{reason} (attempt {attempts}, retrying)")
+    metrics.RETRIES.labels(stage="retrieve").inc()
+    log.warning("pull.retry", case_id=job.case_id, attempts=attempts, error=reason)

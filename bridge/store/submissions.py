@@ -1,0 +1,133 @@
+"""Cases the bridge opens itself: a study submitted for a second opinion and pulled from the PACS.
+
+A submitted case starts in ``retrieving`` together with its retrieve job (one transaction), so a
+crash between the two cannot leave a case nobody will fetch. Instances pulled for it are
+recorded into it by id; it stays ``retrieving`` until the retrieve completes, then joins the
+pipeline as ``received`` (de-identification and forwarding run meanwhile, instance by instance).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select, update
+
+from bridge.errors import SubmitError
+from bridge.store.repo import Store, new_case_id
+from bridge.store.schema import CaseState, cases, instances, jobs
+
+RETRIEVE_JOB = "retrieve"
+
+
+@dataclass(frozen=True)
+class NewCase:
+    study_uid: str
+    source: str  # "dicomweb" | "dimse" | "watch" | "import"
+    subspecialty: str
+    priority: str
+    question: str
+    original_report: str | None = None
+    expected_instances: int | None = None
+    submitted_by: str | None = None
+    #: Where the study comes from, for the retrieve job (no identifying values).
+    retrieve: dict[str, Any] | None = None
+
+
+def open_case_for_study(store: Store, study_uid: str) -> str | None:
+    """The id of an open case (not returned, not failed) of this study, if any."""
+    with store.engine.connect() as conn:
+        row = conn.execute(
+            select(cases.c.id)
+            .where(cases.c.original_study_uid == study_uid)
+            .where(cases.c.state.notin_([CaseState.RETURNED, CaseState.FAILED]))
+            .order_by(cases.c.created_at.desc())
+            .limit(1)
+        ).first()
+    return str(row.id) if row is not None else None
+
+
+def create_case(store: Store, new: NewCase) -> str:
+    """Open a case in ``retrieving`` and queue its retrieve job; 409 if the study has an open
+    case (checked and created under the same lock the listener takes)."""
+    now = time.time()
+    with store._case_lock:  # noqa: SLF001 - the lock that keeps one case per study
+        existing = open_case_for_study(store, new.study_uid)
+        if existing is not None:
+            raise SubmitError(
+                f"case {existing} is already open for this study", status=409, case_id=existing
+            )
+        case_id = new_case_id()
+        with store._tx() as conn:  # noqa: SLF001
+            conn.execute(
+                cases.insert().values(
+                    id=case_id,
+                    state=CaseState.RETRIEVING if new.retrieve is not None else CaseState.RECEIVING,
+                    original_study_uid=new.study_uid,
+                    source=new.source,
+                    subspecialty=new.subspecialty,
+                    priority=new.priority,
+                    question=new.question,
+                    original_report=new.original_report,
+                    expected_instances=new.expected_instances,
+                    submitted_by=new.submitted_by,
+                    modalities="",
+                    body_part="",
+                    created_at=now,
+                    updated_at=now,
+                    last_received_at=now,
+                    manifest_version=0,
+                )
+            )
+            if new.retrieve is not None:
+                store._insert_job(conn, RETRIEVE_JOB, case_id, new.retrieve)  # noqa: SLF001
+    return case_id
+
+
+def finish_retrieve(store: Store, case_id: str, error: str | None = None) -> None:
+    """The retrieve is over: the case joins the pipeline (``received``), or fails."""
+    now = time.time()
+    values: dict[str, Any] = {"updated_at": now, "error": error}
+    if error is None:
+        values.update(state=CaseState.RECEIVED, completed_at=now)
+    else:
+        values.update(state=CaseState.FAILED)
+    with store._tx() as conn:  # noqa: SLF001
+        conn.execute(
+            update(cases)
+            .where(cases.c.id == case_id)
+            .where(cases.c.state == CaseState.RETRIEVING)
+            .values(**values)
+        )
+
+
+def note_case_error(store: Store, case_id: str, error: str | None) -> None:
+    """Record (or clear) a problem the case is waiting on, without changing its state."""
+    with store._tx() as conn:  # noqa: SLF001
+        conn.execute(
+            update(cases).where(cases.c.id == case_id).values(error=error, updated_at=time.time())
+        )
+
+
+def sop_uids_of(store: Store, case_id: str) -> set[str]:
+    """Original SOP Instance UIDs already recorded in the case (a resumed retrieve skips them)."""
+    with store.engine.connect() as conn:
+        return {
+            str(r[0])
+            for r in conn.execute(
+                select(instances.c.sop_instance_uid).where(instances.c.case_id == case_id)
+            )
+        }
+
+
+def extend_job_lease(store: Store, job_id: int, owner: str, seconds: float) -> bool:
+    """Keep a long job (a retrieve) ours while it runs; False if another worker took it."""
+    with store._tx() as conn:  # noqa: SLF001
+        res = conn.execute(
+            update(jobs)
+            .where(jobs.c.id == job_id)
+            .where(jobs.c.lease_owner == owner)
+            .values(lease_until=time.time() + seconds)
+        )
+    return res.rowcount == 1

@@ -1,0 +1,168 @@
+"""``bridge find`` and ``bridge submit``: search the PACS, send a study for a second opinion.
+
+``submit`` opens the case in the state store and follows it with a live progress line
+(retrieved / de-identified / forwarded) until the study is forwarded, fails, or ``--no-wait``.
+The running bridge (``bridge serve``) does the work: it must be running for the case to move.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+from bridge.config import Settings
+from bridge.errors import ConfigError, SubmitError
+from bridge.ingest.pacs import StudyQuery, make_pacs
+from bridge.ingest.submit import PRIORITIES, SUBSPECIALTIES, Submission, submit
+from bridge.store.repo import Store
+from bridge.store.schema import CaseState
+
+_FINAL = (CaseState.FORWARDED, CaseState.FINDINGS_RECEIVED, CaseState.RETURNED, CaseState.FAILED)
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    find = sub.add_parser("find", help="search the hospital PACS for studies")
+    find.add_argument("--patient-id", default="")
+    find.add_argument("--name", default="", help="patient name; wildcards * and ? allowed")
+    find.add_argument("--accession", default="")
+    find.add_argument("--study-uid", default="")
+    find.add_argument("--from", dest="date_from", type=date.fromisoformat, help="YYYY-MM-DD")
+    find.add_argument("--to", dest="date_to", type=date.fromisoformat, help="YYYY-MM-DD")
+    find.add_argument("--modality", default="")
+    find.add_argument("--limit", type=int, default=50)
+    find.add_argument("--json", action="store_true", help="print JSON")
+
+    sm = sub.add_parser("submit", help="send a study from the PACS for a second opinion")
+    sm.add_argument("study_uid", nargs="?", default="", help="Study Instance UID")
+    sm.add_argument("--accession", default="", help="name the study by its accession number")
+    sm.add_argument("--question", required=True, help="the clinical question for the reader")
+    sm.add_argument("--subspecialty", choices=SUBSPECIALTIES, default="general")
+    sm.add_argument("--priority", choices=PRIORITIES, default="routine")
+    sm.add_argument(
+        "--report-file",
+        type=argparse.FileType("r", encoding="utf-8"),
+        help="the original report (text); scrubbed of the patient's identifiers before sending",
+    )
+    sm.add_argument("--no-wait", action="store_true", help="return once the case is open")
+    sm.add_argument("--timeout", type=float, default=3600.0, help="seconds to follow the case")
+
+
+def find(args: argparse.Namespace, settings: Settings) -> int:
+    import json
+
+    query = StudyQuery(
+        patient_id=args.patient_id,
+        patient_name=args.name,
+        accession=args.accession,
+        study_uid=args.study_uid,
+        date_from=args.date_from,
+        date_to=args.date_to,
+        modality=args.modality,
+        limit=args.limit,
+    )
+    client = make_pacs(settings, _no_files)
+    try:
+        matches = client.search(query)
+    finally:
+        client.close()
+    if args.json:
+        print(json.dumps([m.as_dict() for m in matches], indent=2))
+        return 0
+    if not matches:
+        print("no study matches", file=sys.stderr)
+        return 1
+    print(
+        f"{'DATE':10}  {'PATIENT ID':14}  {'NAME':22}  {'ACCESSION':12}  {'MOD':7}  "
+        f"{'SER':>3}  {'INST':>5}  {'DESCRIPTION':24}  STUDY UID"
+    )
+    for m in matches:
+        d = m.as_dict()
+        day = str(d["study_date"])
+        day = f"{day[:4]}-{day[4:6]}-{day[6:8]}" if len(day) == 8 else day
+        print(
+            f"{day:10}  {str(d['patient_id'])[:14]:14}  {str(d['patient_name'])[:22]:22}  "
+            f"{str(d['accession_number'])[:12]:12}  {'/'.join(m.modalities)[:7]:7}  "
+            f"{d['series'] if d['series'] is not None else '':>3}  "
+            f"{d['instances'] if d['instances'] is not None else '':>5}  "
+            f"{str(d['study_description'])[:24]:24}  {m.study_uid}"
+        )
+    return 0
+
+
+def _no_files() -> Path:
+    raise ConfigError("a search does not retrieve")
+
+
+def submit_cmd(args: argparse.Namespace, settings: Settings) -> int:
+    from bridge.ingest.spool import Spool
+    from bridge.service import open_store
+
+    if bool(args.study_uid) == bool(args.accession):
+        raise SubmitError("give a Study Instance UID or --accession (one of them)", status=422)
+    report = args.report_file.read() if args.report_file else None
+    store = open_store(settings)
+    spool = Spool(settings.spool_dir, settings.spool, store.node_id)
+    client = make_pacs(settings, spool.new_tmp)
+    try:
+        case_id, match = submit(
+            settings,
+            store,
+            client,
+            Submission(
+                question=args.question,
+                subspecialty=args.subspecialty,
+                priority=args.priority,
+                study_uid=args.study_uid,
+                accession=args.accession,
+                original_report=report,
+                submitted_by="cli",
+            ),
+        )
+    finally:
+        client.close()
+    expected = match.count("NumberOfStudyRelatedInstances")
+    print(f"case {case_id} opened for study {match.study_uid} ({expected or '?'} instances)")
+    if args.no_wait:
+        return 0
+    return follow(store, case_id, args.timeout)
+
+
+def follow(store: Store, case_id: str, timeout: float) -> int:
+    """Print the case's progress until it is forwarded or fails; exit code 0 when forwarded."""
+    tty = sys.stdout.isatty()
+    last = ""
+    deadline = time.monotonic() + timeout
+    case = store.get_case(case_id)
+    while case is not None:
+        n = case["instances"]
+        expected = case.get("expected_instances")
+        line = (
+            f"{case['state']:12}  retrieved {n['total']}"
+            + (f"/{expected}" if expected else "")
+            + f"  de-identified {n['deidentified'] + n['forwarded']}"
+            + f"  forwarded {n['forwarded']}"
+            + (f"  held {n['quarantined']}" if n["quarantined"] else "")
+        )
+        if line != last:
+            print(("\r" + line) if tty else line, end="" if tty else "\n", flush=True)
+            last = line
+        if case["state"] in _FINAL or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+        case = store.get_case(case_id)
+    if tty:
+        print()
+    if case is None:
+        print(f"bridge: case {case_id} disappeared", file=sys.stderr)
+        return 1
+    if case["error"]:
+        print(f"  {case['error']}", file=sys.stderr)
+    if case["state"] == CaseState.FAILED:
+        return 1
+    if case["state"] not in _FINAL:
+        print(f"bridge: still {case['state']} after {timeout:.0f} s", file=sys.stderr)
+        return 3
+    return 0

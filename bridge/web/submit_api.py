@@ -1,0 +1,112 @@
+"""``POST /api/v1/cases`` (submit a study from the PACS) and ``GET /api/v1/studies`` (search it).
+
+Errors answer with a reason: 404 the PACS has no such study, 409 an open case exists for it
+(named) or the accession number is ambiguous, 422 an invalid submission, 502 the PACS cannot be
+reached or refuses the bridge (the reason says what to change), 503 no PACS configured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from bridge.config import Priority, Settings, Subspecialty
+from bridge.errors import ConfigError, PullError, StudyNotFoundError, SubmitError
+from bridge.ingest.pacs import PacsClient, StudyQuery, make_pacs
+from bridge.ingest.spool import Spool
+from bridge.ingest.submit import Submission, submit
+from bridge.store.repo import Store
+
+
+class CaseIn(BaseModel):
+    """A study to send for a second opinion, named by its UID or its accession number."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    study_instance_uid: str | None = Field(None, max_length=64)
+    accession_number: str | None = Field(None, max_length=64)
+    question: str
+    subspecialty: Subspecialty = "general"
+    priority: Priority = "routine"
+    original_report: str | None = None
+
+
+@contextmanager
+def _pacs(settings: Settings, spool: Spool) -> Iterator[PacsClient]:
+    try:
+        client = make_pacs(settings, spool.new_tmp)
+    except ConfigError as exc:
+        raise HTTPException(503, exc.message) from None
+    try:
+        yield client
+    except StudyNotFoundError as exc:
+        raise HTTPException(404, exc.message) from None
+    except SubmitError as exc:
+        raise HTTPException(exc.status, str(exc)) from None
+    except PullError as exc:
+        raise HTTPException(502, str(exc)) from None
+    finally:
+        client.close()
+
+
+def submit_router(settings: Settings, store: Store, spool: Spool, auth: Any) -> APIRouter:
+    router = APIRouter(prefix="/api/v1", dependencies=[Depends(auth)])
+
+    @router.post("/cases", status_code=201, tags=["cases"])
+    def create_case(body: CaseIn) -> JSONResponse:
+        from bridge.web.app import case_out
+
+        sub = Submission(
+            question=body.question,
+            subspecialty=body.subspecialty,
+            priority=body.priority,
+            study_uid=body.study_instance_uid or "",
+            accession=body.accession_number or "",
+            original_report=body.original_report,
+            submitted_by="api",
+        )
+        with _pacs(settings, spool) as client:
+            case_id, _match = submit(settings, store, client, sub)
+        case = store.get_case(case_id)
+        if case is None:  # pragma: no cover - just created
+            raise HTTPException(500, "the case vanished")
+        return JSONResponse(
+            case_out(case).model_dump(mode="json"),
+            status_code=201,
+            headers={"Location": f"/api/v1/cases/{case_id}"},
+        )
+
+    @router.get("/studies", tags=["studies"])
+    def search_studies(
+        patient_id: Annotated[str, Query(max_length=64)] = "",
+        patient_name: Annotated[str, Query(max_length=64)] = "",
+        accession_number: Annotated[str, Query(max_length=64)] = "",
+        study_instance_uid: Annotated[str, Query(max_length=64)] = "",
+        date_from: date | None = None,
+        date_to: date | None = None,
+        modality: Annotated[str, Query(max_length=16)] = "",
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[dict[str, Any]]:
+        """Search the hospital PACS (its answers, identifying, go only to the caller)."""
+        query = StudyQuery(
+            patient_id=patient_id,
+            patient_name=patient_name,
+            accession=accession_number,
+            study_uid=study_instance_uid,
+            date_from=date_from,
+            date_to=date_to,
+            modality=modality,
+            limit=limit,
+        )
+        if query.date_from and query.date_to and query.date_from > query.date_to:
+            raise HTTPException(422, "date_from is after date_to")
+        with _pacs(settings, spool) as client:
+            return [m.as_dict() for m in client.search(query)]
+
+    return router

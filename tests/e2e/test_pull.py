@@ -1,0 +1,231 @@
+"""Pulling studies from the hospital PACS (Orthanc): DICOMweb, DIMSE C-MOVE and C-GET, submitted
+through the API and the CLI, with the misconfigurations an administrator meets."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import uuid
+
+import pytest
+import requests
+
+from bridge.testing.orthanc import Orthanc
+from bridge.testing.peers import BRIDGE_BIN, BridgeProcess
+from bridge.testing.sample import SampleStudy, make_study
+from conftest import bridge_env
+from tests.e2e.conftest import study_instances
+from tests.helpers import leaks
+
+pytestmark = pytest.mark.e2e
+
+
+def _upload(pacs: Orthanc, tmp_path, n: int = 6) -> SampleStudy:
+    """A study with planted identities stored in the PACS, with its own accession number."""
+    accession = f"ACC-{uuid.uuid4().hex[:8].upper()}"
+    study = make_study(tmp_path / accession, n, rows=64, columns=64, accession=accession)
+    for p in study.paths:
+        requests.post(f"{pacs.url}/instances", data=p.read_bytes(), timeout=30).raise_for_status()
+    study.planted.append(accession)
+    return study
+
+
+def _post(bridge: BridgeProcess, path: str, body: dict[str, object]) -> requests.Response:
+    return requests.post(
+        f"{bridge.url}/api/v1{path}",
+        json=body,
+        headers={"Authorization": f"Bearer {bridge.token}"},
+        timeout=60,
+    )
+
+
+def _register(pacs: Orthanc, bridge: BridgeProcess, name: str = "SECONDOPINION") -> None:
+    """The bridge as a DICOM node of the PACS (what an administrator does for C-MOVE)."""
+    requests.put(
+        f"{pacs.url}/modalities/{name}",
+        json={"AET": "SECONDOPINION", "Host": "127.0.0.1", "Port": bridge.dimse_port},
+        timeout=30,
+    ).raise_for_status()
+
+
+def _cli(
+    bridge: BridgeProcess, *args: str, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [BRIDGE_BIN, *args],
+        env=bridge.full_env(),
+        cwd=bridge.workdir,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_submit_over_dicomweb(tmp_path, hospital, reading, webhook, make_bridge):
+    study = _upload(hospital, tmp_path)
+    bridge = make_bridge(bridge_env(reading, webhook, BRIDGE_PACS__DICOMWEB_URL=hospital.dicomweb))
+    accession = study.planted[-1]
+
+    # Search: the PACS's answer, through the bridge.
+    found = bridge.api(f"/studies?accession_number={accession}")
+    assert [s["study_instance_uid"] for s in found] == [study.study_uid]
+    assert found[0]["instances"] == 6 and found[0]["patient_id"] == "PID-7734521"
+
+    # Bad submissions are refused with a reason, and open no case.
+    r = _post(bridge, "/cases", {"study_instance_uid": study.study_uid, "question": "  "})
+    assert r.status_code == 422 and "question is empty" in r.json()["detail"]
+    r = _post(bridge, "/cases", {"study_instance_uid": study.study_uid, "question": "x" * 2001})
+    assert r.status_code == 422 and "longer than 2000" in r.json()["detail"]
+    r = _post(bridge, "/cases", {"study_instance_uid": "1.2.3.999", "question": "Surgery?"})
+    assert r.status_code == 404 and "no such study" in r.json()["detail"]
+    r = _post(bridge, "/cases", {"accession_number": accession, "question": "ok", "priority": "x"})
+    assert r.status_code == 422
+    assert bridge.api("/cases") == []
+
+    question = "Does the MRI of PLANTEDGIVEN PLANTEDFAMILY (PID-7734521) truly support surgery?"
+    report = "Report for PLANTEDFAMILY, PLANTEDGIVEN born 1961-04-17: disc extrusion L4-L5."
+    r = _post(
+        bridge,
+        "/cases",
+        {
+            "accession_number": accession,
+            "question": question,
+            "subspecialty": "neuro",
+            "priority": "urgent",
+            "original_report": report,
+        },
+    )
+    assert r.status_code == 201, r.text
+    case = r.json()
+    assert case["state"] == "retrieving" and case["source"] == "pull:dicomweb"
+    assert case["expected_instances"] == 6 and r.headers["Location"].endswith(case["id"])
+    assert "PLANTEDFAMILY" not in case["question"] and "truly support surgery" in case["question"]
+
+    # The same study again while the case is open: 409, naming it.
+    r = _post(bridge, "/cases", {"study_instance_uid": study.study_uid, "question": "again"})
+    assert r.status_code == 409 and case["id"] in r.json()["detail"]
+
+    done = bridge.wait_forwarded(6)
+    assert done["id"] == case["id"] and done["subspecialty"] == "neuro"
+    got = study_instances(reading, done["pseudonymized_study_instance_uid"])
+    assert len(got) == 6
+    for ds in got:
+        assert leaks(ds, study.identity) == []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        manifests = [m for m in webhook.received if m["case_id"] == case["id"]]
+        if manifests:
+            break
+        time.sleep(0.2)
+    m = manifests[0]
+    assert m["priority"] == "urgent" and m["subspecialty"] == "neuro"
+    assert "truly support surgery" in m["clinical_question"]
+    assert m["original_report"]["scrubbed"] is True
+    assert "disc extrusion L4-L5" in m["original_report"]["text"]
+    raw = next(b for b, x in zip(webhook.raw, webhook.received, strict=True) if x is m)
+    for value in (*study.identity, "1961-04-17"):
+        assert value.encode() not in raw, value
+    log = bridge.log()
+    for value in study.identity:
+        assert value not in log, value
+
+
+def test_submit_over_dimse_with_c_move_from_the_cli(tmp_path, hospital, reading, make_bridge):
+    study = _upload(hospital, tmp_path)
+    bridge = make_bridge(
+        bridge_env(
+            reading,
+            None,
+            BRIDGE_PACS__AE_TITLE=hospital.aet,
+            BRIDGE_PACS__HOST="127.0.0.1",
+            BRIDGE_PACS__PORT=str(hospital.dicom_port),
+            BRIDGE_DIMSE__ALLOWED_CALLING_AETS=json.dumps([hospital.aet]),
+        )
+    )
+    _register(hospital, bridge)
+    accession = study.planted[-1]
+
+    out = _cli(bridge, "find", "--accession", accession)
+    assert out.returncode == 0, out.stderr
+    assert study.study_uid in out.stdout and "PID-7734521" in out.stdout
+
+    out = _cli(
+        bridge,
+        "submit",
+        study.study_uid,
+        "--question",
+        "Second opinion on the CT, please",
+        "--subspecialty",
+        "body",
+        "--priority",
+        "stat",
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "forwarded 6" in out.stdout and "retrieved 6/6" in out.stdout
+    case = bridge.api("/cases")[0]
+    assert case["state"] == "forwarded" and case["source"] == "pull:c-move"
+    assert case["priority"] == "stat" and case["calling_ae_title"] is None
+    assert len(study_instances(reading, case["pseudonymized_study_instance_uid"])) == 6
+
+    # Nothing named: a clear message and a non-zero exit code.
+    out = _cli(bridge, "submit", "--question", "Q")
+    assert out.returncode != 0 and "Study Instance UID or --accession" in out.stderr
+    out = _cli(bridge, "submit", "1.2.3.4.5.6.999", "--question", "Q")
+    assert out.returncode != 0 and "no such study" in out.stderr
+
+
+def test_c_get_and_an_unknown_move_destination(tmp_path, hospital, reading, make_bridge):
+    study = _upload(hospital, tmp_path, n=4)
+    dimse = {
+        "BRIDGE_PACS__AE_TITLE": hospital.aet,
+        "BRIDGE_PACS__HOST": "127.0.0.1",
+        "BRIDGE_PACS__PORT": str(hospital.dicom_port),
+        "BRIDGE_SUBMIT__RETRIEVE_ATTEMPTS": "2",
+    }
+    bridge = make_bridge(
+        bridge_env(reading, None, BRIDGE_PACS__MOVE_DESTINATION="NOSUCHNODE", **dimse)
+    )
+    _register(hospital, bridge)
+    r = _post(bridge, "/cases", {"study_instance_uid": study.study_uid, "question": "Q?"})
+    assert r.status_code == 201, r.text
+    failed = bridge.wait_case(lambda c: c["state"] == "failed", timeout=60)
+    assert "move destination NOSUCHNODE" in failed["error"]
+    assert "BRIDGE_PACS__MOVE_DESTINATION" in failed["error"]
+    bridge.kill()
+
+    # C-GET: the study comes back on the bridge's own association.
+    getter = make_bridge(
+        bridge_env(reading, None, BRIDGE_PACS__DIMSE_RETRIEVE="c-get", **dimse), name="getter"
+    )
+    _register(hospital, getter)
+    r = _post(getter, "/cases", {"study_instance_uid": study.study_uid, "question": "Q?"})
+    assert r.status_code == 201, r.text
+    case = getter.wait_forwarded(4)
+    assert case["source"] == "pull:c-get"
+
+
+def test_pacs_unreachable_or_unconfigured(tmp_path, reading, make_bridge):
+    from bridge.testing.orthanc import free_port
+
+    bridge = make_bridge(
+        bridge_env(
+            reading,
+            None,
+            BRIDGE_PACS__AE_TITLE="PACS",
+            BRIDGE_PACS__HOST="127.0.0.1",
+            BRIDGE_PACS__PORT=str(free_port()),
+        )
+    )
+    r = _post(bridge, "/cases", {"study_instance_uid": "1.2.3", "question": "Q?"})
+    assert r.status_code == 502 and "unreachable over DICOM" in r.json()["detail"]
+    out = _cli(bridge, "find", "--patient-id", "X")
+    assert out.returncode == 2 and "unreachable over DICOM" in out.stderr
+    bare = make_bridge(bridge_env(reading, None), name="bare")
+    r = requests.get(
+        f"{bare.url}/api/v1/studies?patient_id=X",
+        headers={"Authorization": f"Bearer {bare.token}"},
+        timeout=30,
+    )
+    assert r.status_code == 503 and "BRIDGE_PACS__DICOMWEB_URL" in r.json()["detail"]
