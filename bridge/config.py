@@ -192,6 +192,51 @@ class PacsSettings(DicomWebPeer):
     move_destination: str | None = None
 
 
+class WatchSettings(BaseModel):
+    """Watch mode: follow an Orthanc's change feed and submit each new stable study that
+    matches the filters. The study is then pulled like any submission (``pacs.*`` must reach
+    the same Orthanc, over DICOMweb or DIMSE)."""
+
+    model_config = _FROZEN
+
+    #: The Orthanc's REST root, e.g. http://orthanc:8042; unset = watch mode off.
+    orthanc_url: str | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    #: Seconds between polls of the change feed.
+    poll_seconds: float = Field(5.0, gt=0)
+    #: Where a feed seen for the first time starts: "now" (only studies that become stable
+    #: from now on) or "beginning" (every study the Orthanc has).
+    start_at: Literal["now", "beginning"] = "now"
+    #: Filters (all must match; empty = any): a modality in the study, a regular expression
+    #: searched in the Study Description (case-insensitive), the AE title that sent the study.
+    modalities: tuple[str, ...] = ()
+    study_description: str | None = None
+    source_aets: tuple[str, ...] = ()
+    #: The case opened for each study.
+    subspecialty: Subspecialty = "general"
+    priority: Priority = "routine"
+    question: str = ""
+
+    @field_validator("orthanc_url")
+    @classmethod
+    def _strip_url_slash(cls, v: str | None) -> str | None:
+        return v.rstrip("/") if v else v
+
+    @field_validator("study_description")
+    @classmethod
+    def _regex(cls, v: str | None) -> str | None:
+        if v:
+            import re
+
+            try:
+                re.compile(v)
+            except re.error as exc:
+                msg = f"watch.study_description is not a regular expression: {exc}"
+                raise ValueError(msg) from None
+        return v
+
+
 class SubmitSettings(BaseModel):
     """Studies submitted for a second opinion (CLI, API, console, watch, import)."""
 
@@ -304,6 +349,7 @@ class Settings(BaseSettings):
     spool: SpoolSettings = SpoolSettings()
     worker: WorkerSettings = WorkerSettings()
     submit: SubmitSettings = SubmitSettings()
+    watch: WatchSettings = WatchSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -27,6 +27,7 @@ from bridge.errors import (
     FindingsError,
     ForwardError,
     PermanentForwardError,
+    PullError,
     ReturnSafetyError,
     TransientForwardError,
 )
@@ -67,6 +68,10 @@ class Pipeline:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._last_poll = float("-inf")
+        self._last_watch = float("-inf")
+        self._watcher: Any = None
+        #: One owner id for the life of this pipeline: it keeps the feed's lease across polls.
+        self._watch_owner = store.new_owner()
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
@@ -78,7 +83,7 @@ class Pipeline:
         ]
         loops += [("cases", self.cases_once), ("manifests", self.manifests_once)]
         loops += [("reports", self.reports_once), ("poll", self.poll_once)]
-        loops += [("retrieve", self.retrieve_once)]
+        loops += [("retrieve", self.retrieve_once), ("watch", self.watch_once)]
         for name, fn in loops:
             t = threading.Thread(target=self._loop, args=(name, fn), name=name, daemon=True)
             t.start()
@@ -130,6 +135,27 @@ class Pipeline:
         for job in claimed:
             run_retrieve(self.settings, self.store, self.spool, job, owner)
         return bool(claimed)
+
+    def watch_once(self) -> bool:
+        """Every ``watch.poll_seconds``: open cases for new stable studies of the watched
+        Orthanc (see bridge/ingest/watch.py)."""
+        w = self.settings.watch
+        if not w.orthanc_url:
+            return False
+        now = time.monotonic()
+        if now - self._last_watch < w.poll_seconds:
+            return False
+        self._last_watch = now
+        if self._watcher is None:
+            from bridge.ingest.watch import OrthancWatcher
+
+            self._watcher = OrthancWatcher(self.settings, self.store)
+        try:
+            opened = int(self._watcher.poll(self._watch_owner))
+        except PullError as exc:
+            log.warning("watch.failed", error=str(exc))
+            return False
+        return opened > 0
 
     def deid_once(self) -> bool:
         owner = self.store.new_owner()

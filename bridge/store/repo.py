@@ -29,6 +29,7 @@ from bridge.store.schema import (
     JobState,
     ReportState,
     cases,
+    feed_positions,
     instances,
     jobs,
     reports,
@@ -205,7 +206,7 @@ class Store:
         """At start-up: free what a previous run of this node had claimed when it died."""
         with self._tx() as conn:
             n = 0
-            for table in (instances, jobs):
+            for table in (instances, jobs, feed_positions):
                 res = conn.execute(
                     update(table)
                     .where(table.c.lease_owner.like(f"{self.node_id}:%"))

@@ -188,3 +188,16 @@ reports = Table(
     Column("created_at", Float, nullable=False),
     Column("returned_at", Float, nullable=True),
 )
+
+feed_positions = Table(
+    "feed_positions",
+    metadata,
+    #: Which feed: "orthanc:<url>" for an Orthanc change feed.
+    Column("name", String(200), primary_key=True),
+    #: The last change processed (Orthanc's Seq); changes after it are still to do.
+    Column("last_seq", BigInteger, nullable=False),
+    #: One follower at a time across workers and nodes.
+    Column("lease_owner", String(64), nullable=True),
+    Column("lease_until", Float, nullable=True),
+    Column("updated_at", Float, nullable=False),
+)

@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 
 from bridge.errors import SubmitError
 from bridge.store.repo import Store, new_case_id
-from bridge.store.schema import CaseState, cases, instances, jobs
+from bridge.store.schema import CaseState, cases, feed_positions, instances, jobs
 
 RETRIEVE_JOB = "retrieve"
 
@@ -48,9 +48,13 @@ def open_case_for_study(store: Store, study_uid: str) -> str | None:
     return str(row.id) if row is not None else None
 
 
-def create_case(store: Store, new: NewCase) -> str:
+def create_case(store: Store, new: NewCase, feed: tuple[str, str, int] | None = None) -> str:
     """Open a case in ``retrieving`` and queue its retrieve job; 409 if the study has an open
-    case (checked and created under the same lock the listener takes)."""
+    case (checked and created under the same lock the listener takes).
+
+    ``feed`` = (name, owner, seq): a change feed's position moves to ``seq`` in the same
+    transaction, so a follower that dies right after never submits the study twice.
+    """
     now = time.time()
     with store._case_lock:  # noqa: SLF001 - the lock that keeps one case per study
         existing = open_case_for_study(store, new.study_uid)
@@ -82,6 +86,8 @@ def create_case(store: Store, new: NewCase) -> str:
             )
             if new.retrieve is not None:
                 store._insert_job(conn, RETRIEVE_JOB, case_id, new.retrieve)  # noqa: SLF001
+            if feed is not None:
+                _move_feed(conn, *feed)
     return case_id
 
 
@@ -131,3 +137,59 @@ def extend_job_lease(store: Store, job_id: int, owner: str, seconds: float) -> b
             .values(lease_until=time.time() + seconds)
         )
     return res.rowcount == 1
+
+
+# -- change feeds (Orthanc watch mode) ------------------------------------------------------------
+def feed_exists(store: Store, name: str) -> bool:
+    with store.engine.connect() as conn:
+        return (
+            conn.execute(select(feed_positions.c.name).where(feed_positions.c.name == name)).first()
+            is not None
+        )
+
+
+def take_feed(store: Store, name: str, owner: str, lease: float, start: int) -> int | None:
+    """Hold the feed's lease (one follower at a time); return its position, or None if another
+    follower holds it. A feed seen for the first time starts at ``start``."""
+    now = time.time()
+    with store._tx() as conn:  # noqa: SLF001
+        row = conn.execute(select(feed_positions).where(feed_positions.c.name == name)).first()
+        if row is None:
+            conn.execute(
+                feed_positions.insert().values(
+                    name=name,
+                    last_seq=start,
+                    lease_owner=owner,
+                    lease_until=now + lease,
+                    updated_at=now,
+                )
+            )
+            return start
+        if row.lease_owner not in (None, owner) and (row.lease_until or 0) > now:
+            return None
+        conn.execute(
+            update(feed_positions)
+            .where(feed_positions.c.name == name)
+            .values(lease_owner=owner, lease_until=now + lease)
+        )
+        return int(row.last_seq)
+
+
+def _move_feed(conn: Any, name: str, owner: str, seq: int) -> None:
+    res = conn.execute(
+        update(feed_positions)
+        .where(feed_positions.c.name == name)
+        .where(feed_positions.c.lease_owner == owner)
+        .where(feed_positions.c.last_seq < seq)
+        .values(last_seq=seq, updated_at=time.time())
+    )
+    if res.rowcount != 1:
+        row = conn.execute(select(feed_positions).where(feed_positions.c.name == name)).first()
+        if row is None or row.lease_owner != owner:
+            raise SubmitError("the change feed is followed by another worker", status=409)
+
+
+def advance_feed(store: Store, name: str, owner: str, seq: int) -> None:
+    """Move the feed past changes that opened no case."""
+    with store._tx() as conn:  # noqa: SLF001
+        _move_feed(conn, name, owner, seq)
