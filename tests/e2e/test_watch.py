@@ -39,9 +39,11 @@ def test_watch_submits_matching_stable_studies_once(tmp_path, hospital, reading,
     storescu(hospital.dicom_port, other.paths, aet=hospital.aet, calling="OTHERMODALITY")
 
     case = bridge.wait_case(
-        lambda c: c["original_study_instance_uid"] == first.study_uid
-        and c["state"] == "forwarded"
-        and c["instances"]["forwarded"] == 4,
+        lambda c: (
+            c["original_study_instance_uid"] == first.study_uid
+            and c["state"] == "forwarded"
+            and c["instances"]["forwarded"] == 4
+        ),
         timeout=90,
     )
     assert case["source"] == "watch" and case["subspecialty"] == "neuro"
@@ -54,8 +56,9 @@ def test_watch_submits_matching_stable_studies_once(tmp_path, hospital, reading,
     time.sleep(3)  # Orthanc's StableAge is 2 s: the StableStudy change is in the feed
     bridge.start()
     bridge.wait_case(
-        lambda c: c["original_study_instance_uid"] == second.study_uid
-        and c["state"] == "forwarded",
+        lambda c: (
+            c["original_study_instance_uid"] == second.study_uid and c["state"] == "forwarded"
+        ),
         timeout=90,
     )
     time.sleep(2)  # a few more polls
