@@ -50,9 +50,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     sc.add_argument("originals", type=Path)
     sc.add_argument("deidentified", type=Path)
-    from bridge.submit_cli import add_parsers
+    from bridge.submit_cli import add_import_parser, add_parsers
 
     add_parsers(sub)
+    add_import_parser(sub)
     return p
 
 
@@ -135,6 +136,10 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         from bridge.submit_cli import submit_cmd
 
         return submit_cmd(args, settings)
+    if args.command == "import":
+        from bridge.submit_cli import import_cmd
+
+        return import_cmd(args, settings)
     if args.command == "settings":
         print(settings.model_dump_json(indent=2))
         return 0

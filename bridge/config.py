@@ -247,6 +247,8 @@ class SubmitSettings(BaseModel):
     report_max: int = Field(20000, ge=0)
     #: Retrieves that fail this many times in a row fail the case (the error names the cause).
     retrieve_attempts: int = Field(8, ge=1)
+    #: Largest ZIP (unpacked) that `bridge import` or an upload accepts, in bytes.
+    import_max_bytes: int = Field(20 * 1024**3, ge=1024)
 
 
 class ReadingSettings(DicomWebPeer):

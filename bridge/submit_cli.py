@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
@@ -166,3 +167,118 @@ def follow(store: Store, case_id: str, timeout: float) -> int:
         print(f"bridge: still {case['state']} after {timeout:.0f} s", file=sys.stderr)
         return 3
     return 0
+
+
+def add_import_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    im = sub.add_parser(
+        "import", help="submit the studies of a patient's disc, USB stick or ZIP download"
+    )
+    im.add_argument("path", type=Path, help="a folder, a DICOMDIR file or a .zip")
+    im.add_argument("--question", help="the clinical question for the reader")
+    im.add_argument("--subspecialty", choices=SUBSPECIALTIES, default="general")
+    im.add_argument("--priority", choices=PRIORITIES, default="routine")
+    im.add_argument(
+        "--study", action="append", default=[], help="only this Study Instance UID (repeatable)"
+    )
+    im.add_argument("--list", action="store_true", help="list the studies found; submit nothing")
+
+
+def _bar(label: str) -> Callable[[int, int], None] | None:
+    if not sys.stderr.isatty():
+        return None
+
+    def show(i: int, n: int) -> None:
+        width = 30
+        done = int(width * i / max(n, 1))
+        print(f"\r  {label} [{'#' * done}{'.' * (width - done)}] {i}/{n}", end="", file=sys.stderr)
+        if i == n:
+            print(file=sys.stderr)
+
+    return show
+
+
+def import_cmd(args: argparse.Namespace, settings: Settings) -> int:
+    """``bridge import PATH``: one case per study found on the media."""
+    from pydicom import dcmread
+
+    from bridge.deid.scrub import identifying_tokens, scrub_text
+    from bridge.ingest.accept import Origin
+    from bridge.ingest.media import import_study, opened, scan
+    from bridge.ingest.spool import Spool
+    from bridge.ingest.submit import validate
+    from bridge.service import open_store
+    from bridge.store.submissions import NewCase, create_case, finish_retrieve
+
+    if not args.list:
+        if not args.question:
+            raise SubmitError("--question is required to submit (or use --list)", status=422)
+        validate(
+            settings,
+            Submission(
+                question=args.question,
+                subspecialty=args.subspecialty,
+                priority=args.priority,
+                study_uid="media",
+            ),
+        )
+    with opened(args.path, settings.submit.import_max_bytes) as folder:
+        found = scan(folder, _bar("reading"))
+        studies = [s for s in found.studies.values() if not args.study or s.study_uid in args.study]
+        print(
+            f"{len(found.studies)} stud{'y' if len(found.studies) == 1 else 'ies'} found"
+            f"{' (from the DICOMDIR)' if found.used_dicomdir else ''}; "
+            f"{found.not_dicom} file(s) not DICOM (viewer software, documents), skipped; "
+            f"{len(found.malformed)} malformed"
+        )
+        for name, why in found.malformed:
+            print(f"  malformed: {name}: {why}", file=sys.stderr)
+        for s in studies:
+            day = f"{s.date[:4]}-{s.date[4:6]}-{s.date[6:8]}" if len(s.date) == 8 else s.date
+            print(
+                f"  {day:10}  {'/'.join(sorted(s.modalities)):8}  {len(s.files):5} instances  "
+                f"{s.description[:32]:32}  {s.study_uid}"
+            )
+        if args.list or not studies:
+            return 0 if studies or args.list else 1
+        store = open_store(settings)
+        spool = Spool(settings.spool_dir, settings.spool, store.node_id)
+        failures = 0
+        for s in studies:
+            tokens = identifying_tokens(dcmread(s.files[0], stop_before_pixels=True))
+            new = NewCase(
+                study_uid=s.study_uid,
+                source="import",
+                subspecialty=args.subspecialty,
+                priority=args.priority,
+                question=scrub_text(args.question, tokens),
+                expected_instances=len(s.files),
+                submitted_by="cli",
+                retrieve=None,
+            )
+            try:
+                case_id = create_case(store, new)
+            except SubmitError as exc:
+                case_id = str(exc.context.get("case_id", ""))
+                case = store.get_case(case_id) if case_id else None
+                if case is None or case["source"] != "import" or case["state"] != "retrieving":
+                    print(f"  {s.study_uid}: {exc}", file=sys.stderr)
+                    failures += 1
+                    continue
+                print(f"  {s.study_uid}: resuming the interrupted import of case {case_id}")
+            origin = Origin(
+                subspecialty=args.subspecialty,
+                priority=args.priority,
+                question=new.question,
+                case_id=case_id,
+            )
+            imported, refused = import_study(store, spool, s, origin, _bar("importing"))
+            for name, why in refused:
+                print(f"  refused: {name}: {why}", file=sys.stderr)
+            if imported == 0 and not store.case_rows(case_id):
+                finish_retrieve(store, case_id, "import: no instance could be read")
+                print(f"case {case_id}: nothing imported", file=sys.stderr)
+                failures += 1
+                continue
+            finish_retrieve(store, case_id)
+            print(f"case {case_id}: {imported} instance(s) of study {s.study_uid} submitted")
+        return 1 if failures else 0

@@ -31,7 +31,8 @@ class NewCase:
     original_report: str | None = None
     expected_instances: int | None = None
     submitted_by: str | None = None
-    #: Where the study comes from, for the retrieve job (no identifying values).
+    #: Where the study comes from, for the retrieve job (no identifying values); None when
+    #: the caller brings the instances itself (media import) and then calls finish_retrieve.
     retrieve: dict[str, Any] | None = None
 
 
@@ -67,7 +68,7 @@ def create_case(store: Store, new: NewCase, feed: tuple[str, str, int] | None = 
             conn.execute(
                 cases.insert().values(
                     id=case_id,
-                    state=CaseState.RETRIEVING if new.retrieve is not None else CaseState.RECEIVING,
+                    state=CaseState.RETRIEVING,
                     original_study_uid=new.study_uid,
                     source=new.source,
                     subspecialty=new.subspecialty,

@@ -1,0 +1,96 @@
+"""Patient media: a disc folder with a DICOMDIR, a ZIP download without one, bad archives."""
+
+from __future__ import annotations
+
+import subprocess
+import zipfile
+
+import pytest
+from pydicom.fileset import FileSet
+
+from bridge.testing.peers import BRIDGE_BIN
+from bridge.testing.sample import make_study
+from conftest import bridge_env
+from tests.e2e.conftest import study_instances
+from tests.helpers import leaks
+
+pytestmark = pytest.mark.e2e
+
+
+def _cli(bridge, *args):
+    return subprocess.run(
+        [BRIDGE_BIN, *args],
+        env=bridge.full_env(),
+        cwd=bridge.workdir,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_import_a_disc_and_a_zip(tmp_path, reading, make_bridge):
+    bridge = make_bridge(bridge_env(reading, None))
+    # A disc: two studies behind a DICOMDIR, plus the viewer software discs carry.
+    a = make_study(tmp_path / "a", 3, rows=64, columns=64, accession="ACC-DISC-A")
+    b = make_study(tmp_path / "b", 2, rows=64, columns=64, accession="ACC-DISC-B")
+    fs = FileSet()
+    for p in a.paths + b.paths:
+        fs.add(p)
+    disc = tmp_path / "disc"
+    fs.write(disc)
+    (disc / "VIEWER").mkdir()
+    (disc / "VIEWER" / "viewer.exe").write_bytes(b"MZ" + b"\0" * 300)
+    (disc / "AUTORUN.INF").write_text("[autorun]\nopen=VIEWER\\viewer.exe\n")
+
+    out = _cli(bridge, "import", str(disc), "--list")
+    assert out.returncode == 0, out.stderr
+    assert "2 studies found (from the DICOMDIR)" in out.stdout
+    assert "2 file(s) not DICOM" in out.stdout and a.study_uid in out.stdout
+
+    out = _cli(
+        bridge, "import", str(disc), "--question", "Fracture healed?", "--subspecialty", "msk"
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.count("submitted") == 2
+    for study, n in ((a, 3), (b, 2)):
+        case = bridge.wait_case(
+            lambda c, s=study, n=n: (
+                c["original_study_instance_uid"] == s.study_uid
+                and c["state"] == "forwarded"
+                and c["instances"]["forwarded"] == n
+            )
+        )
+        assert case["source"] == "import" and case["subspecialty"] == "msk"
+        for ds in study_instances(reading, case["pseudonymized_study_instance_uid"]):
+            assert leaks(ds, study.identity) == []
+    # The same disc again while its cases are open: refused, named.
+    out = _cli(bridge, "import", str(disc), "--question", "Again?")
+    assert out.returncode == 1 and "already open" in out.stderr
+
+    # A ZIP download without a DICOMDIR: walked; junk counted; a broken file named.
+    c = make_study(tmp_path / "c", 2, rows=64, columns=64, accession="ACC-ZIP-C")
+    broken = tmp_path / "IM_BROKEN.dcm"
+    broken.write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00\x10\x00garbage")
+    archive = tmp_path / "download.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for p in c.paths:
+            zf.write(p, f"study/{p.name}")
+        zf.write(broken, "study/IM_BROKEN.dcm")
+        zf.writestr("README.txt", "Images of your examination")
+    out = _cli(bridge, "import", str(archive), "--question", "Progression?")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "1 study found;" in out.stdout and "1 file(s) not DICOM" in out.stdout
+    assert "malformed: study/IM_BROKEN.dcm" in out.stderr
+    bridge.wait_case(
+        lambda x: x["original_study_instance_uid"] == c.study_uid and x["state"] == "forwarded"
+    )
+
+    # Archives that try to escape their folder, and nothing to import, are refused clearly.
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as zf:
+        zf.writestr("../../etc/cron.d/x", "* * * * * root true")
+    out = _cli(bridge, "import", str(evil), "--question", "Q")
+    assert out.returncode == 2 and "path outside its folder" in out.stderr
+    out = _cli(bridge, "import", str(tmp_path / "missing"), "--question", "Q")
+    assert out.returncode == 2 and "no such file or folder" in out.stderr
