@@ -247,6 +247,10 @@ class SubmitSettings(BaseModel):
     report_max: int = Field(20000, ge=0)
     #: Retrieves that fail this many times in a row fail the case (the error names the cause).
     retrieve_attempts: int = Field(8, ge=1)
+    #: Priors: at most this many earlier studies per case; which ones qualify: "modality" (an
+    #: earlier study sharing a modality with the submitted one) or "any" earlier study.
+    priors_max: int = Field(10, ge=0, le=50)
+    priors_match: Literal["modality", "any"] = "modality"
     #: Largest ZIP (unpacked) that `bridge import` or an upload accepts, in bytes.
     import_max_bytes: int = Field(20 * 1024**3, ge=1024)
 

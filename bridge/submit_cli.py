@@ -47,6 +47,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         type=argparse.FileType("r", encoding="utf-8"),
         help="the original report (text); scrubbed of the patient's identifiers before sending",
     )
+    sm.add_argument(
+        "--priors", type=int, default=0, help="also send the N most recent earlier studies"
+    )
     sm.add_argument("--no-wait", action="store_true", help="return once the case is open")
     sm.add_argument("--timeout", type=float, default=3600.0, help="seconds to follow the case")
 
@@ -120,6 +123,7 @@ def submit_cmd(args: argparse.Namespace, settings: Settings) -> int:
                 accession=args.accession,
                 original_report=report,
                 submitted_by="cli",
+                priors=args.priors,
             ),
         )
     finally:

@@ -213,6 +213,7 @@ class Pipeline:
             uids=result.uid_map,
             modality=result.modality,
             frames=result.frames,
+            original_study_uid=result.original_study_uid,
             body_part=result.body_part,
             question=result.question,
         )

@@ -33,8 +33,15 @@ def build_manifest(case: dict[str, Any], version: int) -> dict[str, Any]:
             "modalities": [m for m in (case["modalities"] or "").split("\\") if m],
             "body_part": case["body_part"] or None,
             "series_count": case["series"],
-            "instance_count": counts["forwarded"],
+            "instance_count": counts["forwarded"]
+            - sum(p["forwarded"] for p in case.get("priors", [])),
         },
+        # Earlier studies of the same patient, same pseudonym and date shift, for comparison.
+        "priors": [
+            {"study_instance_uid": p["pseudo_study_uid"], "instance_count": p["forwarded"]}
+            for p in case.get("priors", [])
+            if p["pseudo_study_uid"]
+        ],
         "clinical_question": case["question"] or "",
         # The referring report, when one was submitted: scrubbed of the patient's identifiers.
         "original_report": (

@@ -53,7 +53,9 @@ def run_retrieve(settings: Settings, store: Store, spool: Spool, job: Any, owner
     if case is None or case["state"] != CaseState.RETRIEVING:
         store.finish_job(job.id, owner)
         return
-    study_uid = json.loads(job.payload)["study_uid"]
+    payload = json.loads(job.payload)
+    study_uid = payload["study_uid"]
+    priors = [str(u) for u in payload.get("priors", [])]
     lease = settings.worker.lease_seconds
     last_beat = time.monotonic()
 
@@ -93,6 +95,16 @@ def run_retrieve(settings: Settings, store: Store, spool: Spool, job: Any, owner
         return
     try:
         outcome = client.retrieve(study_uid, sop_uids_of(store, case["id"]), sink, keep_lease)
+        for prior in priors:
+            try:
+                more = client.retrieve(prior, sop_uids_of(store, case["id"]), sink, keep_lease)
+            except StudyNotFoundError:
+                outcome.warnings.append("a prior study is no longer in the PACS")
+                continue
+            outcome.retrieved += more.retrieved
+            outcome.skipped += more.skipped
+            outcome.failed += more.failed
+            outcome.warnings += more.warnings
     except StudyNotFoundError as exc:
         finish_retrieve(store, case["id"], f"retrieve: {exc.message}")
         store.finish_job(job.id, owner)

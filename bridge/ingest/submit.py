@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from bridge.config import Settings
 from bridge.deid.scrub import identifying_tokens, scrub_text
 from bridge.errors import SubmitError
-from bridge.ingest.pacs import PacsClient, StudyMatch, find_one
+from bridge.ingest.pacs import PacsClient, StudyMatch, StudyQuery, find_one
 from bridge.logging import get_logger
 from bridge.store.repo import Store
 from bridge.store.submissions import NewCase, create_case
@@ -43,6 +43,8 @@ class Submission:
     accession: str = ""
     original_report: str | None = None
     submitted_by: str | None = None
+    #: Also send the N most recent earlier studies of the patient.
+    priors: int = 0
 
 
 def validate(settings: Settings, sub: Submission) -> None:
@@ -68,8 +70,40 @@ def validate(settings: Settings, sub: Submission) -> None:
         )
     if sub.priority not in PRIORITIES:
         raise SubmitError(f"unknown priority: choose one of {', '.join(PRIORITIES)}", status=422)
+    if sub.priors < 0 or sub.priors > limits.priors_max:
+        raise SubmitError(f"priors must be between 0 and {limits.priors_max}", status=422)
     if not sub.study_uid and not sub.accession:
         raise SubmitError("name the study: a Study Instance UID or an accession number", status=422)
+
+
+def find_priors(
+    settings: Settings, client: PacsClient, match: StudyMatch, count: int
+) -> list[StudyMatch]:
+    """The ``count`` most recent earlier studies of the same patient (same issuer), sharing a
+    modality with ``match`` unless ``submit.priors_match`` is "any"."""
+    if count <= 0:
+        return []
+    pid = match.text("PatientID")
+    if not pid:
+        raise SubmitError("the study has no Patient ID: its priors cannot be found", status=422)
+    issuer = match.text("IssuerOfPatientID")
+    day, time = match.text("StudyDate"), match.text("StudyTime")
+    mods = set(match.modalities)
+    found = []
+    for other in client.search(StudyQuery(patient_id=pid, limit=500)):
+        if other.study_uid == match.study_uid or other.text("PatientID") != pid:
+            continue
+        if issuer and other.text("IssuerOfPatientID") not in ("", issuer):
+            continue
+        when = (other.text("StudyDate"), other.text("StudyTime"))
+        if day and not (when[0] and when < (day, time)):
+            continue
+        same_kind = not (mods and other.modalities) or bool(mods & set(other.modalities))
+        if settings.submit.priors_match == "modality" and not same_kind:
+            continue
+        found.append((when, other))
+    found.sort(key=lambda x: x[0], reverse=True)
+    return [m for _, m in found[:count]]
 
 
 def source_of(client: PacsClient, settings: Settings) -> str:
@@ -84,6 +118,7 @@ def submit(
     """Open a case for the study and queue its retrieve; return (case id, the PACS's study)."""
     validate(settings, sub)
     match = find_one(client, sub.study_uid.strip(), sub.accession.strip())
+    priors = find_priors(settings, client, match, sub.priors)
     tokens = identifying_tokens(match.dataset)
     report = sub.original_report.strip() if sub.original_report else None
     case_id = create_case(
@@ -95,9 +130,13 @@ def submit(
             priority=sub.priority,
             question=scrub_text(sub.question, tokens),
             original_report=scrub_text(report, tokens) if report else None,
-            expected_instances=match.count("NumberOfStudyRelatedInstances"),
+            expected_instances=sum(
+                m.count("NumberOfStudyRelatedInstances") or 0 for m in [match, *priors]
+            )
+            or None,
             submitted_by=sub.submitted_by,
-            retrieve={"study_uid": match.study_uid},
+            priors=tuple(m.study_uid for m in priors),
+            retrieve={"study_uid": match.study_uid, "priors": [m.study_uid for m in priors]},
         ),
     )
     log.info(
@@ -106,5 +145,6 @@ def submit(
         source=source_of(client, settings),
         subspecialty=sub.subspecialty,
         priority=sub.priority,
+        priors=len(priors),
     )
     return case_id, match

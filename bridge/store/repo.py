@@ -13,10 +13,11 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import Engine, Table, and_, func, or_, select, update
+from sqlalchemy import case as sql_case
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Row
@@ -28,6 +29,7 @@ from bridge.store.schema import (
     InstanceState,
     JobState,
     ReportState,
+    case_studies,
     cases,
     feed_positions,
     instances,
@@ -114,6 +116,7 @@ class Store:
                     values: dict[str, Any] = {
                         "deid_name": None,
                         "sop_class_uid": rec.sop_class_uid,
+                        "study_uid": rec.study_uid,
                         "series_uid": rec.series_uid,
                         "modality": rec.modality,
                         "state": InstanceState.RECEIVED,
@@ -156,6 +159,18 @@ class Store:
 
     def _case_for_study(self, conn: Connection, rec: Received, now: float) -> str:
         stmt = select(cases.c.id, cases.c.state)
+        if rec.case_id is None:
+            # A study being pulled (as a case's own study or as a prior of it) goes to that case.
+            pulling = conn.execute(
+                select(cases.c.id)
+                .join(case_studies, case_studies.c.case_id == cases.c.id)
+                .where(case_studies.c.study_uid == rec.study_uid)
+                .where(cases.c.state == CaseState.RETRIEVING)
+                .order_by(cases.c.created_at.desc())
+                .limit(1)
+            ).first()
+            if pulling is not None:
+                rec = replace(rec, case_id=str(pulling.id))
         if rec.case_id is not None:
             stmt = stmt.where(cases.c.id == rec.case_id)
         else:
@@ -298,8 +313,13 @@ class Store:
         body_part: str,
         question: str,
         frames: int | None = None,
+        original_study_uid: str | None = None,
     ) -> bool:
-        """Record a de-identified instance, the vault entries and the case's pseudonyms."""
+        """Record a de-identified instance, the vault entries and the case's pseudonyms.
+
+        An instance of a prior study (not the case's own) records its pseudonymized study UID
+        beside the prior; the case's own study UID, description and vault headers come only
+        from its own study's instances."""
         now = time.time()
         with self._tx() as conn:
             res = conn.execute(
@@ -325,12 +345,37 @@ class Store:
             )
             if res.rowcount != 1:
                 return False  # re-sent meanwhile or claimed elsewhere; the new copy wins
-            self._upsert_vault(conn, inst.case_id, now, pseudo_patient_id, patient, headers, uids)
             case = conn.execute(
-                select(cases.c.modalities, cases.c.body_part, cases.c.question).where(
-                    cases.c.id == inst.case_id
-                )
+                select(
+                    cases.c.modalities,
+                    cases.c.body_part,
+                    cases.c.question,
+                    cases.c.original_study_uid,
+                ).where(cases.c.id == inst.case_id)
             ).one()
+            own = original_study_uid in (None, case.original_study_uid)
+            self._upsert_vault(
+                conn,
+                inst.case_id,
+                now,
+                pseudo_patient_id,
+                patient,
+                headers if own else None,
+                uids,
+            )
+            if not own:
+                conn.execute(
+                    update(case_studies)
+                    .where(case_studies.c.case_id == inst.case_id)
+                    .where(case_studies.c.study_uid == original_study_uid)
+                    .values(pseudo_study_uid=pseudo_study_uid)
+                )
+                conn.execute(
+                    update(cases)
+                    .where(cases.c.id == inst.case_id)
+                    .values(pseudo_patient_id=pseudo_patient_id, updated_at=now)
+                )
+                return True
             mods = [m for m in case.modalities.split("\\") if m]
             if modality and modality not in mods:
                 mods.append(modality)
@@ -354,7 +399,7 @@ class Store:
         now: float,
         pseudo_patient_id: str,
         patient: tuple[str, str, str],
-        headers: dict[str, Any],
+        headers: dict[str, Any] | None,
         uids: dict[str, str],
     ) -> None:
         # Concurrent workers may write the same vault rows: the first writer wins, the others
@@ -369,11 +414,12 @@ class Store:
                 created_at=now,
             )
         )
-        conn.execute(
-            self._insert_ignore(vault_headers).values(
-                case_id=case_id, headers=json.dumps(headers), created_at=now
+        if headers is not None:
+            conn.execute(
+                self._insert_ignore(vault_headers).values(
+                    case_id=case_id, headers=json.dumps(headers), created_at=now
+                )
             )
-        )
         if uids:
             conn.execute(
                 self._insert_ignore(uid_map),
@@ -596,6 +642,37 @@ class Store:
             **{s.value: counts.get(s.value, 0) for s in InstanceState},
         }
         d["series"] = int(series)
+        d["priors"] = [
+            {
+                "study_uid": r.study_uid,
+                "pseudo_study_uid": r.pseudo_study_uid,
+                "instances": int(r.n or 0),
+                "forwarded": int(r.fwd or 0),
+            }
+            for r in conn.execute(
+                select(
+                    case_studies.c.study_uid,
+                    case_studies.c.pseudo_study_uid,
+                    func.count(instances.c.id).label("n"),
+                    func.sum(
+                        sql_case((instances.c.state == InstanceState.FORWARDED, 1), else_=0)
+                    ).label("fwd"),
+                )
+                .select_from(
+                    case_studies.outerjoin(
+                        instances,
+                        and_(
+                            instances.c.case_id == case_studies.c.case_id,
+                            instances.c.study_uid == case_studies.c.study_uid,
+                        ),
+                    )
+                )
+                .where(case_studies.c.case_id == row.id)
+                .where(case_studies.c.role == "prior")
+                .group_by(case_studies.c.study_uid, case_studies.c.pseudo_study_uid)
+                .order_by(case_studies.c.study_uid)
+            )
+        ]
         d["reports"] = [
             dict(r._mapping)
             for r in conn.execute(

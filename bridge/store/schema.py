@@ -102,6 +102,8 @@ instances = Table(
     Column("case_id", String(32), ForeignKey("cases.id"), nullable=False, index=True),
     Column("sop_instance_uid", String(64), nullable=False),
     Column("sop_class_uid", String(64), nullable=False),
+    #: The original study (a case may hold priors besides its own study).
+    Column("study_uid", String(64), nullable=True),
     Column("series_uid", String(64), nullable=False, default=""),
     Column("modality", String(16), nullable=False, default=""),
     Column("pseudo_sop_uid", String(64), nullable=True, index=True),
@@ -200,4 +202,15 @@ feed_positions = Table(
     Column("lease_owner", String(64), nullable=True),
     Column("lease_until", Float, nullable=True),
     Column("updated_at", Float, nullable=False),
+)
+
+case_studies = Table(
+    "case_studies",
+    metadata,
+    #: The studies a case sends: its own ("primary") and the patient's earlier ones ("prior").
+    Column("case_id", String(32), ForeignKey("cases.id"), primary_key=True),
+    Column("study_uid", String(64), primary_key=True),
+    Column("role", String(8), nullable=False),
+    Column("pseudo_study_uid", String(64), nullable=True),
+    Index("ix_case_studies_study_uid", "study_uid"),
 )

@@ -16,7 +16,14 @@ from sqlalchemy import select, update
 
 from bridge.errors import SubmitError
 from bridge.store.repo import Store, new_case_id
-from bridge.store.schema import CaseState, cases, feed_positions, instances, jobs
+from bridge.store.schema import (
+    CaseState,
+    case_studies,
+    cases,
+    feed_positions,
+    instances,
+    jobs,
+)
 
 RETRIEVE_JOB = "retrieve"
 
@@ -31,6 +38,8 @@ class NewCase:
     original_report: str | None = None
     expected_instances: int | None = None
     submitted_by: str | None = None
+    #: Earlier studies of the same patient sent with it (original Study Instance UIDs).
+    priors: tuple[str, ...] = ()
     #: Where the study comes from, for the retrieve job (no identifying values); None when
     #: the caller brings the instances itself (media import) and then calls finish_retrieve.
     retrieve: dict[str, Any] | None = None
@@ -84,6 +93,15 @@ def create_case(store: Store, new: NewCase, feed: tuple[str, str, int] | None = 
                     last_received_at=now,
                     manifest_version=0,
                 )
+            )
+            conn.execute(
+                case_studies.insert(),
+                [{"case_id": case_id, "study_uid": new.study_uid, "role": "primary"}]
+                + [
+                    {"case_id": case_id, "study_uid": uid, "role": "prior"}
+                    for uid in dict.fromkeys(new.priors)
+                    if uid != new.study_uid
+                ],
             )
             if new.retrieve is not None:
                 store._insert_job(conn, RETRIEVE_JOB, case_id, new.retrieve)  # noqa: SLF001

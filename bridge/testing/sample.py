@@ -62,6 +62,7 @@ def make_study(
     columns: int = 512,
     seed: int | None = None,
     accession: str = "ACC-PLANT-55123",
+    study_date: str = "20240311",
 ) -> SampleStudy:
     """Write ``n_instances`` CT files (16-bit, ``rows`` x ``columns``) into ``out_dir``."""
     patient = patient or PlantedPatient()
@@ -99,7 +100,7 @@ def make_study(
         "SPS-PL-4",
         "PRIVATE-PLANTED-VALUE",
         "PLANTED VENDOR",
-        "20240311",
+        study_date,
         "101502",
         "PL-OCCUPATION",
         "history PLANTED",
@@ -138,7 +139,7 @@ def make_study(
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
         ds.SOPClassUID = CTImageStorage
         ds.SOPInstanceUID = sop_uid
-        ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = "20240311"
+        ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = study_date
         ds.StudyTime = ds.SeriesTime = ds.AcquisitionTime = ds.ContentTime = "101502"
         ds.AccessionNumber = accession
         ds.Modality = "CT"

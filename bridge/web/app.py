@@ -46,6 +46,13 @@ class ReportOut(BaseModel):
     returned_at: str | None
 
 
+class PriorOut(BaseModel):
+    original_study_instance_uid: str
+    pseudonymized_study_instance_uid: str | None
+    instances: int
+    forwarded: int
+
+
 class CaseOut(BaseModel):
     """A case as the API shows it. Original UIDs are shown to authenticated hospital users."""
 
@@ -66,8 +73,10 @@ class CaseOut(BaseModel):
     calling_ae_title: str | None
     called_ae_title: str | None
     instances: InstanceCounts
-    #: Submitted cases: how many instances the PACS has for the study.
+    #: Submitted cases: how many instances the PACS has for the study (and its priors).
     expected_instances: int | None
+    #: Earlier studies of the patient sent with the case.
+    priors: list[PriorOut]
     series: int
     error: str | None
     created_at: str
@@ -97,6 +106,15 @@ def case_out(c: dict[str, Any]) -> CaseOut:
         called_ae_title=c["called_aet"],
         instances=InstanceCounts(**{k: c["instances"][k] for k in InstanceCounts.model_fields}),
         expected_instances=c.get("expected_instances"),
+        priors=[
+            PriorOut(
+                original_study_instance_uid=p["study_uid"],
+                pseudonymized_study_instance_uid=p["pseudo_study_uid"],
+                instances=p["instances"],
+                forwarded=p["forwarded"],
+            )
+            for p in c.get("priors", [])
+        ],
         series=c["series"],
         error=c["error"],
         created_at=iso_utc(c["created_at"]) or "",

@@ -35,6 +35,8 @@ class CaseIn(BaseModel):
     subspecialty: Subspecialty = "general"
     priority: Priority = "routine"
     original_report: str | None = None
+    #: Also send the N most recent earlier studies of the patient (see submit.priors_match).
+    priors: int = Field(0, ge=0)
 
 
 @contextmanager
@@ -70,6 +72,7 @@ def submit_router(settings: Settings, store: Store, spool: Spool, auth: Any) -> 
             accession=body.accession_number or "",
             original_report=body.original_report,
             submitted_by="api",
+            priors=body.priors,
         )
         with _pacs(settings, spool) as client:
             case_id, _match = submit(settings, store, client, sub)

@@ -229,3 +229,73 @@ def test_pacs_unreachable_or_unconfigured(tmp_path, reading, make_bridge):
         timeout=30,
     )
     assert r.status_code == 503 and "BRIDGE_PACS__DICOMWEB_URL" in r.json()["detail"]
+
+
+def test_priors_travel_with_the_case(tmp_path, hospital, reading, webhook, make_bridge):
+    from datetime import date
+
+    from bridge.testing.sample import PlantedPatient
+
+    patient = PlantedPatient(patient_id="PID-PRIORS-9")
+
+    def upload(name: str, day: str, n: int) -> SampleStudy:
+        s = make_study(
+            tmp_path / name,
+            n,
+            rows=64,
+            columns=64,
+            patient=patient,
+            study_date=day,
+            accession=f"A-{name[:6].upper()}-{uuid.uuid4().hex[:4]}",
+        )
+        for p in s.paths:
+            requests.post(f"{hospital.url}/instances", data=p.read_bytes(), timeout=30)
+        return s
+
+    main = upload("main", "20240311", 3)
+    prior1 = upload("prior1", "20230101", 2)
+    prior2 = upload("prior2", "20220615", 2)
+    upload("oldest", "20150101", 1)  # beyond the two most recent: not sent
+    upload("later", "20250101", 1)  # after the study: not a prior
+    bridge = make_bridge(
+        bridge_env(
+            reading,
+            webhook,
+            BRIDGE_PACS__AE_TITLE=hospital.aet,
+            BRIDGE_PACS__HOST="127.0.0.1",
+            BRIDGE_PACS__PORT=str(hospital.dicom_port),
+        )
+    )
+    _register(hospital, bridge)
+    r = _post(
+        bridge, "/cases", {"study_instance_uid": main.study_uid, "question": "Growth?", "priors": 2}
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["expected_instances"] == 7
+    case = bridge.wait_forwarded(7)
+    assert case["id"] == r.json()["id"] and len(bridge.api("/cases")) == 1
+    priors = {p["original_study_instance_uid"]: p for p in case["priors"]}
+    assert set(priors) == {prior1.study_uid, prior2.study_uid}
+    assert all(p["forwarded"] == 2 for p in priors.values())
+
+    # Same pseudonymous patient, same date shift: the intervals between the studies survive.
+    def shifted(pseudo_study: str) -> date:
+        ds = study_instances(reading, pseudo_study)[0]
+        assert ds.PatientID == case["pseudonymous_patient_id"]
+        return date.fromisoformat(f"{ds.StudyDate[:4]}-{ds.StudyDate[4:6]}-{ds.StudyDate[6:]}")
+
+    d_main = shifted(case["pseudonymized_study_instance_uid"])
+    d_prior1 = shifted(priors[prior1.study_uid]["pseudonymized_study_instance_uid"])
+    assert (d_main - d_prior1).days == (date(2024, 3, 11) - date(2023, 1, 1)).days
+    assert d_main != date(2024, 3, 11)
+
+    deadline = time.monotonic() + 30
+    while not (m := [x for x in webhook.received if x["case_id"] == case["id"]]):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert m[0]["study"]["study_instance_uid"] == case["pseudonymized_study_instance_uid"]
+    assert m[0]["study"]["instance_count"] == 3
+    assert sorted(p["instance_count"] for p in m[0]["priors"]) == [2, 2]
+    assert {p["study_instance_uid"] for p in m[0]["priors"]} == {
+        p["pseudonymized_study_instance_uid"] for p in priors.values()
+    }
