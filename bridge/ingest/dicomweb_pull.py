@@ -35,6 +35,8 @@ log = get_logger(__name__)
 _DICOM_JSON = "application/dicom+json"
 _ACCEPT_ANY_TS = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 _ACCEPT_DEFAULT = 'multipart/related; type="application/dicom"'
+#: Bytes per read of a WADO-RS stream: what a network cut can lose of a part in progress.
+_READ = 64 * 1024
 
 
 class DicomWebPacs:
@@ -185,7 +187,7 @@ class DicomWebPacs:
                 raise PacsRefusedError("the PACS refused WADO-RS", status=resp.status_code)
             boundary = boundary_of(resp.headers.get("Content-Type", ""))
             n = 0
-            for part in split_parts(resp.iter_content(1 << 20), boundary, self._new_files()):
+            for part in split_parts(resp.iter_content(_READ), boundary, self._new_files()):
                 sink(part)
                 n += 1
                 if progress is not None:

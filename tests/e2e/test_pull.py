@@ -21,10 +21,10 @@ from tests.helpers import leaks
 pytestmark = pytest.mark.e2e
 
 
-def _upload(pacs: Orthanc, tmp_path, n: int = 6) -> SampleStudy:
+def _upload(pacs: Orthanc, tmp_path, n: int = 6, size: int = 64) -> SampleStudy:
     """A study with planted identities stored in the PACS, with its own accession number."""
     accession = f"ACC-{uuid.uuid4().hex[:8].upper()}"
-    study = make_study(tmp_path / accession, n, rows=64, columns=64, accession=accession)
+    study = make_study(tmp_path / accession, n, rows=size, columns=size, accession=accession)
     for p in study.paths:
         requests.post(f"{pacs.url}/instances", data=p.read_bytes(), timeout=30).raise_for_status()
     study.planted.append(accession)
@@ -299,3 +299,148 @@ def test_priors_travel_with_the_case(tmp_path, hospital, reading, webhook, make_
     assert {p["study_instance_uid"] for p in m[0]["priors"]} == {
         p["pseudonymized_study_instance_uid"] for p in priors.values()
     }
+
+
+def test_a_guarded_pacs_credentials_and_called_ae_title(tmp_path, reading, make_bridge):
+    """A PACS with HTTP authentication and a checked called AE title: the right settings work,
+    the wrong ones get a message naming the setting."""
+    pacs = Orthanc(
+        "GUARDED",
+        tmp_path / "guarded",
+        aet="GUARDEDPACS",
+        extra={
+            "AuthenticationEnabled": True,
+            "RegisteredUsers": {"bridge": "s3cret-pw"},
+            "DicomCheckCalledAet": True,
+        },
+    ).start()
+    try:
+        study = make_study(tmp_path / "s", 2, rows=64, columns=64, accession="ACC-GUARD")
+        for p in study.paths:
+            requests.post(
+                f"{pacs.url}/instances",
+                data=p.read_bytes(),
+                auth=("bridge", "s3cret-pw"),
+                timeout=30,
+            ).raise_for_status()
+        web = {"BRIDGE_PACS__DICOMWEB_URL": pacs.dicomweb, "BRIDGE_PACS__USERNAME": "bridge"}
+        good = make_bridge(
+            bridge_env(reading, None, BRIDGE_PACS__PASSWORD="s3cret-pw", **web), name="good"
+        )
+        assert [
+            s["study_instance_uid"] for s in good.api("/studies?accession_number=ACC-GUARD")
+        ] == [study.study_uid]
+        bad = make_bridge(
+            bridge_env(reading, None, BRIDGE_PACS__PASSWORD="wrong", **web), name="bad"
+        )
+        r = requests.get(
+            f"{bad.url}/api/v1/studies?accession_number=ACC-GUARD",
+            headers={"Authorization": f"Bearer {bad.token}"},
+            timeout=30,
+        )
+        assert r.status_code == 502 and "BRIDGE_PACS__PASSWORD" in r.json()["detail"]
+        assert "wrong" not in r.text and "s3cret" not in bad.log()
+
+        dimse = make_bridge(
+            bridge_env(
+                reading,
+                None,
+                BRIDGE_PACS__AE_TITLE="NOTTHEPACS",
+                BRIDGE_PACS__HOST="127.0.0.1",
+                BRIDGE_PACS__PORT=str(pacs.dicom_port),
+            ),
+            name="dimse",
+        )
+        out = _cli(dimse, "find", "--accession", "ACC-GUARD")
+        assert out.returncode == 2 and "BRIDGE_PACS__AE_TITLE" in out.stderr, out.stderr
+    finally:
+        pacs.stop()
+
+
+class _CuttingProxy:
+    """A real HTTP proxy in front of the PACS's DICOMweb that breaks the first series-level
+    retrieve halfway through its body (a network cut), and records every path asked for."""
+
+    def __init__(self, upstream: str) -> None:
+        import re
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from bridge.testing.orthanc import free_port
+
+        self.paths: list[str] = []
+        self.cut = False
+        outer = self
+        series_only = re.compile(r"/studies/[^/]+/series/[^/?]+$")
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:  # noqa: N802
+                outer.paths.append(self.path)
+                r = requests.get(
+                    upstream + self.path,
+                    headers={"Accept": self.headers.get("Accept", "*/*")},
+                    timeout=60,
+                )
+                body = r.content
+                self.send_response(r.status_code)
+                self.send_header("Content-Type", r.headers.get("Content-Type", ""))
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                path = self.path.split("?")[0]
+                if series_only.search(path) and not outer.cut:
+                    outer.cut = True
+                    self.wfile.write(body[: int(len(body) * 0.6)])
+                    self.wfile.flush()
+                    self.connection.shutdown(2)
+                    self.close_connection = True
+                    return
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.port = free_port()
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_an_interrupted_retrieve_resumes_without_fetching_again(
+    tmp_path, hospital, reading, make_bridge
+):
+    study = _upload(hospital, tmp_path, n=8, size=256)  # two series of four, 128 KB each
+    proxy = _CuttingProxy(hospital.url)
+    try:
+        bridge = make_bridge(
+            bridge_env(reading, None, BRIDGE_PACS__DICOMWEB_URL=f"{proxy.url}/dicom-web")
+        )
+        r = _post(bridge, "/cases", {"study_instance_uid": study.study_uid, "question": "Q?"})
+        assert r.status_code == 201, r.text
+        case = bridge.wait_forwarded(8)
+        assert proxy.cut
+        assert '"pull.retry"' in bridge.log() and case["error"] is None
+        series_gets = [
+            p
+            for p in proxy.paths
+            if "/series/" in p
+            and "/instances/" not in p
+            and not p.endswith("/instances")
+            and "?" not in p
+        ]
+        instance_gets = [p for p in proxy.paths if "/instances/" in p]
+        # The cut series was not asked for again as a whole: only its instances that did not
+        # arrive whole, one by one; the other series in one request.
+        assert len(series_gets) == 2 and len(set(series_gets)) == 2
+        assert 0 < len(instance_gets) < 4
+        assert len(set(instance_gets)) == len(instance_gets)
+    finally:
+        proxy.stop()
