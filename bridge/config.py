@@ -253,6 +253,8 @@ class SubmitSettings(BaseModel):
     priors_match: Literal["modality", "any"] = "modality"
     #: Largest ZIP (unpacked) that `bridge import` or an upload accepts, in bytes.
     import_max_bytes: int = Field(20 * 1024**3, ge=1024)
+    #: Largest upload (POST /api/v1/imports, the console's form) accepted, in bytes.
+    upload_max_bytes: int = Field(4 * 1024**3, ge=1024)
 
 
 class ReadingSettings(DicomWebPeer):

@@ -56,12 +56,12 @@ def serve(settings: Settings, config_file: Path | None = None) -> int:
     released = store.release_own_leases()
     spool = Spool(settings.spool_dir, settings.spool, store.node_id)
     spool.clean_partial()
+    spool.clean_tmp()  # this process's own half-written files (uploads); workers clean theirs
     spool.remove_orphans(store.spool_names(spool.prefix))
 
     pipeline: Pipeline | None = None
     workers: WorkerSupervisor | None = None
     if settings.worker.processes == 0:
-        spool.clean_tmp()
         pipeline = Pipeline(settings, store, spool)
     else:
         workers = WorkerSupervisor(settings.worker.processes, config_file)

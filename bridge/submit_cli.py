@@ -203,15 +203,10 @@ def _bar(label: str) -> Callable[[int, int], None] | None:
 
 def import_cmd(args: argparse.Namespace, settings: Settings) -> int:
     """``bridge import PATH``: one case per study found on the media."""
-    from pydicom import dcmread
-
-    from bridge.deid.scrub import identifying_tokens, scrub_text
-    from bridge.ingest.accept import Origin
-    from bridge.ingest.media import import_study, opened, scan
+    from bridge.ingest.media import opened, scan, submit_media
     from bridge.ingest.spool import Spool
     from bridge.ingest.submit import validate
     from bridge.service import open_store
-    from bridge.store.submissions import NewCase, create_case, finish_retrieve
 
     if not args.list:
         if not args.question:
@@ -246,43 +241,25 @@ def import_cmd(args: argparse.Namespace, settings: Settings) -> int:
             return 0 if studies or args.list else 1
         store = open_store(settings)
         spool = Spool(settings.spool_dir, settings.spool, store.node_id)
+        results = submit_media(
+            store,
+            spool,
+            studies,
+            question=args.question,
+            subspecialty=args.subspecialty,
+            priority=args.priority,
+            submitted_by="cli",
+            progress=_bar("importing"),
+        )
         failures = 0
-        for s in studies:
-            tokens = identifying_tokens(dcmread(s.files[0], stop_before_pixels=True))
-            new = NewCase(
-                study_uid=s.study_uid,
-                source="import",
-                subspecialty=args.subspecialty,
-                priority=args.priority,
-                question=scrub_text(args.question, tokens),
-                expected_instances=len(s.files),
-                submitted_by="cli",
-                retrieve=None,
-            )
-            try:
-                case_id = create_case(store, new)
-            except SubmitError as exc:
-                case_id = str(exc.context.get("case_id", ""))
-                case = store.get_case(case_id) if case_id else None
-                if case is None or case["source"] != "import" or case["state"] != "retrieving":
-                    print(f"  {s.study_uid}: {exc}", file=sys.stderr)
-                    failures += 1
-                    continue
-                print(f"  {s.study_uid}: resuming the interrupted import of case {case_id}")
-            origin = Origin(
-                subspecialty=args.subspecialty,
-                priority=args.priority,
-                question=new.question,
-                case_id=case_id,
-            )
-            imported, refused = import_study(store, spool, s, origin, _bar("importing"))
-            for name, why in refused:
+        for r in results:
+            for name, why in r.refused:
                 print(f"  refused: {name}: {why}", file=sys.stderr)
-            if imported == 0 and not store.case_rows(case_id):
-                finish_retrieve(store, case_id, "import: no instance could be read")
-                print(f"case {case_id}: nothing imported", file=sys.stderr)
+            if r.problem:
                 failures += 1
+                print(f"  {r.study_uid}: {r.problem}", file=sys.stderr)
                 continue
-            finish_retrieve(store, case_id)
-            print(f"case {case_id}: {imported} instance(s) of study {s.study_uid} submitted")
+            if r.resumed:
+                print(f"  {r.study_uid}: resumed the interrupted import of case {r.case_id}")
+            print(f"case {r.case_id}: {r.imported} instance(s) of study {r.study_uid} submitted")
         return 1 if failures else 0

@@ -201,3 +201,76 @@ def _unzip(archive: Path, dest: Path, max_bytes: int) -> None:
                         dst.write(chunk)
     except zipfile.BadZipFile:
         raise SubmitError("the ZIP file is damaged", status=422) from None
+
+
+@dataclass
+class MediaCase:
+    study_uid: str
+    case_id: str | None
+    imported: int = 0
+    resumed: bool = False
+    #: Why the study was not submitted (an open case, nothing readable), or None.
+    problem: str | None = None
+    refused: list[tuple[str, str]] = field(default_factory=list)
+
+
+def submit_media(
+    store: Store,
+    spool: Spool,
+    studies: list[MediaStudy],
+    *,
+    question: str,
+    subspecialty: str,
+    priority: str,
+    submitted_by: str,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[MediaCase]:
+    """One case per study, the question scrubbed with that study's own identifiers. A study
+    whose import was interrupted (its case still "retrieving") is resumed, not duplicated."""
+    from bridge.deid.scrub import identifying_tokens, scrub_text
+    from bridge.store.submissions import NewCase, create_case, finish_retrieve
+
+    out: list[MediaCase] = []
+    for s in studies:
+        tokens = identifying_tokens(dcmread(s.files[0], stop_before_pixels=True))
+        new = NewCase(
+            study_uid=s.study_uid,
+            source="import",
+            subspecialty=subspecialty,
+            priority=priority,
+            question=scrub_text(question, tokens),
+            expected_instances=len(s.files),
+            submitted_by=submitted_by,
+            retrieve=None,
+        )
+        result = MediaCase(s.study_uid, None)
+        try:
+            result.case_id = create_case(store, new)
+        except SubmitError as exc:
+            case_id = str(exc.context.get("case_id", ""))
+            case = store.get_case(case_id) if case_id else None
+            if case is None or case["source"] != "import" or case["state"] != "retrieving":
+                result.problem = str(exc)
+                out.append(result)
+                continue
+            result.case_id, result.resumed = case_id, True
+        origin = Origin(
+            subspecialty=subspecialty,
+            priority=priority,
+            question=new.question,
+            case_id=result.case_id,
+        )
+        result.imported, result.refused = import_study(store, spool, s, origin, progress)
+        if result.imported == 0 and not store.case_rows(result.case_id):
+            finish_retrieve(store, result.case_id, "import: no instance could be read")
+            result.problem = "no instance could be read"
+        else:
+            finish_retrieve(store, result.case_id)
+        log.info(
+            "import.submitted",
+            case_id=result.case_id,
+            imported=result.imported,
+            refused=len(result.refused),
+        )
+        out.append(result)
+    return out

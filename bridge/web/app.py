@@ -21,7 +21,7 @@ from bridge.store.schema import CaseState
 from bridge.web import metrics
 from bridge.web.findings_api import findings_router
 from bridge.web.stow_in import stow_router
-from bridge.web.submit_api import submit_router
+from bridge.web.submit_api import imports_router, submit_router
 
 _bearer = HTTPBearer(auto_error=False)
 
@@ -177,6 +177,7 @@ def create_app(settings: Settings, store: Store, spool: Spool) -> FastAPI:
     app.include_router(findings_router(settings, store, spool, require_token))
     app.include_router(stow_router(store, spool, require_token))
     app.include_router(submit_router(settings, store, spool, require_token))
+    app.include_router(imports_router(settings, store, spool, require_token))
 
     @app.get("/api/v1/cases", dependencies=auth, tags=["cases"])
     def list_cases(

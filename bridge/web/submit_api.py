@@ -1,4 +1,5 @@
-"""``POST /api/v1/cases`` (submit a study from the PACS) and ``GET /api/v1/studies`` (search it).
+"""``POST /api/v1/cases`` (submit a study from the PACS), ``GET /api/v1/studies`` (search it),
+``POST /api/v1/imports`` (a patient's ZIP download).
 
 Errors answer with a reason: 404 the PACS has no such study, 409 an open case exists for it
 (named) or the accession number is ambiguous, 422 an invalid submission, 502 the PACS cannot be
@@ -7,12 +8,15 @@ reached or refuses the bridge (the reason says what to change), 503 no PACS conf
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
+from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -20,7 +24,7 @@ from bridge.config import Priority, Settings, Subspecialty
 from bridge.errors import ConfigError, PullError, StudyNotFoundError, SubmitError
 from bridge.ingest.pacs import PacsClient, StudyQuery, make_pacs
 from bridge.ingest.spool import Spool
-from bridge.ingest.submit import Submission, submit
+from bridge.ingest.submit import Submission, submit, validate
 from bridge.store.repo import Store
 
 
@@ -113,3 +117,102 @@ def submit_router(settings: Settings, store: Store, spool: Spool, auth: Any) -> 
             return [m.as_dict() for m in client.search(query)]
 
     return router
+
+
+def imports_router(settings: Settings, store: Store, spool: Spool, auth: Any) -> APIRouter:
+    """``POST /api/v1/imports``: a patient's ZIP download, streamed to disk, one case per study."""
+    router = APIRouter(prefix="/api/v1", dependencies=[Depends(auth)])
+    limit = settings.submit.upload_max_bytes
+
+    @router.post("/imports", status_code=201, tags=["cases"])
+    async def upload(
+        request: Request,
+        question: Annotated[str, Query(max_length=100_000)],
+        subspecialty: Subspecialty = "general",
+        priority: Priority = "routine",
+    ) -> JSONResponse:
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype not in (
+            "application/zip",
+            "application/x-zip-compressed",
+            "application/octet-stream",
+        ):
+            raise HTTPException(415, "send the ZIP file itself (Content-Type: application/zip)")
+        if int(request.headers.get("content-length") or 0) > limit:
+            raise HTTPException(
+                413, f"upload larger than {limit} bytes (BRIDGE_SUBMIT__UPLOAD_MAX_BYTES)"
+            )
+        try:
+            validate(
+                settings,
+                Submission(
+                    question=question, subspecialty=subspecialty, priority=priority, study_uid="-"
+                ),
+            )
+        except SubmitError as exc:
+            raise HTTPException(exc.status, exc.message) from None
+        tmp = spool.new_tmp()
+        try:
+            size = 0
+            with tmp.open("wb") as fh:
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > limit:
+                        raise HTTPException(
+                            413,
+                            f"upload larger than {limit} bytes (BRIDGE_SUBMIT__UPLOAD_MAX_BYTES)",
+                        )
+                    fh.write(chunk)
+            return await run_in_threadpool(
+                _import_upload, settings, store, spool, tmp, question, subspecialty, priority
+            )
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    return router
+
+
+def _import_upload(
+    settings: Settings,
+    store: Store,
+    spool: Spool,
+    path: Path,
+    question: str,
+    subspecialty: str,
+    priority: str,
+) -> JSONResponse:
+    from bridge.ingest.media import opened, scan, submit_media
+
+    if not zipfile.is_zipfile(path):
+        raise HTTPException(415, "the upload is not a ZIP file")
+    try:
+        with opened(path, settings.submit.import_max_bytes) as folder:
+            found = scan(folder)
+            if not found.studies:
+                raise HTTPException(422, "no DICOM study in the upload")
+            results = submit_media(
+                store,
+                spool,
+                list(found.studies.values()),
+                question=question,
+                subspecialty=subspecialty,
+                priority=priority,
+                submitted_by="upload",
+            )
+    except SubmitError as exc:
+        raise HTTPException(exc.status, exc.message) from None
+    body = {
+        "cases": [
+            {
+                "case_id": r.case_id,
+                "study_instance_uid": r.study_uid,
+                "instances": r.imported,
+                "problem": r.problem,
+            }
+            for r in results
+        ],
+        "not_dicom": found.not_dicom,
+        "malformed": [{"file": name, "reason": why} for name, why in found.malformed],
+    }
+    status = 201 if any(r.problem is None for r in results) else 409
+    return JSONResponse(body, status_code=status)

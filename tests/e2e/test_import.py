@@ -30,7 +30,7 @@ def _cli(bridge, *args):
 
 
 def test_import_a_disc_and_a_zip(tmp_path, reading, make_bridge):
-    bridge = make_bridge(bridge_env(reading, None))
+    bridge = make_bridge(bridge_env(reading, None, BRIDGE_SUBMIT__UPLOAD_MAX_BYTES="2000000"))
     # A disc: two studies behind a DICOMDIR, plus the viewer software discs carry.
     a = make_study(tmp_path / "a", 3, rows=64, columns=64, accession="ACC-DISC-A")
     b = make_study(tmp_path / "b", 2, rows=64, columns=64, accession="ACC-DISC-B")
@@ -94,3 +94,42 @@ def test_import_a_disc_and_a_zip(tmp_path, reading, make_bridge):
     assert out.returncode == 2 and "path outside its folder" in out.stderr
     out = _cli(bridge, "import", str(tmp_path / "missing"), "--question", "Q")
     assert out.returncode == 2 and "no such file or folder" in out.stderr
+
+
+def test_upload_a_zip_through_the_api(tmp_path, reading, make_bridge):
+    import requests
+
+    bridge = make_bridge(bridge_env(reading, None, BRIDGE_SUBMIT__UPLOAD_MAX_BYTES="2000000"))
+    auth = {"Authorization": f"Bearer {bridge.token}"}
+    study = make_study(tmp_path / "u", 2, rows=64, columns=64, accession="ACC-UPLOAD")
+    archive = tmp_path / "upload.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for p in study.paths:
+            zf.write(p, f"DICOM/{p.name}")
+        zf.writestr("viewer/setup.exe", b"MZ" + b"\0" * 100)
+    url = f"{bridge.url}/api/v1/imports"
+    q = {"question": "Second look at PLANTEDFAMILY please", "subspecialty": "chest"}
+    zip_type = {**auth, "Content-Type": "application/zip"}
+
+    r = requests.post(url, params=q, data=archive.read_bytes(), headers=zip_type, timeout=120)
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["not_dicom"] == 1 and body["malformed"] == []
+    (entry,) = body["cases"]
+    assert entry["study_instance_uid"] == study.study_uid and entry["instances"] == 2
+    case = bridge.wait_case(lambda c: c["id"] == entry["case_id"] and c["state"] == "forwarded")
+    assert case["source"] == "import" and case["submitted_by"] == "upload"
+    assert "PLANTEDFAMILY" not in case["question"]
+
+    # Refusals: not a ZIP, too large, no question, not authenticated.
+    r = requests.post(url, params=q, data=b"not a zip", headers=zip_type, timeout=30)
+    assert r.status_code == 415 and "not a ZIP" in r.json()["detail"]
+    r = requests.post(url, params=q, data=b"x", headers={**auth, "Content-Type": "text/plain"})
+    assert r.status_code == 415
+    r = requests.post(url, params=q, data=b"\0" * 2_100_000, headers=zip_type, timeout=30)
+    assert r.status_code == 413 and "UPLOAD_MAX_BYTES" in r.json()["detail"]
+    r = requests.post(url, params={"question": ""}, data=archive.read_bytes(), headers=zip_type)
+    assert r.status_code == 422
+    r = requests.post(url, params=q, data=archive.read_bytes(), timeout=30)
+    assert r.status_code == 401
+    assert list((bridge.workdir / "data" / "spool" / "tmp").iterdir()) == []
