@@ -101,6 +101,11 @@ class HttpSettings(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = Field(DEFAULT_HTTP_PORT, ge=0, le=65535)
+    #: Console session cookies carry the Secure flag (sent over HTTPS only; browsers also send
+    #: them to http://localhost). Turn off only behind a TLS-terminating proxy on plain HTTP.
+    secure_cookies: bool = True
+    #: Hours a console sign-in lasts.
+    session_hours: float = Field(12.0, gt=0, le=24 * 30)
 
 
 class PixelSettings(BaseModel):

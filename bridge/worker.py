@@ -180,7 +180,7 @@ class Pipeline:
         src = self.spool.path(RECEIVED, row.spool_name)
         tmp = self.spool.new_tmp()
         try:
-            result = self.deidentifier.deidentify_file(src)
+            result = self.deidentifier.deidentify_file(src, released=bool(row.released))
             result.dataset.save_as(tmp, enforce_file_format=True)
         except DeidError as exc:
             tmp.unlink(missing_ok=True)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what the bridge's demo and tests need from Debian, if missing:
 # Orthanc + its DICOMweb plugin (hospital PACS and reading archive), dcmtk (storescu & co),
-# the SR validators dicom3tools and PixelMed, and Tesseract (burned-in text).
+# the SR validators dicom3tools and PixelMed, Tesseract (burned-in text), Chromium (console tests).
 set -euo pipefail
 
 need=()
@@ -15,9 +15,11 @@ command -v java >/dev/null 2>&1 || need+=(default-jre-headless)
 # Burned-in text detection: the Tesseract OCR engine and its English model.
 command -v tesseract >/dev/null 2>&1 || need+=(tesseract-ocr)
 [ -f /usr/share/tesseract-ocr/5/tessdata/eng.traineddata ] || need+=(tesseract-ocr-eng)
+# The web console's browser tests drive Debian's Chromium (headless) with Playwright.
+[ -x /usr/bin/chromium ] || need+=(chromium)
 
 if [ ${#need[@]} -eq 0 ]; then
-  echo "system packages: orthanc, orthanc-dicomweb, dcmtk, dicom3tools, pixelmed, tesseract present"
+  echo "system packages: orthanc, orthanc-dicomweb, dcmtk, dicom3tools, pixelmed, tesseract, chromium present"
   exit 0
 fi
 

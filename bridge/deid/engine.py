@@ -193,23 +193,25 @@ class Deidentifier:
             raise DeidError("profile uses actions the engine lacks", actions=sorted(missing))
 
     # -- public ---------------------------------------------------------------------------------
-    def deidentify_file(self, path: Path) -> DeidResult:
+    def deidentify_file(self, path: Path, released: bool = False) -> DeidResult:
+        """``released``: an operator reviewed the pixels (held for possible burned-in text)
+        and released the instance; the pixel scan is skipped."""
         try:
             ds = dcmread(path, force=False)
         except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
             raise DeidError("cannot read the spooled instance", error=type(exc).__name__) from exc
-        return self.deidentify(ds)
+        return self.deidentify(ds, released)
 
-    def deidentify(self, ds: Dataset) -> DeidResult:
+    def deidentify(self, ds: Dataset, released: bool = False) -> DeidResult:
         try:
-            return self._deidentify(ds)
+            return self._deidentify(ds, released)
         except DeidError:
             raise
         except Exception as exc:  # malformed values surface as many pydicom exception types
             raise DeidError("dataset could not be de-identified", error=type(exc).__name__) from exc
 
     # -- internals ------------------------------------------------------------------------------
-    def _deidentify(self, ds: Dataset) -> DeidResult:
+    def _deidentify(self, ds: Dataset, released: bool = False) -> DeidResult:
         for kw in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"):
             if not str(ds.get(kw, "") or "").strip():
                 raise DeidError("instance lacks a required UID", attribute=kw)
@@ -237,7 +239,9 @@ class Deidentifier:
         walk = _Walk(self, self.pseudo.date_offset_days(pseudo_pid), tokens)
         walk.clean(ds, 0)
         methods = ["basic", *self.profile.options]
-        pixels = self.pixels.process(ds, tokens) if self.pixels is not None else None
+        pixels = None
+        if self.pixels is not None and not released:
+            pixels = self.pixels.process(ds, tokens)
         if pixels is not None and pixels.action == "masked":
             # Changed pixel data: a new instance (PS3.3 C.12.1.1.1), still mapped to the original.
             new_uid = masked_instance_uid(self.pseudo, orig["SOPInstanceUID"])

@@ -117,6 +117,7 @@ class Store:
                         "deid_name": None,
                         "sop_class_uid": rec.sop_class_uid,
                         "study_uid": rec.study_uid,
+                        "released": 0,
                         "series_uid": rec.series_uid,
                         "modality": rec.modality,
                         "state": InstanceState.RECEIVED,
@@ -583,6 +584,7 @@ class Store:
                 deid = c.get(InstanceState.DEIDENTIFIED, 0)
                 fwd = c.get(InstanceState.FORWARDED, 0)
                 quarantined = c.get(InstanceState.QUARANTINED, 0)
+                total -= c.get(InstanceState.DISCARDED, 0)
                 values: dict[str, Any] = {}
                 if received:
                     new = CaseState.RECEIVED
@@ -591,6 +593,9 @@ class Store:
                 elif quarantined:
                     new = CaseState.FAILED
                     values["error"] = f"{quarantined} of {total} instance(s) quarantined"
+                elif not fwd:
+                    new = CaseState.FAILED
+                    values["error"] = "no instance left to forward (all discarded)"
                 else:
                     new = CaseState.FORWARDED
                     values["forwarded_at"] = now

@@ -49,12 +49,14 @@ class InstanceState(enum.StrEnum):
     DEIDENTIFIED = "deidentified"  # de-identified copy in the spool, ready to send
     FORWARDED = "forwarded"  # acknowledged by the reading archive
     QUARANTINED = "quarantined"  # held with a reason; needs an operator
+    DISCARDED = "discarded"  # an operator decided it is not sent (audited)
 
 
 class ReportState(enum.StrEnum):
     PENDING = "pending"  # built (or received) and waiting to be stored in the PACS
     RETURNED = "returned"  # stored in the original study in the hospital PACS
     HELD = "held"  # safety check failed (study missing, patient mismatch): needs an operator
+    DISCARDED = "discarded"  # an operator decided it is not returned (audited)
 
 
 class JobState(enum.StrEnum):
@@ -119,6 +121,9 @@ instances = Table(
     Column("lease_owner", String(64), nullable=True),
     Column("lease_until", Float, nullable=True),
     Column("error", Text, nullable=True),
+    #: An operator reviewed the pixels of an instance held for possible burned-in text and
+    #: released it: de-identified without the pixel scan.
+    Column("released", Integer, nullable=False, default=0),
     Column("received_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     Column("forwarded_at", Float, nullable=True),
@@ -213,4 +218,44 @@ case_studies = Table(
     Column("role", String(8), nullable=False),
     Column("pseudo_study_uid", String(64), nullable=True),
     Index("ix_case_studies_study_uid", "study_uid"),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("username", String(64), nullable=False, unique=True),
+    #: scrypt, with its parameters and salt: ``scrypt$N$r$p$salt_b64$hash_b64``.
+    Column("password_hash", String(255), nullable=False),
+    Column("role", String(16), nullable=False),  # admin | submitter | viewer
+    Column("disabled", Integer, nullable=False, default=0),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    #: SHA-256 of the cookie's random token (the token itself is never stored).
+    Column("token_hash", String(64), primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=False, index=True),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", Float, nullable=False, index=True),
+    #: Who: a console user name, "api", "cli", "watch", "system".
+    Column("actor", String(64), nullable=False),
+    #: What, e.g. "sign-in", "case.submitted", "case.viewed", "instance.released".
+    Column("action", String(48), nullable=False, index=True),
+    Column("outcome", String(16), nullable=False, default="success"),
+    Column("case_id", String(32), nullable=True, index=True),
+    #: Details without identifying values: pseudonymous ids, counts, reasons, peer addresses.
+    Column("detail", Text, nullable=False, default="{}"),
+    Column("source_address", String(64), nullable=True),
 )

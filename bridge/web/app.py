@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hmac
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bridge import __version__
 from bridge.clock import iso_utc
@@ -19,6 +21,8 @@ from bridge.ingest.spool import Spool
 from bridge.store.repo import Store
 from bridge.store.schema import CaseState
 from bridge.web import metrics
+from bridge.web.console.auth import SignInRequired
+from bridge.web.console.pages import console_router, mount_static, templates
 from bridge.web.findings_api import findings_router
 from bridge.web.stow_in import stow_router
 from bridge.web.submit_api import imports_router, submit_router
@@ -32,6 +36,7 @@ class InstanceCounts(BaseModel):
     deidentified: int
     forwarded: int
     quarantined: int
+    discarded: int
 
 
 class ReportOut(BaseModel):
@@ -146,6 +151,7 @@ def create_app(settings: Settings, store: Store, spool: Spool) -> FastAPI:
         description="Second-opinion DICOM bridge: cases, health and metrics.",
     )
     token = settings.api_token.get_secret_value().encode() if settings.api_token else None
+    console_env = templates()
 
     def require_token(
         creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -156,6 +162,22 @@ def create_app(settings: Settings, store: Store, spool: Spool) -> FastAPI:
             raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
         if not hmac.compare_digest(creds.credentials.encode(), token):
             raise HTTPException(401, "invalid bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(SignInRequired)
+    async def _sign_in(_request: Request, exc: SignInRequired) -> Response:
+        return RedirectResponse(f"/login?next={quote(exc.next_path)}", status_code=303)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        path = request.url.path
+        if path.startswith(("/api/", "/dicom-web", "/healthz", "/metrics", "/static")):
+            return JSONResponse(
+                {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
+            )
+        html = console_env.get_template("error.html").render(
+            session=None, status=exc.status_code, message=str(exc.detail)
+        )
+        return HTMLResponse(html, status_code=exc.status_code)
 
     @app.exception_handler(StoreError)
     async def _store_error(_request: Request, exc: StoreError) -> JSONResponse:
@@ -178,6 +200,8 @@ def create_app(settings: Settings, store: Store, spool: Spool) -> FastAPI:
     app.include_router(stow_router(store, spool, require_token))
     app.include_router(submit_router(settings, store, spool, require_token))
     app.include_router(imports_router(settings, store, spool, require_token))
+    app.include_router(console_router(settings, store, spool))
+    mount_static(app)
 
     @app.get("/api/v1/cases", dependencies=auth, tags=["cases"])
     def list_cases(

@@ -119,6 +119,61 @@ def submit_router(settings: Settings, store: Store, spool: Spool, auth: Any) -> 
     return router
 
 
+def _check_upload(settings: Settings, question: str, subspecialty: str, priority: str) -> None:
+    try:
+        validate(
+            settings,
+            Submission(
+                question=question, subspecialty=subspecialty, priority=priority, study_uid="-"
+            ),
+        )
+    except SubmitError as exc:
+        raise HTTPException(exc.status, exc.message) from None
+
+
+def _too_large(limit: int) -> HTTPException:
+    return HTTPException(413, f"upload larger than {limit} bytes (BRIDGE_SUBMIT__UPLOAD_MAX_BYTES)")
+
+
+async def import_upload_file(
+    settings: Settings,
+    store: Store,
+    spool: Spool,
+    file: Any,
+    *,
+    question: str,
+    subspecialty: str,
+    priority: str,
+    submitted_by: str,
+) -> dict[str, Any]:
+    """A ZIP from a console form (an UploadFile): copied to the spool's temp area by chunks,
+    then imported; raises HTTPException with the reason."""
+    _check_upload(settings, question, subspecialty, priority)
+    limit = settings.submit.upload_max_bytes
+    tmp = spool.new_tmp()
+    try:
+        size = 0
+        with tmp.open("wb") as fh:
+            while chunk := await file.read(1 << 20):
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(limit)
+                fh.write(chunk)
+        return await run_in_threadpool(
+            _import_upload,
+            settings,
+            store,
+            spool,
+            tmp,
+            question,
+            subspecialty,
+            priority,
+            submitted_by,
+        )
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def imports_router(settings: Settings, store: Store, spool: Spool, auth: Any) -> APIRouter:
     """``POST /api/v1/imports``: a patient's ZIP download, streamed to disk, one case per study."""
     router = APIRouter(prefix="/api/v1", dependencies=[Depends(auth)])
@@ -139,18 +194,8 @@ def imports_router(settings: Settings, store: Store, spool: Spool, auth: Any) ->
         ):
             raise HTTPException(415, "send the ZIP file itself (Content-Type: application/zip)")
         if int(request.headers.get("content-length") or 0) > limit:
-            raise HTTPException(
-                413, f"upload larger than {limit} bytes (BRIDGE_SUBMIT__UPLOAD_MAX_BYTES)"
-            )
-        try:
-            validate(
-                settings,
-                Submission(
-                    question=question, subspecialty=subspecialty, priority=priority, study_uid="-"
-                ),
-            )
-        except SubmitError as exc:
-            raise HTTPException(exc.status, exc.message) from None
+            raise _too_large(limit)
+        _check_upload(settings, question, subspecialty, priority)
         tmp = spool.new_tmp()
         try:
             size = 0
@@ -158,16 +203,23 @@ def imports_router(settings: Settings, store: Store, spool: Spool, auth: Any) ->
                 async for chunk in request.stream():
                     size += len(chunk)
                     if size > limit:
-                        raise HTTPException(
-                            413,
-                            f"upload larger than {limit} bytes (BRIDGE_SUBMIT__UPLOAD_MAX_BYTES)",
-                        )
+                        raise _too_large(limit)
                     fh.write(chunk)
-            return await run_in_threadpool(
-                _import_upload, settings, store, spool, tmp, question, subspecialty, priority
+            body = await run_in_threadpool(
+                _import_upload,
+                settings,
+                store,
+                spool,
+                tmp,
+                question,
+                subspecialty,
+                priority,
+                "upload",
             )
         finally:
             tmp.unlink(missing_ok=True)
+        ok = any(c["problem"] is None for c in body["cases"])
+        return JSONResponse(body, status_code=201 if ok else 409)
 
     return router
 
@@ -180,7 +232,8 @@ def _import_upload(
     question: str,
     subspecialty: str,
     priority: str,
-) -> JSONResponse:
+    submitted_by: str,
+) -> dict[str, Any]:
     from bridge.ingest.media import opened, scan, submit_media
 
     if not zipfile.is_zipfile(path):
@@ -197,11 +250,11 @@ def _import_upload(
                 question=question,
                 subspecialty=subspecialty,
                 priority=priority,
-                submitted_by="upload",
+                submitted_by=submitted_by,
             )
     except SubmitError as exc:
         raise HTTPException(exc.status, exc.message) from None
-    body = {
+    return {
         "cases": [
             {
                 "case_id": r.case_id,
@@ -214,5 +267,3 @@ def _import_upload(
         "not_dicom": found.not_dicom,
         "malformed": [{"file": name, "reason": why} for name, why in found.malformed],
     }
-    status = 201 if any(r.problem is None for r in results) else 409
-    return JSONResponse(body, status_code=status)

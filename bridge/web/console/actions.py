@@ -1,0 +1,242 @@
+"""Console pages that change things: quarantine actions, submitting, the audit trail.
+
+Every action is a POST carrying the session's CSRF token, needs its role, and is audited.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from bridge.config import Settings
+from bridge.errors import BridgeError, ConfigError, PullError, StudyNotFoundError, SubmitError
+from bridge.ingest.spool import DEID, Spool
+from bridge.store import audit, quarantine
+from bridge.store.repo import Store
+from bridge.web.console.auth import current
+
+Page = Callable[..., HTMLResponse]
+
+
+def add_action_routes(
+    router: APIRouter, settings: Settings, store: Store, spool: Spool, page: Page
+) -> None:
+    @router.get("/quarantine")
+    def quarantine_page(request: Request, done: str = "") -> HTMLResponse:
+        session = current(store, request)
+        return page("quarantine.html", session, held=quarantine.held(store), done=done)
+
+    @router.post("/quarantine/instances/{instance_id}/{action}")
+    async def instance_action(request: Request, instance_id: int, action: str) -> Response:
+        session = current(store, request)
+        session.require("admin")
+        session.check_csrf(await request.form())
+        try:
+            if action == "retry":
+                rows = {r.id: r for r in _instance(store, instance_id)}
+                row = rows.get(instance_id)
+                exists = bool(row and row.deid_name and spool.path(DEID, row.deid_name).exists())
+                case_id = quarantine.retry_instance(store, instance_id, exists)
+            elif action == "release":
+                case_id = quarantine.release_instance(store, instance_id)
+            elif action == "discard":
+                case_id, files = quarantine.discard_instance(store, instance_id)
+                for area, name in files:
+                    spool.remove(area, name)
+            else:
+                raise HTTPException(404, "unknown action")
+        except SubmitError as exc:
+            raise HTTPException(exc.status, exc.message) from None
+        audit.record(
+            store,
+            session.user.username,
+            f"instance.{action}",
+            case_id=case_id,
+            instance=instance_id,
+        )
+        return RedirectResponse(f"/quarantine?done={action}", status_code=303)
+
+    @router.post("/quarantine/reports/{report_id}/{action}")
+    async def report_action(request: Request, report_id: int, action: str) -> Response:
+        session = current(store, request)
+        session.require("admin")
+        session.check_csrf(await request.form())
+        try:
+            if action == "retry":
+                case_id = quarantine.retry_report(store, report_id)
+            elif action == "discard":
+                case_id = quarantine.discard_report(store, report_id)
+            else:
+                raise HTTPException(404, "unknown action")
+        except SubmitError as exc:
+            raise HTTPException(exc.status, exc.message) from None
+        audit.record(
+            store, session.user.username, f"report.{action}", case_id=case_id, report=report_id
+        )
+        return RedirectResponse(f"/quarantine?done=report-{action}", status_code=303)
+
+    @router.get("/submit")
+    def submit_page(
+        request: Request,
+        patient_id: str = "",
+        patient_name: str = "",
+        accession: str = "",
+        date_from: str = "",
+        date_to: str = "",
+        modality: str = "",
+    ) -> HTMLResponse:
+        session = current(store, request)
+        session.require("submit")
+        query = {
+            "patient_id": patient_id,
+            "patient_name": patient_name,
+            "accession": accession,
+            "date_from": date_from,
+            "date_to": date_to,
+            "modality": modality,
+        }
+        results: list[dict[str, Any]] = []
+        error = ""
+        if any(query.values()):
+            try:
+                results = _search(settings, spool, query)
+            except (BridgeError, ValueError) as exc:
+                error = str(exc)
+        return page("submit.html", session, query=query, results=results, error=error)
+
+    @router.post("/submit")
+    async def submit_case(request: Request) -> Response:
+        from bridge.ingest.pacs import make_pacs
+        from bridge.ingest.submit import Submission, submit
+
+        session = current(store, request)
+        session.require("submit")
+        form = await request.form()
+        session.check_csrf(form)
+        sub = Submission(
+            question=str(form.get("question", "")),
+            subspecialty=str(form.get("subspecialty", "general")),
+            priority=str(form.get("priority", "routine")),
+            study_uid=str(form.get("study_uid", "")),
+            original_report=str(form.get("original_report", "")) or None,
+            submitted_by=session.user.username,
+            priors=int(str(form.get("priors", "0") or "0")),
+        )
+        try:
+            client = make_pacs(settings, spool.new_tmp)
+            try:
+                case_id, _ = submit(settings, store, client, sub)
+            finally:
+                client.close()
+        except (SubmitError, StudyNotFoundError, PullError, ConfigError) as exc:
+            return page(
+                "submit.html", session, status=_status(exc), query={}, results=[], error=str(exc)
+            )
+        audit.record(
+            store,
+            session.user.username,
+            "case.submitted",
+            case_id=case_id,
+            subspecialty=sub.subspecialty,
+            priority=sub.priority,
+            priors=sub.priors,
+        )
+        return RedirectResponse(f"/cases/{case_id}", status_code=303)
+
+    @router.post("/submit/upload")
+    async def upload(request: Request) -> Response:
+        from bridge.web.submit_api import import_upload_file
+
+        session = current(store, request)
+        session.require("submit")
+        form = await request.form(max_part_size=settings.submit.upload_max_bytes)
+        session.check_csrf(form)
+        file = form.get("archive")
+        if file is None or isinstance(file, str):
+            return page(
+                "submit.html",
+                session,
+                status=422,
+                query={},
+                results=[],
+                error="choose a ZIP file to upload",
+            )
+        try:
+            result = await import_upload_file(
+                settings,
+                store,
+                spool,
+                file,
+                question=str(form.get("question", "")),
+                subspecialty=str(form.get("subspecialty", "general")),
+                priority=str(form.get("priority", "routine")),
+                submitted_by=session.user.username,
+            )
+        except HTTPException as exc:
+            return page(
+                "submit.html",
+                session,
+                status=exc.status_code,
+                query={},
+                results=[],
+                error=str(exc.detail),
+            )
+        for c in result["cases"]:
+            if c["case_id"]:
+                audit.record(
+                    store,
+                    session.user.username,
+                    "case.imported",
+                    case_id=c["case_id"],
+                    instances=c["instances"],
+                )
+        return page("submit.html", session, query={}, results=[], uploaded=result)
+
+    @router.get("/audit")
+    def audit_page(request: Request, action: str = "", case_id: str = "") -> HTMLResponse:
+        session = current(store, request)
+        session.require("admin")
+        events = audit.events(store, action=action or None, case_id=case_id or None, limit=500)
+        return page("audit.html", session, events=events, action=action, case_id=case_id)
+
+
+def _status(exc: Exception) -> int:
+    if isinstance(exc, SubmitError):
+        return exc.status
+    if isinstance(exc, StudyNotFoundError):
+        return 404
+    if isinstance(exc, ConfigError):
+        return 503
+    return 502
+
+
+def _instance(store: Store, instance_id: int) -> list[Any]:
+    from sqlalchemy import select
+
+    from bridge.store.schema import instances
+
+    with store.engine.connect() as conn:
+        return list(conn.execute(select(instances).where(instances.c.id == instance_id)))
+
+
+def _search(settings: Settings, spool: Spool, q: dict[str, str]) -> list[dict[str, Any]]:
+    from bridge.ingest.pacs import StudyQuery, make_pacs
+
+    query = StudyQuery(
+        patient_id=q["patient_id"],
+        patient_name=q["patient_name"],
+        accession=q["accession"],
+        date_from=date.fromisoformat(q["date_from"]) if q["date_from"] else None,
+        date_to=date.fromisoformat(q["date_to"]) if q["date_to"] else None,
+        modality=q["modality"],
+        limit=200,
+    )
+    client = make_pacs(settings, spool.new_tmp)
+    try:
+        return [m.as_dict() for m in client.search(query)]
+    finally:
+        client.close()

@@ -1,0 +1,262 @@
+"""The console's pages: sign-in, cases, a case, quarantine, submit, audit trail.
+
+Server-rendered (Jinja2, autoescaped), a few lines of JavaScript for live counts, no build step.
+Every page needs a signed-in user; what a role may do: viewer (read), submitter (read, search
+and submit, sees the cases it submitted), admin (everything, quarantine actions, audit trail).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from bridge.clock import iso_utc
+from bridge.config import Settings
+from bridge.ingest.spool import Spool
+from bridge.store import audit
+from bridge.store.accounts import authenticate, close_session, open_session
+from bridge.store.repo import Store
+from bridge.store.schema import CaseState
+from bridge.web.console.auth import (
+    COOKIE,
+    Session,
+    SignInRequired,
+    clear_cookie,
+    current,
+    set_cookie,
+)
+
+HERE = Path(__file__).parent
+_AGES = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
+TIMELINE = (
+    ("received", "created_at"),
+    ("complete", "completed_at"),
+    ("forwarded", "forwarded_at"),
+)
+
+
+def templates() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(HERE / "templates"),
+        autoescape=select_autoescape(["html"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["when"] = lambda t: (iso_utc(t) or "").replace("T", " ").replace("Z", " UTC")
+    env.filters["ago"] = _ago
+    return env
+
+
+def _ago(t: float | None) -> str:
+    if not t:
+        return ""
+    s = max(0, int(time.time() - t))
+    for unit, n in (("d", 86400), ("h", 3600), ("min", 60)):
+        if s >= n:
+            return f"{s // n} {unit} ago"
+    return f"{s} s ago"
+
+
+def visible_cases(store: Store, session: Session, **filters: str) -> list[dict[str, Any]]:
+    rows = store.list_cases(filters.get("state") or None, 1000)
+    out = []
+    now = time.time()
+    for c in rows:
+        if session.user.role == "submitter" and c.get("submitted_by") != session.user.username:
+            continue
+        if filters.get("subspecialty") and c["subspecialty"] != filters["subspecialty"]:
+            continue
+        if filters.get("priority") and c["priority"] != filters["priority"]:
+            continue
+        if filters.get("source") and not str(c["source"]).startswith(filters["source"]):
+            continue
+        age = _AGES.get(filters.get("age", ""))
+        if age and c["created_at"] < now - age:
+            continue
+        out.append(c)
+    return out
+
+
+def console_router(settings: Settings, store: Store, spool: Spool) -> APIRouter:
+    from bridge.web.console.actions import add_action_routes
+
+    env = templates()
+    router = APIRouter(include_in_schema=False)
+    secure = settings.http.secure_cookies
+    lifetime = settings.http.session_hours * 3600
+
+    def page(name: str, session: Session | None, status: int = 200, **ctx: Any) -> HTMLResponse:
+        html = env.get_template(name).render(session=session, states=list(CaseState), **ctx)
+        resp = HTMLResponse(html, status_code=status)
+        resp.headers["Cache-Control"] = "no-store"
+        resp.headers["X-Frame-Options"] = "DENY"
+        resp.headers["Content-Security-Policy"] = (
+            "default-src 'self'; style-src 'self'; script-src 'self'; frame-ancestors 'none'"
+        )
+        return resp
+
+    @router.get("/login")
+    def login_form(next: str = "/cases") -> HTMLResponse:  # noqa: A002
+        return page("login.html", None, next=_safe_next(next))
+
+    @router.post("/login")
+    async def login(request: Request) -> Response:
+        form = await request.form()
+        username = str(form.get("username", ""))[:64]
+        user = authenticate(store, username, str(form.get("password", "")))
+        peer = request.client.host if request.client else None
+        if user is None:
+            audit.record(store, username or "-", "sign-in", outcome="failure", source_address=peer)
+            return page(
+                "login.html",
+                None,
+                status=401,
+                error="Wrong user name or password.",
+                next=_safe_next(str(form.get("next", "/cases"))),
+            )
+        token, _csrf = open_session(store, user, lifetime)
+        audit.record(store, user.username, "sign-in", source_address=peer, role=user.role)
+        resp = RedirectResponse(_safe_next(str(form.get("next", "/cases"))), status_code=303)
+        set_cookie(resp, token, secure, int(lifetime))
+        return resp
+
+    @router.post("/logout")
+    async def logout(request: Request) -> Response:
+        session = current(store, request)
+        session.check_csrf(await request.form())
+        close_session(store, session.token)
+        audit.record(store, session.user.username, "sign-out")
+        resp = RedirectResponse("/login", status_code=303)
+        clear_cookie(resp, secure)
+        return resp
+
+    @router.get("/")
+    def home() -> Response:
+        return RedirectResponse("/cases", status_code=303)
+
+    @router.get("/cases")
+    def cases_page(
+        request: Request,
+        state: str = "",
+        subspecialty: str = "",
+        priority: str = "",
+        source: str = "",
+        age: str = "",
+    ) -> HTMLResponse:
+        session = current(store, request)
+        filters = {
+            "state": state,
+            "subspecialty": subspecialty,
+            "priority": priority,
+            "source": source,
+            "age": age,
+        }
+        rows = visible_cases(store, session, **filters)
+        counts = _counts(visible_cases(store, session))
+        return page("cases.html", session, cases=rows, filters=filters, counts=counts)
+
+    @router.get("/cases/counts.json")
+    def counts_json(request: Request) -> JSONResponse:
+        session = current(store, request)
+        return JSONResponse(_counts(visible_cases(store, session)))
+
+    @router.get("/cases/{case_id}")
+    def case_page(request: Request, case_id: str) -> HTMLResponse:
+        session = current(store, request)
+        case = store.get_case(case_id)
+        if case is None or (
+            session.user.role == "submitter" and case.get("submitted_by") != session.user.username
+        ):
+            raise HTTPException(404, "no such case")
+        audit.record(store, session.user.username, "case.viewed", case_id=case_id)
+        return page(
+            "case.html",
+            session,
+            case=case,
+            series=_series(store, case_id),
+            timeline=_timeline(case),
+            manifest=_manifest(case),
+            reports=_reports(spool, case),
+            events=audit.events(store, case_id=case_id, limit=100),
+        )
+
+    add_action_routes(router, settings, store, spool, page)
+    return router
+
+
+def mount_static(app: Any) -> None:
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+
+
+def _safe_next(target: str) -> str:
+    """Only paths of this console (no open redirect)."""
+    if not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/cases"
+    return quote(target, safe="/?=&-_.~%")
+
+
+def _counts(cases: list[dict[str, Any]]) -> dict[str, int]:
+    out = {s.value: 0 for s in CaseState}
+    for c in cases:
+        out[c["state"]] = out.get(c["state"], 0) + 1
+    out["total"] = len(cases)
+    return out
+
+
+def _timeline(case: dict[str, Any]) -> list[tuple[str, float | None]]:
+    steps: list[tuple[str, float | None]] = [(label, case.get(key)) for label, key in TIMELINE]
+    returned = [r["returned_at"] for r in case.get("reports", []) if r.get("returned_at")]
+    findings = [r["created_at"] for r in case.get("reports", [])]
+    steps.append(("findings", min(findings) if findings else None))
+    steps.append(("returned", max(returned) if returned else None))
+    return steps
+
+
+def _series(store: Store, case_id: str) -> list[dict[str, Any]]:
+    per: dict[str, dict[str, Any]] = {}
+    for r in store.case_rows(case_id):
+        s = per.setdefault(
+            r.pseudo_series_uid or r.series_uid,
+            {"modality": r.modality, "pseudo": r.pseudo_series_uid, "states": {}, "total": 0},
+        )
+        s["states"][r.state] = s["states"].get(r.state, 0) + 1
+        s["total"] += 1
+    return list(per.values())
+
+
+def _manifest(case: dict[str, Any]) -> str:
+    import json
+
+    from bridge.forward.manifest import build_manifest
+
+    if not case.get("pseudo_study_uid"):
+        return ""
+    return json.dumps(build_manifest(case, max(1, case["manifest_version"])), indent=2)
+
+
+def _reports(spool: Spool, case: dict[str, Any]) -> list[dict[str, Any]]:
+    from pydicom import dcmread
+
+    from bridge.findings.render import sr_lines
+
+    out = []
+    for r in case.get("reports", []):
+        lines: list[Any] = []
+        try:
+            ds = dcmread(spool.path("reports", r["file_name"]))
+            if "ContentSequence" in ds:
+                lines = sr_lines(ds)
+        except Exception:  # noqa: BLE001, S110 - a report file that cannot be shown stays listed
+            pass
+        out.append({**r, "lines": lines})
+    return out
+
+
+__all__ = ["COOKIE", "SignInRequired", "console_router", "mount_static"]
