@@ -54,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
 
     add_parsers(sub)
     add_import_parser(sub)
+    from bridge.user_cli import add_parser as add_user_parser
+
+    add_user_parser(sub)
     return p
 
 
@@ -136,6 +139,10 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         from bridge.submit_cli import submit_cmd
 
         return submit_cmd(args, settings)
+    if args.command == "user":
+        from bridge.user_cli import run
+
+        return run(args, settings)
     if args.command == "import":
         from bridge.submit_cli import import_cmd
 

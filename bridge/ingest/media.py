@@ -26,6 +26,7 @@ from bridge.errors import DatasetError, SubmitError
 from bridge.ingest.accept import Origin, accept_file, read_header
 from bridge.ingest.spool import Spool
 from bridge.logging import get_logger
+from bridge.store import audit
 from bridge.store.repo import Store
 
 log = get_logger(__name__)
@@ -266,6 +267,14 @@ def submit_media(
             result.problem = "no instance could be read"
         else:
             finish_retrieve(store, result.case_id)
+        audit.record(
+            store,
+            submitted_by,
+            "case.imported",
+            case_id=result.case_id,
+            instances=result.imported,
+            resumed=result.resumed,
+        )
         log.info(
             "import.submitted",
             case_id=result.case_id,

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 
 from bridge.config import Settings
 from bridge.errors import ConfigError, SubmitError
@@ -80,7 +81,7 @@ class StudyMatch:
 
     def text(self, keyword: str) -> str:
         v = self.dataset.get(keyword, "")
-        if isinstance(v, list | tuple) or (hasattr(v, "__iter__") and not isinstance(v, str)):
+        if isinstance(v, list | tuple | MultiValue):
             return "\\".join(str(x) for x in v)
         return str(v or "").strip()
 

@@ -15,6 +15,7 @@ from bridge.deid.scrub import identifying_tokens, scrub_text
 from bridge.errors import SubmitError
 from bridge.ingest.pacs import PacsClient, StudyMatch, StudyQuery, find_one
 from bridge.logging import get_logger
+from bridge.store import audit
 from bridge.store.repo import Store
 from bridge.store.submissions import NewCase, create_case
 
@@ -138,6 +139,16 @@ def submit(
             priors=tuple(m.study_uid for m in priors),
             retrieve={"study_uid": match.study_uid, "priors": [m.study_uid for m in priors]},
         ),
+    )
+    audit.record(
+        store,
+        sub.submitted_by or "api",
+        "case.submitted",
+        case_id=case_id,
+        source=source_of(client, settings),
+        subspecialty=sub.subspecialty,
+        priority=sub.priority,
+        priors=len(priors),
     )
     log.info(
         "case.submitted",

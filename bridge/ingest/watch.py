@@ -19,6 +19,7 @@ from orthanc_api_client import exceptions as orthanc_errors
 from bridge.config import Settings
 from bridge.errors import PacsRefusedError, PacsUnavailableError, SubmitError
 from bridge.logging import get_logger
+from bridge.store import audit
 from bridge.store.repo import Store
 from bridge.store.submissions import NewCase, advance_feed, create_case, feed_exists, take_feed
 
@@ -159,6 +160,7 @@ class OrthancWatcher:
                 log.info("watch.skipped", reason="open case", case_id=exc.context["case_id"])
                 return 0
             raise
+        audit.record(self.store, "watch", "case.submitted", case_id=case_id, source="watch")
         log.info("watch.submitted", case_id=case_id, seq=seq)
         return 1
 

@@ -686,6 +686,10 @@ class Store:
         ]
         return d
 
+    def case_rows_by_id(self, instance_id: int) -> list[Row[Any]]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(select(instances).where(instances.c.id == instance_id)))
+
     def case_rows(self, case_id: str) -> list[Row[Any]]:
         with self.engine.connect() as conn:
             return list(conn.execute(select(instances).where(instances.c.case_id == case_id)))

@@ -21,6 +21,7 @@ from bridge.ingest.spool import Spool
 from bridge.store.repo import Store
 from bridge.store.schema import CaseState
 from bridge.web import metrics
+from bridge.web.admin_api import admin_router
 from bridge.web.console.auth import SignInRequired
 from bridge.web.console.pages import console_router, mount_static, templates
 from bridge.web.findings_api import findings_router
@@ -200,6 +201,7 @@ def create_app(settings: Settings, store: Store, spool: Spool) -> FastAPI:
     app.include_router(stow_router(store, spool, require_token))
     app.include_router(submit_router(settings, store, spool, require_token))
     app.include_router(imports_router(settings, store, spool, require_token))
+    app.include_router(admin_router(store, spool, require_token))
     app.include_router(console_router(settings, store, spool))
     mount_static(app)
 

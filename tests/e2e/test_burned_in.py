@@ -54,3 +54,18 @@ def test_hold_policy_quarantines_with_the_reason(tmp_path, reading, make_bridge)
         time.sleep(0.2)
     assert "possible burned-in text" in bridge.log()
     assert "PLANTFAMILY" not in bridge.log()
+
+    # The API shows why it is held, and an operator's decision moves it on (audited).
+    auth = {"Authorization": f"Bearer {bridge.token}"}
+    held = bridge.api("/quarantine")["instances"]
+    assert len(held) == 1 and "possible burned-in text" in held[0]["error"]
+    assert held[0]["releasable"] is True
+    url = f"{bridge.url}/api/v1/quarantine/instances/{held[0]['id']}"
+    assert requests.post(f"{url}/bogus", headers=auth, timeout=30).status_code == 404
+    r = requests.post(f"{url}/discard", headers=auth, timeout=30)
+    assert r.status_code == 200 and r.json()["case_id"] == case["id"]
+    assert requests.post(f"{url}/retry", headers=auth, timeout=30).status_code == 404
+    failed = bridge.wait_case(lambda c: c["id"] == case["id"] and c["state"] == "failed")
+    assert failed["instances"]["discarded"] == 1 and "discarded" in failed["error"]
+    events = bridge.api(f"/audit?case_id={case['id']}")
+    assert [e["action"] for e in events] == ["instance.discard"] and events[0]["actor"] == "api"

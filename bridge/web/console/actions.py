@@ -37,8 +37,8 @@ def add_action_routes(
         session.check_csrf(await request.form())
         try:
             if action == "retry":
-                rows = {r.id: r for r in _instance(store, instance_id)}
-                row = rows.get(instance_id)
+                rows = store.case_rows_by_id(instance_id)
+                row = rows[0] if rows else None
                 exists = bool(row and row.deid_name and spool.path(DEID, row.deid_name).exists())
                 case_id = quarantine.retry_instance(store, instance_id, exists)
             elif action == "release":
@@ -136,15 +136,6 @@ def add_action_routes(
             return page(
                 "submit.html", session, status=_status(exc), query={}, results=[], error=str(exc)
             )
-        audit.record(
-            store,
-            session.user.username,
-            "case.submitted",
-            case_id=case_id,
-            subspecialty=sub.subspecialty,
-            priority=sub.priority,
-            priors=sub.priors,
-        )
         return RedirectResponse(f"/cases/{case_id}", status_code=303)
 
     @router.post("/submit/upload")
@@ -185,15 +176,6 @@ def add_action_routes(
                 results=[],
                 error=str(exc.detail),
             )
-        for c in result["cases"]:
-            if c["case_id"]:
-                audit.record(
-                    store,
-                    session.user.username,
-                    "case.imported",
-                    case_id=c["case_id"],
-                    instances=c["instances"],
-                )
         return page("submit.html", session, query={}, results=[], uploaded=result)
 
     @router.get("/audit")
@@ -212,15 +194,6 @@ def _status(exc: Exception) -> int:
     if isinstance(exc, ConfigError):
         return 503
     return 502
-
-
-def _instance(store: Store, instance_id: int) -> list[Any]:
-    from sqlalchemy import select
-
-    from bridge.store.schema import instances
-
-    with store.engine.connect() as conn:
-        return list(conn.execute(select(instances).where(instances.c.id == instance_id)))
 
 
 def _search(settings: Settings, spool: Spool, q: dict[str, str]) -> list[dict[str, Any]]:

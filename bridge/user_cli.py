@@ -1,0 +1,63 @@
+"""``bridge user``: console accounts (add, list, passwd, disable, enable)."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+
+from bridge.config import Settings
+from bridge.errors import ConfigError
+from bridge.store.accounts import ROLES
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    user = sub.add_parser("user", help="console accounts")
+    us = user.add_subparsers(dest="user_command", required=True)
+    add = us.add_parser("add", help="add a user (password asked, or read from stdin)")
+    add.add_argument("username")
+    add.add_argument("--role", choices=ROLES, required=True)
+    add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    pw = us.add_parser("passwd", help="set a user's password (signs them out everywhere)")
+    pw.add_argument("username")
+    pw.add_argument("--password-stdin", action="store_true")
+    for name in ("disable", "enable"):
+        p = us.add_parser(name, help=f"{name} a user")
+        p.add_argument("username")
+    us.add_parser("list", help="list the users")
+
+
+def _password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != first:
+        raise ConfigError("the passwords differ")
+    return first
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    from bridge.service import open_store
+    from bridge.store import accounts, audit
+
+    store = open_store(settings)
+    cmd = args.user_command
+    if cmd == "list":
+        for u in accounts.list_users(store):
+            flag = " (disabled)" if u["disabled"] else ""
+            print(f"{u['username']:24} {u['role']:10}{flag}")
+        return 0
+    if cmd == "add":
+        accounts.add_user(store, args.username, _password(args.password_stdin), args.role)
+        audit.record(store, "cli", "user.added", username=args.username, role=args.role)
+        print(f"user {args.username} ({args.role}) added")
+        return 0
+    if cmd == "passwd":
+        accounts.set_password(store, args.username, _password(args.password_stdin))
+        audit.record(store, "cli", "user.password", username=args.username)
+        print(f"password of {args.username} changed; their sessions are closed")
+        return 0
+    accounts.set_disabled(store, args.username, cmd == "disable")
+    audit.record(store, "cli", f"user.{cmd}d", username=args.username)
+    print(f"user {args.username} {cmd}d")
+    return 0

@@ -1,0 +1,67 @@
+"""``/api/v1/quarantine`` (what is held, with its reason; retry / release / discard) and
+``/api/v1/audit`` (the audit trail), for the API's token holder. Actions are audited as "api"."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+
+from bridge.errors import SubmitError
+from bridge.ingest.spool import DEID, Spool
+from bridge.store import audit, quarantine
+from bridge.store.repo import Store
+
+
+def admin_router(store: Store, spool: Spool, auth: Any) -> APIRouter:
+    router = APIRouter(prefix="/api/v1", dependencies=[Depends(auth)])
+
+    @router.get("/quarantine", tags=["quarantine"])
+    def held() -> dict[str, list[dict[str, Any]]]:
+        return quarantine.held(store)
+
+    @router.post("/quarantine/instances/{instance_id}/{action}", tags=["quarantine"])
+    def instance_action(instance_id: int, action: str) -> dict[str, Any]:
+        try:
+            if action == "retry":
+                rows = [r for r in store.case_rows_by_id(instance_id)]
+                deid = rows[0].deid_name if rows else None
+                exists = bool(deid and spool.path(DEID, deid).exists())
+                case_id = quarantine.retry_instance(store, instance_id, exists)
+            elif action == "release":
+                case_id = quarantine.release_instance(store, instance_id)
+            elif action == "discard":
+                case_id, files = quarantine.discard_instance(store, instance_id)
+                for area, name in files:
+                    spool.remove(area, name)
+            else:
+                raise HTTPException(404, "unknown action: retry, release or discard")
+        except SubmitError as exc:
+            raise HTTPException(exc.status, exc.message) from None
+        audit.record(store, "api", f"instance.{action}", case_id=case_id, instance=instance_id)
+        return {"instance": instance_id, "case_id": case_id, "action": action}
+
+    @router.post("/quarantine/reports/{report_id}/{action}", tags=["quarantine"])
+    def report_action(report_id: int, action: str) -> dict[str, Any]:
+        try:
+            if action == "retry":
+                case_id = quarantine.retry_report(store, report_id)
+            elif action == "discard":
+                case_id = quarantine.discard_report(store, report_id)
+            else:
+                raise HTTPException(404, "unknown action: retry or discard")
+        except SubmitError as exc:
+            raise HTTPException(exc.status, exc.message) from None
+        audit.record(store, "api", f"report.{action}", case_id=case_id, report=report_id)
+        return {"report": report_id, "case_id": case_id, "action": action}
+
+    @router.get("/audit", tags=["audit"])
+    def audit_events(
+        case_id: str | None = None,
+        action: str | None = None,
+        since: float | None = None,
+        limit: Annotated[int, Query(ge=1, le=10000)] = 200,
+    ) -> list[dict[str, Any]]:
+        return audit.events(store, case_id=case_id, action=action, since=since, limit=limit)
+
+    return router
