@@ -151,6 +151,24 @@ def test_console_end_to_end(tmp_path, browser, hospital, reading, webhook, make_
     page.wait_for_url(f"{bridge.url}/cases/*")
     _reload_until(page, '<span class="badge state-forwarded" id="case-state">forwarded</span>')
     assert "Is this lesion new?" in page.content()
+
+    # Or upload a patient's ZIP (streamed to disk), one case per study.
+    import zipfile
+
+    disc = make_study(tmp_path / "disc", 2, rows=64, columns=64, accession="ACC-CONSOLE-Z")
+    archive = tmp_path / "patient.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for p in disc.paths:
+            zf.write(p, f"DICOM/{p.name}")
+        zf.writestr("autorun.inf", "[autorun]")
+    page.goto(f"{bridge.url}/submit")
+    page.set_input_files("form.upload input[name=archive]", str(archive))
+    page.fill("form.upload textarea[name=question]", "Outside CT: do you agree?")
+    page.click("form.upload button[type=submit]")
+    assert "Upload imported: 1 file(s) not DICOM skipped" in page.content()
+    page.click("div.notice a[href^='/cases/']")
+    _reload_until(page, '<span class="badge state-forwarded" id="case-state">forwarded</span>')
+    assert "Outside CT: do you agree?" in page.content()
     page.goto(f"{bridge.url}/cases")
     page.screenshot(path=str(shots / "console-cases.png"), full_page=True)
 
@@ -163,6 +181,7 @@ def test_console_end_to_end(tmp_path, browser, hospital, reading, webhook, make_
         "instance.release",
         "instance.discard",
         "case.submitted",
+        "case.imported",
     ):
         assert action in text, action
     ctx.close()
