@@ -28,6 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run pipeline workers only (serve starts its own)")
     worker.add_argument("--index", type=int, default=0, help="worker number on this node")
     sub.add_parser("migrate", help="bring the state store schema up to date")
+    sub.add_parser("doctor", help="check everything configured; exit 0 only when all pass")
     cases = sub.add_parser("cases", help="list cases")
     cases.add_argument("--state", help="only cases in this state")
     cases.add_argument("--limit", type=int, default=50)
@@ -139,6 +140,12 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         from bridge.submit_cli import submit_cmd
 
         return submit_cmd(args, settings)
+    if args.command == "doctor":
+        from bridge.doctor import FAIL, print_table, run_checks
+
+        checks = run_checks(settings)
+        print_table(checks)
+        return 1 if any(c.verdict == FAIL for c in checks) else 0
     if args.command == "user":
         from bridge.user_cli import run
 
