@@ -29,6 +29,7 @@ from bridge.ingest.pacs import (
     StudyQuery,
 )
 from bridge.logging import get_logger
+from bridge.web import metrics
 
 log = get_logger(__name__)
 
@@ -175,6 +176,10 @@ class DicomWebPacs:
         return outcome
 
     def _fetch(self, path: str, sink: Sink, progress: Progress | None) -> int:
+        with metrics.WADO_SECONDS.time():
+            return self._fetch_timed(path, sink, progress)
+
+    def _fetch_timed(self, path: str, sink: Sink, progress: Progress | None) -> int:
         resp = self._get(path, stream=True, headers={"Accept": self._accept})
         if resp.status_code == 406 and self._accept == _ACCEPT_ANY_TS:
             resp.close()  # a server that cannot send "as stored": take its default syntax

@@ -22,9 +22,11 @@ import contextlib
 import socket
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
+import structlog
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
@@ -133,6 +135,11 @@ class Listener:
         rq = assoc.requestor.primitive
         calling = str(rq.calling_ae_title).strip()
         called = str(rq.called_ae_title).strip()
+        # Every log line of this association's thread carries its id and AE titles.
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(
+            association=uuid.uuid4().hex[:10], calling_aet=calling[:16], called_aet=called[:16]
+        )
         allowed = self.settings.dimse.allowed_calling_aets
         if allowed and calling not in allowed:
             log.warning("association.rejected", reason="calling AE title not allowed")

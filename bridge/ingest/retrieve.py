@@ -78,6 +78,7 @@ def run_retrieve(settings: Settings, store: Store, spool: Spool, job: Any, owner
         nonlocal refused
         try:
             accept_file(store, spool, path, origin)
+            metrics.INSTANCES_PULLED.labels(source=case["source"]).inc()
         except DatasetError as exc:
             path.unlink(missing_ok=True)
             refused += 1

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hmac
+import uuid
 from typing import Annotated, Any
 from urllib.parse import quote
 
+import structlog
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -153,6 +155,9 @@ def create_app(settings: Settings, store: Store, spool: Spool) -> FastAPI:
     )
     token = settings.api_token.get_secret_value().encode() if settings.api_token else None
     console_env = templates()
+    spool_gauges = metrics.SpoolCollector(
+        spool.root, settings.spool.min_free_bytes, settings.spool.quota_bytes
+    )
 
     def require_token(
         creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -163,6 +168,19 @@ def create_app(settings: Settings, store: Store, spool: Spool) -> FastAPI:
             raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
         if not hmac.compare_digest(creds.credentials.encode(), token):
             raise HTTPException(401, "invalid bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+    @app.middleware("http")
+    async def _request_context(request: Request, call_next: Any) -> Response:
+        """A request id on every log line of the request (the path, never the query string:
+        a search may carry a patient's name), echoed as X-Request-ID."""
+        rid = uuid.uuid4().hex[:12]
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(
+            request_id=rid, method=request.method, path=request.url.path[:200]
+        )
+        response: Response = await call_next(request)
+        response.headers["X-Request-ID"] = rid
+        return response
 
     @app.exception_handler(SignInRequired)
     async def _sign_in(_request: Request, exc: SignInRequired) -> Response:
@@ -194,7 +212,7 @@ def create_app(settings: Settings, store: Store, spool: Spool) -> FastAPI:
 
     @app.get("/metrics", tags=["health"])
     def metrics_endpoint() -> Response:
-        return Response(metrics.scrape(store), media_type=CONTENT_TYPE_LATEST)
+        return Response(metrics.scrape(store, spool_gauges), media_type=CONTENT_TYPE_LATEST)
 
     auth = [Depends(require_token)]
     app.include_router(findings_router(settings, store, spool, require_token))

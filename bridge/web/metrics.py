@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
@@ -37,11 +38,50 @@ ASSOCIATIONS_REJECTED = Counter(
 )
 MANIFESTS_SENT = Counter("bridge_manifests_sent", "Case manifests accepted by the queue")
 REPORTS_RETURNED = Counter("bridge_reports_returned", "Reports stored into the hospital PACS")
+WADO_SECONDS = Histogram(
+    "bridge_wado_seconds",
+    "Duration of WADO-RS retrieves from the hospital PACS (a series or an instance)",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)
+INSTANCES_PULLED = Counter(
+    "bridge_instances_pulled", "Instances pulled from the PACS or imported", ["source"]
+)
 STOW_SECONDS = Histogram(
     "bridge_stow_seconds",
     "Duration of STOW-RS requests to the reading archive",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
 )
+
+
+class SpoolCollector(Collector):
+    """Spool usage and the free space under it (the floor below which C-STORE answers 0xA700)."""
+
+    def __init__(self, root: Path, floor: int, quota: int) -> None:
+        self.root, self.floor, self.quota = root, floor, quota
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        import shutil
+
+        used = GaugeMetricFamily("bridge_spool_bytes", "Bytes held in the spool (received, deid)")
+        free = GaugeMetricFamily("bridge_spool_free_bytes", "Free bytes on the spool's filesystem")
+        full = GaugeMetricFamily(
+            "bridge_spool_full", "1 when new instances are refused (quota or free-space floor)"
+        )
+        try:
+            total = sum(
+                f.stat().st_size
+                for area in ("received", "deid")
+                for f in (self.root / area).iterdir()
+            )
+            room = shutil.disk_usage(self.root).free
+        except OSError:
+            return
+        used.add_metric([], total)
+        free.add_metric([], room)
+        full.add_metric([], int(room < self.floor or bool(self.quota and total >= self.quota)))
+        yield used
+        yield free
+        yield full
 
 
 class StoreCollector(Collector):
@@ -70,7 +110,7 @@ class StoreCollector(Collector):
         yield by_state
 
 
-def scrape(store: Store) -> bytes:
+def scrape(store: Store, spool: SpoolCollector | None = None) -> bytes:
     """The exposition for /metrics: this process, the worker processes, and the store gauges."""
     registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -90,8 +130,12 @@ def scrape(store: Store) -> bytes:
             ASSOCIATIONS_REJECTED,
             MANIFESTS_SENT,
             STOW_SECONDS,
+            WADO_SECONDS,
+            INSTANCES_PULLED,
             REPORTS_RETURNED,
         ):
             registry.register(collector)
     registry.register(StoreCollector(store))
+    if spool is not None:
+        registry.register(spool)
     return generate_latest(registry)

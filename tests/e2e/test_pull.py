@@ -130,6 +130,12 @@ def test_submit_over_dicomweb(tmp_path, hospital, reading, webhook, make_bridge)
     log = bridge.log()
     for value in study.identity:
         assert value not in log, value
+    assert '"request_id"' in log
+    metrics = requests.get(f"{bridge.url}/metrics", timeout=10)
+    assert 'bridge_instances_pulled_total{source="pull:dicomweb"} 6.0' in metrics.text
+    assert "bridge_wado_seconds_count" in metrics.text
+    assert "bridge_spool_free_bytes" in metrics.text and "bridge_spool_full 0.0" in metrics.text
+    assert metrics.headers["X-Request-ID"]
 
 
 def test_submit_over_dimse_with_c_move_from_the_cli(tmp_path, hospital, reading, make_bridge):
@@ -167,6 +173,7 @@ def test_submit_over_dimse_with_c_move_from_the_cli(tmp_path, hospital, reading,
     case = bridge.api("/cases")[0]
     assert case["state"] == "forwarded" and case["source"] == "pull:c-move"
     assert case["priority"] == "stat" and case["calling_ae_title"] is None
+    assert '"association"' in bridge.log()  # the listener's lines carry their association
     assert len(study_instances(reading, case["pseudonymized_study_instance_uid"])) == 6
 
     # Nothing named: a clear message and a non-zero exit code.
