@@ -55,9 +55,11 @@ def _parser() -> argparse.ArgumentParser:
 
     add_parsers(sub)
     add_import_parser(sub)
+    from bridge.user_cli import add_audit_parser
     from bridge.user_cli import add_parser as add_user_parser
 
     add_user_parser(sub)
+    add_audit_parser(sub)
     return p
 
 
@@ -146,6 +148,10 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         checks = run_checks(settings)
         print_table(checks)
         return 1 if any(c.verdict == FAIL for c in checks) else 0
+    if args.command == "audit":
+        from bridge.user_cli import audit_cmd
+
+        return audit_cmd(args, settings)
     if args.command == "user":
         from bridge.user_cli import run
 

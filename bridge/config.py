@@ -242,6 +242,19 @@ class WatchSettings(BaseModel):
         return v
 
 
+class AuditSettings(BaseModel):
+    """The audit trail's copy to a syslog collector (DICOM Audit Messages in RFC 5424)."""
+
+    model_config = _FROZEN
+
+    #: Collector host; unset = the trail stays in the state store (console, API, CLI export).
+    syslog_host: str | None = None
+    syslog_port: int = Field(514, ge=1, le=65535)
+    syslog_protocol: Literal["udp", "tcp"] = "udp"
+    #: AuditSourceID of the messages; default: the listener's AE title.
+    source_id: str | None = None
+
+
 class SubmitSettings(BaseModel):
     """Studies submitted for a second opinion (CLI, API, console, watch, import)."""
 
@@ -363,6 +376,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     submit: SubmitSettings = SubmitSettings()
     watch: WatchSettings = WatchSettings()
+    audit: AuditSettings = AuditSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -61,3 +61,58 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     audit.record(store, "cli", f"user.{cmd}d", username=args.username)
     print(f"user {args.username} {cmd}d")
     return 0
+
+
+def add_audit_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    a = sub.add_parser("audit", help="show or export the audit trail")
+    a.add_argument("--case", help="only this case")
+    a.add_argument("--action", help="only this action (e.g. sign-in, case.submitted)")
+    a.add_argument("--since", help="only events from this date (YYYY-MM-DD) on")
+    a.add_argument("--limit", type=int, default=1000)
+    a.add_argument(
+        "--format",
+        choices=["text", "dicom", "syslog"],
+        default="text",
+        help="text; DICOM Audit Messages (PS3.15 A.5) XML; RFC 5424 lines",
+    )
+
+
+def audit_cmd(args: argparse.Namespace, settings: Settings) -> int:
+    import socket
+    from datetime import UTC, datetime
+
+    from bridge.clock import iso_utc
+    from bridge.forward.audit_messages import to_dicom_xml, to_syslog
+    from bridge.service import open_store
+    from bridge.store import audit
+
+    since = None
+    if args.since:
+        since = datetime.fromisoformat(args.since).replace(tzinfo=UTC).timestamp()
+    store = open_store(settings)
+    events = list(
+        reversed(
+            audit.events(
+                store, case_id=args.case, action=args.action, since=since, limit=args.limit
+            )
+        )
+    )
+    source = settings.audit.source_id or settings.dimse.ae_title
+    if args.format == "dicom":
+        print('<?xml version="1.0" encoding="UTF-8"?><AuditMessages>')
+        for e in events:
+            print(to_dicom_xml(e, source))
+        print("</AuditMessages>")
+        return 0
+    if args.format == "syslog":
+        host = socket.gethostname()
+        for e in events:
+            print(to_syslog(e, source, host))
+        return 0
+    for e in events:
+        detail = " ".join(f"{k}={v}" for k, v in e["detail"].items())
+        print(
+            f"{iso_utc(e['at'])}  {e['actor']:12}  {e['action']:18}  {e['outcome']:8}  "
+            f"{e['case_id'] or '-':16}  {detail}"
+        )
+    return 0

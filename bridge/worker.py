@@ -41,6 +41,7 @@ from bridge.forward.stow import stow
 from bridge.ingest.retrieve import run_retrieve
 from bridge.ingest.spool import DEID, RECEIVED, REPORTS, Spool
 from bridge.logging import get_logger
+from bridge.store import audit
 from bridge.store.repo import Store
 from bridge.store.schema import InstanceState, ReportState
 from bridge.store.submissions import RETRIEVE_JOB
@@ -70,6 +71,7 @@ class Pipeline:
         self._last_poll = float("-inf")
         self._last_watch = float("-inf")
         self._watcher: Any = None
+        self._shipper: Any = None
         #: One owner id for the life of this pipeline: it keeps the feed's lease across polls.
         self._watch_owner = store.new_owner()
 
@@ -84,6 +86,7 @@ class Pipeline:
         loops += [("cases", self.cases_once), ("manifests", self.manifests_once)]
         loops += [("reports", self.reports_once), ("poll", self.poll_once)]
         loops += [("retrieve", self.retrieve_once), ("watch", self.watch_once)]
+        loops += [("audit", self.audit_once)]
         for name, fn in loops:
             t = threading.Thread(target=self._loop, args=(name, fn), name=name, daemon=True)
             t.start()
@@ -135,6 +138,24 @@ class Pipeline:
         for job in claimed:
             run_retrieve(self.settings, self.store, self.spool, job, owner)
         return bool(claimed)
+
+    def audit_once(self) -> bool:
+        """Ship new audit events to the syslog collector, if one is configured."""
+        a = self.settings.audit
+        if not a.syslog_host:
+            return False
+        if self._shipper is None:
+            import socket
+
+            from bridge.forward.audit_messages import SyslogShipper, SyslogTarget
+
+            self._shipper = SyslogShipper(
+                SyslogTarget(a.syslog_host, a.syslog_port, a.syslog_protocol),
+                a.source_id or self.settings.dimse.ae_title,
+                socket.gethostname(),
+            )
+        lease = self.settings.worker.lease_seconds
+        return bool(self._shipper.ship(self.store, self._watch_owner, lease))
 
     def watch_once(self) -> bool:
         """Every ``watch.poll_seconds``: open cases for new stable studies of the watched
@@ -327,6 +348,16 @@ class Pipeline:
         forwarded = self.store.advance_cases()
         for case_id, version in forwarded:
             log.info("case.forwarded", case_id=case_id, version=version)
+            case = self.store.get_case(case_id)
+            audit.record(
+                self.store,
+                "system",
+                "case.forwarded",
+                case_id=case_id,
+                pseudo_study_uid=case["pseudo_study_uid"] if case else None,
+                instances=case["instances"]["forwarded"] if case else None,
+                destination=_where(self.settings.reading.dicomweb_url),
+            )
             if self.settings.reading.queue_url:
                 self.store.enqueue_job(MANIFEST_JOB, case_id, {"version": version})
         return bool(completed or forwarded)
@@ -407,6 +438,13 @@ class Pipeline:
                 continue
             self.store.finish_report(report["id"], ReportState.RETURNED)
             self.store.finish_job(job.id, owner)
+            audit.record(
+                self.store,
+                "system",
+                "report.returned",
+                case_id=report["case_id"],
+                report=report["id"],
+            )
             metrics.REPORTS_RETURNED.inc()
             log.info("report.returned", case_id=report["case_id"], report=report["id"])
         return bool(claimed)
@@ -446,6 +484,16 @@ class Pipeline:
         if taken:
             log.info("poll.taken", objects=taken)
         return taken > 0
+
+
+def _where(url: str | None) -> str | None:
+    """A URL without credentials (for the audit trail)."""
+    if not url:
+        return None
+    from urllib.parse import urlsplit
+
+    u = urlsplit(url)
+    return f"{u.scheme}://{u.hostname}{f':{u.port}' if u.port else ''}{u.path}"
 
 
 def run_worker(settings: Settings, store: Store) -> int:

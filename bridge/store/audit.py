@@ -62,3 +62,28 @@ def events(
             d["detail"] = json.loads(d["detail"] or "{}")
             out.append(d)
         return out
+
+
+def last_id(store: Store) -> int:
+    """The newest event's id (a new syslog target starts after it: no flood of old events)."""
+    from sqlalchemy import func
+
+    with store.engine.connect() as conn:
+        return int(conn.execute(select(func.max(audit_events.c.id))).scalar() or 0)
+
+
+def after(store: Store, event_id: int, limit: int) -> list[dict[str, Any]]:
+    """Events after ``event_id``, oldest first."""
+    stmt = (
+        select(audit_events)
+        .where(audit_events.c.id > event_id)
+        .order_by(audit_events.c.id)
+        .limit(limit)
+    )
+    with store.engine.connect() as conn:
+        out = []
+        for r in conn.execute(stmt):
+            d = dict(r._mapping)
+            d["detail"] = json.loads(d["detail"] or "{}")
+            out.append(d)
+        return out

@@ -3,17 +3,20 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi.responses import Response
 
+from bridge.config import Settings
 from bridge.errors import SubmitError
+from bridge.forward.audit_messages import to_dicom_xml
 from bridge.ingest.spool import DEID, Spool
 from bridge.store import audit, quarantine
 from bridge.store.repo import Store
 
 
-def admin_router(store: Store, spool: Spool, auth: Any) -> APIRouter:
+def admin_router(settings: Settings, store: Store, spool: Spool, auth: Any) -> APIRouter:
     router = APIRouter(prefix="/api/v1", dependencies=[Depends(auth)])
 
     @router.get("/quarantine", tags=["quarantine"])
@@ -55,13 +58,24 @@ def admin_router(store: Store, spool: Spool, auth: Any) -> APIRouter:
         audit.record(store, "api", f"report.{action}", case_id=case_id, report=report_id)
         return {"report": report_id, "case_id": case_id, "action": action}
 
-    @router.get("/audit", tags=["audit"])
+    @router.get("/audit", tags=["audit"], response_model=None)
     def audit_events(
         case_id: str | None = None,
         action: str | None = None,
         since: float | None = None,
         limit: Annotated[int, Query(ge=1, le=10000)] = 200,
-    ) -> list[dict[str, Any]]:
-        return audit.events(store, case_id=case_id, action=action, since=since, limit=limit)
+        format: Literal["json", "dicom"] = "json",  # noqa: A002
+    ) -> list[dict[str, Any]] | Response:
+        """The audit trail, newest first; ``format=dicom``: DICOM Audit Messages (PS3.15 A.5)
+        in an ``<AuditMessages>`` element, oldest first."""
+        events = audit.events(store, case_id=case_id, action=action, since=since, limit=limit)
+        if format == "json":
+            return events
+        source = settings.audit.source_id or settings.dimse.ae_title
+        body = "".join(to_dicom_xml(e, source) for e in reversed(events))
+        return Response(
+            f'<?xml version="1.0" encoding="UTF-8"?><AuditMessages>{body}</AuditMessages>',
+            media_type="application/xml",
+        )
 
     return router

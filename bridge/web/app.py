@@ -219,7 +219,7 @@ def create_app(settings: Settings, store: Store, spool: Spool) -> FastAPI:
     app.include_router(stow_router(store, spool, require_token))
     app.include_router(submit_router(settings, store, spool, require_token))
     app.include_router(imports_router(settings, store, spool, require_token))
-    app.include_router(admin_router(store, spool, require_token))
+    app.include_router(admin_router(settings, store, spool, require_token))
     app.include_router(console_router(settings, store, spool))
     mount_static(app)
 
