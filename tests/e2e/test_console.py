@@ -107,7 +107,42 @@ def test_console_end_to_end(tmp_path, browser, hospital, reading, webhook, make_
     page.click(f"text={case['id']}")
     assert "PLANTEDFAMILY" not in page.inner_text("pre.manifest")
     assert page.inner_text("#case-state") == "forwarded"
+
+    # Findings come back; the study is not in the PACS yet, so the report is held. The admin
+    # stores the study into the PACS and retries the report from the quarantine page.
+    auth = {"Authorization": f"Bearer {bridge.token}"}
+    findings = {
+        "reader": {"name": "Lee^Ana", "organization": "Neuro Reading Group"},
+        "status": "final",
+        "findings": "8 mm enhancing lesion in the left frontal lobe.",
+        "impression": "Findings favour a low-grade glioma.",
+        "signed_at": "2026-11-28T10:15:00Z",
+    }
+    r = requests.post(
+        f"{bridge.url}/api/v1/cases/{case['id']}/findings", json=findings, headers=auth, timeout=30
+    )
+    assert r.status_code in (200, 201, 202), r.text
+    page.goto(f"{bridge.url}/quarantine")
+    _reload_until(page, "not in the PACS")
+    for p in study.paths:
+        requests.post(f"{hospital.url}/instances", data=p.read_bytes(), timeout=30)
+    page.click("tr[id^=report-] >> text=Retry")
+    assert "Done: report-retry" in page.content()
+    page.goto(f"{bridge.url}/cases/{case['id']}")
+    _reload_until(page, '<span class="badge state-returned" id="case-state">returned</span>')
+    assert "8 mm enhancing lesion in the left frontal lobe." in page.inner_text("div.sr")
+    assert "Findings favour a low-grade glioma." in page.inner_text("div.sr")
     page.screenshot(path=str(shots / "console-case.png"), full_page=True)
+    # ... and the audit trail of that case, exported as DICOM Audit Messages.
+    from xml.etree import ElementTree as ET
+
+    r = requests.get(
+        f"{bridge.url}/api/v1/audit?case_id={case['id']}&format=dicom", headers=auth, timeout=30
+    )
+    codes = [
+        m.find("EventIdentification/EventID").get("csd-code") for m in ET.fromstring(r.content)
+    ]
+    assert "110104" in codes and "110103" in codes  # transferred (forwarded, returned), accessed
 
     # Two ultrasound images held for possible burned-in text: one released, one discarded.
     us1, us2 = tmp_path / "us1.dcm", tmp_path / "us2.dcm"

@@ -118,3 +118,24 @@ def test_loinc_section_headings(case, tmp_path):
         if s.ValueType == "CONTAINER"
     ]
     assert headings == ["18782-3", "19005-8"]
+
+
+def test_the_console_renders_the_report_as_text(case, tmp_path):
+    from bridge.findings.render import sr_lines
+
+    headers, evidence = case
+    sr = build_report(
+        findings=_findings("final"),
+        headers=headers,
+        evidence=evidence,
+        key_images=[KeyImageRef(evidence[0], None, None)],
+        case_id="c",
+        number=1,
+    )
+    back, _ = _roundtrip(sr, tmp_path, "render.dcm")
+    lines = sr_lines(back)
+    assert lines[0].heading and lines[0].depth == 0
+    text = [(line.label, line.value) for line in lines if not line.heading]
+    assert any(v == "Lesion." for _, v in text) and any(v == "Glioma." for _, v in text)
+    headings = [line.label for line in lines if line.heading]
+    assert "Findings" in headings and "Impressions" in headings
