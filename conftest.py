@@ -94,8 +94,8 @@ def make_bridge(tmp_path: Path) -> Iterator[object]:
     """Factory: ``make_bridge(env)`` starts a bridge in its own work dir; all stopped after."""
     started: list[BridgeProcess] = []
 
-    def factory(env: dict[str, str], name: str = "bridge", **ports: int) -> BridgeProcess:
-        b = BridgeProcess(tmp_path / name, env, **ports)
+    def factory(env: dict[str, str], name: str = "bridge", **kw: object) -> BridgeProcess:
+        b = BridgeProcess(tmp_path / name, env, **kw)  # type: ignore[arg-type]
         started.append(b)
         return b.start()
 

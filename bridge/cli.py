@@ -55,11 +55,12 @@ def _parser() -> argparse.ArgumentParser:
 
     add_parsers(sub)
     add_import_parser(sub)
-    from bridge.user_cli import add_audit_parser
+    from bridge.user_cli import add_audit_parser, add_vault_parser
     from bridge.user_cli import add_parser as add_user_parser
 
     add_user_parser(sub)
     add_audit_parser(sub)
+    add_vault_parser(sub)
     return p
 
 
@@ -148,6 +149,10 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         checks = run_checks(settings)
         print_table(checks)
         return 1 if any(c.verdict == FAIL for c in checks) else 0
+    if args.command == "vault":
+        from bridge.user_cli import vault_cmd
+
+        return vault_cmd(args, settings)
     if args.command == "audit":
         from bridge.user_cli import audit_cmd
 

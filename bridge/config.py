@@ -82,6 +82,11 @@ class DimseSettings(BaseModel):
     timeout: float = Field(60.0, gt=0)
     #: Seconds to let running associations finish on shutdown before aborting them.
     shutdown_grace: float = Field(10.0, ge=0)
+    #: DICOM TLS (PS3.15 B.1): the listener's certificate and key (PEM); both set = TLS only.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    #: CA bundle of the peers' client certificates; set = a client certificate is required.
+    tls_ca: str | None = None
 
     def route_for(self, called_aet: str) -> AeRoute | None:
         for route in self.routes:
@@ -106,6 +111,9 @@ class HttpSettings(BaseModel):
     secure_cookies: bool = True
     #: Hours a console sign-in lasts.
     session_hours: float = Field(12.0, gt=0, le=24 * 30)
+    #: HTTPS: certificate (chain) and key, PEM. Both set = the server speaks HTTPS only.
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
 
 class PixelSettings(BaseModel):
@@ -195,6 +203,9 @@ class PacsSettings(DicomWebPeer):
     dimse_retrieve: Literal["c-move", "c-get"] = "c-move"
     #: C-MOVE destination; default: the listener's AE title (dimse.ae_title).
     move_destination: str | None = None
+    #: DICOM TLS to the PACS (C-ECHO, C-FIND, C-MOVE/C-GET, C-STORE of reports): the server is
+    #: verified as ``verify_tls`` says, ``client_cert``/``client_key`` are presented.
+    dimse_tls: bool = False
 
 
 class WatchSettings(BaseModel):
@@ -240,6 +251,16 @@ class WatchSettings(BaseModel):
                 msg = f"watch.study_description is not a regular expression: {exc}"
                 raise ValueError(msg) from None
         return v
+
+
+class VaultSettings(BaseModel):
+    """Encryption at rest of the vault (original patient identity, headers, UIDs)."""
+
+    model_config = _FROZEN
+
+    #: Fernet keys (`bridge vault new-key`); the first encrypts, all decrypt. Rotation: put the
+    #: new key first, run `bridge vault rotate`, then drop the old one. Empty: not encrypted.
+    keys: tuple[SecretStr, ...] = ()
 
 
 class AuditSettings(BaseModel):
@@ -377,6 +398,7 @@ class Settings(BaseSettings):
     submit: SubmitSettings = SubmitSettings()
     watch: WatchSettings = WatchSettings()
     audit: AuditSettings = AuditSettings()
+    vault: VaultSettings = VaultSettings()
 
     @classmethod
     def settings_customise_sources(

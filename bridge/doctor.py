@@ -161,7 +161,14 @@ def _echo(settings: Settings) -> Check:
     ae = AE(ae_title=settings.dimse.ae_title)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
     ae.add_requested_context(Verification)
-    assoc = ae.associate(pacs.host, pacs.port, ae_title=pacs.ae_title)
+    from bridge.errors import ConfigError
+    from bridge.ingest.dimse_pull import dimse_tls_args
+
+    try:
+        tls = dimse_tls_args(settings)
+    except ConfigError as exc:
+        return Check("PACS C-ECHO", FAIL, exc.message, "check BRIDGE_PACS__CLIENT_CERT/__KEY")
+    assoc = ae.associate(pacs.host, pacs.port, ae_title=pacs.ae_title, tls_args=tls)
     if assoc.is_rejected:
         return Check(
             "PACS C-ECHO",
@@ -283,7 +290,13 @@ def _listener_answers(settings: Settings) -> bool:
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 5
     ae.add_requested_context(Verification)
     host = "127.0.0.1" if settings.dimse.host in ("0.0.0.0", "") else settings.dimse.host  # noqa: S104
-    assoc = ae.associate(host, settings.dimse.port, ae_title=settings.dimse.ae_title)
+    tls = None
+    d = settings.dimse
+    if d.tls_cert and d.tls_key:
+        from bridge.tls import client_context
+
+        tls = (client_context(False, d.tls_cert, d.tls_key), host)
+    assoc = ae.associate(host, d.port, ae_title=d.ae_title, tls_args=tls)
     ok = bool(assoc.is_established)
     if ok:
         assoc.release()
@@ -292,8 +305,10 @@ def _listener_answers(settings: Settings) -> bool:
 
 def _http_answers(settings: Settings) -> bool:
     host = "127.0.0.1" if settings.http.host in ("0.0.0.0", "") else settings.http.host  # noqa: S104
+    scheme = "https" if settings.http.tls_cert and settings.http.tls_key else "http"
     try:
-        return requests.get(f"http://{host}:{settings.http.port}/healthz", timeout=3).ok
+        url = f"{scheme}://{host}:{settings.http.port}/healthz"
+        return requests.get(url, timeout=3, verify=False).ok  # noqa: S501 - a liveness probe
     except requests.RequestException:
         return False
 
@@ -350,6 +365,24 @@ def _pixels(settings: Settings) -> Check:
     return Check("burned-in text detector", OK, cfg.detector)
 
 
+def _vault(settings: Settings) -> Check:
+    if not settings.vault.keys:
+        return Check(
+            "vault encryption",
+            WARN,
+            "off: identities stored as they are",
+            "set BRIDGE_VAULT__KEYS (`bridge vault new-key`)",
+        )
+    from bridge.errors import ConfigError
+    from bridge.store.vault_crypto import VaultCipher
+
+    try:
+        VaultCipher([k.get_secret_value() for k in settings.vault.keys])
+    except ConfigError as exc:
+        return Check("vault encryption", FAIL, exc.message)
+    return Check("vault encryption", OK, f"on, {len(settings.vault.keys)} key(s)")
+
+
 def _required(settings: Settings) -> list[Check]:
     missing = []
     if not (settings.deid.secret and len(settings.deid.secret.get_secret_value()) >= 16):
@@ -374,6 +407,7 @@ def run_checks(settings: Settings) -> list[Check]:
     checks = _required(settings)
     checks += _store(settings)
     checks += _spool(settings)
+    checks.append(_vault(settings))
     checks.append(
         _port(
             "DICOM listener port",

@@ -44,7 +44,12 @@ def open_store(settings: Settings, node_id: str | None = None, upgrade: bool = T
         current, head = schema_status(engine)
         if current != head:
             raise StoreError("state store schema is not current: run `bridge migrate`")
-    return Store(engine, node_id=node_id or node_name())
+    cipher = None
+    if settings.vault.keys:
+        from bridge.store.vault_crypto import VaultCipher
+
+        cipher = VaultCipher([k.get_secret_value() for k in settings.vault.keys])
+    return Store(engine, node_id=node_id or node_name(), cipher=cipher)
 
 
 def serve(settings: Settings, config_file: Path | None = None) -> int:
@@ -74,6 +79,8 @@ def serve(settings: Settings, config_file: Path | None = None) -> int:
             log_config=None,
             access_log=False,
             lifespan="off",
+            ssl_certfile=settings.http.tls_cert if settings.http.tls_key else None,
+            ssl_keyfile=settings.http.tls_key if settings.http.tls_cert else None,
         )
     )
     stop = threading.Event()

@@ -116,3 +116,26 @@ def audit_cmd(args: argparse.Namespace, settings: Settings) -> int:
             f"{e['case_id'] or '-':16}  {detail}"
         )
     return 0
+
+
+def add_vault_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    v = sub.add_parser("vault", help="vault encryption keys")
+    vs = v.add_subparsers(dest="vault_command", required=True)
+    vs.add_parser("new-key", help="print a new key for BRIDGE_VAULT__KEYS")
+    vs.add_parser("rotate", help="re-encrypt the vault under the first key of BRIDGE_VAULT__KEYS")
+
+
+def vault_cmd(args: argparse.Namespace, settings: Settings) -> int:
+    from bridge.store.vault_crypto import new_key, rotate_all
+
+    if args.vault_command == "new-key":
+        print(new_key())
+        return 0
+    from bridge.service import open_store
+    from bridge.store import audit
+
+    store = open_store(settings)
+    counts = rotate_all(store)
+    audit.record(store, "cli", "vault.rotated", rows=counts)
+    print("re-encrypted: " + ", ".join(f"{n} {table}" for table, n in counts.items()))
+    return 0

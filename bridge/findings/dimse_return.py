@@ -34,7 +34,11 @@ def _associate(settings: Settings, contexts: list[str]) -> object:
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = pacs.timeout
     for cx in contexts:
         ae.add_requested_context(cx, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
-    assoc = ae.associate(pacs.host, pacs.port, ae_title=pacs.ae_title)
+    from bridge.ingest.dimse_pull import dimse_tls_args
+
+    assoc = ae.associate(
+        pacs.host, pacs.port, ae_title=pacs.ae_title, tls_args=dimse_tls_args(settings)
+    )
     if assoc.is_rejected:
         raise TransientForwardError(
             "the PACS rejected the association: register the bridge's AE title, host and port "

@@ -88,6 +88,16 @@ def _retrieve_failure(code: int, destination: str | None) -> BridgeError:
     return PacsRefusedError("the PACS refused the retrieve", status=f"0x{code:04X}")
 
 
+def dimse_tls_args(settings: Settings) -> tuple[Any, str] | None:
+    """pynetdicom's ``tls_args`` for associations to the PACS (None: plain TCP)."""
+    pacs = settings.pacs
+    if not pacs.dimse_tls or not pacs.host:
+        return None
+    from bridge.tls import client_context
+
+    return client_context(pacs.verify_tls, pacs.client_cert, pacs.client_key), pacs.host
+
+
 class DimsePacs:
     protocol = "dimse"
 
@@ -103,6 +113,7 @@ class DimsePacs:
         self.destination = pacs.move_destination or settings.dimse.ae_title
         self.retrieve_mode = pacs.dimse_retrieve
         self.new_file = new_file
+        self.tls_args = dimse_tls_args(settings)
 
     def close(self) -> None:
         return None
@@ -125,6 +136,7 @@ class DimsePacs:
             ae_title=self.called,
             ext_neg=roles or None,
             evt_handlers=handlers or None,
+            tls_args=self.tls_args,
         )
         if assoc.is_rejected:
             rsp = assoc.acceptor.primitive

@@ -93,10 +93,22 @@ class Listener:
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_C_STORE, self._on_store),
         ]
+        ctx = None
+        if dimse.tls_cert and dimse.tls_key:
+            from bridge.tls import server_context
+
+            ctx = server_context(dimse.tls_cert, dimse.tls_key, dimse.tls_ca)
         self._server = self.ae.start_server(
-            (dimse.host, dimse.port), block=False, evt_handlers=handlers
+            (dimse.host, dimse.port), block=False, evt_handlers=handlers, ssl_context=ctx
         )
-        log.info("listener.started", ae_title=dimse.ae_title, host=dimse.host, port=self.port)
+        log.info(
+            "listener.started",
+            ae_title=dimse.ae_title,
+            host=dimse.host,
+            port=self.port,
+            tls=ctx is not None,
+            client_certificates=bool(ctx is not None and dimse.tls_ca),
+        )
 
     @property
     def port(self) -> int:

@@ -39,6 +39,7 @@ from bridge.store.schema import (
     vault_headers,
     vault_patients,
 )
+from bridge.store.vault_crypto import VaultCipher, plain
 
 #: States of a case whose study is still on its way to the reader or awaiting findings: a
 #: second submission of the same study is refused while one is open.
@@ -78,9 +79,11 @@ def new_case_id() -> str:
 class Store:
     """The state store, shared by the listener, the workers and the HTTP API."""
 
-    def __init__(self, engine: Engine, node_id: str) -> None:
+    def __init__(self, engine: Engine, node_id: str, cipher: VaultCipher | None = None) -> None:
         self.engine = engine
         self.node_id = node_id
+        #: Encrypts the vault's identifying columns at rest (None: stored as they are).
+        self.cipher = cipher
         self._case_lock = threading.Lock()
         self._pg = engine.dialect.name == "postgresql"
         # SQLite has one writer at a time: queue our writers on a lock rather than on SQLite's
@@ -406,26 +409,36 @@ class Store:
         # Concurrent workers may write the same vault rows: the first writer wins, the others
         # change nothing (INSERT ... ON CONFLICT DO NOTHING, on either engine).
         pid, issuer, name = patient
+        seal = self._seal
         conn.execute(
             self._insert_ignore(vault_patients).values(
                 pseudo_patient_id=pseudo_patient_id,
-                patient_id=pid,
-                issuer=issuer,
-                patient_name=name,
+                patient_id=seal(pid),
+                issuer=seal(issuer),
+                patient_name=seal(name),
                 created_at=now,
             )
         )
         if headers is not None:
             conn.execute(
                 self._insert_ignore(vault_headers).values(
-                    case_id=case_id, headers=json.dumps(headers), created_at=now
+                    case_id=case_id, headers=seal(json.dumps(headers)), created_at=now
                 )
             )
         if uids:
             conn.execute(
                 self._insert_ignore(uid_map),
-                [{"pseudo_uid": p, "original_uid": o, "case_id": case_id} for p, o in uids.items()],
+                [
+                    {"pseudo_uid": p, "original_uid": seal(o), "case_id": case_id}
+                    for p, o in uids.items()
+                ],
             )
+
+    def _seal(self, value: str) -> str:
+        return self.cipher.encrypt(value) if self.cipher is not None and value else value
+
+    def _open(self, value: str) -> str:
+        return self.cipher.decrypt(value) if self.cipher is not None else plain(value)
 
     def _insert_ignore(self, table: Table) -> Any:
         if self._pg:
@@ -783,7 +796,7 @@ class Store:
             row = conn.execute(
                 select(vault_headers.c.headers).where(vault_headers.c.case_id == case_id)
             ).first()
-        return json.loads(row.headers) if row else None
+        return json.loads(self._open(row.headers)) if row else None
 
     def add_report(
         self,
@@ -832,7 +845,7 @@ class Store:
         """pseudo -> original UIDs of a case (the vault's mapping)."""
         with self.engine.connect() as conn:
             return {
-                r.pseudo_uid: r.original_uid
+                r.pseudo_uid: self._open(r.original_uid)
                 for r in conn.execute(
                     select(uid_map.c.pseudo_uid, uid_map.c.original_uid).where(
                         uid_map.c.case_id == case_id

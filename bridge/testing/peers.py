@@ -34,10 +34,17 @@ class BridgeProcess:
     dimse_port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    #: The CA that signed the bridge's HTTPS certificate (set: the bridge speaks HTTPS).
+    ca: str | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        scheme = "https" if self.ca else "http"
+        return f"{scheme}://127.0.0.1:{self.http_port}"
+
+    @property
+    def verify(self) -> bool | str:
+        return self.ca or True
 
     @property
     def log_path(self) -> Path:
@@ -71,7 +78,7 @@ class BridgeProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"bridge exited with {self.process.returncode}: {self.log()}")
             try:
-                if requests.get(f"{self.url}/healthz", timeout=1).ok:
+                if requests.get(f"{self.url}/healthz", timeout=1, verify=self.verify).ok:
                     return self
             except requests.RequestException:
                 pass
@@ -102,6 +109,7 @@ class BridgeProcess:
             f"{self.url}/api/v1{path}",
             headers={"Authorization": f"Bearer {token or self.token}"},
             timeout=30,
+            verify=self.verify,
         )
         r.raise_for_status()
         return r.json()

@@ -4,6 +4,7 @@ CSRF. Screenshots of the main pages land in docs/."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from bridge.store.vault_crypto import new_key
 from bridge.testing.peers import BRIDGE_BIN, BridgeProcess, storescu
 from bridge.testing.sample import make_burned_in, make_study
 from conftest import ROOT, bridge_env
@@ -81,6 +83,7 @@ def test_console_end_to_end(tmp_path, browser, hospital, reading, webhook, make_
             BRIDGE_HTTP__SECURE_COOKIES="false",
             BRIDGE_DEID__PIXELS__MODALITIES='{"US": "hold"}',
             BRIDGE_PACS__DICOMWEB_URL=hospital.dicomweb,
+            BRIDGE_VAULT__KEYS=json.dumps([new_key()]),
         )
     )
     _add_users(bridge)
@@ -246,3 +249,7 @@ def test_console_end_to_end(tmp_path, browser, hospital, reading, webhook, make_
     log = bridge.log()
     for value in study.identity:
         assert value not in log, value
+    # The vault is encrypted at rest: the state store's files hold no planted identity.
+    raw = b"".join(p.read_bytes() for p in (bridge.workdir / "data").glob("bridge.sqlite3*"))
+    for value in ("PLANTEDFAMILY", "PLANTEDGIVEN", "PID-7734521", "PLANTED-ISSUER-HOSP"):
+        assert value.encode() not in raw, value

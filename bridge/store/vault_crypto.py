@@ -1,0 +1,97 @@
+"""Encryption at rest of the vault's identifying columns.
+
+With ``vault.keys`` set (Fernet keys: AES-128-CBC + HMAC-SHA256, from the ``cryptography``
+package), the original Patient ID, issuer and name, the original headers kept for
+re-identification, and the original UIDs of the pseudonym map are stored encrypted, prefixed
+``enc1:``. The first key encrypts; every key decrypts, so a new key is rolled in by putting it
+first, running ``bridge vault rotate`` (which re-encrypts every row under it, and encrypts rows
+written before encryption was turned on), then dropping the old key.
+
+Without keys, values are stored as they are (the database's own protection applies: file mode
+0600 for SQLite, roles for PostgreSQL) and ``bridge doctor`` warns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+from bridge.errors import ConfigError, StoreError
+
+PREFIX = "enc1:"
+
+
+def new_key() -> str:
+    return Fernet.generate_key().decode()
+
+
+class VaultCipher:
+    def __init__(self, keys: Sequence[str]) -> None:
+        if not keys:
+            raise ConfigError("vault encryption needs at least one key")
+        try:
+            self._f = MultiFernet([Fernet(k.strip().encode()) for k in keys])
+        except (ValueError, TypeError):
+            raise ConfigError(
+                "BRIDGE_VAULT__KEYS: each key is 32 url-safe base64-encoded bytes "
+                "(make one with `bridge vault new-key`)"
+            ) from None
+
+    def encrypt(self, value: str) -> str:
+        return PREFIX + self._f.encrypt(value.encode()).decode()
+
+    def decrypt(self, value: str) -> str:
+        if not value.startswith(PREFIX):
+            return value  # written before encryption was turned on (rotate encrypts it)
+        try:
+            return self._f.decrypt(value[len(PREFIX) :].encode()).decode()
+        except InvalidToken:
+            raise StoreError("a vault value cannot be decrypted with BRIDGE_VAULT__KEYS") from None
+
+    def rotate(self, value: str) -> str:
+        if not value.startswith(PREFIX):
+            return self.encrypt(value)
+        try:
+            return PREFIX + self._f.rotate(value[len(PREFIX) :].encode()).decode()
+        except InvalidToken:
+            raise StoreError("a vault value cannot be decrypted with BRIDGE_VAULT__KEYS") from None
+
+
+def plain(value: str) -> str:
+    """Decrypt-side helper when no cipher is configured: refuse encrypted values clearly."""
+    if value.startswith(PREFIX):
+        raise StoreError("the vault is encrypted: set BRIDGE_VAULT__KEYS")
+    return value
+
+
+def rotate_all(store: object) -> dict[str, int]:
+    """Re-encrypt every vault value under the first key (and encrypt plaintext rows)."""
+    from sqlalchemy import select, update
+
+    from bridge.store.repo import Store
+    from bridge.store.schema import uid_map, vault_headers, vault_patients
+
+    if not isinstance(store, Store) or store.cipher is None:
+        raise ConfigError("set BRIDGE_VAULT__KEYS (the new key first) to rotate")
+    cipher = store.cipher
+    counts: dict[str, int] = {}
+    plan = (
+        (
+            vault_patients,
+            vault_patients.c.pseudo_patient_id,
+            ("patient_id", "issuer", "patient_name"),
+        ),
+        (vault_headers, vault_headers.c.case_id, ("headers",)),
+        (uid_map, uid_map.c.pseudo_uid, ("original_uid",)),
+    )
+    for table, key, columns in plan:
+        n = 0
+        with store._tx() as conn:  # noqa: SLF001
+            for row in conn.execute(select(key, *(table.c[c] for c in columns))).all():
+                values = {c: cipher.rotate(row._mapping[c]) for c in columns if row._mapping[c]}
+                if values:
+                    conn.execute(update(table).where(key == row[0]).values(**values))
+                    n += 1
+        counts[table.name] = n
+    return counts
