@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test stop deps venv lint format clean bench deid-score
+.PHONY: demo test stop deps venv lint format clean bench deid-score fuzz
 
 demo: deps venv  ## start hospital PACS + reading archive + bridge, push a planted study, show it de-identified
 	bash deploy/demo/demo.sh
@@ -48,3 +48,6 @@ deid-score: deps venv  ## de-identify $(CORPUS) offline and score headers and bu
 bench: deps venv  ## end-to-end wall time vs a direct storescu into Orthanc, de-identification throughput (docs/bench-*.md)
 	$(VENV)/bin/python bench/e2e.py
 	$(VENV)/bin/python bench/deid.py
+
+fuzz: venv  ## 10,000 mutated datasets per property through intake and de-identification
+	BRIDGE_FUZZ_EXAMPLES=$${BRIDGE_FUZZ_EXAMPLES:-10000} $(VENV)/bin/pytest -q -p no:warnings tests/unit/test_fuzz.py

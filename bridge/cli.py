@@ -174,6 +174,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 def _deid_offline(args: argparse.Namespace, settings: Settings) -> int:
     """``bridge deid IN OUT``: the same engine as the pipeline, on files, with a summary."""
     from bridge.deid.build import make_deidentifier
+    from bridge.deid.engine import write_result
     from bridge.errors import ConfigError, DeidError
 
     if not args.in_dir.is_dir():
@@ -191,6 +192,7 @@ def _deid_offline(args: argparse.Namespace, settings: Settings) -> int:
             print(f"\r  {i}/{len(files)}", end="", file=sys.stderr)
         try:
             res = engine.deidentify_file(path)
+            write_result(res, args.out_dir / f"{res.pseudo_sop_uid}.dcm")
         except DeidError as exc:
             if exc.message == "cannot read the spooled instance":
                 not_dicom += 1
@@ -199,7 +201,6 @@ def _deid_offline(args: argparse.Namespace, settings: Settings) -> int:
             held[exc.message] += 1
             print(f"\n  held: {path.name}: {exc}", file=sys.stderr)
             continue
-        res.dataset.save_as(args.out_dir / f"{res.pseudo_sop_uid}.dcm", enforce_file_format=True)
         done += 1
         removed += res.removed
         replaced += res.replaced

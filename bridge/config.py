@@ -73,8 +73,11 @@ class DimseSettings(BaseModel):
     ae_title: AETitle = DEFAULT_AE_TITLE
     host: str = "127.0.0.1"
     port: int = Field(DEFAULT_DIMSE_PORT, ge=0, le=65535)
-    #: Calling AE titles allowed to associate; empty = anyone.
+    #: Calling AE titles allowed to associate from any host; empty (and no allowed_peers) =
+    #: anyone. Checked before any data is accepted (A-ASSOCIATE-RJ).
     allowed_calling_aets: tuple[AETitle, ...] = ()
+    #: "AET@host" pairs allowed to associate (the AE title only from that address).
+    allowed_peers: tuple[str, ...] = ()
     #: Extra called AE titles, each routing to a subspecialty and default question.
     routes: tuple[AeRoute, ...] = ()
     max_associations: int = Field(16, ge=1)
@@ -87,6 +90,27 @@ class DimseSettings(BaseModel):
     tls_key: str | None = None
     #: CA bundle of the peers' client certificates; set = a client certificate is required.
     tls_ca: str | None = None
+
+    @field_validator("allowed_peers")
+    @classmethod
+    def _peers(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in v:
+            aet, sep, host = entry.partition("@")
+            if not sep or not host.strip():
+                raise ValueError(f"dimse.allowed_peers: {entry!r} is not AET@host")
+            _ae_title(aet)
+        return tuple(e.strip() for e in v)
+
+    def admits(self, calling: str, host: str) -> bool:
+        """May this calling AE title, from this address, associate?"""
+        if not self.allowed_calling_aets and not self.allowed_peers:
+            return True
+        if calling in self.allowed_calling_aets:
+            return True
+        return any(
+            e.partition("@")[0].strip() == calling and e.partition("@")[2].strip() == host
+            for e in self.allowed_peers
+        )
 
     def route_for(self, called_aet: str) -> AeRoute | None:
         for route in self.routes:

@@ -20,6 +20,7 @@ from pydicom.dataset import Dataset
 
 from bridge.config import Settings
 from bridge.deid.build import make_deidentifier
+from bridge.deid.engine import write_result
 from bridge.errors import (
     BridgeError,
     ConfigError,
@@ -202,7 +203,7 @@ class Pipeline:
         tmp = self.spool.new_tmp()
         try:
             result = self.deidentifier.deidentify_file(src, released=bool(row.released))
-            result.dataset.save_as(tmp, enforce_file_format=True)
+            write_result(result, tmp)
         except DeidError as exc:
             tmp.unlink(missing_ok=True)
             self.store.mark_quarantined([row.id], owner, f"de-identification: {exc.message}")

@@ -20,13 +20,12 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from pydicom import dcmread
 from pydicom.datadict import dictionary_has_tag, dictionary_VR
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 
@@ -147,6 +146,17 @@ class DeidResult:
     pixels: PixelOutcome | None = None
 
 
+def write_result(result: DeidResult, target: Path | BinaryIO) -> None:
+    """Write the de-identified dataset as a DICOM file; DeidError (quarantine with the reason)
+    if it cannot be written, never a retry loop on a dataset that will never write."""
+    try:
+        result.dataset.save_as(target, enforce_file_format=True)
+    except Exception as exc:  # noqa: BLE001 - any writer error: this dataset cannot be sent
+        raise DeidError(
+            "the de-identified dataset cannot be written", error=type(exc).__name__
+        ) from exc
+
+
 def masked_instance_uid(pseudo: Pseudonymizer, original_sop_uid: str) -> str:
     """The keyed UID of an instance whose pixels were masked (differs from the unmasked one)."""
     return pseudo.uid(f"pixels-masked\x00{original_sop_uid.strip()}")
@@ -198,7 +208,7 @@ class Deidentifier:
         and released the instance; the pixel scan is skipped."""
         try:
             ds = dcmread(path, force=False)
-        except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
+        except Exception as exc:  # noqa: BLE001 - any parser error: the file is not readable
             raise DeidError("cannot read the spooled instance", error=type(exc).__name__) from exc
         return self.deidentify(ds, released)
 
@@ -212,6 +222,12 @@ class Deidentifier:
 
     # -- internals ------------------------------------------------------------------------------
     def _deidentify(self, ds: Dataset, released: bool = False) -> DeidResult:
+        # File meta elements (group 0002) belong in the file meta, never in the dataset (a
+        # malformed file can put them there; written back they would make the file invalid).
+        tags = list(ds.keys())  # keys, not elements: a malformed element is not decoded here
+        for tag in tags:
+            if tag.group == 0x0002:
+                del ds[tag]
         for kw in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"):
             if not str(ds.get(kw, "") or "").strip():
                 raise DeidError("instance lacks a required UID", attribute=kw)

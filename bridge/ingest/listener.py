@@ -92,6 +92,8 @@ class Listener:
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_ABORTED, self._on_ended),
+            (evt.EVT_CONN_CLOSE, self._on_ended),
         ]
         ctx = None
         if dimse.tls_cert and dimse.tls_key:
@@ -152,8 +154,7 @@ class Listener:
         structlog.contextvars.bind_contextvars(
             association=uuid.uuid4().hex[:10], calling_aet=calling[:16], called_aet=called[:16]
         )
-        allowed = self.settings.dimse.allowed_calling_aets
-        if allowed and calling not in allowed:
+        if not self.settings.dimse.admits(calling, str(assoc.requestor.address)):
             log.warning("association.rejected", reason="calling AE title not allowed")
             metrics.ASSOCIATIONS_REJECTED.labels(reason="calling_aet").inc()
             self._reject(assoc, _REJECT_CALLING)
@@ -170,6 +171,23 @@ class Listener:
         assoc.acse.send_reject(*rsd)
         assoc.is_rejected = True
         assoc.kill()
+
+    @staticmethod
+    def _on_ended(event: Any) -> None:
+        """An association aborted or dropped in the middle of a dataset leaves pynetdicom's
+        half-written temporary file in spool/partial: remove it now (it was never
+        acknowledged), rather than at the next start."""
+        message = getattr(getattr(event.assoc, "dimse", None), "message", None)
+        handle = getattr(message, "_data_set_file", None)
+        path = getattr(message, "_data_set_path", None)
+        if handle is None or path is None:
+            return
+        with contextlib.suppress(OSError):
+            handle.close()
+        with contextlib.suppress(OSError):
+            if Path(path).exists():
+                Path(path).unlink()
+                log.warning("store.partial_removed", reason="association ended mid-dataset")
 
     def _on_echo(self, event: Any) -> int:
         return STATUS_SUCCESS
