@@ -170,3 +170,94 @@ def test_sigterm_with_work_in_flight_exits_cleanly(tmp_path: Path, reading, make
     while time.monotonic() < deadline and count_study(reading, pseudo_study) < 40:
         time.sleep(0.3)
     assert count_study(reading, pseudo_study) == 40
+
+
+def test_kill9_trials_across_the_stages(tmp_path: Path, hospital, reading, webhook, make_bridge):
+    """20 kill -9 trials per run, at random moments of each stage (receive, de-identification,
+    STOW, manifest, report return): after each restart, every acknowledged instance reaches
+    the archive once, the manifest goes out, the report lands in the PACS once."""
+    import os
+    import random
+
+    import requests
+
+    seed = int(os.environ.get("BRIDGE_CRASH_SEED", str(int(time.time()))))
+    rng = random.Random(seed)
+    trials = int(os.environ.get("BRIDGE_CRASH_TRIALS", "20"))
+    stages = ["receive", "deid", "forward", "manifest", "return"]
+    bridge = make_bridge(
+        bridge_env(
+            reading,
+            webhook,
+            BRIDGE_PACS__DICOMWEB_URL=hospital.dicomweb,
+            BRIDGE_STUDY_STABLE_SECONDS="1",
+        )
+    )
+    pseudo = Pseudonymizer(DEID_SECRET.encode())
+    findings = {
+        "reader": {"name": "Lee^Ana", "organization": "Reading Group"},
+        "status": "final",
+        "findings": "No acute finding.",
+        "signed_at": "2026-11-28T10:15:00Z",
+    }
+    n = 8
+    for trial in range(trials):
+        stage = stages[trial % len(stages)]
+        why = f"trial {trial} ({stage}), BRIDGE_CRASH_SEED={seed}"
+        study = make_study(tmp_path / f"t{trial}", n, seed=100 + trial, rows=64, columns=64)
+        if stage == "return":
+            for p in study.paths:
+                requests.post(f"{hospital.url}/instances", data=p.read_bytes(), timeout=30)
+        if stage == "receive":
+            cmd = ["storescu", "-aec", "SECONDOPINION", "127.0.0.1", str(bridge.dimse_port)]
+            sender = subprocess.Popen(
+                [*cmd, *map(str, study.paths)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env={"TCP_NODELAY": "1", "PATH": "/usr/bin:/bin"},
+            )
+            time.sleep(rng.uniform(0.0, 0.3))
+            bridge.kill()
+            sender.wait(60)
+            bridge = _restart(make_bridge, bridge)
+            storescu(bridge.dimse_port, study.paths)  # the sender retries what failed
+        else:
+            storescu(bridge.dimse_port, study.paths)
+            if stage in ("deid", "forward"):
+                time.sleep(rng.uniform(0.0, 1.5 if stage == "forward" else 0.5))
+                bridge.kill()
+                bridge = _restart(make_bridge, bridge)
+        case = bridge.wait_case(
+            lambda c, s=study: (
+                c["original_study_instance_uid"] == s.study_uid
+                and c["state"] in ("forwarded", "findings_received", "returned")
+                and c["instances"]["forwarded"] == n
+            ),
+            timeout=120,
+        )
+        if stage == "manifest":
+            time.sleep(rng.uniform(0.0, 0.3))
+            bridge.kill()
+            bridge = _restart(make_bridge, bridge)
+        if stage == "return":
+            r = requests.post(
+                f"{bridge.url}/api/v1/cases/{case['id']}/findings",
+                json=findings,
+                headers={"Authorization": f"Bearer {bridge.token}"},
+                timeout=30,
+            )
+            assert r.status_code in (200, 201, 202), (why, r.text)
+            time.sleep(rng.uniform(0.0, 0.4))
+            bridge.kill()
+            bridge = _restart(make_bridge, bridge)
+            bridge.wait_case(lambda c, i=case["id"]: c["id"] == i and c["state"] == "returned")
+            assert count_study(hospital, study.study_uid) == n + 1, why  # the study and one SR
+        assert count_study(reading, pseudo.uid(study.study_uid)) == n, why
+        rows, distinct = _db_counts(bridge, study.study_uid)
+        assert rows == distinct == n, why
+        deadline = time.monotonic() + 30
+        while not any(m["case_id"] == case["id"] for m in webhook.received):
+            assert time.monotonic() < deadline, f"no manifest: {why}"
+            time.sleep(0.2)
+    spool = bridge.workdir / "data" / "spool"
+    assert list((spool / "partial").iterdir()) == []
