@@ -135,6 +135,11 @@ class HttpSettings(BaseModel):
     secure_cookies: bool = True
     #: Hours a console sign-in lasts.
     session_hours: float = Field(12.0, gt=0, le=24 * 30)
+    #: Largest request body for the JSON API and console forms (STOW-RS and uploads have
+    #: their own limits), in bytes: beyond, 413.
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    #: Connections served at once; beyond, 503 (slow or stuck clients cannot exhaust the server).
+    max_connections: int = Field(256, ge=8)
     #: HTTPS: certificate (chain) and key, PEM. Both set = the server speaks HTTPS only.
     tls_cert: str | None = None
     tls_key: str | None = None

@@ -79,6 +79,8 @@ def serve(settings: Settings, config_file: Path | None = None) -> int:
             log_config=None,
             access_log=False,
             lifespan="off",
+            limit_concurrency=settings.http.max_connections,
+            timeout_keep_alive=5,
             ssl_certfile=settings.http.tls_cert if settings.http.tls_key else None,
             ssl_keyfile=settings.http.tls_key if settings.http.tls_cert else None,
         )

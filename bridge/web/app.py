@@ -169,6 +169,27 @@ def create_app(settings: Settings, store: Store, spool: Spool) -> FastAPI:
         if not hmac.compare_digest(creds.credentials.encode(), token):
             raise HTTPException(401, "invalid bearer token", headers={"WWW-Authenticate": "Bearer"})
 
+    body_limit = settings.http.max_body_bytes
+    own_limits = ("/dicom-web/studies", "/api/v1/imports", "/submit/upload")
+
+    @app.middleware("http")
+    async def _body_limit(request: Request, call_next: Any) -> Response:
+        """413 before reading a body larger than http.max_body_bytes; 411 for a chunked body
+        (its size unknown in advance) outside the upload routes, which stream with limits."""
+        if request.method in ("POST", "PUT", "PATCH") and request.url.path not in own_limits:
+            declared = request.headers.get("content-length")
+            if declared and declared.isdigit() and int(declared) > body_limit:
+                return JSONResponse(
+                    {"detail": f"body larger than {body_limit} bytes"}, status_code=413
+                )
+            if not declared and request.headers.get("transfer-encoding"):
+                return JSONResponse(
+                    {"detail": "send a Content-Length (chunked bodies are taken for uploads)"},
+                    status_code=411,
+                )
+        response: Response = await call_next(request)
+        return response
+
     @app.middleware("http")
     async def _request_context(request: Request, call_next: Any) -> Response:
         """A request id on every log line of the request (the path, never the query string:

@@ -1,0 +1,77 @@
+"""HTTP abuse: oversized and chunked bodies, bad JSON, malformed STOW-RS multipart, slow clients
+holding connections: each answered with a 4xx and a reason, and the server keeps serving."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+import requests
+
+from conftest import bridge_env
+
+pytestmark = pytest.mark.e2e
+
+
+def test_http_abuse_gets_4xx_and_the_server_keeps_serving(reading, make_bridge):
+    bridge = make_bridge(bridge_env(reading, None, BRIDGE_HTTP__MAX_BODY_BYTES="100000"))
+    auth = {"Authorization": f"Bearer {bridge.token}"}
+    api = f"{bridge.url}/api/v1"
+
+    r = requests.post(
+        f"{api}/findings",
+        data=b"{not json",
+        headers={**auth, "Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert r.status_code == 422
+    r = requests.post(f"{api}/findings", json={"reader": "x" * 200_000}, headers=auth, timeout=30)
+    assert r.status_code == 413 and "larger than 100000" in r.json()["detail"]
+
+    def chunks():
+        yield b'{"reader": '
+        yield b'"x"}'
+
+    r = requests.post(
+        f"{api}/findings",
+        data=chunks(),
+        headers={**auth, "Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert r.status_code == 411
+    r = requests.post(f"{api}/findings", json={}, timeout=30)
+    assert r.status_code == 401
+    r = requests.post(
+        f"{api}/findings", json={}, headers={"Authorization": "Bearer wrong"}, timeout=30
+    )
+    assert r.status_code == 401
+
+    stow = f"{bridge.url}/dicom-web/studies"
+    r = requests.post(
+        stow,
+        data=b"--x\r\nnot a part",
+        headers={**auth, "Content-Type": 'multipart/related; type="application/dicom"; boundary=x'},
+        timeout=30,
+    )
+    assert r.status_code in (400, 409) and r.text
+    r = requests.post(
+        stow, data=b"{}", headers={**auth, "Content-Type": "application/json"}, timeout=30
+    )
+    assert r.status_code == 415
+
+    # Slow clients: 60 connections that send half a request and stall. A normal request is
+    # still answered at once.
+    slow = []
+    for _ in range(60):
+        s = socket.create_connection(("127.0.0.1", bridge.http_port), timeout=10)
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        slow.append(s)
+    try:
+        t = time.monotonic()
+        assert requests.get(f"{bridge.url}/healthz", timeout=10).ok
+        assert time.monotonic() - t < 2
+    finally:
+        for s in slow:
+            s.close()
+    assert bridge.process is not None and bridge.process.poll() is None
