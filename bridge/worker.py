@@ -311,10 +311,11 @@ class Pipeline:
             self._retry(batch, owner, f"forward: {type(exc).__name__}")
             return
         stored = [by_uid[u] for u in outcome.stored if u in by_uid]
-        originals = self.store.mark_forwarded([row.id for row in stored], owner)
-        if not self.settings.spool.keep_forwarded:
-            for name in originals:
-                self.spool.remove(RECEIVED, name)
+        done = self.store.mark_forwarded([row.id for row in stored], owner)
+        for original, copy in done:
+            self.spool.remove(DEID, copy)  # the archive holds it: no pseudonymized copy kept
+            if not self.settings.spool.keep_forwarded:
+                self.spool.remove(RECEIVED, original)
         metrics.INSTANCES_FORWARDED.inc(len(stored))
         metrics.BYTES_FORWARDED.inc(sum(row.size_bytes for row in stored))
         transient: list[tuple[Any, str]] = []

@@ -308,12 +308,14 @@ class DimsePacs:
 
     def _collect(self, responses: Any, outcome: RetrieveOutcome, progress: Progress | None) -> None:
         last: Dataset | None = None
+        pending = 0
         for status, _ident in responses:
             if not status:
                 raise PacsUnavailableError("the PACS dropped the retrieve")
             last = status
             code = int(status.Status)
             if code in _PENDING:
+                pending += 1
                 if progress is not None:
                     progress()
                 continue
@@ -325,6 +327,12 @@ class DimsePacs:
             if code == _STATUS_OK or code & 0xF000 == 0xB000:
                 if failed:
                     outcome.warnings.append(f"{failed} instance(s) not sent by the PACS")
+                continue
+            if completed or warning or failed or pending:
+                # The move got under way and then failed (a destination that refused some
+                # instances, e.g. our own full spool): a partial retrieve, asked again.
+                outcome.failed += max(1, failed)
+                outcome.warnings.append(f"the PACS stopped the retrieve (status 0x{code:04X})")
                 continue
             raise _retrieve_failure(
                 code, self.destination if self.retrieve_mode == "c-move" else None

@@ -24,8 +24,10 @@ from bridge.errors import (
     BridgeError,
     ConfigError,
     DatasetError,
+    PacsUnavailableError,
     PullError,
     SpoolError,
+    SpoolFullError,
     StoreError,
     StudyNotFoundError,
 )
@@ -45,6 +47,9 @@ from bridge.store.submissions import (
 from bridge.web import metrics
 
 log = get_logger(__name__)
+
+#: Seconds between attempts while the spool is full.
+_PAUSE = 2.0
 
 
 def run_retrieve(settings: Settings, store: Store, spool: Spool, job: Any, owner: str) -> None:
@@ -111,11 +116,31 @@ def run_retrieve(settings: Settings, store: Store, spool: Spool, job: Any, owner
         store.finish_job(job.id, owner)
         log.warning("pull.failed", case_id=case["id"], error=str(exc))
         return
+    except SpoolFullError as exc:
+        # The pull pauses until forwarding frees the spool; it resumes where it stopped.
+        _pause(store, job, owner, exc.message)
+        return
     except (PullError, SpoolError, StoreError, OSError) as exc:
+        full = _spool_full(spool)
+        if full is not None:  # a C-MOVE refused by our own full spool is not the PACS's fault
+            _pause(store, job, owner, full)
+            return
         _retry_or_fail(settings, store, job, owner, exc)
         return
     finally:
         client.close()
+    if outcome.failed:
+        # Sub-operations the PACS could not complete (a C-MOVE into a full spool is answered
+        # 0xA700 by our own listener): the next attempt asks for the missing instances only.
+        full = _spool_full(spool)
+        if full is not None:
+            _pause(store, job, owner, full)
+            return
+        missing = PacsUnavailableError(
+            f"{outcome.failed} instance(s) not sent by the PACS; asking again"
+        )
+        _retry_or_fail(settings, store, job, owner, missing)
+        return
     problems = list(outcome.warnings)
     if refused:
         problems.append(f"{refused} retrieved object(s) were not readable DICOM")
@@ -130,6 +155,22 @@ def run_retrieve(settings: Settings, store: Store, spool: Spool, job: Any, owner
         skipped=outcome.skipped,
         failed=outcome.failed + refused,
     )
+
+
+def _spool_full(spool: Spool) -> str | None:
+    try:
+        spool.check_room(0)
+    except SpoolFullError as exc:
+        return exc.message
+    return None
+
+
+def _pause(store: Store, job: Any, owner: str, reason: str) -> None:
+    """Try again shortly, without counting it as a failed attempt."""
+    store.retry_job(job.id, owner, f"retrieve: {reason}", _PAUSE, count=False)
+    note_case_error(store, job.case_id, f"retrieve paused: {reason}")
+    metrics.RETRIES.labels(stage="retrieve").inc()
+    log.warning("pull.paused", case_id=job.case_id, reason=reason)
 
 
 def _retry_or_fail(

@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -34,6 +35,8 @@ RECEIVED = "received"
 DEID = "deid"
 REPORTS = "reports"
 _AREAS = ("partial", RECEIVED, DEID, REPORTS, "tmp")
+#: Seconds after which the spool's usage is measured on disk again.
+_REMEASURE = 1.0
 
 
 def _fsync(path: Path) -> None:
@@ -56,17 +59,32 @@ class Spool:
         for area in _AREAS:
             (root / area).mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(root, 0o700)
-        self._used = sum(
-            f.stat().st_size for area in (RECEIVED, DEID) for f in (root / area).iterdir()
-        )
+        self._used = self._measure()
+        self._measured_at = time.monotonic()
 
     @property
     def partial_dir(self) -> Path:
         return self.root / "partial"
 
+    def _measure(self) -> int:
+        total = 0
+        for area in (RECEIVED, DEID):
+            for f in (self.root / area).iterdir():
+                try:
+                    total += f.stat().st_size
+                except FileNotFoundError:
+                    continue  # removed meanwhile by another process
+        return total
+
     @property
     def used_bytes(self) -> int:
-        return self._used
+        """Bytes held in received/ and deid/. Other processes (the workers, other nodes) add
+        and remove files too: the count is taken from the disk again when older than a second."""
+        with self._lock:
+            if time.monotonic() - self._measured_at > _REMEASURE:
+                self._used = self._measure()
+                self._measured_at = time.monotonic()
+            return self._used
 
     def clean_partial(self) -> int:
         """Delete half-received files left by a crash (the listener's, at its start)."""
@@ -101,8 +119,9 @@ class Spool:
     def check_room(self, incoming: int) -> None:
         """Raise :class:`SpoolFullError` if ``incoming`` more bytes would not fit."""
         quota = self.settings.quota_bytes
-        if quota and self._used + incoming > quota:
-            raise SpoolFullError("spool quota reached", used=self._used, quota=quota)
+        used = self.used_bytes if quota else 0
+        if quota and used + incoming > quota:
+            raise SpoolFullError("spool quota reached", used=used, quota=quota)
         free = shutil.disk_usage(self.root).free
         if free - incoming < self.settings.min_free_bytes:
             raise SpoolFullError("not enough free disk space for the spool", free=free)

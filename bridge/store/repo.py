@@ -478,16 +478,18 @@ class Store:
             )
 
     # -- forwarding results -----------------------------------------------------------------
-    def mark_forwarded(self, ids: Sequence[int], owner: str) -> list[str]:
-        """Mark instances forwarded; return the spool names of their originals (to delete)."""
+    def mark_forwarded(self, ids: Sequence[int], owner: str) -> list[tuple[str, str]]:
+        """Mark instances forwarded; return their originals' and de-identified copies' spool
+        names, as (spool_name, deid_name): the archive has them now."""
         if not ids:
             return []
         now = time.time()
         with self._tx() as conn:
             rows = conn.execute(
-                select(instances.c.spool_name)
+                select(instances.c.spool_name, instances.c.deid_name)
                 .where(instances.c.id.in_(list(ids)))
                 .where(instances.c.lease_owner == owner)
+                .where(instances.c.state == InstanceState.DEIDENTIFIED)
             ).all()
             conn.execute(
                 update(instances)
@@ -497,13 +499,14 @@ class Store:
                 .values(
                     state=InstanceState.FORWARDED,
                     forwarded_at=now,
+                    deid_name=None,
                     lease_owner=None,
                     lease_until=None,
                     error=None,
                     updated_at=now,
                 )
             )
-        return [r.spool_name for r in rows if r.spool_name]
+        return [(r.spool_name or "", r.deid_name or "") for r in rows]
 
     def schedule_retry(self, ids: Sequence[int], owner: str, error: str, delay_for: Any) -> None:
         """Release instances for a later attempt; ``delay_for(attempts)`` gives the delay."""
@@ -761,14 +764,18 @@ class Store:
                 )
             )
 
-    def retry_job(self, job_id: int, owner: str, error: str, delay: float) -> None:
+    def retry_job(
+        self, job_id: int, owner: str, error: str, delay: float, count: bool = True
+    ) -> None:
+        """Release the job for a later attempt; ``count=False``: a pause (a full spool), not a
+        failure of the job."""
         with self._tx() as conn:
             conn.execute(
                 update(jobs)
                 .where(jobs.c.id == job_id)
                 .where(jobs.c.lease_owner == owner)
                 .values(
-                    attempts=jobs.c.attempts + 1,
+                    attempts=jobs.c.attempts + (1 if count else 0),
                     next_attempt_at=time.time() + delay,
                     last_error=error[:1000],
                     lease_owner=None,

@@ -15,7 +15,7 @@ from bridge.testing.orthanc import Orthanc
 from bridge.testing.peers import BRIDGE_BIN, BridgeProcess
 from bridge.testing.sample import SampleStudy, make_study
 from conftest import bridge_env
-from tests.e2e.conftest import study_instances
+from tests.e2e.conftest import count_study, study_instances
 from tests.helpers import leaks
 
 pytestmark = pytest.mark.e2e
@@ -451,3 +451,39 @@ def test_an_interrupted_retrieve_resumes_without_fetching_again(
         assert len(set(instance_gets)) == len(instance_gets)
     finally:
         proxy.stop()
+
+
+def test_a_full_spool_pauses_pulls_and_loses_nothing(tmp_path, hospital, reading, make_bridge):
+    """A spool quota smaller than the study: the pull pauses (DICOMweb: the sink refuses; C-MOVE:
+    our listener answers 0xA700 to the PACS), forwarding frees room, the pull resumes with what
+    is missing; every instance arrives, once."""
+    study = _upload(hospital, tmp_path, n=12, size=256)  # ~130 KB each, ~1.6 MB in all
+    quota = {"BRIDGE_SPOOL__QUOTA_BYTES": "600000"}
+    web = make_bridge(
+        bridge_env(reading, None, BRIDGE_PACS__DICOMWEB_URL=hospital.dicomweb, **quota), name="web"
+    )
+    r = _post(web, "/cases", {"study_instance_uid": study.study_uid, "question": "Q?"})
+    assert r.status_code == 201, r.text
+    case = web.wait_forwarded(12, timeout=180)
+    assert '"pull.paused"' in web.log()
+    assert count_study(reading, case["pseudonymized_study_instance_uid"]) == 12
+    web.kill()
+
+    move = make_bridge(
+        bridge_env(
+            reading,
+            None,
+            BRIDGE_PACS__AE_TITLE=hospital.aet,
+            BRIDGE_PACS__HOST="127.0.0.1",
+            BRIDGE_PACS__PORT=str(hospital.dicom_port),
+            **quota,
+        ),
+        name="move",
+    )
+    _register(hospital, move)
+    r = _post(move, "/cases", {"study_instance_uid": study.study_uid, "question": "Q?"})
+    assert r.status_code == 201, r.text
+    moved = move.wait_forwarded(12, timeout=180)
+    log = move.log()
+    assert '"store.refused"' in log  # the listener answered 0xA700 to some sub-operations
+    assert moved["instances"]["total"] == 12
