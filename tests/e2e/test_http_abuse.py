@@ -9,7 +9,7 @@ import time
 import pytest
 import requests
 
-from conftest import bridge_env
+from conftest import DEID_SECRET, bridge_env
 
 pytestmark = pytest.mark.e2e
 
@@ -75,3 +75,19 @@ def test_http_abuse_gets_4xx_and_the_server_keeps_serving(reading, make_bridge):
         for s in slow:
             s.close()
     assert bridge.process is not None and bridge.process.poll() is None
+    # Secrets never reach the log, an error or `bridge settings`.
+    import subprocess
+
+    from bridge.testing.peers import BRIDGE_BIN
+
+    shown = subprocess.run(
+        [BRIDGE_BIN, "settings"],
+        env=bridge.full_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    for secret in (bridge.token, DEID_SECRET):
+        assert secret not in bridge.log() and secret not in shown
+        assert secret not in r.text

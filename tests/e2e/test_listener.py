@@ -172,3 +172,43 @@ def test_encapsulated_pdf_is_held_in_quarantine(tmp_path, reading, make_bridge):
     assert case["instances"]["quarantined"] == 1 and case["instances"]["forwarded"] == 0
     assert "encapsulated document may contain identity" in bridge.log()
     assert "PDFPLANTED" not in bridge.log()
+
+
+def test_a_full_spool_shows_in_metrics_and_console(tmp_path, reading, make_bridge):
+    import subprocess
+
+    import requests
+
+    from bridge.testing.peers import BRIDGE_BIN
+
+    bridge = make_bridge(
+        bridge_env(
+            reading,
+            None,
+            BRIDGE_SPOOL__MIN_FREE_BYTES=str(1 << 60),
+            BRIDGE_HTTP__SECURE_COOKIES="false",
+        )
+    )
+    study = make_study(tmp_path / "s", 1, rows=32, columns=32)
+    out = storescu(bridge.dimse_port, study.paths, check=False)
+    assert acknowledged(out.stdout) == [] and "Refused: OutOfResources" in out.stdout
+    metrics = requests.get(f"{bridge.url}/metrics", timeout=10).text
+    assert "bridge_spool_full 1.0" in metrics
+    subprocess.run(
+        [BRIDGE_BIN, "user", "add", "ops", "--role", "viewer", "--password-stdin"],
+        input="ops-viewer-pass-123\n",
+        env=bridge.full_env(),
+        cwd=bridge.workdir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    s = requests.Session()
+    s.post(
+        f"{bridge.url}/login",
+        data={"username": "ops", "password": "ops-viewer-pass-123"},
+        timeout=30,
+    )
+    page = s.get(f"{bridge.url}/cases", timeout=30).text
+    assert "Spool full (not enough free disk space for the spool)" in page

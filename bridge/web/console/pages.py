@@ -93,7 +93,9 @@ def console_router(settings: Settings, store: Store, spool: Spool) -> APIRouter:
     lifetime = settings.http.session_hours * 3600
 
     def page(name: str, session: Session | None, status: int = 200, **ctx: Any) -> HTMLResponse:
-        html = env.get_template(name).render(session=session, states=list(CaseState), **ctx)
+        html = env.get_template(name).render(
+            session=session, states=list(CaseState), spool_full=_spool_full(spool), **ctx
+        )
         resp = HTMLResponse(html, status_code=status)
         resp.headers["Cache-Control"] = "no-store"
         resp.headers["X-Frame-Options"] = "DENY"
@@ -193,6 +195,17 @@ def console_router(settings: Settings, store: Store, spool: Spool) -> APIRouter:
 
 def mount_static(app: Any) -> None:
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+
+
+def _spool_full(spool: Spool) -> str:
+    """Why new instances are refused right now ("" when they are not)."""
+    from bridge.errors import SpoolFullError
+
+    try:
+        spool.check_room(0)
+    except SpoolFullError as exc:
+        return exc.message
+    return ""
 
 
 def _safe_next(target: str) -> str:
