@@ -36,7 +36,7 @@ from bridge.findings.dimse_return import store_report_dimse
 from bridge.findings.intake import accept_object
 from bridge.findings.poll import find_new_objects, retrieve
 from bridge.findings.returner import store_report
-from bridge.forward.http import backoff, dicomweb_session
+from bridge.forward.http import backoff, dicomweb_session, new_session
 from bridge.forward.manifest import build_manifest, encode, post_manifest
 from bridge.forward.stow import stow
 from bridge.ingest.retrieve import run_retrieve
@@ -64,8 +64,7 @@ class Pipeline:
         self.deidentifier = make_deidentifier(settings)
         self.session = dicomweb_session(settings.reading)
         # The queue gets its own session: the archive's credentials never go to the webhook.
-        self.queue_session = requests.Session()
-        self.queue_session.verify = settings.reading.verify_tls
+        self.queue_session = new_session(settings.reading.verify_tls)
         self.pacs_session = dicomweb_session(settings.pacs)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []

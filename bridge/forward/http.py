@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -10,10 +11,32 @@ from requests.adapters import HTTPAdapter
 from bridge.config import PacsSettings, ReadingSettings
 
 
+class Session(requests.Session):
+    """A requests session whose TLS setting is the bridge's, whatever the environment says.
+
+    requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override a session's ``verify`` (its
+    issue #3829): a CA bundle configured for the archive or the PACS would be silently ignored
+    on a host where those variables are set (common), and ``verify_tls = false`` too. Here the
+    session's own value wins unless it is the default ``True``."""
+
+    def merge_environment_settings(  # type: ignore[override]
+        self, url: str, proxies: Any, stream: Any, verify: Any, cert: Any
+    ) -> dict[str, Any]:
+        merged = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        if verify is None and self.verify is not True:
+            merged["verify"] = self.verify
+        return dict(merged)
+
+
+def new_session(verify: bool | str = True) -> requests.Session:
+    s = Session()
+    s.verify = verify
+    return s
+
+
 def dicomweb_session(settings: ReadingSettings | PacsSettings) -> requests.Session:
     """A session for a DICOMweb peer (the reading archive or the PACS): auth, TLS, pool."""
-    s = requests.Session()
-    s.verify = settings.verify_tls
+    s = new_session(settings.verify_tls)
     if settings.client_cert:
         s.cert = (
             (settings.client_cert, settings.client_key)

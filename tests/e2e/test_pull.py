@@ -136,6 +136,8 @@ def test_submit_over_dicomweb(tmp_path, hospital, reading, webhook, make_bridge)
     assert "bridge_wado_seconds_count" in metrics.text
     assert "bridge_spool_free_bytes" in metrics.text and "bridge_spool_full 0.0" in metrics.text
     assert metrics.headers["X-Request-ID"]
+    for value in study.identity:  # no identifying label value
+        assert value not in metrics.text, value
 
 
 def test_submit_over_dimse_with_c_move_from_the_cli(tmp_path, hospital, reading, make_bridge):

@@ -5,6 +5,7 @@ Certificates are made in the test."""
 from __future__ import annotations
 
 import subprocess
+import time
 
 import pytest
 import requests
@@ -110,3 +111,97 @@ def test_dicom_tls_to_the_pacs(tmp_path, reading, make_bridge):
         assert out.returncode != 0
     finally:
         pacs.stop()
+
+
+class _HttpsRelay:
+    """HTTPS in front of a plain HTTP server (the reading Orthanc), with a certificate from
+    the test's CA; it keeps every request body it relays (the STOW-RS bodies, to scan)."""
+
+    def __init__(self, upstream: str, cert: str, key: str) -> None:
+        import ssl
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from bridge.testing.orthanc import free_port
+
+        self.bodies: list[bytes] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _relay(self, method: str) -> None:
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n) if n else b""
+                if body:
+                    outer.bodies.append(body)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                r = requests.request(
+                    method, upstream + self.path, data=body, headers=headers, timeout=60
+                )
+                self.send_response(r.status_code)
+                self.send_header("Content-Type", r.headers.get("Content-Type", "text/plain"))
+                self.send_header("Content-Length", str(len(r.content)))
+                self.end_headers()
+                self.wfile.write(r.content)
+
+            def do_GET(self) -> None:  # noqa: N802
+                self._relay("GET")
+
+            def do_POST(self) -> None:  # noqa: N802
+                self._relay("POST")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.port = free_port()
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key)
+        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_outbound_https_is_verified_and_stow_bodies_carry_no_identity(
+    tmp_path, reading, make_bridge
+):
+    ca = make_ca(tmp_path / "pki")
+    site = issue(tmp_path / "pki", "archive", ca)
+    relay = _HttpsRelay(reading.url, str(site.cert), str(site.key))
+    try:
+        url = f"https://127.0.0.1:{relay.port}/dicom-web"
+        study = make_study(tmp_path / "s", 3, rows=64, columns=64, accession="ACC-HTTPS")
+        # Without the CA: the archive's certificate is not trusted; nothing is sent.
+        untrusting = make_bridge(bridge_env(url, None), name="untrusting")
+        doctor = subprocess.run(
+            [BRIDGE_BIN, "doctor"],
+            env=untrusting.full_env(),
+            cwd=untrusting.workdir,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert doctor.returncode == 1 and "TLS certificate not valid" in doctor.stdout
+        storescu(untrusting.dimse_port, study.paths)
+        untrusting.wait_case(lambda c: c["instances"]["deidentified"] == 3, timeout=60)
+        time.sleep(2)
+        assert untrusting.api("/cases")[0]["instances"]["forwarded"] == 0
+        assert '"forward.retry"' in untrusting.log()
+        untrusting.kill()
+        # With the CA bundle: delivered over HTTPS.
+        trusting = make_bridge(
+            bridge_env(url, None, BRIDGE_READING__VERIFY_TLS=str(ca[0].cert)), name="trusting"
+        )
+        storescu(trusting.dimse_port, study.paths)
+        assert trusting.wait_forwarded(3)["instances"]["forwarded"] == 3
+        stow = b"".join(relay.bodies)
+        assert stow.count(b"DICM") >= 3
+        for value in study.identity:
+            assert value.encode() not in stow, value
+    finally:
+        relay.stop()
