@@ -54,6 +54,23 @@ def _ae_title(value: str) -> str:
 AETitle = Annotated[str, AfterValidator(_ae_title)]
 
 
+class ApiToken(BaseModel):
+    """A named API token with a role (see bridge/web/tokens.py)."""
+
+    model_config = _FROZEN
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
+    token: SecretStr
+    role: Literal["admin", "submitter", "viewer", "reader"]
+
+    @field_validator("token")
+    @classmethod
+    def _long_enough(cls, v: SecretStr) -> SecretStr:
+        if len(v.get_secret_value()) < 16:
+            raise ValueError("an API token has at least 16 characters")
+        return v
+
+
 class AeRoute(BaseModel):
     """A called AE title that routes received studies to a subspecialty and default question."""
 
@@ -407,6 +424,8 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./var")
     database_url: str | None = None
     api_token: SecretStr | None = None
+    #: More API tokens, named, each with a role: [{"name", "token", "role"}] (environment only).
+    api_tokens: tuple[ApiToken, ...] = ()
     study_stable_seconds: float = Field(DEFAULT_STABLE_SECONDS, ge=0)
     log_format: Literal["json", "console"] = "json"
     log_level: Literal["debug", "info", "warning", "error"] = "info"

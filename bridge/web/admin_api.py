@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
 
 from bridge.config import Settings
@@ -14,17 +14,21 @@ from bridge.forward.audit_messages import to_dicom_xml
 from bridge.ingest.spool import DEID, Spool
 from bridge.store import audit, quarantine
 from bridge.store.repo import Store
+from bridge.web.tokens import Tokens
 
 
-def admin_router(settings: Settings, store: Store, spool: Spool, auth: Any) -> APIRouter:
-    router = APIRouter(prefix="/api/v1", dependencies=[Depends(auth)])
+def admin_router(settings: Settings, store: Store, spool: Spool, tokens: Tokens) -> APIRouter:
+    router = APIRouter(prefix="/api/v1")
+    admin = [Depends(tokens.need("admin"))]
 
-    @router.get("/quarantine", tags=["quarantine"])
+    @router.get("/quarantine", tags=["quarantine"], dependencies=[Depends(tokens.need("read"))])
     def held() -> dict[str, list[dict[str, Any]]]:
         return quarantine.held(store)
 
-    @router.post("/quarantine/instances/{instance_id}/{action}", tags=["quarantine"])
-    def instance_action(instance_id: int, action: str) -> dict[str, Any]:
+    @router.post(
+        "/quarantine/instances/{instance_id}/{action}", tags=["quarantine"], dependencies=admin
+    )
+    def instance_action(request: Request, instance_id: int, action: str) -> dict[str, Any]:
         try:
             if action == "retry":
                 rows = [r for r in store.case_rows_by_id(instance_id)]
@@ -41,11 +45,15 @@ def admin_router(settings: Settings, store: Store, spool: Spool, auth: Any) -> A
                 raise HTTPException(404, "unknown action: retry, release or discard")
         except SubmitError as exc:
             raise HTTPException(exc.status, exc.message) from None
-        audit.record(store, "api", f"instance.{action}", case_id=case_id, instance=instance_id)
+        audit.record(
+            store, request.state.actor, f"instance.{action}", case_id=case_id, instance=instance_id
+        )
         return {"instance": instance_id, "case_id": case_id, "action": action}
 
-    @router.post("/quarantine/reports/{report_id}/{action}", tags=["quarantine"])
-    def report_action(report_id: int, action: str) -> dict[str, Any]:
+    @router.post(
+        "/quarantine/reports/{report_id}/{action}", tags=["quarantine"], dependencies=admin
+    )
+    def report_action(request: Request, report_id: int, action: str) -> dict[str, Any]:
         try:
             if action == "retry":
                 case_id = quarantine.retry_report(store, report_id)
@@ -55,10 +63,12 @@ def admin_router(settings: Settings, store: Store, spool: Spool, auth: Any) -> A
                 raise HTTPException(404, "unknown action: retry or discard")
         except SubmitError as exc:
             raise HTTPException(exc.status, exc.message) from None
-        audit.record(store, "api", f"report.{action}", case_id=case_id, report=report_id)
+        audit.record(
+            store, request.state.actor, f"report.{action}", case_id=case_id, report=report_id
+        )
         return {"report": report_id, "case_id": case_id, "action": action}
 
-    @router.get("/audit", tags=["audit"], response_model=None)
+    @router.get("/audit", tags=["audit"], response_model=None, dependencies=admin)
     def audit_events(
         case_id: str | None = None,
         action: str | None = None,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import uuid
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -10,7 +9,6 @@ from urllib.parse import quote
 import structlog
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -29,8 +27,7 @@ from bridge.web.console.pages import console_router, mount_static, templates
 from bridge.web.findings_api import findings_router
 from bridge.web.stow_in import stow_router
 from bridge.web.submit_api import imports_router, submit_router
-
-_bearer = HTTPBearer(auto_error=False)
+from bridge.web.tokens import Tokens
 
 
 class InstanceCounts(BaseModel):
@@ -153,21 +150,12 @@ def create_app(settings: Settings, store: Store, spool: Spool) -> FastAPI:
         version=__version__,
         description="Second-opinion DICOM bridge: cases, health and metrics.",
     )
-    token = settings.api_token.get_secret_value().encode() if settings.api_token else None
     console_env = templates()
     spool_gauges = metrics.SpoolCollector(
         spool.root, settings.spool.min_free_bytes, settings.spool.quota_bytes
     )
 
-    def require_token(
-        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    ) -> None:
-        if token is None:
-            raise HTTPException(503, "the API is disabled: set BRIDGE_API_TOKEN")
-        if creds is None or creds.scheme.lower() != "bearer":
-            raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
-        if not hmac.compare_digest(creds.credentials.encode(), token):
-            raise HTTPException(401, "invalid bearer token", headers={"WWW-Authenticate": "Bearer"})
+    tokens = Tokens(settings)
 
     body_limit = settings.http.max_body_bytes
     own_limits = ("/dicom-web/studies", "/api/v1/imports", "/submit/upload")
@@ -235,12 +223,12 @@ def create_app(settings: Settings, store: Store, spool: Spool) -> FastAPI:
     def metrics_endpoint() -> Response:
         return Response(metrics.scrape(store, spool_gauges), media_type=CONTENT_TYPE_LATEST)
 
-    auth = [Depends(require_token)]
-    app.include_router(findings_router(settings, store, spool, require_token))
-    app.include_router(stow_router(store, spool, require_token))
-    app.include_router(submit_router(settings, store, spool, require_token))
-    app.include_router(imports_router(settings, store, spool, require_token))
-    app.include_router(admin_router(settings, store, spool, require_token))
+    auth = [Depends(tokens.need("read"))]
+    app.include_router(findings_router(settings, store, spool, tokens.need("findings")))
+    app.include_router(stow_router(store, spool, tokens.need("findings")))
+    app.include_router(submit_router(settings, store, spool, tokens.need("submit")))
+    app.include_router(imports_router(settings, store, spool, tokens.need("submit")))
+    app.include_router(admin_router(settings, store, spool, tokens))
     app.include_router(console_router(settings, store, spool))
     mount_static(app)
 

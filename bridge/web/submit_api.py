@@ -65,7 +65,7 @@ def submit_router(settings: Settings, store: Store, spool: Spool, auth: Any) -> 
     router = APIRouter(prefix="/api/v1", dependencies=[Depends(auth)])
 
     @router.post("/cases", status_code=201, tags=["cases"])
-    def create_case(body: CaseIn) -> JSONResponse:
+    def create_case(request: Request, body: CaseIn) -> JSONResponse:
         from bridge.web.app import case_out
 
         sub = Submission(
@@ -75,7 +75,7 @@ def submit_router(settings: Settings, store: Store, spool: Spool, auth: Any) -> 
             study_uid=body.study_instance_uid or "",
             accession=body.accession_number or "",
             original_report=body.original_report,
-            submitted_by="api",
+            submitted_by=getattr(request.state, "actor", "api"),
             priors=body.priors,
         )
         with _pacs(settings, spool) as client:
@@ -214,7 +214,7 @@ def imports_router(settings: Settings, store: Store, spool: Spool, auth: Any) ->
                 question,
                 subspecialty,
                 priority,
-                "upload",
+                getattr(request.state, "actor", "upload"),
             )
         finally:
             tmp.unlink(missing_ok=True)

@@ -91,3 +91,53 @@ def test_http_abuse_gets_4xx_and_the_server_keeps_serving(reading, make_bridge):
     for secret in (bridge.token, DEID_SECRET):
         assert secret not in bridge.log() and secret not in shown
         assert secret not in r.text
+
+
+def test_api_tokens_have_roles(reading, make_bridge):
+    import json
+
+    tokens = {
+        "viewer": "viewer-token-0123456789",
+        "submitter": "submitter-token-0123456789",
+        "reader": "reader-token-0123456789",
+    }
+    bridge = make_bridge(
+        bridge_env(
+            reading,
+            None,
+            BRIDGE_API_TOKENS=json.dumps(
+                [{"name": role, "token": t, "role": role} for role, t in tokens.items()]
+            ),
+        )
+    )
+    api = f"{bridge.url}/api/v1"
+
+    def call(role: str, method: str, path: str, **kw: object) -> int:
+        token = bridge.token if role == "admin" else tokens[role]
+        r = requests.request(
+            method, api + path, headers={"Authorization": f"Bearer {token}"}, timeout=30, **kw
+        )
+        return r.status_code
+
+    expected = [
+        ("viewer", "GET", "/cases", 200),
+        ("viewer", "GET", "/quarantine", 200),
+        ("viewer", "POST", "/cases", 403),
+        ("viewer", "POST", "/quarantine/instances/1/retry", 403),
+        ("viewer", "GET", "/audit", 403),
+        ("viewer", "POST", "/findings", 403),
+        ("submitter", "GET", "/studies?patient_id=X", 503),  # allowed; no PACS configured
+        ("submitter", "POST", "/findings", 403),
+        ("reader", "GET", "/cases", 403),
+        ("reader", "POST", "/cases/none/findings", 422),  # allowed; the body is checked next
+        ("admin", "GET", "/audit", 200),
+    ]
+    got = [(role, m, p, call(role, m, p, json={})) for role, m, p, _ in expected]
+    assert got == expected
+    r = requests.post(
+        f"{bridge.url}/dicom-web/studies",
+        data=b"{}",
+        headers={"Authorization": f"Bearer {tokens['reader']}", "Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert r.status_code == 415  # the reader may STOW (and is told what to send)

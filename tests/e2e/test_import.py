@@ -118,7 +118,7 @@ def test_upload_a_zip_through_the_api(tmp_path, reading, make_bridge):
     (entry,) = body["cases"]
     assert entry["study_instance_uid"] == study.study_uid and entry["instances"] == 2
     case = bridge.wait_case(lambda c: c["id"] == entry["case_id"] and c["state"] == "forwarded")
-    assert case["source"] == "import" and case["submitted_by"] == "upload"
+    assert case["source"] == "import" and case["submitted_by"] == "api"
     assert "PLANTEDFAMILY" not in case["question"]
 
     # Refusals: not a ZIP, too large, no question, not authenticated.
