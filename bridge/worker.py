@@ -346,21 +346,12 @@ class Pipeline:
         completed = self.store.complete_stable_cases(self.settings.study_stable_seconds)
         for case_id in completed:
             log.info("case.received", case_id=case_id)
-        forwarded = self.store.advance_cases()
+        forwarded = self.store.advance_cases(
+            MANIFEST_JOB if self.settings.reading.queue_url else None,
+            _where(self.settings.reading.dicomweb_url),
+        )
         for case_id, version in forwarded:
             log.info("case.forwarded", case_id=case_id, version=version)
-            case = self.store.get_case(case_id)
-            audit.record(
-                self.store,
-                "system",
-                "case.forwarded",
-                case_id=case_id,
-                pseudo_study_uid=case["pseudo_study_uid"] if case else None,
-                instances=case["instances"]["forwarded"] if case else None,
-                destination=_where(self.settings.reading.dicomweb_url),
-            )
-            if self.settings.reading.queue_url:
-                self.store.enqueue_job(MANIFEST_JOB, case_id, {"version": version})
         return bool(completed or forwarded)
 
     def manifests_once(self) -> bool:

@@ -29,6 +29,7 @@ from bridge.store.schema import (
     InstanceState,
     JobState,
     ReportState,
+    audit_events,
     case_studies,
     cases,
     feed_positions,
@@ -574,9 +575,13 @@ class Store:
             out[r[0]][r[1]] = int(r[2])
         return out
 
-    def advance_cases(self) -> list[tuple[str, int]]:
+    def advance_cases(
+        self, manifest_job: str | None = None, destination: str | None = None
+    ) -> list[tuple[str, int]]:
         """Move complete cases along their states; return (case_id, manifest_version) of cases
-        that just became forwarded."""
+        that just became forwarded. For those, in the same transaction as the state change (a
+        crash in between must not lose them): the ``manifest_job`` to send, and the audit
+        event of what was sent where."""
         now = time.time()
         became_forwarded: list[tuple[str, int]] = []
         moving = select(cases.c.id).where(
@@ -626,8 +631,31 @@ class Store:
                     .values(state=new, updated_at=now, **values)
                 )
                 if res.rowcount == 1 and new == CaseState.FORWARDED:
-                    became_forwarded.append((r.id, r.manifest_version + 1))
+                    version = r.manifest_version + 1
+                    became_forwarded.append((r.id, version))
+                    if manifest_job:
+                        self._insert_job(conn, manifest_job, r.id, {"version": version})
+                    self._forwarded_event(conn, r.id, fwd, destination, now)
         return became_forwarded
+
+    @staticmethod
+    def _forwarded_event(
+        conn: Connection, case_id: str, instances: int, destination: str | None, now: float
+    ) -> None:
+        pseudo = conn.execute(
+            select(cases.c.pseudo_study_uid).where(cases.c.id == case_id)
+        ).scalar()
+        detail = {"pseudo_study_uid": pseudo, "instances": instances, "destination": destination}
+        conn.execute(
+            audit_events.insert().values(
+                at=now,
+                actor="system",
+                action="case.forwarded",
+                outcome="success",
+                case_id=case_id,
+                detail=json.dumps(detail, sort_keys=True),
+            )
+        )
 
     def get_case(self, case_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
