@@ -167,11 +167,11 @@ def opened(path: Path, max_bytes: int) -> Iterator[Path]:
     """The folder to scan: ``path`` itself, or a ZIP unpacked into a private temporary folder."""
     if path.is_dir() or (path.is_file() and not zipfile.is_zipfile(path)):
         if not path.exists():
-            raise SubmitError(f"no such file or folder: {path}", status=404)
+            raise SubmitError("no such file or folder (the path given to import)", status=404)
         yield path
         return
     if not path.exists():
-        raise SubmitError(f"no such file or folder: {path}", status=404)
+        raise SubmitError("no such file or folder (the path given to import)", status=404)
     with tempfile.TemporaryDirectory(prefix="bridge-import-") as tmp:
         os.chmod(tmp, 0o700)
         _unzip(path, Path(tmp), max_bytes)

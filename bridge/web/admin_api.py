@@ -11,9 +11,10 @@ from fastapi.responses import Response
 from bridge.config import Settings
 from bridge.errors import SubmitError
 from bridge.forward.audit_messages import to_dicom_xml
-from bridge.ingest.spool import DEID, Spool
+from bridge.ingest.spool import Spool
 from bridge.store import audit, quarantine
 from bridge.store.repo import Store
+from bridge.web.quarantine_ops import act_on_instance, act_on_report
 from bridge.web.tokens import Tokens
 
 
@@ -30,19 +31,7 @@ def admin_router(settings: Settings, store: Store, spool: Spool, tokens: Tokens)
     )
     def instance_action(request: Request, instance_id: int, action: str) -> dict[str, Any]:
         try:
-            if action == "retry":
-                rows = [r for r in store.case_rows_by_id(instance_id)]
-                deid = rows[0].deid_name if rows else None
-                exists = bool(deid and spool.path(DEID, deid).exists())
-                case_id = quarantine.retry_instance(store, instance_id, exists)
-            elif action == "release":
-                case_id = quarantine.release_instance(store, instance_id)
-            elif action == "discard":
-                case_id, files = quarantine.discard_instance(store, instance_id)
-                for area, name in files:
-                    spool.remove(area, name)
-            else:
-                raise HTTPException(404, "unknown action: retry, release or discard")
+            case_id = act_on_instance(store, spool, instance_id, action)
         except SubmitError as exc:
             raise HTTPException(exc.status, exc.message) from None
         audit.record(
@@ -55,12 +44,7 @@ def admin_router(settings: Settings, store: Store, spool: Spool, tokens: Tokens)
     )
     def report_action(request: Request, report_id: int, action: str) -> dict[str, Any]:
         try:
-            if action == "retry":
-                case_id = quarantine.retry_report(store, report_id)
-            elif action == "discard":
-                case_id = quarantine.discard_report(store, report_id)
-            else:
-                raise HTTPException(404, "unknown action: retry or discard")
+            case_id = act_on_report(store, report_id, action)
         except SubmitError as exc:
             raise HTTPException(exc.status, exc.message) from None
         audit.record(

@@ -14,10 +14,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from bridge.config import Settings
 from bridge.errors import BridgeError, ConfigError, PullError, StudyNotFoundError, SubmitError
-from bridge.ingest.spool import DEID, Spool
+from bridge.ingest.spool import Spool
 from bridge.store import audit, quarantine
 from bridge.store.repo import Store
 from bridge.web.console.auth import current
+from bridge.web.quarantine_ops import act_on_instance, act_on_report
 
 Page = Callable[..., HTMLResponse]
 
@@ -36,19 +37,7 @@ def add_action_routes(
         session.require("admin")
         session.check_csrf(await request.form())
         try:
-            if action == "retry":
-                rows = store.case_rows_by_id(instance_id)
-                row = rows[0] if rows else None
-                exists = bool(row and row.deid_name and spool.path(DEID, row.deid_name).exists())
-                case_id = quarantine.retry_instance(store, instance_id, exists)
-            elif action == "release":
-                case_id = quarantine.release_instance(store, instance_id)
-            elif action == "discard":
-                case_id, files = quarantine.discard_instance(store, instance_id)
-                for area, name in files:
-                    spool.remove(area, name)
-            else:
-                raise HTTPException(404, "unknown action")
+            case_id = act_on_instance(store, spool, instance_id, action)
         except SubmitError as exc:
             raise HTTPException(exc.status, exc.message) from None
         audit.record(
@@ -66,12 +55,7 @@ def add_action_routes(
         session.require("admin")
         session.check_csrf(await request.form())
         try:
-            if action == "retry":
-                case_id = quarantine.retry_report(store, report_id)
-            elif action == "discard":
-                case_id = quarantine.discard_report(store, report_id)
-            else:
-                raise HTTPException(404, "unknown action")
+            case_id = act_on_report(store, report_id, action)
         except SubmitError as exc:
             raise HTTPException(exc.status, exc.message) from None
         audit.record(

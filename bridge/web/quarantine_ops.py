@@ -1,0 +1,35 @@
+"""Quarantine decisions, shared by the console and the API: the state change in the store and
+the spool files that go with it. The caller checks the role and records the audit event."""
+
+from __future__ import annotations
+
+from bridge.errors import SubmitError
+from bridge.ingest.spool import DEID, Spool
+from bridge.store import quarantine
+from bridge.store.repo import Store
+
+
+def act_on_instance(store: Store, spool: Spool, instance_id: int, action: str) -> str:
+    """retry / release / discard a held instance; returns its case id (SubmitError 404/409)."""
+    if action == "retry":
+        rows = store.case_rows_by_id(instance_id)
+        deid = rows[0].deid_name if rows else None
+        exists = bool(deid and spool.path(DEID, deid).exists())
+        return quarantine.retry_instance(store, instance_id, exists)
+    if action == "release":
+        return quarantine.release_instance(store, instance_id)
+    if action == "discard":
+        case_id, files = quarantine.discard_instance(store, instance_id)
+        for area, name in files:
+            spool.remove(area, name)
+        return case_id
+    raise SubmitError("unknown action: retry, release or discard", status=404)
+
+
+def act_on_report(store: Store, report_id: int, action: str) -> str:
+    """retry / discard a report held on return; returns its case id."""
+    if action == "retry":
+        return quarantine.retry_report(store, report_id)
+    if action == "discard":
+        return quarantine.discard_report(store, report_id)
+    raise SubmitError("unknown action: retry or discard", status=404)
