@@ -20,7 +20,7 @@ from pydicom.dataset import Dataset
 
 from bridge.config import Settings
 from bridge.deid.build import make_deidentifier
-from bridge.deid.engine import write_result
+from bridge.deid.engine import DeidResult, write_result
 from bridge.errors import (
     BridgeError,
     ConfigError,
@@ -183,21 +183,29 @@ class Pipeline:
         rows = self.store.claim_instances(
             InstanceState.RECEIVED, 8, self.settings.worker.lease_seconds, owner
         )
+        done: list[tuple[Any, str, DeidResult]] = []
         for i, row in enumerate(rows):
             if self._stop.is_set():
                 self.store.release([r.id for r in rows[i:]], owner)
-                return True
+                break
             try:
-                self._deidentify(row, owner)
+                out = self._deidentify(row, owner)
             except Exception as exc:  # noqa: BLE001 - keep the instance, retry it later
                 self.store.schedule_retry(
                     [row.id], owner, f"deid: {type(exc).__name__}", self._delay
                 )
                 metrics.RETRIES.labels(stage="deid").inc()
                 log.error("deid.retry", case_id=row.case_id, error_type=type(exc).__name__)
+                continue
+            if out is not None:
+                done.append((row, *out))
+        if done:
+            self._record_deidentified(done, owner)
         return bool(rows)
 
-    def _deidentify(self, row: Any, owner: str) -> None:
+    def _deidentify(self, row: Any, owner: str) -> tuple[str, DeidResult] | None:
+        """De-identify one instance into the spool: (spool name, result), or None when it was
+        quarantined or released."""
         src = self.spool.path(RECEIVED, row.spool_name)
         tmp = self.spool.new_tmp()
         try:
@@ -208,41 +216,55 @@ class Pipeline:
             self.store.mark_quarantined([row.id], owner, f"de-identification: {exc.message}")
             metrics.INSTANCES_QUARANTINED.labels(stage="deid").inc()
             log.warning("deid.quarantined", case_id=row.case_id, instance=row.id, error=str(exc))
-            return
+            return None
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             self.store.release([row.id], owner)
             log.error("deid.io_error", case_id=row.case_id, error_type=type(exc).__name__)
-            return
-        size = tmp.stat().st_size
-        name = self.spool.commit_tmp(tmp)
-        ok = self.store.mark_deidentified(
-            row,
-            owner,
-            deid_name=name,
-            size_bytes=size,
-            pseudo_sop_uid=result.pseudo_sop_uid,
-            pseudo_series_uid=result.pseudo_series_uid,
-            pseudo_study_uid=result.pseudo_study_uid,
-            pseudo_patient_id=result.pseudo_patient_id,
-            patient=(
-                result.original_patient_id,
-                result.original_issuer,
-                result.original_patient_name,
-            ),
-            headers=result.vault_headers,
-            uids=result.uid_map,
-            modality=result.modality,
-            frames=result.frames,
-            original_study_uid=result.original_study_uid,
-            body_part=result.body_part,
-            question=result.question,
-        )
-        if not ok:
-            self.spool.remove(DEID, name)
-            return
-        metrics.INSTANCES_DEIDENTIFIED.inc()
-        if result.pixels is not None:
+            return None
+        return self.spool.commit_tmp(tmp), result
+
+    def _record_deidentified(self, done: list[tuple[Any, str, DeidResult]], owner: str) -> None:
+        """Record a batch of de-identified instances in one transaction."""
+        items = [
+            (
+                row,
+                {
+                    "deid_name": name,
+                    "size_bytes": self.spool.path(DEID, name).stat().st_size,
+                    "pseudo_sop_uid": result.pseudo_sop_uid,
+                    "pseudo_series_uid": result.pseudo_series_uid,
+                    "pseudo_study_uid": result.pseudo_study_uid,
+                    "pseudo_patient_id": result.pseudo_patient_id,
+                    "patient": (
+                        result.original_patient_id,
+                        result.original_issuer,
+                        result.original_patient_name,
+                    ),
+                    "headers": result.vault_headers,
+                    "uids": result.uid_map,
+                    "modality": result.modality,
+                    "frames": result.frames,
+                    "original_study_uid": result.original_study_uid,
+                    "body_part": result.body_part,
+                    "question": result.question,
+                },
+            )
+            for row, name, result in done
+        ]
+        try:
+            recorded = self.store.mark_deidentified_many(items, owner)
+        except BridgeError:
+            for _, name, _ in done:  # not recorded: the originals are de-identified again
+                self.spool.remove(DEID, name)
+            raise
+        for (row, name, result), ok in zip(done, recorded, strict=True):
+            if not ok:
+                self.spool.remove(DEID, name)
+                continue
+            metrics.INSTANCES_DEIDENTIFIED.inc()
+            if result.pixels is None:
+                continue
             metrics.BURNED_IN.labels(outcome=result.pixels.action).inc()
             if result.pixels.action == "masked":
                 metrics.BURNED_IN_REGIONS.inc(result.pixels.regions)
@@ -491,7 +513,12 @@ def _where(url: str | None) -> str | None:
 def run_worker(settings: Settings, store: Store) -> int:
     """Run the pipeline in this process until SIGTERM/SIGINT."""
     import signal
+    import sys
 
+    # A thread holding the state store's write lock needs the interpreter back after each
+    # statement; with de-identification threads busy it would wait up to the 5 ms default
+    # switch interval every time, and every other writer (the listener) with it.
+    sys.setswitchinterval(0.0005)
     released = store.release_own_leases()
     spool = Spool(settings.spool_dir, settings.spool, store.node_id)
     spool.clean_tmp()

@@ -7,7 +7,9 @@ by the expected current state, so a late or duplicate worker changes nothing.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import threading
 import time
 import uuid
@@ -73,6 +75,26 @@ class Received:
     case_id: str | None = None
 
 
+def _writer_lock_file(engine: Engine) -> int | None:
+    """A lock file beside a SQLite database file (None: in memory, one process)."""
+    db = engine.url.database
+    if not db or db == ":memory:":
+        return None
+    return os.open(f"{db}.writer-lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+
+@contextmanager
+def _flocked(fd: int | None) -> Iterator[None]:
+    if fd is None:
+        yield
+        return
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
 def new_case_id() -> str:
     return uuid.uuid4().hex[:16]
 
@@ -88,14 +110,18 @@ class Store:
         self._case_lock = threading.Lock()
         self._pg = engine.dialect.name == "postgresql"
         # SQLite has one writer at a time: queue our writers on a lock rather than on SQLite's
-        # busy handler, which sleeps in steps of up to 100 ms.
+        # busy handler, which sleeps in steps of up to 100 ms (measured: half the listener's
+        # time went there while a worker process wrote). Threads queue on a threading lock,
+        # processes (serve and its workers) on a file lock beside the database, which wakes
+        # the next writer the moment the lock is released.
         self._write_lock: threading.Lock | None = None if self._pg else threading.Lock()
+        self._lock_file = None if self._pg else _writer_lock_file(engine)
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
         """A write transaction."""
         lock = self._write_lock or nullcontext()
-        with lock, self.engine.connect() as conn:
+        with lock, _flocked(self._lock_file), self.engine.connect() as conn:
             conn.execution_options(sqlite_immediate=True)
             with conn.begin():
                 yield conn
@@ -325,76 +351,110 @@ class Store:
         An instance of a prior study (not the case's own) records its pseudonymized study UID
         beside the prior; the case's own study UID, description and vault headers come only
         from its own study's instances."""
+        kw = dict(locals())
+        for k in ("self", "inst", "owner"):
+            kw.pop(k)
+        return self.mark_deidentified_many([(inst, kw)], owner)[0]
+
+    def mark_deidentified_many(
+        self, items: Sequence[tuple[Row[Any], dict[str, Any]]], owner: str
+    ) -> list[bool]:
+        """:meth:`mark_deidentified` for several instances in one write transaction (the
+        workers' batches: one lock hand-over instead of one per instance)."""
         now = time.time()
         with self._tx() as conn:
-            res = conn.execute(
-                update(instances)
-                .where(instances.c.id == inst.id)
-                .where(instances.c.lease_owner == owner)
-                .where(instances.c.state == InstanceState.RECEIVED)
-                .where(instances.c.spool_name == inst.spool_name)
-                .values(
-                    state=InstanceState.DEIDENTIFIED,
-                    deid_name=deid_name,
-                    size_bytes=size_bytes,
-                    pseudo_sop_uid=pseudo_sop_uid,
-                    pseudo_series_uid=pseudo_series_uid,
-                    frames=frames,
-                    lease_owner=None,
-                    lease_until=None,
-                    attempts=0,
-                    next_attempt_at=0.0,
-                    error=None,
-                    updated_at=now,
-                )
+            return [self._mark_deidentified(conn, now, inst, owner, **kw) for inst, kw in items]
+
+    def _mark_deidentified(
+        self,
+        conn: Connection,
+        now: float,
+        inst: Row[Any],
+        owner: str,
+        *,
+        deid_name: str,
+        size_bytes: int,
+        pseudo_sop_uid: str,
+        pseudo_series_uid: str,
+        pseudo_study_uid: str,
+        pseudo_patient_id: str,
+        patient: tuple[str, str, str],
+        headers: dict[str, Any],
+        uids: dict[str, str],
+        modality: str,
+        body_part: str,
+        question: str,
+        frames: int | None = None,
+        original_study_uid: str | None = None,
+    ) -> bool:
+        res = conn.execute(
+            update(instances)
+            .where(instances.c.id == inst.id)
+            .where(instances.c.lease_owner == owner)
+            .where(instances.c.state == InstanceState.RECEIVED)
+            .where(instances.c.spool_name == inst.spool_name)
+            .values(
+                state=InstanceState.DEIDENTIFIED,
+                deid_name=deid_name,
+                size_bytes=size_bytes,
+                pseudo_sop_uid=pseudo_sop_uid,
+                pseudo_series_uid=pseudo_series_uid,
+                frames=frames,
+                lease_owner=None,
+                lease_until=None,
+                attempts=0,
+                next_attempt_at=0.0,
+                error=None,
+                updated_at=now,
             )
-            if res.rowcount != 1:
-                return False  # re-sent meanwhile or claimed elsewhere; the new copy wins
-            case = conn.execute(
-                select(
-                    cases.c.modalities,
-                    cases.c.body_part,
-                    cases.c.question,
-                    cases.c.original_study_uid,
-                ).where(cases.c.id == inst.case_id)
-            ).one()
-            own = original_study_uid in (None, case.original_study_uid)
-            self._upsert_vault(
-                conn,
-                inst.case_id,
-                now,
-                pseudo_patient_id,
-                patient,
-                headers if own else None,
-                uids,
+        )
+        if res.rowcount != 1:
+            return False  # re-sent meanwhile or claimed elsewhere; the new copy wins
+        case = conn.execute(
+            select(
+                cases.c.modalities,
+                cases.c.body_part,
+                cases.c.question,
+                cases.c.original_study_uid,
+            ).where(cases.c.id == inst.case_id)
+        ).one()
+        own = original_study_uid in (None, case.original_study_uid)
+        self._upsert_vault(
+            conn,
+            inst.case_id,
+            now,
+            pseudo_patient_id,
+            patient,
+            headers if own else None,
+            uids,
+        )
+        if not own:
+            conn.execute(
+                update(case_studies)
+                .where(case_studies.c.case_id == inst.case_id)
+                .where(case_studies.c.study_uid == original_study_uid)
+                .values(pseudo_study_uid=pseudo_study_uid)
             )
-            if not own:
-                conn.execute(
-                    update(case_studies)
-                    .where(case_studies.c.case_id == inst.case_id)
-                    .where(case_studies.c.study_uid == original_study_uid)
-                    .values(pseudo_study_uid=pseudo_study_uid)
-                )
-                conn.execute(
-                    update(cases)
-                    .where(cases.c.id == inst.case_id)
-                    .values(pseudo_patient_id=pseudo_patient_id, updated_at=now)
-                )
-                return True
-            mods = [m for m in case.modalities.split("\\") if m]
-            if modality and modality not in mods:
-                mods.append(modality)
-            values: dict[str, Any] = {
-                "pseudo_study_uid": pseudo_study_uid,
-                "pseudo_patient_id": pseudo_patient_id,
-                "modalities": "\\".join(mods)[:64],
-                "updated_at": now,
-            }
-            if body_part and not case.body_part:
-                values["body_part"] = body_part
-            if question and not case.question:
-                values["question"] = question
-            conn.execute(update(cases).where(cases.c.id == inst.case_id).values(**values))
+            conn.execute(
+                update(cases)
+                .where(cases.c.id == inst.case_id)
+                .values(pseudo_patient_id=pseudo_patient_id, updated_at=now)
+            )
+            return True
+        mods = [m for m in case.modalities.split("\\") if m]
+        if modality and modality not in mods:
+            mods.append(modality)
+        values: dict[str, Any] = {
+            "pseudo_study_uid": pseudo_study_uid,
+            "pseudo_patient_id": pseudo_patient_id,
+            "modalities": "\\".join(mods)[:64],
+            "updated_at": now,
+        }
+        if body_part and not case.body_part:
+            values["body_part"] = body_part
+        if question and not case.question:
+            values["question"] = question
+        conn.execute(update(cases).where(cases.c.id == inst.case_id).values(**values))
         return True
 
     def _upsert_vault(
