@@ -24,7 +24,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"bridge {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("serve", help="run the listener, the workers and the HTTP server")
+    serve = sub.add_parser("serve", help="run the listener, the workers and the HTTP server")
+    serve.add_argument(
+        "--no-workers",
+        action="store_true",
+        help="listener and HTTP server only (`bridge worker` processes do the pipeline)",
+    )
     worker = sub.add_parser("worker", help="run pipeline workers only (serve starts its own)")
     worker.add_argument("--index", type=int, default=0, help="worker number on this node")
     sub.add_parser("migrate", help="bring the state store schema up to date")
@@ -93,7 +98,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         from bridge.service import serve, worker
 
         if args.command == "serve":
-            return serve(settings, args.config)
+            return serve(settings, args.config, workers_here=not args.no_workers)
         return worker(settings, args.index)
     if args.command == "migrate":
         from bridge.service import open_store

@@ -387,6 +387,9 @@ class SpoolSettings(BaseModel):
 
     model_config = _FROZEN
 
+    #: Where the spool lives (default: <data_dir>/spool). Several nodes sharing a state store
+    #: share this path too (a shared filesystem): any node's worker reads any node's files.
+    path: Path | None = None
     #: Maximum bytes held in the spool; 0 = no quota (the disk still limits).
     quota_bytes: int = Field(0, ge=0)
     #: Refuse new instances (0xA700) when the filesystem has less free space than this.
@@ -425,6 +428,9 @@ class Settings(BaseSettings):
     )
 
     data_dir: Path = Path("./var")
+    #: This node's name in leases and spool file names (default: the host name). Unique per
+    #: node: nodes sharing a state store must never share a node id (docs/scale-out.md).
+    node_id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,23}$")
     database_url: str | None = None
     api_token: SecretStr | None = None
     #: More API tokens, named, each with a role: [{"name", "token", "role"}] (environment only).
@@ -477,7 +483,7 @@ class Settings(BaseSettings):
     # -- derived paths -------------------------------------------------------------------------
     @property
     def spool_dir(self) -> Path:
-        return self.data_dir / "spool"
+        return self.spool.path or self.data_dir / "spool"
 
     @property
     def effective_database_url(self) -> str:

@@ -8,6 +8,7 @@ and whatever a worker had claimed is released (or its lease expires) for the nex
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import threading
@@ -31,8 +32,10 @@ from bridge.worker import Pipeline, run_worker
 log = get_logger(__name__)
 
 
-def node_name() -> str:
-    return socket.gethostname()[:24]
+def node_name(settings: Settings | None = None) -> str:
+    if settings is not None and settings.node_id:
+        return settings.node_id
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:24]
 
 
 def open_store(settings: Settings, node_id: str | None = None, upgrade: bool = True) -> Store:
@@ -49,10 +52,12 @@ def open_store(settings: Settings, node_id: str | None = None, upgrade: bool = T
         from bridge.store.vault_crypto import VaultCipher
 
         cipher = VaultCipher([k.get_secret_value() for k in settings.vault.keys])
-    return Store(engine, node_id=node_id or node_name(), cipher=cipher)
+    return Store(engine, node_id=node_id or node_name(settings), cipher=cipher)
 
 
-def serve(settings: Settings, config_file: Path | None = None) -> int:
+def serve(settings: Settings, config_file: Path | None = None, workers_here: bool = True) -> int:
+    """``workers_here=False`` (``bridge serve --no-workers``): the listener and the HTTP server
+    only; ``bridge worker`` processes on this or other nodes do the pipeline's work."""
     settings.require_pipeline()
     if settings.api_token is None or not settings.api_token.get_secret_value():
         raise ConfigError("missing required setting: BRIDGE_API_TOKEN")
@@ -66,7 +71,9 @@ def serve(settings: Settings, config_file: Path | None = None) -> int:
 
     pipeline: Pipeline | None = None
     workers: WorkerSupervisor | None = None
-    if settings.worker.processes == 0:
+    if not workers_here:
+        pass
+    elif settings.worker.processes == 0:
         pipeline = Pipeline(settings, store, spool)
     else:
         workers = WorkerSupervisor(settings.worker.processes, config_file)
@@ -134,5 +141,5 @@ def serve(settings: Settings, config_file: Path | None = None) -> int:
 def worker(settings: Settings, index: int) -> int:
     """``bridge worker``: the pipeline alone (started by ``serve``, or run on other nodes)."""
     settings.require_pipeline()
-    store = open_store(settings, node_id=f"{node_name()}-w{index}", upgrade=False)
+    store = open_store(settings, node_id=f"{node_name(settings)}-w{index}", upgrade=False)
     return run_worker(settings, store)

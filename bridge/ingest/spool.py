@@ -2,8 +2,9 @@
 
 Layout under ``<data_dir>/spool``::
 
-    partial/     files being received (pynetdicom writes here); anything left at start-up
-                 is a half-written file from a crash and is deleted
+    partial/<node>/  files being received by one node (pynetdicom writes here); anything
+                 left at that node's start-up is a half-written file from a crash and is
+                 deleted (other nodes sharing the spool keep receiving into their own)
     received/    originals, durably stored before the C-STORE is answered
     deid/        de-identified copies, ready to forward
     tmp/         de-identified copies being written (renamed into deid/ when complete)
@@ -59,12 +60,14 @@ class Spool:
         for area in _AREAS:
             (root / area).mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(root, 0o700)
+        self.partial_dir.mkdir(exist_ok=True, mode=0o700)
         self._used = self._measure()
         self._measured_at = time.monotonic()
 
     @property
     def partial_dir(self) -> Path:
-        return self.root / "partial"
+        """This node's directory for instances being received."""
+        return self.root / "partial" / self.prefix.rstrip(".")
 
     def _measure(self) -> int:
         total = 0
@@ -87,8 +90,9 @@ class Spool:
             return self._used
 
     def clean_partial(self) -> int:
-        """Delete half-received files left by a crash (the listener's, at its start)."""
-        return self._clean("partial", "")
+        """Delete this node's half-received files left by a crash (the listener's, at its
+        start); other nodes' files in spool/partial are theirs."""
+        return self._clean(f"partial/{self.partial_dir.name}", "")
 
     def clean_tmp(self) -> int:
         """Delete this node's half-written de-identified files (a worker's, at its start)."""

@@ -36,6 +36,8 @@ class BridgeProcess:
     process: subprocess.Popen[bytes] | None = None
     #: The CA that signed the bridge's HTTPS certificate (set: the bridge speaks HTTPS).
     ca: str | None = None
+    #: The command line after ``bridge`` (``serve --no-workers``: listener and HTTP only).
+    args: tuple[str, ...] = ("serve",)
 
     @property
     def url(self) -> str:
@@ -67,7 +69,7 @@ class BridgeProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [BRIDGE_BIN, "serve"],
+            [BRIDGE_BIN, *self.args],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=self.full_env(),
@@ -95,6 +97,18 @@ class BridgeProcess:
             self.process.kill()
             self.process.wait()
             raise
+
+    def worker(self, index: int, **env: str) -> subprocess.Popen[bytes]:
+        """``bridge worker --index N`` with this bridge's settings (plus ``env``): another
+        worker process, of this node or (with another BRIDGE_NODE_ID) of another node."""
+        log = (self.workdir / f"worker-{index}.log").open("ab")
+        return subprocess.Popen(
+            [BRIDGE_BIN, "worker", "--index", str(index)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**self.full_env(), **env},
+            cwd=self.workdir,
+        )
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -125,7 +125,7 @@ def test_kill9_during_receive_loses_nothing_acknowledged(
     rows, distinct = _db_counts(bridge, study.study_uid)
     assert rows == distinct == n
     spool = bridge.workdir / "data" / "spool"
-    assert list((spool / "partial").iterdir()) == []
+    assert [f for f in (spool / "partial").rglob("*") if f.is_file()] == []
     assert list((spool / "received").iterdir()) == []  # originals deleted once forwarded
 
 
@@ -260,4 +260,4 @@ def test_kill9_trials_across_the_stages(tmp_path: Path, hospital, reading, webho
             assert time.monotonic() < deadline, f"no manifest: {why}"
             time.sleep(0.2)
     spool = bridge.workdir / "data" / "spool"
-    assert list((spool / "partial").iterdir()) == []
+    assert [f for f in (spool / "partial").rglob("*") if f.is_file()] == []

@@ -1,0 +1,146 @@
+"""Scale-out on PostgreSQL: one node receives, worker processes of other nodes do the work.
+
+Node A runs `bridge serve --no-workers` (listener and HTTP only); nodes B and C run
+`bridge worker`, each with its own node id and data directory, sharing A's spool path and the
+PostgreSQL state store. Claims are `FOR UPDATE SKIP LOCKED` with leases; B is killed with
+SIGKILL while it holds claims, and C finishes B's share once B's leases expire.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from sqlalchemy import create_engine, text
+
+from bridge.deid.pseudonyms import Pseudonymizer
+from bridge.testing.orthanc import Orthanc
+from bridge.testing.peers import BridgeProcess, WebhookReceiver, acknowledged, storescu
+from bridge.testing.sample import make_study
+from conftest import DEID_SECRET, bridge_env
+
+pytestmark = pytest.mark.e2e
+
+N = 36
+
+
+def _instances_in(reading: Orthanc, pseudo_study: str) -> list[str]:
+    found = requests.post(
+        f"{reading.url}/tools/find",
+        json={"Level": "Instance", "Query": {"StudyInstanceUID": pseudo_study}, "Expand": True},
+        timeout=60,
+    ).json()
+    return [i["MainDicomTags"]["SOPInstanceUID"] for i in found]
+
+
+def test_a_killed_worker_node_loses_nothing_and_nothing_is_delivered_twice(
+    tmp_path: Path, reading: Orthanc, webhook: WebhookReceiver, postgres_url: str
+) -> None:
+    shared_spool = tmp_path / "shared-spool"
+    common = bridge_env(
+        reading,
+        webhook,
+        BRIDGE_DATABASE_URL=postgres_url,
+        BRIDGE_SPOOL__PATH=str(shared_spool),
+        BRIDGE_WORKER__LEASE_SECONDS="4",
+        BRIDGE_WORKER__DEID_THREADS="1",
+        BRIDGE_LOG_LEVEL="info",
+    )
+    node_a = BridgeProcess(
+        tmp_path / "node-a", {**common, "BRIDGE_NODE_ID": "node-a"}, args=("serve", "--no-workers")
+    ).start()
+    workers = []
+    try:
+        study = make_study(tmp_path / "study", N, seed=808)
+        out = storescu(node_a.dimse_port, study.paths)
+        assert len(acknowledged(out.stdout)) == N
+        # Nothing moves until a worker node starts: node A only receives.
+        time.sleep(1.0)
+        (case,) = [c for c in node_a.api("/cases") if c["instances"]["received"] == N]
+        assert case["instances"].get("forwarded", 0) == 0
+
+        # Nodes B and C: separate data directories, the same spool path and state store.
+        node_b = BridgeProcess(tmp_path / "node-b", {**common, "BRIDGE_NODE_ID": "node-b"})
+        node_c = BridgeProcess(tmp_path / "node-c", {**common, "BRIDGE_NODE_ID": "node-c"})
+        for node in (node_b, node_c):
+            node.workdir.mkdir(parents=True)
+        worker_b = node_b.worker(0)
+        worker_c = node_c.worker(0)
+        workers = [worker_b, worker_c]
+
+        engine = create_engine(postgres_url)
+        claimed_by_b = 0
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # kill B while it holds claims, mid-run
+            with engine.connect() as conn:
+                claimed_by_b = conn.execute(
+                    text(
+                        "SELECT count(*) FROM instances WHERE case_id = :c "
+                        "AND lease_owner LIKE 'node-b-w0:%'"
+                    ),
+                    {"c": case["id"]},
+                ).scalar_one()
+                done = conn.execute(
+                    text(
+                        "SELECT count(*) FROM instances WHERE case_id = :c AND state = 'forwarded'"
+                    ),
+                    {"c": case["id"]},
+                ).scalar_one()
+            if claimed_by_b and done >= 4:
+                break
+            time.sleep(0.05)
+        assert claimed_by_b, "worker B never claimed anything"
+        assert done < N, "the run was over before the kill"
+        worker_b.send_signal(signal.SIGKILL)
+        worker_b.wait()
+
+        final = node_a.wait_forwarded(N, timeout=240)
+        assert final["id"] == case["id"]
+
+        # Every instance once in the archive: no duplicate, none missing.
+        pseudo_study = Pseudonymizer(DEID_SECRET.encode()).uid(study.study_uid)
+        in_archive = _instances_in(reading, pseudo_study)
+        assert len(in_archive) == N
+        assert len(set(in_archive)) == N
+        with engine.connect() as conn:
+            states = conn.execute(
+                text("SELECT state, count(*) FROM instances WHERE case_id = :c GROUP BY state"),
+                {"c": case["id"]},
+            ).all()
+            forwarded_events = conn.execute(
+                text(
+                    "SELECT count(*) FROM audit_events WHERE case_id = :c "
+                    "AND action = 'case.forwarded'"
+                ),
+                {"c": case["id"]},
+            ).scalar_one()
+            leftover = conn.execute(
+                text(
+                    "SELECT count(*) FROM instances WHERE case_id = :c AND lease_owner IS NOT NULL"
+                ),
+                {"c": case["id"]},
+            ).scalar_one()
+        engine.dispose()
+        assert dict(states) == {"forwarded": N}
+        assert forwarded_events == 1
+        assert leftover == 0
+        # One manifest for the case, signed (the receiver checks the signature).
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(
+            m["case_id"] == case["id"] for m in webhook.received
+        ):
+            time.sleep(0.2)
+        time.sleep(1.0)
+        assert [m["case_id"] for m in webhook.received].count(case["id"]) == 1
+        # The survivor did B's share: C's log shows the work, B's files are all gone from
+        # the shared spool once forwarded.
+        assert not list((shared_spool / "deid").iterdir())
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.terminate()
+                w.wait(30)
+        node_a.stop()
