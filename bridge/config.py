@@ -205,6 +205,9 @@ class DeidSettings(BaseModel):
     #: Structured Content, Clean Graphics. "basic": the Basic Profile alone. "strict": the Basic
     #: Profile, and attributes the table does not list are removed unless on the strict keep list.
     profile: Literal["basic", "reading", "strict"] = "reading"
+    #: Files larger than this whose pixels are not scanned (policy "pass", released, or above
+    #: pixels.max_bytes) are streamed: header in memory, pixel data copied by chunks.
+    stream_above_bytes: int = Field(64 * 1024 * 1024, ge=0)
     #: Replace the profile's options (PS3.15 E.3 option names, see bridge/deid/tables/profiles.csv).
     options: tuple[str, ...] | None = None
     pixels: PixelSettings = PixelSettings()

@@ -48,4 +48,5 @@ def make_deidentifier(settings: Settings, profile: str | None = None) -> Deident
         Pseudonymizer(secret.encode(), settings.deid.pseudonym_prefix),
         settings.deid.method_text,
         pixels=make_pixel_cleaner(settings),
+        stream_above=settings.deid.stream_above_bytes,
     )

@@ -17,7 +17,8 @@ elements are not decoded), so pixel bytes leave unchanged.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -28,12 +29,15 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
+from pydicom.uid import UID
 
 from bridge.deid.dates import shift_da, shift_dt
 from bridge.deid.pixels.clean import PixelCleaner, PixelOutcome
 from bridge.deid.profile import METHOD_CODES, Profile
 from bridge.deid.pseudonyms import Pseudonymizer
 from bridge.deid.scrub import REMOVED, identifying_tokens, scrub_text
+from bridge.deid.stream import copy_pixel_element
+from bridge.deid.stream import read_header as stream_header
 from bridge.dicom import set_file_meta
 from bridge.errors import DeidError
 
@@ -144,17 +148,33 @@ class DeidResult:
     removed: int = 0
     replaced: int = 0
     pixels: PixelOutcome | None = None
+    #: Streamed (a large instance): the dataset has no pixel data; it is copied from this
+    #: file at this offset when the result is written (bridge/deid/stream.py).
+    pixel_source: tuple[Path, int] | None = None
 
 
 def write_result(result: DeidResult, target: Path | BinaryIO) -> None:
     """Write the de-identified dataset as a DICOM file; DeidError (quarantine with the reason)
     if it cannot be written, never a retry loop on a dataset that will never write."""
     try:
-        result.dataset.save_as(target, enforce_file_format=True)
+        if result.pixel_source is None:
+            result.dataset.save_as(target, enforce_file_format=True)
+            return
+        src, offset = result.pixel_source
+        with open(target, "wb") if isinstance(target, Path) else _borrowed(target) as out:
+            result.dataset.save_as(out, enforce_file_format=True)
+            copy_pixel_element(src, offset, result.dataset, out)
+    except DeidError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any writer error: this dataset cannot be sent
         raise DeidError(
             "the de-identified dataset cannot be written", error=type(exc).__name__
         ) from exc
+
+
+@contextmanager
+def _borrowed(fh: BinaryIO) -> Iterator[BinaryIO]:
+    yield fh  # the caller's file: not closed here
 
 
 def masked_instance_uid(pseudo: Pseudonymizer, original_sop_uid: str) -> str:
@@ -183,8 +203,11 @@ class Deidentifier:
         pseudonymizer: Pseudonymizer,
         method_text: str,
         pixels: PixelCleaner | None = None,
+        stream_above: int = 64 * 1024 * 1024,
     ) -> None:
         self.profile = profile
+        #: Files larger than this whose pixels need no scan are streamed (bridge/deid/stream.py).
+        self.stream_above = stream_above
         self.pseudo = pseudonymizer
         self.method_text = method_text
         self.pixels = pixels
@@ -207,21 +230,53 @@ class Deidentifier:
         """``released``: an operator reviewed the pixels (held for possible burned-in text)
         and released the instance; the pixel scan is skipped."""
         try:
+            size = path.stat().st_size
+        except OSError as exc:
+            raise DeidError("cannot read the spooled instance", error=type(exc).__name__) from exc
+        if size > self.stream_above:
+            streamed = self._deidentify_streamed(path, released)
+            if streamed is not None:
+                return streamed
+        try:
             ds = dcmread(path, force=False)
         except Exception as exc:  # noqa: BLE001 - any parser error: the file is not readable
             raise DeidError("cannot read the spooled instance", error=type(exc).__name__) from exc
         return self.deidentify(ds, released)
 
-    def deidentify(self, ds: Dataset, released: bool = False) -> DeidResult:
+    def _deidentify_streamed(self, path: Path, released: bool) -> DeidResult | None:
+        """A large file whose pixels will not be scanned: the header only in memory. None when
+        the pixels must be scanned (the caller reads the whole file)."""
         try:
-            return self._deidentify(ds, released)
+            ds, offset, pixel_tag = stream_header(path)
+        except Exception as exc:  # noqa: BLE001 - any parser error: the file is not readable
+            raise DeidError("cannot read the spooled instance", error=type(exc).__name__) from exc
+        if UID(str(ds.file_meta.TransferSyntaxUID)).is_deflated:
+            return None  # offsets in a deflated dataset are not file offsets
+        decided: PixelOutcome | None = None
+        if self.pixels is not None and not released:
+            decided = self.pixels.unscanned_outcome(ds, pixel_tag)
+            if decided is None:
+                return None
+        result = self.deidentify(ds, released=True, decided=decided)
+        if offset is not None:
+            result.pixel_source = (path, offset)
+        return result
+
+    def deidentify(
+        self, ds: Dataset, released: bool = False, decided: PixelOutcome | None = None
+    ) -> DeidResult:
+        """``decided``: the pixels' outcome, already known without a scan (streamed path)."""
+        try:
+            return self._deidentify(ds, released, decided)
         except DeidError:
             raise
         except Exception as exc:  # malformed values surface as many pydicom exception types
             raise DeidError("dataset could not be de-identified", error=type(exc).__name__) from exc
 
     # -- internals ------------------------------------------------------------------------------
-    def _deidentify(self, ds: Dataset, released: bool = False) -> DeidResult:
+    def _deidentify(
+        self, ds: Dataset, released: bool = False, decided: PixelOutcome | None = None
+    ) -> DeidResult:
         # File meta elements (group 0002) belong in the file meta, never in the dataset (a
         # malformed file can put them there; written back they would make the file invalid).
         tags = list(ds.keys())  # keys, not elements: a malformed element is not decoded here
@@ -255,7 +310,7 @@ class Deidentifier:
         walk = _Walk(self, self.pseudo.date_offset_days(pseudo_pid), tokens)
         walk.clean(ds, 0)
         methods = ["basic", *self.profile.options]
-        pixels = None
+        pixels = decided
         if self.pixels is not None and not released:
             pixels = self.pixels.process(ds, tokens)
         if pixels is not None and pixels.action == "masked":

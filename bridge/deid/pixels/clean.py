@@ -144,6 +144,21 @@ class PixelCleaner:
             area=area / max(1, len(data)),
         )
 
+    def unscanned_outcome(self, ds: Dataset, pixel_tag: int | None) -> PixelOutcome | None:
+        """For a header read without its pixel data: the outcome when the pixels will not be
+        scanned (so they need not be read), None when they must be scanned. Raises
+        DeidError(HOLD_REASON) as :meth:`process` would."""
+        risk = assess(ds)
+        if pixel_tag is None:
+            return PixelOutcome("not-scanned", risk, "no pixel data")
+        if pixel_tag != 0x7FE00010:
+            return self._unscannable(risk, "float pixel data is not scanned")
+        if self.policy.action_for(str(ds.get("Modality", "") or "")) == "pass":
+            return PixelOutcome("not-scanned", risk, "policy pass")
+        if px.pixel_bytes(ds) > self.policy.max_bytes:
+            return self._unscannable(risk, "pixel data larger than deid.pixels.max_bytes")
+        return None
+
     def _pad(self, box: px.Box) -> px.Box:
         x0, y0, x1, y1 = box
         m = self.policy.pad * (y1 - y0)
