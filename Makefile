@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test stop deps venv lint format clean bench deid-score fuzz
+.PHONY: demo test stop deps venv lint format clean bench bench-deid deid-score fuzz
 
 demo: deps venv  ## start hospital PACS + reading archive + bridge, push a planted study, show it de-identified
 	bash deploy/demo/demo.sh
@@ -45,8 +45,10 @@ deid-score: deps venv  ## de-identify $(CORPUS) offline and score headers and bu
 	BRIDGE_DEID__SECRET=$${BRIDGE_DEID__SECRET:-deid-score-secret-0123456789} $(VENV)/bin/bridge deid $(CORPUS) $(DEID_SCORE_OUT)
 	BRIDGE_DEID__SECRET=$${BRIDGE_DEID__SECRET:-deid-score-secret-0123456789} $(VENV)/bin/bridge deid-score $(CORPUS) $(DEID_SCORE_OUT)
 
-bench: deps venv  ## end-to-end wall time vs a direct storescu into Orthanc, de-identification throughput (docs/bench-*.md)
-	$(VENV)/bin/python bench/e2e.py
+bench: deps venv  ## the bridge next to Orthanc and dcmtk: ingest, end to end, memory, de-identification, scale-out (docs/bench.md)
+	$(VENV)/bin/python bench/run.py
+
+bench-deid: deps venv  ## de-identification throughput with the burned-in scan and on the shared corpus (docs/bench-deid.md)
 	$(VENV)/bin/python bench/deid.py
 
 fuzz: venv  ## 10,000 mutated datasets per property through intake and de-identification

@@ -45,12 +45,15 @@ def storescp(work: Path, files: list[Path]) -> float:
     try:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            if subprocess.run(
-                ["echoscu", "-aec", "STORESCP", "127.0.0.1", str(port)],
-                capture_output=True,
-                env=env,
-                check=False,
-            ).returncode == 0:
+            if (
+                subprocess.run(
+                    ["echoscu", "-aec", "STORESCP", "127.0.0.1", str(port)],
+                    capture_output=True,
+                    env=env,
+                    check=False,
+                ).returncode
+                == 0
+            ):
                 break
             time.sleep(0.05)
         return timed_storescu(port, files, "STORESCP")
@@ -72,7 +75,6 @@ def bridge_env(reading: Orthanc, extra: dict[str, str] | None = None) -> dict[st
         "BRIDGE_DEID__SECRET": SECRET,
         "BRIDGE_READING__DICOMWEB_URL": reading.dicomweb,
         "BRIDGE_LOG_LEVEL": "info",
-        "BRIDGE_WORKER__POLL_INTERVAL": "0.05",
         "BRIDGE_SPOOL__MIN_FREE_BYTES": "0",
         "BRIDGE_DEID__PIXELS__DEFAULT": "pass",
     }
@@ -80,11 +82,22 @@ def bridge_env(reading: Orthanc, extra: dict[str, str] | None = None) -> dict[st
     return env
 
 
+def wait_workers(b: BridgeProcess, count: int = 1, timeout: float = 60) -> None:
+    """Until ``count`` worker processes have started (imports and the text detector loaded):
+    their start-up must not be timed, nor compete with the timed part for the CPU."""
+    deadline = time.monotonic() + timeout
+    while b.log().count('"worker.started"') < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the worker process did not start")
+        time.sleep(0.1)
+
+
 def bridge(work: Path, files: list[Path]) -> float:
     reading = Orthanc("READING", work / "reading", aet="READING").start()
     b = BridgeProcess(work / "bridge", bridge_env(reading))
     b.start()
     try:
+        wait_workers(b)
         return timed_storescu(b.dimse_port, files, "SECONDOPINION")
     finally:
         b.stop()

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from functools import lru_cache
 
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
 
 REMOVED = "[removed]"
@@ -52,6 +54,10 @@ IDENTIFYING_KEYWORDS = (
     "PerformedProcedureStepID",
 )
 
+_IDENTIFYING_TAGS = tuple(
+    tag for tag in (tag_for_keyword(kw) for kw in IDENTIFYING_KEYWORDS) if tag is not None
+)
+
 _PATTERNS = (
     re.compile(r"\b\d{1,4}[./-]\d{1,2}[./-]\d{1,4}\b"),  # dates 12/31/1999, 1999-12-31
     re.compile(r"\b(19|20)\d{6}\b"),  # DICOM dates 19991231
@@ -84,28 +90,52 @@ def identifying_tokens(ds: Dataset) -> set[str]:
     tokens: set[str] = set()
 
     def visit(d: Dataset, depth: int) -> None:
-        for kw in IDENTIFYING_KEYWORDS:
-            val = d.get(kw)
+        for tag in _IDENTIFYING_TAGS:
+            if tag not in d:
+                continue
+            val = d[tag].value
             if val is None or val == "":
                 continue
             values = val if isinstance(val, list | tuple) else [val]
             for v in values:
                 tokens.update(_tokens_of(v))
         if depth < 2:
-            for elem in d:
-                if elem.VR == "SQ":
-                    for item in elem.value:
+            # Look for sequences without decoding every element (decoding is most of the
+            # cost on a large header; the profile's walk decodes only what it must).
+            for tag in d.keys():  # noqa: SIM118 - iterating a Dataset decodes its elements
+                raw = d.get_item(tag)
+                vr = getattr(raw, "VR", None) or _dictionary_vr(tag)
+                if vr == "SQ":
+                    for item in d[tag].value or []:
                         visit(item, depth + 1)
 
     visit(ds, 0)
     return {t for t in tokens if t.strip()}
 
 
+def _dictionary_vr(tag: int) -> str:
+    try:
+        return str(dictionary_VR(tag))
+    except KeyError:
+        return ""
+
+
+@lru_cache(maxsize=64)
+def _token_pattern(tokens: tuple[str, ...]) -> re.Pattern[str] | None:
+    """One alternation of every token, longest first (compiled once per dataset)."""
+    if not tokens:
+        return None
+    alternatives = "|".join(re.escape(t) for t in tokens)
+    return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.I)
+
+
 def scrub_text(text: str, tokens: Iterable[str]) -> str:
     """Remove identifying tokens and patterns from ``text``."""
+    key = tuple(sorted(set(tokens), key=lambda t: (-len(t), t)))
+    pattern = _token_pattern(key)
     out = text
-    for tok in sorted(tokens, key=len, reverse=True):
-        out = re.sub(rf"(?<!\w){re.escape(tok)}(?!\w)", REMOVED, out, flags=re.I)
+    if pattern is not None:
+        out = pattern.sub(REMOVED, out)
     for pat in _PATTERNS:
         out = pat.sub(REMOVED, out)
     return re.sub(r"\s+", " ", out).strip()

@@ -1,0 +1,476 @@
+"""`make bench`: the bridge measured next to Orthanc and dcmtk, side by side, in one run.
+
+Sections (each prints as it goes; the whole table goes to docs/bench.md):
+
+1. C-STORE ingest to acknowledged: storescu -> storescp / Orthanc / the bridge (bench/ingest.py).
+2. End to end: storescu -> bridge -> de-identified in the reading Orthanc, next to storescu
+   straight into that Orthanc; header path (CT pixels "pass") and the default burned-in scan.
+3. De-identification throughput: the bridge's engine (one thread, header path) vs Orthanc's
+   own /studies/{id}/anonymize on the same study.
+4. Peak RSS of the bridge (serve + its worker process) for 200 vs 2,000 instances end to end,
+   and for one 1 GiB multi-frame instance.
+5. Scale-out on PostgreSQL: a `serve --no-workers` node receives a study; one vs two
+   `bridge worker` processes de-identify it (with the scan) and forward it.
+
+Same generated CT (512 x 512 x 16 bit, 512 KB per instance), fresh servers per run,
+TCP_NODELAY=1 for dcmtk and Orthanc. Medians over --runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import ingest  # noqa: E402
+from ingest import SECRET, bridge_env, timed_storescu, wait_workers  # noqa: E402
+
+from bridge.deid.pseudonyms import Pseudonymizer  # noqa: E402
+from bridge.testing.orthanc import Orthanc  # noqa: E402
+from bridge.testing.peers import BridgeProcess, storescu  # noqa: E402
+from bridge.testing.sample import make_study  # noqa: E402
+
+PG_ADMIN = os.environ.get("BRIDGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# -- memory ---------------------------------------------------------------------------------
+def _rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+class RssSampler(threading.Thread):
+    """Peak resident memory of a process and its children (sum), sampled every 50 ms."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.peak_kib = 0
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        kids: list[int] = []
+        last_scan = 0.0
+        while not self._stop_event.is_set():
+            if time.monotonic() - last_scan > 1.0:
+                kids = _children(self.pid)
+                last_scan = time.monotonic()
+            total = _rss_kib(self.pid) + sum(_rss_kib(k) for k in kids)
+            self.peak_kib = max(self.peak_kib, total)
+            self._stop_event.wait(0.05)
+
+    def stop(self) -> int:
+        self._stop_event.set()
+        self.join()
+        return self.peak_kib // 1024
+
+
+# -- end to end -----------------------------------------------------------------------------
+def count_in(o: Orthanc, study_uid: str) -> int:
+    r = requests.post(
+        f"{o.url}/tools/find",
+        timeout=120,
+        json={"Level": "Instance", "Query": {"StudyInstanceUID": study_uid}},
+    )
+    return len(r.json())
+
+
+def direct(work: Path, files: list[Path]) -> float:
+    o = Orthanc("DIRECT", work / "direct", aet="DIRECT").start()
+    try:
+        return timed_storescu(o.dicom_port, files, "DIRECT")
+    finally:
+        o.stop()
+
+
+def forwarded(b: BridgeProcess) -> int:
+    return sum(c["instances"].get("forwarded", 0) for c in b.api("/cases"))
+
+
+def via_bridge(
+    work: Path, files: list[Path], study_uid: str, extra: dict[str, str] | None = None
+) -> tuple[float, float, int]:
+    """(ingest seconds, end-to-end seconds, peak RSS MiB of serve + workers)."""
+    o = Orthanc("READING", work / "reading", aet="READING").start()
+    b = BridgeProcess(work / "bridge", bridge_env(o, extra))
+    b.start()
+    wait_workers(b)
+    assert b.process is not None
+    sampler = RssSampler(b.process.pid)
+    sampler.start()
+    pseudo = Pseudonymizer(SECRET.encode()).uid(study_uid)
+    try:
+        t = time.perf_counter()
+        ingest_s = timed_storescu(b.dimse_port, files, "SECONDOPINION")
+        deadline = time.monotonic() + 1800
+        while forwarded(b) < len(files):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the bridge did not forward everything in 30 minutes")
+            time.sleep(0.1)
+        e2e = time.perf_counter() - t
+        if count_in(o, pseudo) != len(files):
+            raise RuntimeError("the reading archive does not hold every instance")
+        return ingest_s, e2e, sampler.stop()
+    finally:
+        sampler.stop() if sampler.is_alive() else None
+        b.stop()
+        o.stop()
+
+
+# -- a large object ---------------------------------------------------------------------------
+def make_large(path: Path, mib: int) -> str:
+    """An Enhanced CT instance of ``mib`` MiB of pixel data, written without holding it."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    frames = mib * 1024 * 1024 // (512 * 512 * 2)
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2.1"
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.PatientName = "LARGE^OBJECT"
+    ds.PatientID = "LARGE-1"
+    ds.Modality = "CT"
+    ds.StudyDate = "20240101"
+    ds.Rows = ds.Columns = 512
+    ds.NumberOfFrames = frames
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 0
+    ds.save_as(path, enforce_file_format=True)
+    size = frames * 512 * 512 * 2
+    chunk = os.urandom(1 << 20)
+    with path.open("ab") as fh:
+        fh.write(b"\xe0\x7f\x10\x00OW\x00\x00" + size.to_bytes(4, "little"))
+        left = size
+        while left:
+            n = min(left, len(chunk))
+            fh.write(chunk[:n])
+            left -= n
+    return str(ds.StudyInstanceUID)
+
+
+# -- Orthanc's anonymizer ---------------------------------------------------------------------
+def orthanc_anonymize(work: Path, files: list[Path]) -> float:
+    """Instances/s of Orthanc's /studies/{id}/anonymize (synchronous) on the study."""
+    o = Orthanc("ANON", work / "anon", aet="ANON").start()
+    try:
+        storescu(o.dicom_port, files, aet="ANON")
+        (study,) = requests.get(f"{o.url}/studies", timeout=60).json()
+        t = time.perf_counter()
+        r = requests.post(
+            f"{o.url}/studies/{study}/anonymize",
+            json={"Synchronous": True, "Force": True},
+            timeout=1800,
+        )
+        r.raise_for_status()
+        return len(files) / (time.perf_counter() - t)
+    finally:
+        o.stop()
+
+
+def bridge_deid_rate(files: list[Path]) -> float:
+    os.environ.setdefault("BRIDGE_DEID__SECRET", SECRET)
+    from bridge.config import Settings
+    from bridge.deid.build import make_deidentifier
+    from bridge.deid.engine import write_result
+
+    engine = make_deidentifier(Settings(deid={"pixels": {"default": "pass"}}))  # type: ignore[arg-type]
+    out = Path(tempfile.mkdtemp(prefix="bench-deid-out-"))
+    t = time.perf_counter()
+    for i, f in enumerate(files):
+        write_result(engine.deidentify_file(f), out / f"{i}.dcm")
+    rate = len(files) / (time.perf_counter() - t)
+    for f in out.iterdir():
+        f.unlink()
+    out.rmdir()
+    return rate
+
+
+# -- scale-out --------------------------------------------------------------------------------
+def scale(work: Path, files: list[Path], workers: int) -> float:
+    """Seconds from the first instance sent to a `serve --no-workers` node until ``workers``
+    worker processes (started and ready beforehand) have de-identified (with the scan) and
+    forwarded the whole study, on PostgreSQL."""
+    from sqlalchemy import create_engine
+
+    name = f"bridge_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    url = PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+    o = Orthanc("READING", work / "reading", aet="READING").start()
+    env = bridge_env(
+        o,
+        {
+            "BRIDGE_DATABASE_URL": url,
+            "BRIDGE_SPOOL__PATH": str(work / "spool"),
+            "BRIDGE_DEID__PIXELS__DEFAULT": "mask",
+            "BRIDGE_WORKER__DEID_THREADS": "1",
+            "BRIDGE_NODE_ID": "bench-a",
+        },
+    )
+    a = BridgeProcess(work / "a", env, args=("serve", "--no-workers")).start()
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        procs = [a.worker(i, BRIDGE_NODE_ID=f"bench-{i}") for i in range(workers)]
+        deadline = time.monotonic() + 60
+        while (
+            sum(
+                (a.workdir / f"worker-{i}.log").read_text().count('"worker.started"')
+                for i in range(workers)
+            )
+            < workers
+        ):
+            if time.monotonic() > deadline:
+                raise RuntimeError("worker processes did not start")
+            time.sleep(0.1)
+        t = time.perf_counter()
+        timed_storescu(a.dimse_port, files, "SECONDOPINION")
+        while forwarded(a) < len(files):
+            time.sleep(0.1)
+        return time.perf_counter() - t
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(60)
+        a.stop()
+        o.stop()
+        with admin.connect() as conn:
+            conn.exec_driver_sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (name,),
+            )
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.dispose()
+
+
+# -- main -------------------------------------------------------------------------------------
+def median_of(runs: int, fn: Callable[[int], float]) -> tuple[float, list[float]]:
+    values = [fn(i) for i in range(runs)]
+    return statistics.median(values), values
+
+
+def fmt(values: list[float]) -> str:
+    return ", ".join(f"{v:.2f}" for v in values)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--instances", type=int, default=200)
+    ap.add_argument("--large-instances", type=int, default=2000)
+    ap.add_argument("--large-object-mib", type=int, default=1024)
+    ap.add_argument("--scan-instances", type=int, default=60)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=Path("docs/bench.md"))
+    args = ap.parse_args()
+    n, big, runs = args.instances, args.large_instances, args.runs
+    started = time.monotonic()
+    rows: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        root = Path(tmp)
+        small = make_study(root / "small", n, seed=42)
+        large = make_study(root / "large", big, seed=43)
+
+        # 1. ingest
+        log(f"ingest, {n} instances, {runs} runs")
+        scp, scp_v = median_of(runs, lambda i: ingest.storescp(root / f"scp{i}", small.paths))
+        orth, orth_v = median_of(runs, lambda i: ingest.orthanc(root / f"orth{i}", small.paths))
+        brg, brg_v = median_of(runs, lambda i: ingest.bridge(root / f"brg{i}", small.paths))
+        log(f"  storescp {fmt(scp_v)}; Orthanc {fmt(orth_v)}; bridge {fmt(brg_v)}")
+        log(f"ingest, {big} instances, 1 run")
+        scp_l = ingest.storescp(root / "scpL", large.paths)
+        orth_l = ingest.orthanc(root / "orthL", large.paths)
+        brg_l = ingest.bridge(root / "brgL", large.paths)
+        log(f"  storescp {scp_l:.2f}; Orthanc {orth_l:.2f}; bridge {brg_l:.2f}")
+        rows += [
+            "## 1. C-STORE ingest (storescu, one association, until every instance is "
+            "acknowledged)",
+            "",
+            "The bridge acknowledges an instance once it is fsynced in the spool and recorded "
+            "in the state store, with its worker process de-identifying and forwarding at the "
+            "same time; storescp and Orthanc do not fsync.",
+            "",
+            "| receiver | instances | seconds (median) | runs | instances/s | rate vs Orthanc "
+            "| rate vs storescp |",
+            "|---|---:|---:|---|---:|---:|---:|",
+            f"| dcmtk storescp | {n} | {scp:.2f} | {fmt(scp_v)} | {n / scp:.0f} | "
+            f"{orth / scp:.2f} | 1.00 |",
+            f"| Orthanc {orthanc_version()} | {n} | {orth:.2f} | {fmt(orth_v)} | {n / orth:.0f} "
+            f"| 1.00 | {scp / orth:.2f} |",
+            f"| bridge | {n} | {brg:.2f} | {fmt(brg_v)} | {n / brg:.0f} | {orth / brg:.2f} | "
+            f"{scp / brg:.2f} |",
+            f"| dcmtk storescp | {big} | {scp_l:.2f} | 1 run | {big / scp_l:.0f} | "
+            f"{orth_l / scp_l:.2f} | 1.00 |",
+            f"| Orthanc | {big} | {orth_l:.2f} | 1 run | {big / orth_l:.0f} | 1.00 | "
+            f"{scp_l / orth_l:.2f} |",
+            f"| bridge | {big} | {brg_l:.2f} | 1 run | {big / brg_l:.0f} | "
+            f"{orth_l / brg_l:.2f} | {scp_l / brg_l:.2f} |",
+            "",
+        ]
+
+        # 2 + 4. end to end, with peak RSS
+        log(f"end to end, {n} instances, {runs} runs (header path)")
+        d, d_v = median_of(runs, lambda i: direct(root / f"d{i}", small.paths))
+        e2e = [via_bridge(root / f"e{i}", small.paths, small.study_uid) for i in range(runs)]
+        e, e_v = statistics.median(x[1] for x in e2e), [x[1] for x in e2e]
+        rss_small = max(x[2] for x in e2e)
+        log(f"  direct {fmt(d_v)}; bridge {fmt(e_v)}; peak RSS {rss_small} MiB")
+        log(f"end to end, {n} instances, 1 run (default policy: burned-in scan)")
+        _, e_scan, _ = via_bridge(
+            root / "escan",
+            small.paths,
+            small.study_uid,
+            {"BRIDGE_DEID__PIXELS__DEFAULT": "mask"},
+        )
+        log(f"  bridge with the scan {e_scan:.2f}")
+        log(f"end to end, {big} instances, 1 run (header path)")
+        d_l = direct(root / "dL", large.paths)
+        _, e_l, rss_large = via_bridge(root / "eL", large.paths, large.study_uid)
+        log(f"  direct {d_l:.2f}; bridge {e_l:.2f}; peak RSS {rss_large} MiB")
+        log(f"one {args.large_object_mib} MiB instance end to end")
+        big_file = root / "large-object.dcm"
+        big_study = make_large(big_file, args.large_object_mib)
+        d_o = direct(root / "dO", [big_file])
+        _, e_o, rss_obj = via_bridge(root / "eO", [big_file], big_study)
+        log(f"  direct {d_o:.2f}; bridge {e_o:.2f}; peak RSS {rss_obj} MiB")
+        rows += [
+            "## 2. End to end (storescu -> bridge -> de-identified in the reading Orthanc)",
+            "",
+            "Timed from the first byte sent until the bridge has every instance stored in the "
+            "reading Orthanc (STOW-RS answered); direct = storescu straight into the same kind "
+            "of Orthanc.",
+            "",
+            "| path | instances | seconds | runs | ratio to direct |",
+            "|---|---:|---:|---|---:|",
+            f"| direct | {n} | {d:.2f} | {fmt(d_v)} | 1.00 |",
+            f"| bridge, header path (CT pixels not scanned) | {n} | {e:.2f} | {fmt(e_v)} | "
+            f"{e / d:.2f} |",
+            f"| bridge, default policy (every slice scanned for burned-in text) | {n} | "
+            f"{e_scan:.2f} | 1 run | {e_scan / d:.2f} |",
+            f"| direct | {big} | {d_l:.2f} | 1 run | 1.00 |",
+            f"| bridge, header path | {big} | {e_l:.2f} | 1 run | {e_l / d_l:.2f} |",
+            f"| direct, one {args.large_object_mib} MiB Enhanced CT | 1 | {d_o:.2f} | 1 run "
+            "| 1.00 |",
+            f"| bridge, the same object (streamed) | 1 | {e_o:.2f} | 1 run | {e_o / d_o:.2f} |",
+            "",
+            "## 3. Peak memory of the bridge (serve + worker process, RSS summed, sampled every "
+            "50 ms)",
+            "",
+            "| input | peak RSS MiB | ratio to 200 instances |",
+            "|---|---:|---:|",
+            f"| {n} instances x 512 KB (max over the runs) | {rss_small} | 1.00 |",
+            f"| {big} instances x 512 KB | {rss_large} | {rss_large / rss_small:.2f} |",
+            f"| one instance of {args.large_object_mib} MiB | {rss_obj} | "
+            f"{rss_obj / rss_small:.2f} |",
+            "",
+        ]
+
+        # 3. de-identification throughput
+        log(f"de-identification, {n} instances, {runs} runs")
+        ours, ours_v = median_of(runs, lambda i: bridge_deid_rate(small.paths))
+        theirs, theirs_v = median_of(
+            runs, lambda i: orthanc_anonymize(root / f"anon{i}", small.paths)
+        )
+        log(f"  bridge {fmt(ours_v)}/s; Orthanc /anonymize {fmt(theirs_v)}/s")
+        rows += [
+            "## 4. De-identification throughput (header path)",
+            "",
+            "The bridge's engine in one thread (read, de-identify, write to disk), against "
+            "Orthanc's `/studies/{id}/anonymize` (synchronous; Orthanc reads, anonymizes and "
+            "stores each instance in its own storage).",
+            "",
+            "| engine | instances/s (median) | runs | ratio |",
+            "|---|---:|---|---:|",
+            f"| Orthanc /anonymize | {theirs:.0f} | {fmt(theirs_v)} | 1.00 |",
+            f"| bridge, one thread | {ours:.0f} | {fmt(ours_v)} | {ours / theirs:.2f} |",
+            "",
+        ]
+
+        # 5. scale-out
+        k = args.scan_instances
+        log(f"scale-out on PostgreSQL, {k} instances with the scan: 1 vs 2 worker processes")
+        scan_study = make_study(root / "scan", k, seed=44)
+        one = scale(root / "w1", scan_study.paths, 1)
+        two = scale(root / "w2", scan_study.paths, 2)
+        log(f"  1 worker {one:.2f} s; 2 workers {two:.2f} s")
+        rows += [
+            "## 5. Scale-out on PostgreSQL (de-identification with the scan + forwarding)",
+            "",
+            f"{k} CT instances sent to a `serve --no-workers` node; `bridge worker` processes "
+            "(started beforehand; one de-identification thread each; shared spool; SKIP LOCKED "
+            "claims) de-identify and forward them; the clock runs from the first instance sent "
+            "until all are in the reading Orthanc. This machine has "
+            f"{os.cpu_count()} cores, shared with Orthanc, PostgreSQL and the serve node.",
+            "",
+            "| workers | seconds | instances/s | speed-up |",
+            "|---:|---:|---:|---:|",
+            f"| 1 | {one:.2f} | {k / one:.1f} | 1.00 |",
+            f"| 2 | {two:.2f} | {k / two:.1f} | {one / two:.2f} |",
+            "",
+        ]
+    head = [
+        "# Benchmarks",
+        "",
+        "`make bench` (bench/run.py), measured "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on this machine "
+        f"({os.cpu_count()} cores), all in one run of "
+        f"{(time.monotonic() - started) / 60:.1f} minutes. Targets are issue #8's.",
+        "",
+    ]
+    text = "\n".join(head + rows)
+    print()
+    print(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    return 0
+
+
+def orthanc_version() -> str:
+    out = subprocess.run(["Orthanc", "--version"], capture_output=True, text=True, check=False)
+    first = (out.stdout or out.stderr).split()
+    return first[1] if len(first) > 1 else ""
+
+
+if __name__ == "__main__":
+    sys.exit(main())
