@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test stop deps venv lint format clean bench bench-deid deid-score fuzz
+.PHONY: demo test stop deps venv lint format clean bench bench-deid profile deid-score fuzz
 
 demo: deps venv  ## start hospital PACS + reading archive + bridge, push a planted study, show it de-identified
 	bash deploy/demo/demo.sh
@@ -47,6 +47,9 @@ deid-score: deps venv  ## de-identify $(CORPUS) offline and score headers and bu
 
 bench: deps venv  ## the bridge next to Orthanc and dcmtk: ingest, end to end, memory, de-identification, scale-out (docs/bench.md)
 	$(VENV)/bin/python bench/run.py
+
+profile: deps venv  ## py-spy profile of serve and its worker while a study goes end to end (docs/profile.md)
+	$(VENV)/bin/python bench/profile.py
 
 bench-deid: deps venv  ## de-identification throughput with the burned-in scan and on the shared corpus (docs/bench-deid.md)
 	$(VENV)/bin/python bench/deid.py

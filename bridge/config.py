@@ -416,6 +416,9 @@ class WorkerSettings(BaseModel):
     poll_interval: float = Field(0.2, gt=0)
     #: Seconds a claim on an instance or job lasts before another worker may take it.
     lease_seconds: float = Field(300.0, gt=0)
+    #: Every this many seconds a worker deletes spool files left by any node that died (older
+    #: than two leases and not referenced by the state store); 0 = never.
+    sweep_seconds: float = Field(600.0, ge=0)
 
 
 class Settings(BaseSettings):

@@ -70,6 +70,7 @@ class Pipeline:
         self._threads: list[threading.Thread] = []
         self._last_poll = float("-inf")
         self._last_watch = float("-inf")
+        self._last_sweep = time.monotonic()  # the first sweep one period after start
         self._watcher: Any = None
         self._shipper: Any = None
         #: One owner id for the life of this pipeline: it keeps the feed's lease across polls.
@@ -86,7 +87,7 @@ class Pipeline:
         loops += [("cases", self.cases_once), ("manifests", self.manifests_once)]
         loops += [("reports", self.reports_once), ("poll", self.poll_once)]
         loops += [("retrieve", self.retrieve_once), ("watch", self.watch_once)]
-        loops += [("audit", self.audit_once)]
+        loops += [("audit", self.audit_once), ("sweep", self.sweep_once)]
         for name, fn in loops:
             t = threading.Thread(target=self._loop, args=(name, fn), name=name, daemon=True)
             t.start()
@@ -138,6 +139,16 @@ class Pipeline:
         for job in claimed:
             run_retrieve(self.settings, self.store, self.spool, job, owner)
         return bool(claimed)
+
+    def sweep_once(self) -> bool:
+        """Every ``worker.sweep_seconds``: delete spool leftovers of dead nodes."""
+        w = self.settings.worker
+        now = time.monotonic()
+        if not w.sweep_seconds or now - self._last_sweep < w.sweep_seconds:
+            return False
+        self._last_sweep = now
+        self.spool.sweep(self.store.referenced_names, 2 * w.lease_seconds)
+        return False
 
     def audit_once(self) -> bool:
         """Ship new audit events to the syslog collector, if one is configured."""

@@ -24,6 +24,7 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from bridge.config import SpoolSettings
@@ -119,6 +120,46 @@ class Spool:
         if removed:
             log.warning("spool.orphans_removed", count=removed)
         return removed
+
+    def sweep(self, referenced: Callable[[list[str]], set[str]], older_than: float) -> int:
+        """Delete any node's leftovers: unreferenced files in received/ and deid/, and files in
+        tmp/ and partial/, all older than ``older_than`` seconds. A node that died and never
+        came back (its start-up would have cleaned its own) leaves them on a shared spool.
+
+        ``referenced(names)`` returns those of ``names`` the state store refers to. The age
+        guard keeps in-flight files: a file being written or about to be recorded is younger
+        than a lease; should a stalled worker later record a swept de-identified copy, the
+        forward stage finds it missing and rebuilds it from the original."""
+        cutoff = time.time() - older_than
+        removed = 0
+        for area in (RECEIVED, DEID):
+            old = [f.name for f in self._older(self.root / area, cutoff)]
+            for i in range(0, len(old), 500):
+                batch = old[i : i + 500]
+                keep = referenced(batch)
+                for name in batch:
+                    if name not in keep:
+                        self.remove(area, name)
+                        removed += 1
+        for folder in (self.root / "tmp", *(self.root / "partial").iterdir()):
+            if folder.is_dir():
+                for f in self._older(folder, cutoff):
+                    f.unlink(missing_ok=True)
+                    removed += 1
+        if removed:
+            log.warning("spool.leftovers_removed", count=removed)
+        return removed
+
+    @staticmethod
+    def _older(folder: Path, cutoff: float) -> list[Path]:
+        out = []
+        for f in folder.iterdir():
+            try:
+                if f.is_file() and f.stat().st_mtime < cutoff:
+                    out.append(f)
+            except FileNotFoundError:
+                continue
+        return out
 
     def check_room(self, incoming: int) -> None:
         """Raise :class:`SpoolFullError` if ``incoming`` more bytes would not fit."""

@@ -274,6 +274,16 @@ class Store:
                 names.update(r[0] for r in conn.execute(select(col).where(col.like(f"{prefix}%"))))
         return names
 
+    def referenced_names(self, names: Sequence[str]) -> set[str]:
+        """Those of ``names`` (spool file names) that an instance refers to."""
+        if not names:
+            return set()
+        found: set[str] = set()
+        with self.engine.connect() as conn:
+            for col in (instances.c.spool_name, instances.c.deid_name):
+                found.update(r[0] for r in conn.execute(select(col).where(col.in_(list(names)))))
+        return found
+
     def _claim(
         self, table: Table, where: Any, limit: int, lease: float, owner: str
     ) -> list[Row[Any]]:

@@ -6,6 +6,7 @@ de-identified object for each of them. Nothing here describes a real person.
 
 from __future__ import annotations
 
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -300,3 +301,42 @@ def make_burned_in(
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
     return boxes
+
+
+def make_large_instance(
+    path: Path, mib: int, patient_name: str = "LARGE^OBJECT", patient_id: str = "LARGE-1"
+) -> str:
+    """An Enhanced CT instance with ``mib`` MiB of random pixel data (512 x 512 x 16-bit
+    frames), written without holding it in memory; returns its Study Instance UID."""
+    frames = mib * 1024 * 1024 // (512 * 512 * 2)
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = UID("1.2.840.10008.5.1.4.1.1.2.1")  # Enhanced CT
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid(UID_PREFIX)
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = generate_uid(UID_PREFIX)
+    ds.SeriesInstanceUID = generate_uid(UID_PREFIX)
+    ds.PatientName = patient_name
+    ds.PatientID = patient_id
+    ds.Modality = "CT"
+    ds.StudyDate = "20240101"
+    ds.Rows = ds.Columns = 512
+    ds.NumberOfFrames = frames
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 0
+    ds.save_as(path, enforce_file_format=True)
+    size = frames * 512 * 512 * 2
+    chunk = os.urandom(1 << 20)
+    with path.open("ab") as fh:
+        fh.write(b"\xe0\x7f\x10\x00OW\x00\x00" + size.to_bytes(4, "little"))
+        left = size
+        while left:
+            n = min(left, len(chunk))
+            fh.write(chunk[:n])
+            left -= n
+    return str(ds.StudyInstanceUID)

@@ -3,8 +3,11 @@ study that matches its filters, exactly once across restarts."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 import time
+from contextlib import closing
 
 import pytest
 
@@ -17,6 +20,19 @@ pytestmark = pytest.mark.e2e
 
 def _cases_of(bridge, study_uid):
     return [c for c in bridge.api("/cases") if c["original_study_instance_uid"] == study_uid]
+
+
+def _wait_following(bridge, timeout: float = 60.0) -> None:
+    """Until the worker follows the feed (start_at "now": what came before its first poll is
+    not its business; a loaded machine can take seconds to start the worker)."""
+    db = bridge.workdir / "data" / "bridge.sqlite3"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(sqlite3.Error), closing(sqlite3.connect(db, timeout=5)) as conn:
+            if conn.execute("SELECT count(*) FROM feed_positions").fetchone()[0]:
+                return
+        time.sleep(0.2)
+    raise TimeoutError("the bridge does not follow the feed")
 
 
 def test_watch_submits_matching_stable_studies_once(tmp_path, hospital, reading, make_bridge):
@@ -33,6 +49,7 @@ def test_watch_submits_matching_stable_studies_once(tmp_path, hospital, reading,
             BRIDGE_WATCH__QUESTION="Automatic second read",
         )
     )
+    _wait_following(bridge)
     first = make_study(tmp_path / "first", 4, rows=64, columns=64, accession="ACC-WATCH-1")
     other = make_study(tmp_path / "other", 3, rows=64, columns=64, accession="ACC-WATCH-2")
     storescu(hospital.dicom_port, first.paths, aet=hospital.aet, calling="CTSCANNER7")
