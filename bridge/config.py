@@ -100,9 +100,6 @@ class DimseSettings(BaseModel):
     max_associations: int = Field(16, ge=1)
     #: Seconds an association may stay idle (ACSE/DIMSE/network timeouts).
     timeout: float = Field(60.0, gt=0)
-    #: Poll interval of pynetdicom's reactors, seconds (pynetdicom's own: 0.001). Smaller:
-    #: less latency per instance, more CPU for idle associations (bridge/ingest/reactor.py).
-    reactor_delay: float = Field(0.0002, gt=0, le=0.01)
     #: Seconds to let running associations finish on shutdown before aborting them.
     shutdown_grace: float = Field(10.0, ge=0)
     #: DICOM TLS (PS3.15 B.1): the listener's certificate and key (PEM); both set = TLS only.

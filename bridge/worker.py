@@ -524,12 +524,7 @@ def _where(url: str | None) -> str | None:
 def run_worker(settings: Settings, store: Store) -> int:
     """Run the pipeline in this process until SIGTERM/SIGINT."""
     import signal
-    import sys
 
-    # A thread holding the state store's write lock needs the interpreter back after each
-    # statement; with de-identification threads busy it would wait up to the 5 ms default
-    # switch interval every time, and every other writer (the listener) with it.
-    sys.setswitchinterval(0.0005)
     released = store.release_own_leases()
     spool = Spool(settings.spool_dir, settings.spool, store.node_id)
     spool.clean_tmp()

@@ -34,7 +34,6 @@ from pynetdicom.transport import ThreadedAssociationServer
 from bridge.config import Settings
 from bridge.errors import DatasetError, SpoolError, SpoolFullError, StoreError
 from bridge.ingest.accept import Origin, accept_file, read_header
-from bridge.ingest.reactor import tune_association_reactor, tune_dul
 from bridge.ingest.spool import Spool
 from bridge.logging import get_logger
 from bridge.store.repo import Store
@@ -80,7 +79,6 @@ class Listener:
         ae.dimse_timeout = dimse.timeout
         ae.network_timeout = dimse.timeout
         ae.maximum_pdu_size = 0  # no limit on what we receive
-        tune_association_reactor(dimse.reactor_delay)
         ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
         for uid in storage_contexts():
             ae.add_supported_context(uid, ALL_TRANSFER_SYNTAXES)
@@ -137,8 +135,8 @@ class Listener:
         log.info("listener.stopped", aborted=len(running))
 
     # -- handlers ---------------------------------------------------------------------------
-    def _on_connection(self, event: Any) -> None:
-        tune_dul(event.assoc, self.settings.dimse.reactor_delay)
+    @staticmethod
+    def _on_connection(event: Any) -> None:
         # Without TCP_NODELAY each small C-STORE response waits for the peer's delayed ACK
         # (Nagle): ~40 ms per instance on loopback.
         sock = getattr(event.assoc.dul.socket, "socket", None)
