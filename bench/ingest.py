@@ -92,12 +92,16 @@ def wait_workers(b: BridgeProcess, count: int = 1, timeout: float = 60) -> None:
         time.sleep(0.1)
 
 
-def bridge(work: Path, files: list[Path]) -> float:
+def bridge(work: Path, files: list[Path], pipeline: bool = True) -> float:
+    """``pipeline=False``: `serve --no-workers`, the listener alone (nothing de-identified or
+    forwarded meanwhile), to tell its own speed from the competition for the CPU."""
     reading = Orthanc("READING", work / "reading", aet="READING").start()
-    b = BridgeProcess(work / "bridge", bridge_env(reading))
+    args = ("serve",) if pipeline else ("serve", "--no-workers")
+    b = BridgeProcess(work / "bridge", bridge_env(reading), args=args)
     b.start()
     try:
-        wait_workers(b)
+        if pipeline:
+            wait_workers(b)
         return timed_storescu(b.dimse_port, files, "SECONDOPINION")
     finally:
         b.stop()

@@ -127,7 +127,7 @@ def main() -> int:
             t = time.perf_counter()
             timed_storescu(b.dimse_port, study.paths, "SECONDOPINION")
             while forwarded(b) < args.instances:
-                time.sleep(0.1)
+                time.sleep(0.5)  # each look is an API call the serve process answers
             elapsed = time.perf_counter() - t
             for spy in spies.values():
                 spy.send_signal(2)
