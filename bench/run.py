@@ -108,14 +108,6 @@ def count_in(o: Orthanc, study_uid: str) -> int:
     return len(r.json())
 
 
-def direct(work: Path, files: list[Path]) -> float:
-    o = Orthanc("DIRECT", work / "direct", aet="DIRECT").start()
-    try:
-        return timed_storescu(o.dicom_port, files, "DIRECT")
-    finally:
-        o.stop()
-
-
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds used so far by a process (its threads included)."""
     try:
@@ -355,7 +347,7 @@ def main() -> int:
 
         # 2 + 4. end to end, with peak RSS
         log(f"end to end, {n} instances, {runs} runs (header path)")
-        d, d_v = median_of(runs, lambda i: direct(root / f"d{i}", small.paths))
+        d, d_v = median_of(runs, lambda i: ingest.orthanc(root / f"d{i}", small.paths))
         e2e, cpu_runs = [], []
         for i in range(runs):
             e2e.append(via_bridge(root / f"e{i}", small.paths, small.study_uid))
@@ -374,13 +366,13 @@ def main() -> int:
         )
         log(f"  bridge with the scan {e_scan:.2f}")
         log(f"end to end, {big} instances, 1 run (header path)")
-        d_l = direct(root / "dL", large.paths)
+        d_l = ingest.orthanc(root / "dL", large.paths)
         _, e_l, rss_large = via_bridge(root / "eL", large.paths, large.study_uid)
         log(f"  direct {d_l:.2f}; bridge {e_l:.2f}; peak RSS {rss_large} MiB")
         log(f"one {args.large_object_mib} MiB instance end to end")
         big_file = root / "large-object.dcm"
         big_study = make_large_instance(big_file, args.large_object_mib)
-        d_o = direct(root / "dO", [big_file])
+        d_o = ingest.orthanc(root / "dO", [big_file])
         _, e_o, rss_obj = via_bridge(root / "eO", [big_file], big_study)
         log(f"  direct {d_o:.2f}; bridge {e_o:.2f}; peak RSS {rss_obj} MiB")
         rows += [

@@ -43,7 +43,7 @@ from bridge.ingest.retrieve import run_retrieve
 from bridge.ingest.spool import DEID, RECEIVED, REPORTS, Spool
 from bridge.logging import get_logger
 from bridge.store import audit
-from bridge.store.repo import Store
+from bridge.store.repo import Deidentified, Store
 from bridge.store.schema import InstanceState, ReportState
 from bridge.store.submissions import RETRIEVE_JOB
 from bridge.web import metrics
@@ -240,26 +240,26 @@ class Pipeline:
         items = [
             (
                 row,
-                {
-                    "deid_name": name,
-                    "size_bytes": self.spool.path(DEID, name).stat().st_size,
-                    "pseudo_sop_uid": result.pseudo_sop_uid,
-                    "pseudo_series_uid": result.pseudo_series_uid,
-                    "pseudo_study_uid": result.pseudo_study_uid,
-                    "pseudo_patient_id": result.pseudo_patient_id,
-                    "patient": (
+                Deidentified(
+                    deid_name=name,
+                    size_bytes=self.spool.path(DEID, name).stat().st_size,
+                    pseudo_sop_uid=result.pseudo_sop_uid,
+                    pseudo_series_uid=result.pseudo_series_uid,
+                    pseudo_study_uid=result.pseudo_study_uid,
+                    pseudo_patient_id=result.pseudo_patient_id,
+                    patient=(
                         result.original_patient_id,
                         result.original_issuer,
                         result.original_patient_name,
                     ),
-                    "headers": result.vault_headers,
-                    "uids": result.uid_map,
-                    "modality": result.modality,
-                    "frames": result.frames,
-                    "original_study_uid": result.original_study_uid,
-                    "body_part": result.body_part,
-                    "question": result.question,
-                },
+                    headers=result.vault_headers,
+                    uids=result.uid_map,
+                    modality=result.modality,
+                    body_part=result.body_part,
+                    question=result.question,
+                    frames=result.frames,
+                    original_study_uid=result.original_study_uid,
+                ),
             )
             for row, name, result in done
         ]

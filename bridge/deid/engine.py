@@ -17,8 +17,8 @@ elements are not decoded), so pixel bytes leave unchanged.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -161,7 +161,8 @@ def write_result(result: DeidResult, target: Path | BinaryIO) -> None:
             result.dataset.save_as(target, enforce_file_format=True)
             return
         src, offset = result.pixel_source
-        with open(target, "wb") if isinstance(target, Path) else _borrowed(target) as out:
+        # (a caller's file object is written to, not closed)
+        with open(target, "wb") if isinstance(target, Path) else nullcontext(target) as out:
             result.dataset.save_as(out, enforce_file_format=True)
             copy_pixel_element(src, offset, result.dataset, out)
     except DeidError:
@@ -170,11 +171,6 @@ def write_result(result: DeidResult, target: Path | BinaryIO) -> None:
         raise DeidError(
             "the de-identified dataset cannot be written", error=type(exc).__name__
         ) from exc
-
-
-@contextmanager
-def _borrowed(fh: BinaryIO) -> Iterator[BinaryIO]:
-    yield fh  # the caller's file: not closed here
 
 
 def masked_instance_uid(pseudo: Pseudonymizer, original_sop_uid: str) -> str:

@@ -75,6 +75,29 @@ class Received:
     case_id: str | None = None
 
 
+@dataclass(frozen=True)
+class Deidentified:
+    """What a worker records about one de-identified instance."""
+
+    deid_name: str
+    size_bytes: int
+    pseudo_sop_uid: str
+    pseudo_series_uid: str
+    pseudo_study_uid: str
+    pseudo_patient_id: str
+    #: (Patient ID, its issuer, Patient Name) as received: the vault's entry.
+    patient: tuple[str, str, str]
+    headers: dict[str, Any]
+    #: pseudonymous UID -> original UID
+    uids: dict[str, str]
+    modality: str
+    body_part: str
+    question: str
+    frames: int | None = None
+    #: The instance's own original study (a prior's differs from the case's study).
+    original_study_uid: str | None = None
+
+
 def _writer_lock_file(engine: Engine) -> int | None:
     """A lock file beside a SQLite database file (None: in memory, one process)."""
     db = engine.url.database
@@ -336,66 +359,25 @@ class Store:
             )
 
     # -- de-identification results -----------------------------------------------------------
-    def mark_deidentified(
-        self,
-        inst: Row[Any],
-        owner: str,
-        *,
-        deid_name: str,
-        size_bytes: int,
-        pseudo_sop_uid: str,
-        pseudo_series_uid: str,
-        pseudo_study_uid: str,
-        pseudo_patient_id: str,
-        patient: tuple[str, str, str],
-        headers: dict[str, Any],
-        uids: dict[str, str],
-        modality: str,
-        body_part: str,
-        question: str,
-        frames: int | None = None,
-        original_study_uid: str | None = None,
-    ) -> bool:
+    def mark_deidentified(self, inst: Row[Any], owner: str, rec: Deidentified) -> bool:
         """Record a de-identified instance, the vault entries and the case's pseudonyms.
 
         An instance of a prior study (not the case's own) records its pseudonymized study UID
         beside the prior; the case's own study UID, description and vault headers come only
         from its own study's instances."""
-        kw = dict(locals())
-        for k in ("self", "inst", "owner"):
-            kw.pop(k)
-        return self.mark_deidentified_many([(inst, kw)], owner)[0]
+        return self.mark_deidentified_many([(inst, rec)], owner)[0]
 
     def mark_deidentified_many(
-        self, items: Sequence[tuple[Row[Any], dict[str, Any]]], owner: str
+        self, items: Sequence[tuple[Row[Any], Deidentified]], owner: str
     ) -> list[bool]:
         """:meth:`mark_deidentified` for several instances in one write transaction (the
         workers' batches: one lock hand-over instead of one per instance)."""
         now = time.time()
         with self._tx() as conn:
-            return [self._mark_deidentified(conn, now, inst, owner, **kw) for inst, kw in items]
+            return [self._mark_deidentified(conn, now, inst, owner, rec) for inst, rec in items]
 
     def _mark_deidentified(
-        self,
-        conn: Connection,
-        now: float,
-        inst: Row[Any],
-        owner: str,
-        *,
-        deid_name: str,
-        size_bytes: int,
-        pseudo_sop_uid: str,
-        pseudo_series_uid: str,
-        pseudo_study_uid: str,
-        pseudo_patient_id: str,
-        patient: tuple[str, str, str],
-        headers: dict[str, Any],
-        uids: dict[str, str],
-        modality: str,
-        body_part: str,
-        question: str,
-        frames: int | None = None,
-        original_study_uid: str | None = None,
+        self, conn: Connection, now: float, inst: Row[Any], owner: str, rec: Deidentified
     ) -> bool:
         res = conn.execute(
             update(instances)
@@ -405,11 +387,11 @@ class Store:
             .where(instances.c.spool_name == inst.spool_name)
             .values(
                 state=InstanceState.DEIDENTIFIED,
-                deid_name=deid_name,
-                size_bytes=size_bytes,
-                pseudo_sop_uid=pseudo_sop_uid,
-                pseudo_series_uid=pseudo_series_uid,
-                frames=frames,
+                deid_name=rec.deid_name,
+                size_bytes=rec.size_bytes,
+                pseudo_sop_uid=rec.pseudo_sop_uid,
+                pseudo_series_uid=rec.pseudo_series_uid,
+                frames=rec.frames,
                 lease_owner=None,
                 lease_until=None,
                 attempts=0,
@@ -428,42 +410,42 @@ class Store:
                 cases.c.original_study_uid,
             ).where(cases.c.id == inst.case_id)
         ).one()
-        own = original_study_uid in (None, case.original_study_uid)
+        own = rec.original_study_uid in (None, case.original_study_uid)
         self._upsert_vault(
             conn,
             inst.case_id,
             now,
-            pseudo_patient_id,
-            patient,
-            headers if own else None,
-            uids,
+            rec.pseudo_patient_id,
+            rec.patient,
+            rec.headers if own else None,
+            rec.uids,
         )
         if not own:
             conn.execute(
                 update(case_studies)
                 .where(case_studies.c.case_id == inst.case_id)
-                .where(case_studies.c.study_uid == original_study_uid)
-                .values(pseudo_study_uid=pseudo_study_uid)
+                .where(case_studies.c.study_uid == rec.original_study_uid)
+                .values(pseudo_study_uid=rec.pseudo_study_uid)
             )
             conn.execute(
                 update(cases)
                 .where(cases.c.id == inst.case_id)
-                .values(pseudo_patient_id=pseudo_patient_id, updated_at=now)
+                .values(pseudo_patient_id=rec.pseudo_patient_id, updated_at=now)
             )
             return True
         mods = [m for m in case.modalities.split("\\") if m]
-        if modality and modality not in mods:
-            mods.append(modality)
+        if rec.modality and rec.modality not in mods:
+            mods.append(rec.modality)
         values: dict[str, Any] = {
-            "pseudo_study_uid": pseudo_study_uid,
-            "pseudo_patient_id": pseudo_patient_id,
+            "pseudo_study_uid": rec.pseudo_study_uid,
+            "pseudo_patient_id": rec.pseudo_patient_id,
             "modalities": "\\".join(mods)[:64],
             "updated_at": now,
         }
-        if body_part and not case.body_part:
-            values["body_part"] = body_part
-        if question and not case.question:
-            values["question"] = question
+        if rec.body_part and not case.body_part:
+            values["body_part"] = rec.body_part
+        if rec.question and not case.question:
+            values["question"] = rec.question
         conn.execute(update(cases).where(cases.c.id == inst.case_id).values(**values))
         return True
 

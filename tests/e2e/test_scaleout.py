@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 
 from bridge.deid.pseudonyms import Pseudonymizer
 from bridge.testing.orthanc import Orthanc
@@ -34,6 +34,12 @@ def _instances_in(reading: Orthanc, pseudo_study: str) -> list[str]:
         timeout=60,
     ).json()
     return [i["MainDicomTags"]["SOPInstanceUID"] for i in found]
+
+
+def _count(engine: Engine, case_id: str, condition: str, table: str = "instances") -> int:
+    sql = f"SELECT count(*) FROM {table} WHERE case_id = :c AND {condition}"  # noqa: S608
+    with engine.connect() as conn:
+        return int(conn.execute(text(sql), {"c": case_id}).scalar_one())
 
 
 def test_a_killed_worker_node_loses_nothing_and_nothing_is_delivered_twice(
@@ -76,20 +82,8 @@ def test_a_killed_worker_node_loses_nothing_and_nothing_is_delivered_twice(
         claimed_by_b = 0
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:  # kill B while it holds claims, mid-run
-            with engine.connect() as conn:
-                claimed_by_b = conn.execute(
-                    text(
-                        "SELECT count(*) FROM instances WHERE case_id = :c "
-                        "AND lease_owner LIKE 'node-b-w0:%'"
-                    ),
-                    {"c": case["id"]},
-                ).scalar_one()
-                done = conn.execute(
-                    text(
-                        "SELECT count(*) FROM instances WHERE case_id = :c AND state = 'forwarded'"
-                    ),
-                    {"c": case["id"]},
-                ).scalar_one()
+            claimed_by_b = _count(engine, case["id"], "lease_owner LIKE 'node-b-w0:%'")
+            done = _count(engine, case["id"], "state = 'forwarded'")
             if claimed_by_b and done >= 4:
                 break
             time.sleep(0.05)
@@ -111,19 +105,8 @@ def test_a_killed_worker_node_loses_nothing_and_nothing_is_delivered_twice(
                 text("SELECT state, count(*) FROM instances WHERE case_id = :c GROUP BY state"),
                 {"c": case["id"]},
             ).all()
-            forwarded_events = conn.execute(
-                text(
-                    "SELECT count(*) FROM audit_events WHERE case_id = :c "
-                    "AND action = 'case.forwarded'"
-                ),
-                {"c": case["id"]},
-            ).scalar_one()
-            leftover = conn.execute(
-                text(
-                    "SELECT count(*) FROM instances WHERE case_id = :c AND lease_owner IS NOT NULL"
-                ),
-                {"c": case["id"]},
-            ).scalar_one()
+        forwarded_events = _count(engine, case["id"], "action = 'case.forwarded'", "audit_events")
+        leftover = _count(engine, case["id"], "lease_owner IS NOT NULL")
         engine.dispose()
         assert dict(states) == {"forwarded": N}
         assert forwarded_events == 1

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import func, select
 
 from bridge.store.db import make_engine, migrate, schema_status
-from bridge.store.repo import Received, Store
+from bridge.store.repo import Deidentified, Received, Store
 from bridge.store.schema import InstanceState, uid_map, vault_patients
 
 
@@ -84,9 +84,7 @@ def test_concurrent_vault_writes_for_one_patient(store: Store):
 
     def deid(row) -> None:
         try:
-            assert store.mark_deidentified(
-                row,
-                owner,
+            rec = Deidentified(
                 deid_name=f"d{row.id}",
                 size_bytes=10,
                 pseudo_sop_uid=f"2.25.{row.id}",
@@ -100,6 +98,7 @@ def test_concurrent_vault_writes_for_one_patient(store: Store):
                 body_part="HEAD",
                 question="q",
             )
+            assert store.mark_deidentified(row, owner, rec)
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
 
