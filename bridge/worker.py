@@ -147,7 +147,10 @@ class Pipeline:
         if not w.sweep_seconds or now - self._last_sweep < w.sweep_seconds:
             return False
         self._last_sweep = now
-        self.spool.sweep(self.store.referenced_names, 2 * w.lease_seconds)
+        keep = self.settings.spool.keep_forwarded
+        self.spool.sweep(
+            lambda names: self.store.referenced_names(names, keep), 2 * w.lease_seconds
+        )
         return False
 
     def audit_once(self) -> bool:
@@ -265,15 +268,23 @@ class Pipeline:
         ]
         try:
             recorded = self.store.mark_deidentified_many(items, owner)
-        except BridgeError:
+        except Exception as exc:  # noqa: BLE001 - as for one instance: retry the batch later
             for _, name, _ in done:  # not recorded: the originals are de-identified again
                 self.spool.remove(DEID, name)
-            raise
+            ids = [row.id for row, _, _ in done]
+            self.store.schedule_retry(ids, owner, f"deid: {type(exc).__name__}", self._delay)
+            metrics.RETRIES.labels(stage="deid").inc(len(ids))
+            log.error("deid.record_failed", instances=len(ids), error_type=type(exc).__name__)
+            return
         for (row, name, result), ok in zip(done, recorded, strict=True):
             if not ok:
                 self.spool.remove(DEID, name)
                 continue
             metrics.INSTANCES_DEIDENTIFIED.inc()
+            if result.pixel_source is not None:
+                log.info(
+                    "deid.streamed", case_id=row.case_id, instance=row.id, bytes=row.size_bytes
+                )
             if result.pixels is None:
                 continue
             metrics.BURNED_IN.labels(outcome=result.pixels.action).inc()

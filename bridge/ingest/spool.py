@@ -122,11 +122,11 @@ class Spool:
         return removed
 
     def sweep(self, referenced: Callable[[list[str]], set[str]], older_than: float) -> int:
-        """Delete any node's leftovers: unreferenced files in received/ and deid/, and files in
+        """Delete any node's leftovers: unneeded files in received/ and deid/, and files in
         tmp/ and partial/, all older than ``older_than`` seconds. A node that died and never
         came back (its start-up would have cleaned its own) leaves them on a shared spool.
 
-        ``referenced(names)`` returns those of ``names`` the state store refers to. The age
+        ``referenced(names)`` returns those of ``names`` the state store still needs. The age
         guard keeps in-flight files: a file being written or about to be recorded is younger
         than a lease; should a stalled worker later record a swept de-identified copy, the
         forward stage finds it missing and rebuilds it from the original."""

@@ -297,15 +297,19 @@ class Store:
                 names.update(r[0] for r in conn.execute(select(col).where(col.like(f"{prefix}%"))))
         return names
 
-    def referenced_names(self, names: Sequence[str]) -> set[str]:
-        """Those of ``names`` (spool file names) that an instance refers to."""
+    def referenced_names(self, names: Sequence[str], keep_forwarded: bool = False) -> set[str]:
+        """Those of ``names`` (spool file names) that an instance still needs. The original of
+        a forwarded instance is needed only with ``spool.keep_forwarded`` (the forward stage
+        deletes it; a crash right after the forward was recorded would leave it for ever)."""
         if not names:
             return set()
-        found: set[str] = set()
+        wanted = list(names)
+        originals = select(instances.c.spool_name).where(instances.c.spool_name.in_(wanted))
+        if not keep_forwarded:
+            originals = originals.where(instances.c.state != InstanceState.FORWARDED)
+        copies = select(instances.c.deid_name).where(instances.c.deid_name.in_(wanted))
         with self.engine.connect() as conn:
-            for col in (instances.c.spool_name, instances.c.deid_name):
-                found.update(r[0] for r in conn.execute(select(col).where(col.in_(list(names)))))
-        return found
+            return {r[0] for stmt in (originals, copies) for r in conn.execute(stmt)}
 
     def _claim(
         self, table: Table, where: Any, limit: int, lease: float, owner: str

@@ -42,6 +42,7 @@ def test_a_large_instance_is_streamed_through_unchanged_pixels_clean_header(
     out = storescu(b.dimse_port, [src])
     assert len(acknowledged(out.stdout)) == 1
     b.wait_forwarded(1, timeout=180)
+    assert '"deid.streamed"' in b.log()  # the header-only path, not a whole read
 
     pseudo_study = Pseudonymizer(DEID_SECRET.encode()).uid(study_uid)
     (found,) = requests.post(
