@@ -24,6 +24,7 @@ from pydicom.dataset import Dataset
 
 from bridge.deid.pixels import frames as px
 from bridge.deid.pixels.detect import TextDetector, complete_blocks
+from bridge.deid.pixels.regions import Regions, WordCounter, settle
 from bridge.deid.pixels.risk import Risk, assess
 from bridge.errors import DeidError
 
@@ -62,23 +63,6 @@ class PixelOutcome:
     area: float = 0.0
 
 
-def merge_overlapping(boxes: list[px.Box]) -> list[px.Box]:
-    """One box per text region: boxes overlapping by half of the smaller one are joined (the two
-    detector passes and the block completion find the same line more than once)."""
-    out: list[list[float]] = []
-    for b in sorted(boxes, key=lambda b: (b[1], b[0])):
-        for o in out:
-            iw = min(o[2], b[2]) - max(o[0], b[0])
-            ih = min(o[3], b[3]) - max(o[1], b[1])
-            smaller = min((o[2] - o[0]) * (o[3] - o[1]), (b[2] - b[0]) * (b[3] - b[1]))
-            if iw > 0 and ih > 0 and iw * ih >= 0.5 * smaller:
-                o[:] = [min(o[0], b[0]), min(o[1], b[1]), max(o[2], b[2]), max(o[3], b[3])]
-                break
-        else:
-            out.append(list(b))
-    return [(o[0], o[1], o[2], o[3]) for o in out]
-
-
 def _norm(text: str) -> str:
     return re.sub(r"[^A-Z0-9]", "", text.upper())
 
@@ -112,17 +96,22 @@ class PixelCleaner:
         except DeidError as exc:
             return self._unscannable(risk, exc.message)
         photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+        read = self._word_counter()
         found: list[list[px.Box]] = []
         views = []
+        rejected = 0
         for frame in data:
             view = px.view8(frame, photometric)
             boxes = self.detector.detect(view)
             if boxes and self.refine is not None:
                 boxes += self.refine.detect(view)
-            boxes = complete_blocks(boxes, view.shape[0], view)
-            found.append([self._pad(b) for b in boxes])
+            settled: Regions = settle(
+                complete_blocks(boxes, view.shape[0], view), view, self.policy.pad, read
+            )
+            rejected += settled.rejected
+            found.append(settled.boxes)
             views.append(view)
-        regions = sum(len(merge_overlapping(b)) for b in found)
+        regions = sum(len(b) for b in found)
         if regions == 0:
             if "Burned In Annotation is YES" in risk.reasons:
                 raise DeidError(HOLD_REASON, why="declared burned-in annotation not found")
@@ -159,10 +148,11 @@ class PixelCleaner:
             return self._unscannable(risk, "pixel data larger than deid.pixels.max_bytes")
         return None
 
-    def _pad(self, box: px.Box) -> px.Box:
-        x0, y0, x1, y1 = box
-        m = self.policy.pad * (y1 - y0)
-        return (x0 - m, y0 - m, x1 + m, y1 + m)
+    @staticmethod
+    def _word_counter() -> WordCounter | None:
+        from bridge.deid.pixels.ocr import count_words, tesseract_available
+
+        return count_words if tesseract_available() else None
 
     @staticmethod
     def _unscannable(risk: Risk, why: str) -> PixelOutcome:
@@ -181,7 +171,7 @@ class PixelCleaner:
         hits = 0
         for view, boxes in zip(views, found, strict=True):
             try:
-                texts = read_regions(view, merge_overlapping(boxes))
+                texts = read_regions(view, boxes)
             except DeidError:
                 return 0
             hits += sum(1 for t in texts if any(w in _norm(t) for w in wanted))

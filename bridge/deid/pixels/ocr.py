@@ -1,28 +1,38 @@
-"""Tesseract, driven as a program (Debian's ``tesseract-ocr``): words with boxes and confidences.
+"""Tesseract in the process (tesserocr, with Debian's ``tesseract-ocr-eng`` language data).
 
-One process per call; regions are read in one call by giving Tesseract a list of crops (each a
-page), so the model loads once. The text read never goes to logs: callers only count matches.
+One engine per thread, loaded on first use and kept: reading a crop costs milliseconds, not a
+process start and a model load. The text read never goes to logs: callers count words and
+matches only.
 """
 
 from __future__ import annotations
 
-import io
+import importlib.util
 import os
 import re
-import shutil
-import subprocess
-import tempfile
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from bridge.deid.pixels.frames import Box
 from bridge.errors import DeidError
 
-TIMEOUT = 120.0
 _ALNUM = re.compile(r"[A-Za-z0-9]")
+#: Where Debian (and most distributions) put the language data.
+_TESSDATA = (
+    "/usr/share/tesseract-ocr/5/tessdata",
+    "/usr/share/tesseract-ocr/4.00/tessdata",
+    "/usr/share/tessdata",
+    "/usr/local/share/tessdata",
+)
+#: A word counts as read when Tesseract is at least this confident and it has two letters/digits.
+WORD_CONF = 60.0
+
+_local = threading.local()
 
 
 @dataclass(frozen=True)
@@ -30,88 +40,98 @@ class Word:
     text: str
     conf: float
     box: Box
-    page: int = 0
 
     @property
     def alnum(self) -> int:
         return len(_ALNUM.findall(self.text))
 
 
+def tessdata() -> str | None:
+    """The folder holding ``eng.traineddata`` (``TESSDATA_PREFIX`` first)."""
+    candidates = [os.environ.get("TESSDATA_PREFIX", ""), *_TESSDATA]
+    for folder in candidates:
+        if folder and (Path(folder) / "eng.traineddata").is_file():
+            return folder
+    return None
+
+
 def tesseract_available() -> bool:
-    return shutil.which("tesseract") is not None
+    return importlib.util.find_spec("tesserocr") is not None and tessdata() is not None
 
 
-def _run(args: list[str], stdin: bytes | None = None) -> str:
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "OMP_THREAD_LIMIT": "1"}
-    try:
-        proc = subprocess.run(  # noqa: S603 - fixed program, arguments built here
-            ["tesseract", *args],
-            input=stdin,
-            capture_output=True,
-            timeout=TIMEOUT,
-            env=env,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise DeidError("tesseract could not run", error=type(exc).__name__) from exc
-    if proc.returncode != 0:
-        raise DeidError("tesseract failed", status=proc.returncode)
-    return proc.stdout.decode("utf-8", "replace")
+def _api() -> Any:
+    api = getattr(_local, "api", None)
+    if api is None:
+        if not tesseract_available():
+            raise DeidError("tesseract (tesserocr and eng.traineddata) is not available")
+        import tesserocr
+
+        api = tesserocr.PyTessBaseAPI(path=tessdata(), lang="eng")
+        _local.api = api
+    return api
 
 
-def _parse(tsv: str, scales: Sequence[tuple[float, float, float]]) -> list[Word]:
-    out = []
-    for line in tsv.splitlines()[1:]:
-        p = line.split("\t")
-        if len(p) < 12 or p[0] != "5" or not p[11].strip():
-            continue
-        page = int(p[1]) - 1
-        x, y, w, h = (int(v) for v in p[6:10])
-        ox, oy, s = scales[page] if page < len(scales) else (0.0, 0.0, 1.0)
-        box = (ox + x / s, oy + y / s, ox + (x + w) / s, oy + (y + h) / s)
-        out.append(Word(text=p[11].strip(), conf=float(p[10]), box=box, page=page))
-    return out
-
-
-def _png(image: np.ndarray, scale: float) -> bytes:
+def _scaled(image: np.ndarray, scale: float) -> Any:
     from PIL import Image
 
-    img = Image.fromarray(image)
+    img = Image.fromarray(np.ascontiguousarray(image))
     if scale != 1:
         img = img.resize(
             (max(1, int(img.width * scale)), max(1, int(img.height * scale))),
             Image.Resampling.BICUBIC,
         )
-    buf = io.BytesIO()
-    img.save(buf, "PNG")
-    return buf.getvalue()
+    return img
+
+
+def _words(image: np.ndarray, scale: float, psm: int) -> list[Word]:
+    import tesserocr
+
+    api = _api()
+    api.SetPageSegMode(psm)
+    api.SetImage(_scaled(image, scale))
+    try:
+        api.Recognize()
+    except RuntimeError as exc:
+        raise DeidError("tesseract failed", error=type(exc).__name__) from exc
+    out: list[Word] = []
+    it = api.GetIterator()
+    level = tesserocr.RIL.WORD
+    while it is not None and not it.Empty(level):
+        text = (it.GetUTF8Text(level) or "").strip()
+        bbox = it.BoundingBox(level)
+        if text and bbox:
+            x0, y0, x1, y1 = bbox
+            box = (x0 / scale, y0 / scale, x1 / scale, y1 / scale)
+            out.append(Word(text=text, conf=float(it.Confidence(level)), box=box))
+        if not it.Next(level):
+            break
+    api.Clear()
+    return out
 
 
 def words(image: np.ndarray, scale: float = 2.0, psm: int = 11) -> list[Word]:
-    """Tesseract's words on the whole (8-bit) image."""
-    tsv = _run(["stdin", "stdout", "--psm", str(psm), "tsv"], stdin=_png(image, scale))
-    return _parse(tsv, [(0.0, 0.0, scale)])
+    """Tesseract's words on the whole (8-bit) image (psm 11: sparse text, any layout)."""
+    return _words(image, scale, psm)
+
+
+def count_words(crop: np.ndarray, text_height: int = 32) -> int:
+    """Confident words in a crop, read as sparse text at a size Tesseract reads well."""
+    rows = max(1, crop.shape[0])
+    scale = min(4.0, max(1.0, 3 * text_height / rows))
+    return sum(1 for w in _words(crop, scale, 11) if w.conf >= WORD_CONF and w.alnum >= 2)
 
 
 def read_regions(image: np.ndarray, boxes: Sequence[Box], text_height: int = 32) -> list[str]:
-    """The text Tesseract reads in each box (one line each), in one Tesseract run."""
-    if not boxes:
-        return []
-    rows, cols = image.shape
-    with tempfile.TemporaryDirectory(prefix="bridge-ocr-") as tmp:
-        listing = []
-        for i, (x0, y0, x1, y1) in enumerate(boxes):
-            r0, r1 = max(0, int(y0)), min(rows, int(np.ceil(y1)))
-            c0, c1 = max(0, int(x0)), min(cols, int(np.ceil(x1)))
-            crop = image[r0:r1, c0:c1] if r1 > r0 and c1 > c0 else np.full((8, 8), 255, np.uint8)
-            path = Path(tmp) / f"{i}.png"
-            path.write_bytes(_png(crop, max(1.0, text_height / max(1, r1 - r0))))
-            listing.append(str(path))
-        lst = Path(tmp) / "pages.txt"
-        lst.write_text("\n".join(listing) + "\n")
-        tsv = _run([str(lst), "stdout", "--psm", "7", "tsv"])
-    texts = [""] * len(boxes)
-    for w in _parse(tsv, [(0.0, 0.0, 1.0)] * len(boxes)):
-        if 0 <= w.page < len(texts):
-            texts[w.page] = (texts[w.page] + " " + w.text).strip()
+    """The text Tesseract reads in each box (as one line each)."""
+    rows, cols = image.shape[:2]
+    texts = []
+    for x0, y0, x1, y1 in boxes:
+        r0, r1 = max(0, int(y0)), min(rows, int(np.ceil(y1)))
+        c0, c1 = max(0, int(x0)), min(cols, int(np.ceil(x1)))
+        if r1 <= r0 or c1 <= c0:
+            texts.append("")
+            continue
+        scale = max(1.0, text_height / (r1 - r0))
+        found = _words(image[r0:r1, c0:c1], scale, 7)
+        texts.append(" ".join(w.text for w in found))
     return texts

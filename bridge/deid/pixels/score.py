@@ -14,6 +14,11 @@ Ground truth: ``NAME.json`` beside ``NAME.dcm`` with ``annotation[].key|value.bb
   pixels that changed (inside a filled rectangle);
 - a legible box is *masked* when at least 90 % of its ink (the pixels that made it legible) is
   covered;
+- the *stricter* measure (issue #14) takes every pixel of a legible box that stood out from the
+  box's median by more than a quarter of the image's range (no opening, no "covered" allowance)
+  and counts the box as masked only when at most 10 % of them still stand out from the output
+  box's median by as much (a mask that blacks the box out leaves nothing standing out; letters
+  left beside a mask still stand out);
 - *false masking* is the share of the image that changed outside every ground-truth box; the
   report adds the share outside the boxes grown by half their height (one height sideways),
   which leaves out the margins and inter-word gaps any mask of a text line has.
@@ -35,10 +40,15 @@ from bridge.deid.pixels import frames as px
 INK_SHARE = 0.02
 INK_CONTRAST = 0.25
 MASKED_SHARE = 0.90
-#: What the issue asks for; the test suite enforces them on the shared corpus. Measured
-#: 2026-11-28: 97.3 % masked (624 / 641), 100 % forwarded, 1.71 % false masking
-#: (docs/deid-pixels.md).
-TARGETS = {"boxes masked": 0.95, "instances forwarded": 0.95, "false masking": 0.02}
+#: Stricter measure: at most this share of a box's standing-out pixels may still stand out.
+STRICT_LEFT = 0.10
+#: The targets (issue #14), gated on the stricter measure; the test suite enforces them on the
+#: shared corpora. Figures: docs/deid-pixels.md.
+TARGETS = {
+    "boxes masked (strict)": 0.97,
+    "instances forwarded": 0.95,
+    "false masking": 0.02,
+}
 
 
 def ground_truth(path: Path) -> list[tuple[int, int, int, int]]:
@@ -62,15 +72,19 @@ class PixelScore:
     forwarded: int = 0
     boxes: int = 0
     masked: int = 0
+    masked_strict: int = 0
     illegible: int = 0
     false_area: list[float] = field(default_factory=list)
     false_area_far: list[float] = field(default_factory=list)
     missed: list[str] = field(default_factory=list)
+    #: Boxes not masked under the stricter measure: (instance index, box).
+    missed_strict: list[tuple[int, tuple[int, int, int, int]]] = field(default_factory=list)
 
     @property
     def rates(self) -> dict[str, float]:
         return {
             "boxes masked": self.masked / self.boxes if self.boxes else 1.0,
+            "boxes masked (strict)": self.masked_strict / self.boxes if self.boxes else 1.0,
             "instances forwarded": self.forwarded / self.instances if self.instances else 1.0,
             "false masking": float(np.mean(self.false_area)) if self.false_area else 0.0,
         }
@@ -78,7 +92,7 @@ class PixelScore:
     def passed(self) -> bool:
         r = self.rates
         return (
-            r["boxes masked"] >= TARGETS["boxes masked"]
+            r["boxes masked (strict)"] >= TARGETS["boxes masked (strict)"]
             and r["instances forwarded"] >= TARGETS["instances forwarded"]
             and r["false masking"] <= TARGETS["false masking"]
         )
@@ -88,9 +102,12 @@ class PixelScore:
         lines = [
             f"instances: {self.instances}, forwarded {self.forwarded} "
             f"({r['instances forwarded']:.1%}; target >= 95%)",
-            f"legible ground-truth boxes: {self.boxes}, masked {self.masked} "
-            f"({r['boxes masked']:.1%}; target >= 95%); not legible in the original: "
+            f"legible ground-truth boxes: {self.boxes}; not legible in the original: "
             f"{self.illegible}",
+            f"  masked, stricter measure (<= 10% of the standing-out pixels still stand out): "
+            f"{self.masked_strict} ({r['boxes masked (strict)']:.1%}; target >= 97%)",
+            f"  masked, ink measure (>= 90% of the thin ink covered): {self.masked} "
+            f"({r['boxes masked']:.1%})",
             f"false masking (image area changed outside the boxes, mean per instance): "
             f"{r['false masking']:.2%} (target <= 2%); away from the text (outside the boxes "
             f"grown by half their height): {float(np.mean(self.false_area_far or [0.0])):.2%}",
@@ -118,6 +135,7 @@ def score_pair(
     if b.shape != a.shape:
         into.false_area.append(1.0)
         return
+    index = into.instances - 1
     rows, cols = a.shape
     changed = a != b
     from scipy import ndimage
@@ -147,5 +165,12 @@ def score_pair(
             into.masked += 1
         else:
             into.missed.append(f"box {x0},{y0},{x1},{y1}")
+        stood_out = np.abs(region - np.median(region)) > INK_CONTRAST * span
+        after = b[y0:y1, x0:x1]
+        still = np.abs(after - np.median(after)) > INK_CONTRAST * span
+        if still[stood_out].mean() <= STRICT_LEFT:
+            into.masked_strict += 1
+        else:
+            into.missed_strict.append((index, (x0, y0, x1, y1)))
     into.false_area.append(float((changed & ~inside).sum()) / changed.size)
     into.false_area_far.append(float((changed & ~near).sum()) / changed.size)

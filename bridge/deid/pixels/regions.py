@@ -1,0 +1,131 @@
+"""From detector boxes to the regions to mask: merge, check the shape, confirm, pad.
+
+A text detector answers "text-like texture here". Overlay text has a shape: lines of one font
+size, much wider than tall, a small share of the image's height. A detector region that has no
+such shape (a blob over anatomy far taller than any line found, not elongated) is *unsure*: it
+is masked only when Tesseract reads words in it; otherwise it is left alone and counted, so that
+a texture of lung or bowel does not black out the anatomy the reader is asked about. Where no
+OCR can run, an unsure region is masked (fail safe).
+
+Every region kept is grown by a margin: a fraction of its height on each side plus a fixed
+pixel, because detectors draw boxes at the glyphs' body and a line's accents, descenders, the
+anti-aliased edge and a lone letter after a gap ("Sex: M") fall just outside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from bridge.deid.pixels.frames import Box
+
+#: A line is taller than this share of the frame's height only in a title-sized font.
+TALL_SHARE = 0.08
+#: ...or taller than this many times the median height of the frame's line-shaped regions.
+TALL_LINES = 3.0
+#: A region at least this many times as wide as tall is line-shaped whatever its height.
+LINE_ASPECT = 4.0
+
+#: How far (in line heights) a line is extended over ink beyond its ends.
+REACH = 1.5
+
+#: Reads a crop: how many confident words (at least two letters or digits) it holds.
+WordCounter = Callable[[np.ndarray], int]
+
+
+@dataclass(frozen=True)
+class Regions:
+    boxes: list[Box]
+    #: Regions with text-like texture but no text shape, that OCR read no words in (not masked).
+    rejected: int = 0
+    #: Unsure regions masked (OCR read words, or no OCR could run).
+    confirmed: int = 0
+
+
+def merge_overlapping(boxes: list[Box]) -> list[Box]:
+    """One box per text region: boxes overlapping by half of the smaller one are joined (the two
+    detector passes and the block completion find the same line more than once)."""
+    out: list[list[float]] = []
+    for b in sorted(boxes, key=lambda b: (b[1], b[0])):
+        for o in out:
+            iw = min(o[2], b[2]) - max(o[0], b[0])
+            ih = min(o[3], b[3]) - max(o[1], b[1])
+            smaller = min((o[2] - o[0]) * (o[3] - o[1]), (b[2] - b[0]) * (b[3] - b[1]))
+            if iw > 0 and ih > 0 and iw * ih >= 0.5 * smaller:
+                o[:] = [min(o[0], b[0]), min(o[1], b[1]), max(o[2], b[2]), max(o[3], b[3])]
+                break
+        else:
+            out.append(list(b))
+    return [(o[0], o[1], o[2], o[3]) for o in out]
+
+
+def unsure(boxes: list[Box], rows: int) -> list[bool]:
+    """For each box: True when it is not shaped like a line of text (see the module doc)."""
+    heights = [b[3] - b[1] for b in boxes]
+    lines = [h for b, h in zip(boxes, heights, strict=True) if b[2] - b[0] >= 2.5 * max(h, 1.0)]
+    typical = float(np.median(lines)) if lines else None
+    out = []
+    for b, h in zip(boxes, heights, strict=True):
+        w = b[2] - b[0]
+        tall = h > TALL_SHARE * rows or (typical is not None and h > TALL_LINES * typical)
+        out.append(bool(tall and w < LINE_ASPECT * h and h > 12))
+    return out
+
+
+def extend(box: Box, image: np.ndarray, reach: float = REACH) -> Box:
+    """A line-shaped ``box`` extended over ink within ``reach`` heights of either end, on the
+    line's own rows: a word or a lone letter after a wider gap ("Sex: M") that the detector
+    left out. Ink: pixels farther than a quarter of the range from the line's median."""
+    rows, cols = image.shape[:2]
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    x0, x1 = max(0, x0), min(cols, x1)
+    y0, y1 = max(0, y0), min(rows, y1)
+    h = y1 - y0
+    if h < 2 or x1 <= x0:
+        return box
+    band = image[y0:y1].astype(np.int16)
+    ink = (np.abs(band - int(np.median(band[:, x0:x1]))) > 64).any(axis=0)
+    span = int(np.ceil(reach * h))
+    right = np.nonzero(ink[x1 : min(cols, x1 + span)])[0]
+    left = np.nonzero(ink[max(0, x0 - span) : x0])[0]
+    nx1 = x1 + int(right[-1]) + 1 if right.size else x1
+    nx0 = max(0, x0 - span) + int(left[0]) if left.size else x0
+    return (min(box[0], float(nx0)), box[1], max(box[2], float(nx1)), box[3])
+
+
+def grow(box: Box, share: float, shape: tuple[int, int]) -> Box:
+    """``box`` grown by ``share`` of its height on every side and one more pixel above and below
+    (ascenders, descenders, anti-aliased edges), inside the frame."""
+    rows, cols = shape
+    x0, y0, x1, y1 = box
+    m = share * (y1 - y0)
+    return (
+        max(0.0, x0 - m),
+        max(0.0, y0 - m - 1),
+        min(float(cols), x1 + m),
+        min(float(rows), y1 + m + 1),
+    )
+
+
+def settle(
+    boxes: list[Box], image: np.ndarray, pad: float, read: WordCounter | None
+) -> Regions:
+    """The regions to mask on ``image`` (8-bit view) from the detector's ``boxes``."""
+    merged = merge_overlapping(boxes)
+    rows, cols = image.shape[:2]
+    keep: list[Box] = []
+    rejected = confirmed = 0
+    for box, doubt in zip(merged, unsure(merged, rows), strict=True):
+        if doubt:
+            x0, y0, x1, y1 = (int(round(v)) for v in box)
+            crop = image[max(0, y0) : min(rows, y1), max(0, x0) : min(cols, x1)]
+            if read is not None and crop.size and read(crop) == 0:
+                rejected += 1
+                continue
+            confirmed += 1
+        else:
+            box = extend(box, image)
+        keep.append(grow(box, pad, (rows, cols)))
+    return Regions(keep, rejected=rejected, confirmed=confirmed)
