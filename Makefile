@@ -37,13 +37,8 @@ format: venv
 clean: stop
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache
 
-CORPUS ?= ../shared/corpus/pseudo-phi
-DEID_SCORE_OUT ?= /tmp/bridge-deid-score
-
-deid-score: deps venv  ## de-identify $(CORPUS) offline and score headers and burned-in text
-	rm -rf $(DEID_SCORE_OUT)
-	BRIDGE_DEID__SECRET=$${BRIDGE_DEID__SECRET:-deid-score-secret-0123456789} $(VENV)/bin/bridge deid $(CORPUS) $(DEID_SCORE_OUT)
-	BRIDGE_DEID__SECRET=$${BRIDGE_DEID__SECRET:-deid-score-secret-0123456789} $(VENV)/bin/bridge deid-score $(CORPUS) $(DEID_SCORE_OUT)
+deid-score: deps venv  ## both shared corpora through the engine: headers, burned-in text (both measures), pre-filter recall (docs/deid-score.md)
+	$(VENV)/bin/python bench/deid_score.py
 
 bench: deps venv  ## the bridge next to Orthanc and dcmtk: ingest, end to end, memory, de-identification, scale-out (docs/bench.md)
 	$(VENV)/bin/python bench/run.py

@@ -183,6 +183,12 @@ class PixelSettings(BaseModel):
     pad: float = Field(0.0, ge=0, le=2)
     #: Read masked regions with Tesseract to count those showing the patient's identifiers.
     read_text: bool = True
+    #: A cheap first look per frame (the detector on a frame scaled to a 512-pixel shorter side)
+    #: decides which frames get the full scan; false: every frame gets it.
+    prefilter: bool = True
+    #: Frames of one multi-frame object scanned at once (each worker thread de-identifies its
+    #: own instance besides: ``worker.deid_threads``).
+    frame_threads: int = Field(2, ge=1, le=32)
 
     @field_validator("modalities")
     @classmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 from bridge.config import Settings
 from bridge.deid.engine import Deidentifier
 from bridge.deid.pixels.clean import PixelCleaner, PixelPolicy
-from bridge.deid.pixels.detect import make_detector
+from bridge.deid.pixels.detect import Prefilter, make_detector
 from bridge.deid.profile import build_profile
 from bridge.deid.pseudonyms import Pseudonymizer
 from bridge.errors import ConfigError
@@ -36,7 +36,8 @@ def make_pixel_cleaner(settings: Settings) -> PixelCleaner:
     refine = None
     if cfg.detector == "db" and cfg.refine_side > 0:
         refine = make_detector("db", min_side=cfg.refine_side)
-    return PixelCleaner(policy, detector, refine)
+    prefilter = Prefilter() if cfg.detector == "db" and cfg.prefilter else None
+    return PixelCleaner(policy, detector, refine, prefilter=prefilter, threads=cfg.frame_threads)
 
 
 def make_deidentifier(settings: Settings, profile: str | None = None) -> Deidentifier:

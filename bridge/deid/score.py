@@ -2,8 +2,9 @@
 
 In the spirit of the MIDI-B checks: for every identifying value of an original (names split into
 components, IDs, addresses, phone numbers, institution and staff names, dates in the common
-written formats), is it still anywhere in the output (exact or case-insensitive substring, file
-meta and nested sequences included)? Were the UIDs changed, consistently across files? Is the
+written formats; at least four characters, generic words of institution names left out), is it
+still anywhere in the output (as whole tokens, case-insensitive, file meta and nested sequences
+included)? Were the UIDs changed, consistently across files? Is the
 pseudonymous Patient ID consistent per patient? Are the markers present?
 """
 
@@ -24,6 +25,15 @@ IDENTIFYING = IDENTIFYING_KEYWORDS
 _DATE_KEYWORDS = ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate", "PatientBirthDate")
 _UID_KEYWORDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID")
 _MIN_TOKEN = 4
+#: Words of institution and device names that identify nobody on their own ("GE MEDICAL
+#: SYSTEMS" is a manufacturer, not the "Medical Center" the patient was seen at).
+_GENERIC = frozenset(
+    {
+        "medical", "center", "centre", "hospital", "clinic", "clinics", "health", "systems",
+        "community", "regional", "general", "memorial", "university", "institute", "imaging",
+        "radiology", "department", "street", "road", "avenue",
+    }
+)  # fmt: skip
 
 
 def text_values(ds: Dataset) -> Iterator[tuple[str, str]]:
@@ -88,7 +98,18 @@ def identifying_values(ds: Dataset) -> list[tuple[str, str]]:
     for kw in _DATE_KEYWORDS:
         for _, v in _values(ds, kw):
             probes += [(kw, f) for f in _date_forms(v)]
-    return [(k, p) for k, p in probes if len(p.strip()) >= _MIN_TOKEN or p.isdigit()]
+    return [
+        (k, p)
+        for k, p in probes
+        if len(p.strip()) >= _MIN_TOKEN and p.strip().lower() not in _GENERIC
+    ]
+
+
+def found_in(probe: str, text: str) -> bool:
+    """``probe`` in ``text`` as whole tokens (case-insensitive): "MARY" is not in "PRIMARY",
+    a serial number's digits are not in a UID or a coordinate."""
+    pattern = r"(?<![A-Za-z0-9])" + re.escape(probe.strip()) + r"(?![A-Za-z0-9])"
+    return re.search(pattern, text, re.IGNORECASE) is not None
 
 
 @dataclass
@@ -137,9 +158,8 @@ def score(pairs: Iterable[tuple[Dataset, Dataset]]) -> Score:
     for orig, out in pairs:
         s.files += 1
         text = "\n".join(t for _, t in text_values(out))
-        low = text.lower()
         for kw, probe in identifying_values(orig):
-            if probe.lower() in low:
+            if found_in(probe, text):
                 s.leaks[kw] += 1
                 if len(s.examples) < 20:
                     s.examples.append(kw)

@@ -16,15 +16,18 @@ undecodable or oversized pixel data) is held, never forwarded unchecked.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
 from pydicom.dataset import Dataset
 
 from bridge.deid.pixels import frames as px
-from bridge.deid.pixels.detect import TextDetector, complete_blocks
-from bridge.deid.pixels.regions import Regions, WordCounter, settle
+from bridge.deid.pixels.detect import Prefilter, TextDetector, complete_blocks
+from bridge.deid.pixels.regions import WordCounter, settle
 from bridge.deid.pixels.risk import Risk, assess
 from bridge.errors import DeidError
 
@@ -61,6 +64,25 @@ class PixelOutcome:
     identity_regions: int = 0
     #: Share of the pixels filled (all frames).
     area: float = 0.0
+    #: Frames the full detector looked at (the pre-filter passed the others as text-free).
+    scanned: int = 0
+    #: Frames where text was found and masked.
+    with_text: int = 0
+    #: Text-like regions not shaped like text that OCR read no words in (left unmasked).
+    rejected: int = 0
+
+
+@dataclass(frozen=True)
+class _FrameScan:
+    boxes: list[px.Box]
+    rejected: int
+    scanned: bool
+
+
+def _word_counter() -> WordCounter | None:
+    from bridge.deid.pixels.ocr import count_words, tesseract_available
+
+    return count_words if tesseract_available() else None
 
 
 def _norm(text: str) -> str:
@@ -69,13 +91,24 @@ def _norm(text: str) -> str:
 
 class PixelCleaner:
     def __init__(
-        self, policy: PixelPolicy, detector: TextDetector, refine: TextDetector | None = None
+        self,
+        policy: PixelPolicy,
+        detector: TextDetector,
+        refine: TextDetector | None = None,
+        prefilter: Prefilter | None = None,
+        threads: int = 1,
     ) -> None:
         self.policy = policy
         self.detector = detector
         #: Where the detector found text, a second look at a larger scale (small glyphs, lines
         #: the first pass cut short); text-free images pay for one pass only.
         self.refine = refine
+        #: A cheap first look deciding which frames get the full detector (None: every frame).
+        self.prefilter = prefilter
+        #: Frames of a multi-frame object scanned at once.
+        self.threads = threads
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
 
     def process(self, ds: Dataset, tokens: set[str]) -> PixelOutcome:
         """Scan and mask ``ds`` in place, or raise DeidError(HOLD_REASON) to hold it."""
@@ -96,26 +129,19 @@ class PixelCleaner:
         except DeidError as exc:
             return self._unscannable(risk, exc.message)
         photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
-        read = self._word_counter()
-        found: list[list[px.Box]] = []
-        views = []
-        rejected = 0
-        for frame in data:
-            view = px.view8(frame, photometric)
-            boxes = self.detector.detect(view)
-            if boxes and self.refine is not None:
-                boxes += self.refine.detect(view)
-            settled: Regions = settle(
-                complete_blocks(boxes, view.shape[0], view), view, self.policy.pad, read
-            )
-            rejected += settled.rejected
-            found.append(settled.boxes)
-            views.append(view)
+        views = [px.view8(frame, photometric) for frame in data]
+        scans = self._map(self._scan, views)
+        found = [scan.boxes for scan in scans]
+        rejected = sum(scan.rejected for scan in scans)
+        scanned = sum(1 for scan in scans if scan.scanned)
+        with_text = sum(1 for scan in scans if scan.boxes)
         regions = sum(len(b) for b in found)
         if regions == 0:
             if "Burned In Annotation is YES" in risk.reasons:
                 raise DeidError(HOLD_REASON, why="declared burned-in annotation not found")
-            return PixelOutcome("clean", risk, frames=len(data))
+            return PixelOutcome(
+                "clean", risk, frames=len(data), scanned=scanned, rejected=rejected
+            )
         if action == "hold":
             raise DeidError(HOLD_REASON, regions=regions)
         identity = self._identity_regions(views, found, tokens) if self.policy.read_text else 0
@@ -131,7 +157,30 @@ class PixelCleaner:
             regions=regions,
             identity_regions=identity,
             area=area / max(1, len(data)),
+            scanned=scanned,
+            with_text=with_text,
+            rejected=rejected,
         )
+
+    def _scan(self, view: np.ndarray) -> _FrameScan:
+        """One frame: pre-filter, detector, second look, block completion, settled regions."""
+        if self.prefilter is not None and not self.prefilter.candidate(view):
+            return _FrameScan([], 0, scanned=False)
+        boxes = self.detector.detect(view)
+        if boxes and self.refine is not None:
+            boxes += self.refine.detect(view)
+        settled = settle(
+            complete_blocks(boxes, view.shape[0], view), view, self.policy.pad, _word_counter()
+        )
+        return _FrameScan(settled.boxes, settled.rejected, scanned=True)
+
+    def _map(self, fn: Callable[[np.ndarray], _FrameScan], views: list[np.ndarray]) -> list[_FrameScan]:
+        if self.threads <= 1 or len(views) < 2:
+            return [fn(v) for v in views]
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="pixels")
+        return list(self._pool.map(fn, views))
 
     def unscanned_outcome(self, ds: Dataset, pixel_tag: int | None) -> PixelOutcome | None:
         """For a header read without its pixel data: the outcome when the pixels will not be
@@ -148,11 +197,6 @@ class PixelCleaner:
             return self._unscannable(risk, "pixel data larger than deid.pixels.max_bytes")
         return None
 
-    @staticmethod
-    def _word_counter() -> WordCounter | None:
-        from bridge.deid.pixels.ocr import count_words, tesseract_available
-
-        return count_words if tesseract_available() else None
 
     @staticmethod
     def _unscannable(risk: Risk, why: str) -> PixelOutcome:

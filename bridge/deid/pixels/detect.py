@@ -62,6 +62,7 @@ class DbDetector:
         box_thresh: float = 0.5,
         unclip: float = 1.0,
         threads: int = 1,
+        shrink: bool = False,
     ) -> None:
         self.model_path = model_path or default_model_path()
         self.min_side = min_side
@@ -70,6 +71,9 @@ class DbDetector:
         self.box_thresh = box_thresh
         self.unclip = unclip
         self.threads = threads
+        #: Scale the shorter side to ``min_side`` even when that shrinks the frame (at most by
+        #: half, so small overlay text keeps enough pixels): the pre-filter's cheap look.
+        self.shrink = shrink
         self._session: Any = None
         self._lock = threading.Lock()
 
@@ -100,7 +104,8 @@ class DbDetector:
 
         session = self._load()
         rows, cols = image.shape
-        scale = max(1.0, self.min_side / max(1, min(rows, cols)))
+        scale = self.min_side / max(1, min(rows, cols))
+        scale = max(0.5, scale) if self.shrink else max(1.0, scale)
         if max(rows, cols) * scale > self.max_side:
             scale = self.max_side / max(rows, cols)
         nh = max(32, int(round(rows * scale / 32)) * 32)
@@ -233,6 +238,29 @@ def complete_blocks(
                 if 0 <= y < rows and ref > 0 and _edge_density(edges, slot) >= need:
                     added.append(slot)
     return [(b[0], b[1], b[2], b[3]) for b in out] + added
+
+
+class Prefilter:
+    """Which frames need the full scan: the same detector on the frame scaled to a shorter side
+    of 512 pixels (never shrunk by more than half, so that small overlay text keeps enough
+    pixels), with lower thresholds so that it errs towards "maybe text", and no second look,
+    no block completion, no OCR. A frame it finds nothing in is not scanned further. A 512 x 512
+    CT slice costs 45 % of the first full pass. Its recall against the full scan is measured on
+    both shared corpora (``make deid-score``): at 384 pixels it lost 4 of 154 frames with
+    text (256 x 256 MR, an 800 x 800 CT), at 448 two, at 512 none."""
+
+    name = "prefilter"
+
+    def __init__(self, model_path: Path | None = None, side: int = 512) -> None:
+        self.detector = DbDetector(
+            model_path, min_side=side, max_side=4 * side, thresh=0.2, box_thresh=0.3, shrink=True
+        )
+
+    def available(self) -> bool:
+        return self.detector.available()
+
+    def candidate(self, image: np.ndarray) -> bool:
+        return bool(self.detector.detect(image))
 
 
 def make_detector(name: str, model_path: Path | None = None, min_side: int = 736) -> TextDetector:
