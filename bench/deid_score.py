@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import shutil
 import sys
 import time
 from multiprocessing import Pool
@@ -143,6 +144,7 @@ def score_corpus(name: str, folder: Path, crops: Path | None) -> dict[str, Any]:
     header = score(pairs)
     if crops is not None:
         folder_out = crops / folder.name
+        shutil.rmtree(folder_out, ignore_errors=True)
         folder_out.mkdir(parents=True, exist_ok=True)
         for i, box in pixels.missed_strict:
             orig, out = outputs[i]

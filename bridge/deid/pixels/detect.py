@@ -176,16 +176,19 @@ def complete_blocks(
       continuation lines of an indented value are not);
     - with ``image``, one line above and one below the block are added where the image shows at
       least a third of the block's edge density there (a faint first or last line), or a tenth
-      for a line cut by the image's edge (two rows of it may be all that is left).
+      for a line cut by the image's edge (two rows of it may be all that is left), and half as
+      much again as the whole frame's (on a noisy image every slot has edges).
     """
     if len(boxes) < 2:
         return list(boxes)  # a block needs two lines; skip the edge map on text-free frames
     edges = None
+    background = 0.0
     if image is not None:
         from scipy import ndimage
 
         f = image.astype(np.float32)
         edges = np.hypot(ndimage.sobel(f, 0), ndimage.sobel(f, 1)) > 160
+        background = float(edges.mean())
     out = [list(b) for b in sorted(boxes, key=lambda b: b[1])]
     taken: set[int] = set()
     added: list[Box] = []
@@ -235,6 +238,8 @@ def complete_blocks(
                 slot = (x0, y, x0 + width, min(float(rows), y + height))
                 # a line cut by the image's edge shows only part of its strokes
                 need = ref / 3 if y + height <= rows and y >= 0 else ref / 10
+                # and clearly more than the frame's texture (noise has edges everywhere)
+                need = max(need, 1.5 * background)
                 if 0 <= y < rows and ref > 0 and _edge_density(edges, slot) >= need:
                     added.append(slot)
     return [(b[0], b[1], b[2], b[3]) for b in out] + added
