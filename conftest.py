@@ -21,6 +21,8 @@ from bridge.testing.peers import BridgeProcess, WebhookReceiver
 ROOT = Path(__file__).parent
 SHARED = ROOT.parent / "shared"
 CORPUS = SHARED / "corpus" / "pseudo-phi"
+#: Patients the detector was never tuned on (issue #14).
+VALIDATION = SHARED / "corpus" / "pseudo-phi-validation"
 REFERENCE = SHARED / "reference"
 PG_ADMIN_URL = os.environ.get("BRIDGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 

@@ -360,9 +360,19 @@ def _pixels(settings: Settings) -> Check:
             "burned-in text detector",
             FAIL,
             f"{cfg.detector} unavailable",
-            "reinstall the bridge (the model ships with rapidocr-onnxruntime)",
+            "reinstall the bridge (the model ships in bridge/deid/pixels/models)",
         )
-    return Check("burned-in text detector", OK, cfg.detector)
+    from bridge.deid.pixels.ocr import tesseract_available
+
+    if not tesseract_available():
+        return Check(
+            "burned-in text detector",
+            WARN,
+            f"{cfg.detector}; Tesseract unavailable: regions unlike text are masked unconfirmed",
+            "apt-get install tesseract-ocr-eng (and pip install tesserocr)",
+        )
+    detail = cfg.detector + (", pre-filter" if cfg.prefilter else ", every frame in full")
+    return Check("burned-in text detector", OK, detail)
 
 
 def _vault(settings: Settings) -> Check:

@@ -261,6 +261,7 @@ class Pipeline:
                     body_part=result.body_part,
                     question=result.question,
                     frames=result.frames,
+                    pixels=_pixel_counts(result),
                     original_study_uid=result.original_study_uid,
                 ),
             )
@@ -288,6 +289,12 @@ class Pipeline:
             if result.pixels is None:
                 continue
             metrics.BURNED_IN.labels(outcome=result.pixels.action).inc()
+            px = result.pixels
+            if px.action in ("masked", "clean"):
+                metrics.BURNED_IN_FRAMES.labels(outcome="scanned").inc(px.scanned)
+                metrics.BURNED_IN_FRAMES.labels(outcome="prefiltered").inc(px.frames - px.scanned)
+                metrics.BURNED_IN_FRAMES.labels(outcome="text").inc(px.with_text)
+                metrics.BURNED_IN_REJECTED.inc(px.rejected)
             if result.pixels.action == "masked":
                 metrics.BURNED_IN_REGIONS.inc(result.pixels.regions)
                 log.info(
@@ -555,3 +562,11 @@ def run_worker(settings: Settings, store: Store) -> int:
     store.engine.dispose()
     log.info("worker.stopped", node=store.node_id)
     return 0
+
+
+def _pixel_counts(result: DeidResult) -> tuple[int, int, int] | None:
+    """(frames scanned in full, frames with text, regions masked); None when not scanned."""
+    px = result.pixels
+    if px is None or px.action not in ("masked", "clean"):
+        return None
+    return (px.scanned, px.with_text, px.regions)

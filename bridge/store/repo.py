@@ -94,6 +94,8 @@ class Deidentified:
     body_part: str
     question: str
     frames: int | None = None
+    #: The burned-in text scan: (frames scanned in full, frames with text, regions masked).
+    pixels: tuple[int, int, int] | None = None
     #: The instance's own original study (a prior's differs from the case's study).
     original_study_uid: str | None = None
 
@@ -396,6 +398,9 @@ class Store:
                 pseudo_sop_uid=rec.pseudo_sop_uid,
                 pseudo_series_uid=rec.pseudo_series_uid,
                 frames=rec.frames,
+                px_scanned=rec.pixels[0] if rec.pixels else None,
+                px_text=rec.pixels[1] if rec.pixels else None,
+                px_regions=rec.pixels[2] if rec.pixels else None,
                 lease_owner=None,
                 lease_until=None,
                 attempts=0,

@@ -112,6 +112,11 @@ instances = Table(
     Column("pseudo_series_uid", String(64), nullable=True),
     #: Number of Frames of the original (None: not a multi-frame object).
     Column("frames", Integer, nullable=True),
+    #: The burned-in text scan: frames the full detector read (the pre-filter passed the others
+    #: as text-free), frames where text was masked, regions masked (None: not scanned).
+    Column("px_scanned", Integer, nullable=True),
+    Column("px_text", Integer, nullable=True),
+    Column("px_regions", Integer, nullable=True),
     Column("state", String(16), nullable=False),
     Column("size_bytes", BigInteger, nullable=False, default=0),
     Column("spool_name", String(64), nullable=True),

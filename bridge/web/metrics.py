@@ -33,6 +33,16 @@ BURNED_IN = Counter(
     ["outcome"],
 )
 BURNED_IN_REGIONS = Counter("bridge_burned_in_regions_masked", "Text regions masked in pixels")
+BURNED_IN_FRAMES = Counter(
+    "bridge_burned_in_frames",
+    "Frames by what the burned-in text scan did: scanned (full detector), prefiltered (the cheap "
+    "first look found nothing), text (text found and masked)",
+    ["outcome"],
+)
+BURNED_IN_REJECTED = Counter(
+    "bridge_burned_in_regions_rejected",
+    "Text-like regions not shaped like text in which OCR read no words (left unmasked)",
+)
 ASSOCIATIONS_REJECTED = Counter(
     "bridge_associations_rejected", "DICOM associations rejected", ["reason"]
 )

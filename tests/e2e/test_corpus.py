@@ -1,5 +1,7 @@
-"""The 71 real instances of ../shared/corpus/pseudo-phi through the bridge: header identities
-and burned-in text, scored on what the reading archive received."""
+"""The real instances of ../shared/corpus/pseudo-phi (71, the set the burned-in text detector
+was tuned on) and pseudo-phi-validation (83, patients it never saw) through the bridge: header
+identities and burned-in text, scored on what the reading archive received and gated on the
+targets of issue #14 (the stricter measure)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from bridge.deid.pixels.score import TARGETS, PixelScore, ground_truth, score_pa
 from bridge.deid.pseudonyms import Pseudonymizer
 from bridge.deid.score import score
 from bridge.testing.peers import acknowledged, storescu
-from conftest import CORPUS, DEID_SECRET, bridge_env
+from conftest import CORPUS, DEID_SECRET, VALIDATION, bridge_env
 from tests.e2e.conftest import study_instances
 from tests.helpers import leaks
 
@@ -64,13 +66,17 @@ def identifying_values(path: Path) -> list[str]:
     return sorted({v.strip() for v in values if v and v.strip()})
 
 
-@pytest.mark.skipif(not CORPUS.is_dir(), reason="../shared/corpus/pseudo-phi is absent")
-def test_shared_corpus_headers_leak_nothing(tmp_path, reading, make_bridge):
-    files = sorted(CORPUS.glob("*.dcm"))
-    assert len(files) == 71
+@pytest.mark.parametrize(
+    ("corpus", "count"), [(CORPUS, 71), (VALIDATION, 83)], ids=["tuned-on", "never-seen"]
+)
+def test_shared_corpus_through_the_bridge(tmp_path, reading, make_bridge, corpus, count):
+    if not corpus.is_dir():
+        pytest.skip(f"../shared/corpus/{corpus.name} is absent")
+    files = sorted(corpus.glob("*.dcm"))
+    assert len(files) == count
     bridge = make_bridge(bridge_env(reading, None))
     out = storescu(bridge.dimse_port, files)
-    assert len(acknowledged(out.stdout)) == 71
+    assert len(acknowledged(out.stdout)) == count
 
     studies = {str(dcmread(f, stop_before_pixels=True).StudyInstanceUID) for f in files}
     deadline = time.monotonic() + 420
@@ -79,14 +85,14 @@ def test_shared_corpus_headers_leak_nothing(tmp_path, reading, make_bridge):
         if len(cases) == len(studies) and all(c["state"] == "forwarded" for c in cases):
             break
         time.sleep(0.5)
-    assert sum(c["instances"]["forwarded"] for c in cases) == 71, cases
+    assert sum(c["instances"]["forwarded"] for c in cases) == count, cases
 
     pseudo = Pseudonymizer(DEID_SECRET.encode())
     by_sop = {}
     for c in cases:
         for ds in study_instances(reading, c["pseudonymized_study_instance_uid"]):
             by_sop[str(ds.SOPInstanceUID)] = ds
-    assert len(by_sop) == 71
+    assert len(by_sop) == count
     problems = {}
     pairs = []
     pixels = PixelScore()
@@ -110,5 +116,5 @@ def test_shared_corpus_headers_leak_nothing(tmp_path, reading, make_bridge):
     print(pixels.report())
     rates = pixels.rates
     assert rates["instances forwarded"] >= TARGETS["instances forwarded"], pixels.report()
-    assert rates["boxes masked"] >= TARGETS["boxes masked"], pixels.report()
+    assert rates["boxes masked (strict)"] >= TARGETS["boxes masked (strict)"], pixels.report()
     assert rates["false masking"] <= TARGETS["false masking"], pixels.report()

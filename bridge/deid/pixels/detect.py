@@ -1,7 +1,8 @@
 """Where is the text? Detectors return boxes (x0, y0, x1, y1) on an 8-bit frame.
 
-``db``: the PP-OCRv4 text detector (a Differentiable Binarization network, Apache-2.0, shipped
-in the ``rapidocr-onnxruntime`` wheel), run with onnxruntime on the CPU. It finds text lines of
+``db``: the PP-OCRv4 text detector (a Differentiable Binarization network, Apache-2.0, its ONNX
+file shipped in ``models/`` with its NOTICE), run with onnxruntime on the CPU, loaded once per
+process. It finds text lines of
 any polarity on textured backgrounds, where Tesseract's own layout analysis finds about half
 (measured on the shared pseudo-PHI corpus: see docs/deid-pixels.md).
 
@@ -24,8 +25,8 @@ import numpy as np
 from bridge.deid.pixels.frames import Box
 from bridge.errors import DeidError
 
-#: Where the detector model lives inside the rapidocr-onnxruntime distribution.
-_MODEL = "models/ch_PP-OCRv4_det_infer.onnx"
+#: The detector model, shipped with the bridge (Apache-2.0; see models/NOTICE).
+MODEL = Path(__file__).resolve().parent / "models" / "ch_PP-OCRv4_det_infer.onnx"
 
 
 class TextDetector(Protocol):
@@ -37,12 +38,8 @@ class TextDetector(Protocol):
 
 
 def default_model_path() -> Path | None:
-    """The packaged detector model, found without importing rapidocr (which needs OpenCV)."""
-    spec = importlib.util.find_spec("rapidocr_onnxruntime")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(next(iter(spec.submodule_search_locations))) / _MODEL
-    return path if path.is_file() else None
+    """The packaged detector model (None if the file was removed from the installation)."""
+    return MODEL if MODEL.is_file() else None
 
 
 class DbDetector:

@@ -112,20 +112,22 @@ def grow(box: Box, share: float, shape: tuple[int, int]) -> Box:
 def settle(
     boxes: list[Box], image: np.ndarray, pad: float, read: WordCounter | None
 ) -> Regions:
-    """The regions to mask on ``image`` (8-bit view) from the detector's ``boxes``."""
-    merged = merge_overlapping(boxes)
+    """The regions to mask on ``image`` (8-bit view) from the detector's ``boxes``.
+
+    Lines and unsure regions are merged apart, so that a blob never swallows a line found inside
+    it (rejecting the blob then keeps the line)."""
     rows, cols = image.shape[:2]
-    keep: list[Box] = []
+    doubts = unsure(boxes, rows)
+    lines = merge_overlapping([b for b, d in zip(boxes, doubts, strict=True) if not d])
+    blobs = merge_overlapping([b for b, d in zip(boxes, doubts, strict=True) if d])
+    keep = [grow(extend(b, image), pad, (rows, cols)) for b in lines]
     rejected = confirmed = 0
-    for box, doubt in zip(merged, unsure(merged, rows), strict=True):
-        if doubt:
-            x0, y0, x1, y1 = (int(round(v)) for v in box)
-            crop = image[max(0, y0) : min(rows, y1), max(0, x0) : min(cols, x1)]
-            if read is not None and crop.size and read(crop) == 0:
-                rejected += 1
-                continue
-            confirmed += 1
-        else:
-            box = extend(box, image)
+    for box in blobs:
+        x0, y0, x1, y1 = (int(round(v)) for v in box)
+        crop = image[max(0, y0) : min(rows, y1), max(0, x0) : min(cols, x1)]
+        if read is not None and crop.size and read(crop) == 0:
+            rejected += 1
+            continue
+        confirmed += 1
         keep.append(grow(box, pad, (rows, cols)))
     return Regions(keep, rejected=rejected, confirmed=confirmed)
