@@ -35,7 +35,10 @@ os.environ.setdefault("BRIDGE_DEID__SECRET", "deid-score-secret-0123456789")
 ROOT = Path(__file__).resolve().parents[1]
 CORPORA = {
     "pseudo-phi (tuned on)": ROOT.parent / "shared" / "corpus" / "pseudo-phi",
-    "pseudo-phi-validation (never seen)": ROOT.parent / "shared" / "corpus" / "pseudo-phi-validation",
+    "pseudo-phi-validation (never seen)": ROOT.parent
+    / "shared"
+    / "corpus"
+    / "pseudo-phi-validation",
 }
 
 _engine: Any = None
@@ -165,7 +168,7 @@ def score_corpus(name: str, folder: Path, crops: Path | None) -> dict[str, Any]:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "deid-score.md")
-    ap.add_argument("--crops", type=Path, default=Path("/tmp/bridge-deid-score/crops"))
+    ap.add_argument("--crops", type=Path, default=ROOT / "var" / "deid-score" / "crops")
     args = ap.parse_args()
     from bridge.deid.pixels.score import TARGETS
 
@@ -208,7 +211,11 @@ def main() -> int:
         ">= 97 %",
         [pct(r["pixels"].masked_strict, r["pixels"].boxes) for r in rows],
     )
-    row("legible boxes masked, ink measure", "", [pct(r["pixels"].masked, r["pixels"].boxes) for r in rows])
+    row(
+        "legible boxes masked, ink measure",
+        "",
+        [pct(r["pixels"].masked, r["pixels"].boxes) for r in rows],
+    )
     fm = [r["pixels"].rates["false masking"] for r in rows]
     ok &= all(v <= TARGETS["false masking"] for v in fm)
     row("false masking outside the boxes", "<= 2 %", [f"{v:.2%}" for v in fm])
@@ -219,7 +226,11 @@ def main() -> int:
     )
     fw = [r["pixels"].rates["instances forwarded"] for r in rows]
     ok &= all(v >= TARGETS["instances forwarded"] for v in fw)
-    row("instances forwarded", ">= 95 %", [pct(r["pixels"].forwarded, r["pixels"].instances) for r in rows])
+    row(
+        "instances forwarded",
+        ">= 95 %",
+        [pct(r["pixels"].forwarded, r["pixels"].instances) for r in rows],
+    )
     leaks = [r["header"].header_leaks for r in rows]
     ok &= all(v == 0 for v in leaks) and all(r["header"].clean for r in rows)
     row("header leaks", "0", [str(v) for v in leaks])

@@ -139,9 +139,7 @@ class PixelCleaner:
         if regions == 0:
             if "Burned In Annotation is YES" in risk.reasons:
                 raise DeidError(HOLD_REASON, why="declared burned-in annotation not found")
-            return PixelOutcome(
-                "clean", risk, frames=len(data), scanned=scanned, rejected=rejected
-            )
+            return PixelOutcome("clean", risk, frames=len(data), scanned=scanned, rejected=rejected)
         if action == "hold":
             raise DeidError(HOLD_REASON, regions=regions)
         identity = self._identity_regions(views, found, tokens) if self.policy.read_text else 0
@@ -174,7 +172,9 @@ class PixelCleaner:
         )
         return _FrameScan(settled.boxes, settled.rejected, scanned=True)
 
-    def _map(self, fn: Callable[[np.ndarray], _FrameScan], views: list[np.ndarray]) -> list[_FrameScan]:
+    def _map(
+        self, fn: Callable[[np.ndarray], _FrameScan], views: list[np.ndarray]
+    ) -> list[_FrameScan]:
         if self.threads <= 1 or len(views) < 2:
             return [fn(v) for v in views]
         with self._pool_lock:
@@ -196,7 +196,6 @@ class PixelCleaner:
         if px.pixel_bytes(ds) > self.policy.max_bytes:
             return self._unscannable(risk, "pixel data larger than deid.pixels.max_bytes")
         return None
-
 
     @staticmethod
     def _unscannable(risk: Risk, why: str) -> PixelOutcome:

@@ -29,8 +29,10 @@ _TESSDATA = (
     "/usr/share/tessdata",
     "/usr/local/share/tessdata",
 )
-#: A word counts as read when Tesseract is at least this confident and it has two letters/digits.
-WORD_CONF = 60.0
+#: A word counts as read when Tesseract is at least this confident and it has three letters or
+#: digits (on anatomy texture Tesseract "reads" short words at confidences up to the sixties).
+WORD_CONF = 70.0
+WORD_ALNUM = 3
 
 _local = threading.local()
 
@@ -118,7 +120,8 @@ def count_words(crop: np.ndarray, text_height: int = 32) -> int:
     """Confident words in a crop, read as sparse text at a size Tesseract reads well."""
     rows = max(1, crop.shape[0])
     scale = min(4.0, max(1.0, 3 * text_height / rows))
-    return sum(1 for w in _words(crop, scale, 11) if w.conf >= WORD_CONF and w.alnum >= 2)
+    found = _words(crop, scale, 11)
+    return sum(1 for w in found if w.conf >= WORD_CONF and w.alnum >= WORD_ALNUM)
 
 
 def read_regions(image: np.ndarray, boxes: Sequence[Box], text_height: int = 32) -> list[str]:

@@ -23,7 +23,8 @@ from bridge.deid.pixels.frames import Box
 
 #: A line is taller than this share of the frame's height only in a title-sized font.
 TALL_SHARE = 0.08
-#: ...or taller than this many times the median height of the frame's line-shaped regions.
+#: ...or taller than this many times the height of the frame's line-shaped regions (their
+#: lower quartile).
 TALL_LINES = 3.0
 #: A region at least this many times as wide as tall is line-shaped whatever its height.
 LINE_ASPECT = 4.0
@@ -65,7 +66,8 @@ def unsure(boxes: list[Box], rows: int) -> list[bool]:
     """For each box: True when it is not shaped like a line of text (see the module doc)."""
     heights = [b[3] - b[1] for b in boxes]
     lines = [h for b, h in zip(boxes, heights, strict=True) if b[2] - b[0] >= 2.5 * max(h, 1.0)]
-    typical = float(np.median(lines)) if lines else None
+    # the lower quartile: anatomy mistaken for text comes in every size, overlay text in one
+    typical = float(np.percentile(lines, 25)) if lines else None
     out = []
     for b, h in zip(boxes, heights, strict=True):
         w = b[2] - b[0]
@@ -86,7 +88,7 @@ def extend(box: Box, image: np.ndarray, reach: float = REACH) -> Box:
     if h < 2 or x1 <= x0:
         return box
     band = image[y0:y1].astype(np.int16)
-    ink = (np.abs(band - int(np.median(band[:, x0:x1]))) > 64).any(axis=0)
+    ink: np.ndarray = np.asarray((np.abs(band - int(np.median(band[:, x0:x1]))) > 64).any(axis=0))
     span = int(np.ceil(reach * h))
     right = np.nonzero(ink[x1 : min(cols, x1 + span)])[0]
     left = np.nonzero(ink[max(0, x0 - span) : x0])[0]
@@ -109,9 +111,7 @@ def grow(box: Box, share: float, shape: tuple[int, int]) -> Box:
     )
 
 
-def settle(
-    boxes: list[Box], image: np.ndarray, pad: float, read: WordCounter | None
-) -> Regions:
+def settle(boxes: list[Box], image: np.ndarray, pad: float, read: WordCounter | None) -> Regions:
     """The regions to mask on ``image`` (8-bit view) from the detector's ``boxes``.
 
     Lines and unsure regions are merged apart, so that a blob never swallows a line found inside
