@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test stop deps venv lint format clean bench bench-deid profile deid-score fuzz
+.PHONY: demo test stop deps venv lint format clean bench bench-scan bench-deid profile deid-score fuzz
 
 demo: deps venv  ## start hospital PACS + reading archive + bridge, push a planted study, show it de-identified
 	bash deploy/demo/demo.sh
@@ -42,6 +42,10 @@ deid-score: deps venv  ## both shared corpora through the engine: headers, burne
 
 bench: deps venv  ## the bridge next to Orthanc and dcmtk: ingest, end to end, memory, de-identification, scale-out (docs/bench.md)
 	$(VENV)/bin/python bench/run.py
+	$(VENV)/bin/python bench/scan.py
+
+bench-scan: deps venv  ## the burned-in text scan: 200-slice CT end to end vs direct, slices/s on 1 and 2 threads (docs/bench-scan.md)
+	$(VENV)/bin/python bench/scan.py
 
 profile: deps venv  ## py-spy profile of serve and its worker while a study goes end to end (docs/profile.md)
 	$(VENV)/bin/python bench/profile.py

@@ -183,6 +183,9 @@ class PixelSettings(BaseModel):
     pad: float = Field(0.0, ge=0, le=2)
     #: Read masked regions with Tesseract to count those showing the patient's identifiers.
     read_text: bool = True
+    #: A region the detector takes for text that is not shaped like text and that Tesseract
+    #: cannot decide on (half-legible "words"): "mask" it, or "hold" the instance for review.
+    unsure: Literal["mask", "hold"] = "mask"
     #: A cheap first look per frame (the detector on a frame scaled to a 512-pixel shorter side)
     #: decides which frames get the full scan; false: every frame gets it.
     prefilter: bool = True

@@ -31,6 +31,7 @@ def make_pixel_cleaner(settings: Settings) -> PixelCleaner:
         max_bytes=cfg.max_bytes,
         pad=cfg.pad,
         read_text=cfg.read_text,
+        unsure=cfg.unsure,
     )
     detector = NoDetector() if cfg.detector == "off" else make_detector(cfg.detector)
     refine = None

@@ -27,7 +27,7 @@ _UID_KEYWORDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "Fra
 _MIN_TOKEN = 4
 #: Words of institution and device names that identify nobody on their own ("GE MEDICAL
 #: SYSTEMS" is a manufacturer, not the "Medical Center" the patient was seen at).
-_GENERIC = frozenset(
+GENERIC_WORDS = frozenset(
     {
         "medical", "center", "centre", "hospital", "clinic", "clinics", "health", "systems",
         "community", "regional", "general", "memorial", "university", "institute", "imaging",
@@ -101,7 +101,7 @@ def identifying_values(ds: Dataset) -> list[tuple[str, str]]:
     return [
         (k, p)
         for k, p in probes
-        if len(p.strip()) >= _MIN_TOKEN and p.strip().lower() not in _GENERIC
+        if len(p.strip()) >= _MIN_TOKEN and p.strip().lower() not in GENERIC_WORDS
     ]
 
 

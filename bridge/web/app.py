@@ -27,6 +27,7 @@ from bridge.web.console.pages import console_router, mount_static, templates
 from bridge.web.findings_api import findings_router
 from bridge.web.stow_in import stow_router
 from bridge.web.submit_api import imports_router, submit_router
+from bridge.web.series import series_summary
 from bridge.web.tokens import Tokens
 
 
@@ -247,5 +248,16 @@ def create_app(settings: Settings, store: Store, spool: Spool) -> FastAPI:
         if c is None:
             raise HTTPException(404, "no such case")
         return case_out(c)
+
+    @app.get("/api/v1/cases/{case_id}/series", dependencies=auth, tags=["cases"])
+    def get_case_series(case_id: str) -> list[dict[str, Any]]:
+        """Per series: instances by state; the burned-in text scan (frames, frames scanned in
+        full, frames with text, regions masked); instances held, by reason."""
+        if store.get_case(case_id) is None:
+            raise HTTPException(404, "no such case")
+        out = series_summary(store.case_rows(case_id))
+        return [
+            {k: v for k, v in s.items() if k != "pseudo"} | {"series": s["pseudo"]} for s in out
+        ]
 
     return app

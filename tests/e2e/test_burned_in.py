@@ -39,6 +39,14 @@ def test_ultrasound_with_burned_in_name_arrives_masked(tmp_path, reading, make_b
     assert got.SOPInstanceUID != dcmread(path).SOPInstanceUID
     metrics = requests.get(f"{bridge.url}/metrics", timeout=5).text
     assert 'bridge_burned_in_instances_total{outcome="masked"} 1.0' in metrics
+    assert 'bridge_burned_in_frames_total{outcome="scanned"} 1.0' in metrics
+    assert 'bridge_burned_in_frames_total{outcome="text"} 1.0' in metrics
+    # What the administrator sees per series (the console's case page shows the same).
+    [series] = bridge.api(f"/cases/{case['id']}/series")
+    assert series["modality"] == "US" and series["total"] == 1
+    assert series["frames"] == 1 and series["scanned"] == 1 and series["text"] == 1
+    assert series["regions"] >= len(LINES) and series["held"] == {}
+    assert series["series"] == got.SeriesInstanceUID
 
 
 def test_hold_policy_quarantines_with_the_reason(tmp_path, reading, make_bridge):
@@ -59,6 +67,8 @@ def test_hold_policy_quarantines_with_the_reason(tmp_path, reading, make_bridge)
     auth = {"Authorization": f"Bearer {bridge.token}"}
     held = bridge.api("/quarantine")["instances"]
     assert len(held) == 1 and "possible burned-in text" in held[0]["error"]
+    [series] = bridge.api(f"/cases/{case['id']}/series")
+    assert series["held"] == {held[0]["error"]: 1}
     assert held[0]["releasable"] is True
     url = f"{bridge.url}/api/v1/quarantine/instances/{held[0]['id']}"
     assert requests.post(f"{url}/bogus", headers=auth, timeout=30).status_code == 404

@@ -11,7 +11,7 @@ from pydicom import dcmread
 
 from bridge.deid.pixels.clean import PixelCleaner, PixelPolicy
 from bridge.deid.pixels.detect import MODEL, DbDetector, Prefilter
-from bridge.deid.pixels.ocr import count_words, read_regions, tesseract_available
+from bridge.deid.pixels.ocr import count_words, judge, read_regions, tesseract_available
 from bridge.deid.pixels.regions import extend, grow, settle, unsure
 from bridge.deid.pixels.score import PixelScore, score_pair
 from bridge.testing.sample import make_burned_in, make_study
@@ -53,15 +53,16 @@ def test_an_unsure_region_is_masked_only_when_ocr_reads_words_in_it():
     words_blob = (10.0, 140.0, 170.0, 200.0)
     noise_blob = (150.0, 20.0, 250.0, 120.0)
     line = (10.0, 10.0, 110.0, 18.0)
-    got = settle([line, words_blob, noise_blob], image, 0.0, count_words)
+    got = settle([line, words_blob, noise_blob], image, 0.0, judge)
     assert got.rejected == 1 and got.confirmed == 1
     assert len(got.boxes) == 2
     assert not any(b[0] >= 149 for b in got.boxes)  # the noise blob is left alone
-    # no OCR: an unsure region is masked (fail safe)
-    assert len(settle([noise_blob], image, 0.0, None).boxes) == 1
+    # no OCR: the region is unsure, and masked (fail safe)
+    got = settle([noise_blob], image, 0.0, None)
+    assert len(got.boxes) == 1 and got.unsure == 1
     # a line found inside a rejected blob is still masked
     inner = (160.0, 60.0, 240.0, 68.0)
-    got = settle([line, noise_blob, inner], image, 0.0, count_words)
+    got = settle([line, noise_blob, inner], image, 0.0, judge)
     assert got.rejected == 1 and any(b[0] <= 160 and b[2] >= 240 for b in got.boxes)
 
 
@@ -151,3 +152,36 @@ def test_the_stricter_measure_counts_a_box_masked_only_when_its_text_no_longer_s
     score_pair(orig, out, box, half)
     assert half.boxes == 1 and half.masked_strict == 0 and half.missed_strict
     assert "stricter measure" in half.report()
+
+
+class _Blob:
+    """A detector that finds one region shaped like no line of text."""
+
+    name = "blob"
+
+    def available(self) -> bool:
+        return True
+
+    def detect(self, image):
+        return [(40.0, 40.0, 140.0, 150.0)]
+
+
+@pytest.mark.parametrize(("policy", "held"), [("mask", False), ("hold", True)])
+def test_the_policy_decides_on_a_region_ocr_cannot_decide_on(tmp_path, monkeypatch, policy, held):
+    from bridge.deid.pixels import clean
+    from bridge.errors import DeidError
+
+    monkeypatch.setattr(clean, "_reader", lambda: lambda crop: "unsure")
+    path = tmp_path / "us.dcm"
+    make_burned_in(path, [])
+    cleaner = PixelCleaner(PixelPolicy(unsure=policy), _Blob())
+    ds = dcmread(path)
+    if held:
+        with pytest.raises(DeidError, match="possible burned-in text"):
+            cleaner.process(ds, set())
+        return
+    outcome = cleaner.process(ds, set())
+    assert outcome.action == "masked" and outcome.unsure == 1 and outcome.regions == 1
+    monkeypatch.setattr(clean, "_reader", lambda: lambda crop: "none")
+    outcome = cleaner.process(dcmread(path), set())
+    assert outcome.action == "clean" and outcome.rejected == 1

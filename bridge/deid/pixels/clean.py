@@ -27,7 +27,7 @@ from pydicom.dataset import Dataset
 
 from bridge.deid.pixels import frames as px
 from bridge.deid.pixels.detect import Prefilter, TextDetector, complete_blocks
-from bridge.deid.pixels.regions import WordCounter, settle
+from bridge.deid.pixels.regions import Reader, settle
 from bridge.deid.pixels.risk import Risk, assess
 from bridge.errors import DeidError
 
@@ -46,6 +46,9 @@ class PixelPolicy:
     pad: float = 0.0
     #: Read the regions with Tesseract to count those that show the patient's identifiers.
     read_text: bool = True
+    #: A region that looks like text to the detector but not in shape, and that OCR cannot
+    #: decide on: "mask" it, or "hold" the instance for review.
+    unsure: Literal["mask", "hold"] = "mask"
 
     def action_for(self, modality: str) -> Action:
         return self.modalities.get(modality.strip().upper(), self.default)
@@ -70,6 +73,8 @@ class PixelOutcome:
     with_text: int = 0
     #: Text-like regions not shaped like text that OCR read no words in (left unmasked).
     rejected: int = 0
+    #: Such regions OCR could not decide on (masked under the default policy).
+    unsure: int = 0
 
 
 @dataclass(frozen=True)
@@ -77,12 +82,13 @@ class _FrameScan:
     boxes: list[px.Box]
     rejected: int
     scanned: bool
+    unsure: int = 0
 
 
-def _word_counter() -> WordCounter | None:
-    from bridge.deid.pixels.ocr import count_words, tesseract_available
+def _reader() -> Reader | None:
+    from bridge.deid.pixels.ocr import judge, tesseract_available
 
-    return count_words if tesseract_available() else None
+    return judge if tesseract_available() else None
 
 
 def _norm(text: str) -> str:
@@ -135,6 +141,9 @@ class PixelCleaner:
         rejected = sum(scan.rejected for scan in scans)
         scanned = sum(1 for scan in scans if scan.scanned)
         with_text = sum(1 for scan in scans if scan.boxes)
+        unsure = sum(scan.unsure for scan in scans)
+        if unsure and self.policy.unsure == "hold":
+            raise DeidError(HOLD_REASON, why="text-like region OCR could not decide on")
         regions = sum(len(b) for b in found)
         if regions == 0:
             if "Burned In Annotation is YES" in risk.reasons:
@@ -158,6 +167,7 @@ class PixelCleaner:
             scanned=scanned,
             with_text=with_text,
             rejected=rejected,
+            unsure=unsure,
         )
 
     def _scan(self, view: np.ndarray) -> _FrameScan:
@@ -168,9 +178,9 @@ class PixelCleaner:
         if boxes and self.refine is not None:
             boxes += self.refine.detect(view)
         settled = settle(
-            complete_blocks(boxes, view.shape[0], view), view, self.policy.pad, _word_counter()
+            complete_blocks(boxes, view.shape[0], view), view, self.policy.pad, _reader()
         )
-        return _FrameScan(settled.boxes, settled.rejected, scanned=True)
+        return _FrameScan(settled.boxes, settled.rejected, scanned=True, unsure=settled.unsure)
 
     def _map(
         self, fn: Callable[[np.ndarray], _FrameScan], views: list[np.ndarray]

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -33,6 +33,8 @@ _TESSDATA = (
 #: digits (on anatomy texture Tesseract "reads" short words at confidences up to the sixties).
 WORD_CONF = 70.0
 WORD_ALNUM = 3
+#: Below this confidence, or with fewer than two letters or digits, Tesseract read nothing.
+NOTHING_CONF = 50.0
 
 _local = threading.local()
 
@@ -118,10 +120,27 @@ def words(image: np.ndarray, scale: float = 2.0, psm: int = 11) -> list[Word]:
 
 def count_words(crop: np.ndarray, text_height: int = 32) -> int:
     """Confident words in a crop, read as sparse text at a size Tesseract reads well."""
+    return sum(1 for w in _crop_words(crop, text_height) if _confident(w))
+
+
+def judge(crop: np.ndarray, text_height: int = 32) -> Literal["text", "unsure", "none"]:
+    """What Tesseract makes of a crop: "text" (a confident word of three letters or digits),
+    "none" (nothing of two letters or digits above 50 % confidence), else "unsure"."""
+    found = _crop_words(crop, text_height)
+    if any(_confident(w) for w in found):
+        return "text"
+    if any(w.conf >= NOTHING_CONF and w.alnum >= 2 for w in found):
+        return "unsure"
+    return "none"
+
+
+def _confident(w: Word) -> bool:
+    return w.conf >= WORD_CONF and w.alnum >= WORD_ALNUM
+
+
+def _crop_words(crop: np.ndarray, text_height: int) -> list[Word]:
     rows = max(1, crop.shape[0])
-    scale = min(4.0, max(1.0, 3 * text_height / rows))
-    found = _words(crop, scale, 11)
-    return sum(1 for w in found if w.conf >= WORD_CONF and w.alnum >= WORD_ALNUM)
+    return _words(crop, min(4.0, max(1.0, 3 * text_height / rows)), 11)
 
 
 def read_regions(image: np.ndarray, boxes: Sequence[Box], text_height: int = 32) -> list[str]:

@@ -2,10 +2,11 @@
 
 A text detector answers "text-like texture here". Overlay text has a shape: lines of one font
 size, much wider than tall, a small share of the image's height. A detector region that has no
-such shape (a blob over anatomy far taller than any line found, not elongated) is *unsure*: it
-is masked only when Tesseract reads words in it; otherwise it is left alone and counted, so that
-a texture of lung or bowel does not black out the anatomy the reader is asked about. Where no
-OCR can run, an unsure region is masked (fail safe).
+such shape (a blob over anatomy far taller than any line found, not elongated) needs a second
+opinion: Tesseract reads it. A confident word masks it; nothing legible at all leaves it alone
+(counted), so that a texture of lung or bowel does not black out the anatomy the reader is asked
+about; anything in between (or no OCR to ask) is *unsure*: masked, or the instance held, as the
+policy says (``deid.pixels.unsure``).
 
 Every region kept is grown by a margin: a fraction of its height on each side plus a fixed
 pixel, because detectors draw boxes at the glyphs' body and a line's accents, descenders, the
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -32,17 +34,20 @@ LINE_ASPECT = 4.0
 #: How far (in line heights) a line is extended over ink beyond its ends.
 REACH = 1.5
 
-#: Reads a crop: how many confident words (at least two letters or digits) it holds.
-WordCounter = Callable[[np.ndarray], int]
+#: Reads a crop: "text" (confident words), "none" (nothing legible), "unsure" (in between).
+Reader = Callable[[np.ndarray], Literal["text", "unsure", "none"]]
 
 
 @dataclass(frozen=True)
 class Regions:
     boxes: list[Box]
-    #: Regions with text-like texture but no text shape, that OCR read no words in (not masked).
+    #: Regions with text-like texture but no text shape, that OCR read nothing in (not masked).
     rejected: int = 0
-    #: Unsure regions masked (OCR read words, or no OCR could run).
+    #: Such regions in which OCR read words (masked).
     confirmed: int = 0
+    #: Such regions OCR could not decide on (half-legible "words"), or that no OCR could read:
+    #: masked too (in ``boxes``); the policy may hold the instance instead.
+    unsure: int = 0
 
 
 def merge_overlapping(boxes: list[Box]) -> list[Box]:
@@ -111,7 +116,7 @@ def grow(box: Box, share: float, shape: tuple[int, int]) -> Box:
     )
 
 
-def settle(boxes: list[Box], image: np.ndarray, pad: float, read: WordCounter | None) -> Regions:
+def settle(boxes: list[Box], image: np.ndarray, pad: float, read: Reader | None) -> Regions:
     """The regions to mask on ``image`` (8-bit view) from the detector's ``boxes``.
 
     Lines and unsure regions are merged apart, so that a blob never swallows a line found inside
@@ -121,13 +126,12 @@ def settle(boxes: list[Box], image: np.ndarray, pad: float, read: WordCounter | 
     lines = merge_overlapping([b for b, d in zip(boxes, doubts, strict=True) if not d])
     blobs = merge_overlapping([b for b, d in zip(boxes, doubts, strict=True) if d])
     keep = [grow(extend(b, image), pad, (rows, cols)) for b in lines]
-    rejected = confirmed = 0
+    counts = {"text": 0, "unsure": 0, "none": 0}
     for box in blobs:
         x0, y0, x1, y1 = (int(round(v)) for v in box)
         crop = image[max(0, y0) : min(rows, y1), max(0, x0) : min(cols, x1)]
-        if read is not None and crop.size and read(crop) == 0:
-            rejected += 1
-            continue
-        confirmed += 1
-        keep.append(grow(box, pad, (rows, cols)))
-    return Regions(keep, rejected=rejected, confirmed=confirmed)
+        verdict = read(crop) if read is not None and crop.size else "unsure"
+        counts[verdict] += 1
+        if verdict != "none":
+            keep.append(grow(box, pad, (rows, cols)))
+    return Regions(keep, rejected=counts["none"], confirmed=counts["text"], unsure=counts["unsure"])

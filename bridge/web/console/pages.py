@@ -23,7 +23,8 @@ from bridge.ingest.spool import Spool
 from bridge.store import audit
 from bridge.store.accounts import authenticate, close_session, open_session
 from bridge.store.repo import Store
-from bridge.store.schema import CaseState, InstanceState
+from bridge.store.schema import CaseState
+from bridge.web.series import series_summary
 from bridge.web.console.auth import (
     COOKIE,
     Session,
@@ -233,32 +234,7 @@ def _timeline(case: dict[str, Any]) -> list[tuple[str, float | None]]:
 
 
 def _series(store: Store, case_id: str) -> list[dict[str, Any]]:
-    per: dict[str, dict[str, Any]] = {}
-    for r in store.case_rows(case_id):
-        s = per.setdefault(
-            r.pseudo_series_uid or r.series_uid,
-            {
-                "modality": r.modality,
-                "pseudo": r.pseudo_series_uid,
-                "states": {},
-                "total": 0,
-                "frames": 0,
-                "scanned": 0,
-                "text": 0,
-                "regions": 0,
-                "held": {},
-            },
-        )
-        s["states"][r.state] = s["states"].get(r.state, 0) + 1
-        s["total"] += 1
-        s["frames"] += r.frames or 1
-        s["scanned"] += r.px_scanned or 0
-        s["text"] += r.px_text or 0
-        s["regions"] += r.px_regions or 0
-        if r.state == InstanceState.QUARANTINED:
-            reason = r.error or "held"
-            s["held"][reason] = s["held"].get(reason, 0) + 1
-    return list(per.values())
+    return series_summary(store.case_rows(case_id))
 
 
 def _manifest(case: dict[str, Any]) -> str:
