@@ -13,9 +13,9 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 

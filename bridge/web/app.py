@@ -25,9 +25,9 @@ from bridge.web.admin_api import admin_router
 from bridge.web.console.auth import SignInRequired
 from bridge.web.console.pages import console_router, mount_static, templates
 from bridge.web.findings_api import findings_router
+from bridge.web.series import series_summary
 from bridge.web.stow_in import stow_router
 from bridge.web.submit_api import imports_router, submit_router
-from bridge.web.series import series_summary
 from bridge.web.tokens import Tokens
 
 

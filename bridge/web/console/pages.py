@@ -24,7 +24,6 @@ from bridge.store import audit
 from bridge.store.accounts import authenticate, close_session, open_session
 from bridge.store.repo import Store
 from bridge.store.schema import CaseState
-from bridge.web.series import series_summary
 from bridge.web.console.auth import (
     COOKIE,
     Session,
@@ -33,6 +32,7 @@ from bridge.web.console.auth import (
     current,
     set_cookie,
 )
+from bridge.web.series import series_summary
 
 HERE = Path(__file__).parent
 _AGES = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
