@@ -62,6 +62,12 @@ def main() -> int:
             )[1]
             for i in range(runs)
         ]
+        header = via_bridge(
+            root / "header",
+            study.paths,
+            study.study_uid,
+            {"BRIDGE_DEID__PIXELS__DEFAULT": "pass"},
+        )[1]
         full = via_bridge(
             root / "full",
             study.paths,
@@ -91,6 +97,8 @@ def main() -> int:
         f"{fmt(scanned)} | {e / d:.2f} | <= 3x |",
         f"| bridge, every slice through the full detector (pre-filter off) | {full:.2f} | "
         f"1 run | {full / d:.2f} | |",
+        f"| bridge, header path only (pixels not scanned: policy pass) | {header:.2f} | "
+        f"1 run | {header / d:.2f} | |",
         "",
         "## De-identification with the scan, in process",
         "",
