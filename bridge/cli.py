@@ -190,6 +190,7 @@ def _deid_offline(args: argparse.Namespace, settings: Settings) -> int:
     files = sorted(p for p in args.in_dir.rglob("*") if p.is_file())
     args.out_dir.mkdir(parents=True, exist_ok=True)
     done = removed = replaced = masked = regions = identity = 0
+    frames = scanned = rejected = unsure = added = 0
     held: Counter[str] = Counter()
     not_dicom = 0
     for i, path in enumerate(files, 1):
@@ -209,6 +210,12 @@ def _deid_offline(args: argparse.Namespace, settings: Settings) -> int:
         done += 1
         removed += res.removed
         replaced += res.replaced
+        if res.pixels is not None and res.pixels.action in ("masked", "clean"):
+            frames += res.pixels.frames
+            scanned += res.pixels.scanned
+            rejected += res.pixels.rejected
+            unsure += res.pixels.unsure
+            added += res.pixels.identity_added
         if res.pixels is not None and res.pixels.action == "masked":
             masked += 1
             regions += res.pixels.regions
@@ -221,6 +228,12 @@ def _deid_offline(args: argparse.Namespace, settings: Settings) -> int:
         f"burned-in text: {regions} regions masked in {masked} instances "
         f"({identity} read as this patient's identifiers); written to {args.out_dir}"
     )
+    if frames:
+        print(
+            f"  frames: {frames}, {scanned} scanned in full (the others text-free at first look); "
+            f"regions unlike text: {rejected} left alone, {unsure} unsure (masked unless "
+            f"deid.pixels.unsure=hold); {added} masked because OCR read the header's identity"
+        )
     for reason, n in held.most_common():
         print(f"  held {n}: {reason}")
     return 0 if done or not files else 1

@@ -186,6 +186,9 @@ class PixelSettings(BaseModel):
     #: A region the detector takes for text that is not shaped like text and that Tesseract
     #: cannot decide on (half-legible "words"): "mask" it, or "hold" the instance for review.
     unsure: Literal["mask", "hold"] = "mask"
+    #: In frames the pre-filter passes, Tesseract reads the whole frame and any word spelling the
+    #: header's identity (name, IDs, dates, accession, institution) is masked, found or not.
+    identity_ocr: bool = True
     #: A cheap first look per frame (the detector on a frame scaled to a 512-pixel shorter side)
     #: decides which frames get the full scan; false: every frame gets it.
     prefilter: bool = True

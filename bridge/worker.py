@@ -303,6 +303,7 @@ class Pipeline:
                     instance=row.id,
                     regions=result.pixels.regions,
                     identity_regions=result.pixels.identity_regions,
+                    identity_added=result.pixels.identity_added,
                 )
 
     def forward_once(self) -> bool:

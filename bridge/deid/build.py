@@ -32,6 +32,7 @@ def make_pixel_cleaner(settings: Settings) -> PixelCleaner:
         pad=cfg.pad,
         read_text=cfg.read_text,
         unsure=cfg.unsure,
+        identity_ocr=cfg.identity_ocr,
     )
     detector = NoDetector() if cfg.detector == "off" else make_detector(cfg.detector)
     refine = None

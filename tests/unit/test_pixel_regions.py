@@ -185,3 +185,53 @@ def test_the_policy_decides_on_a_region_ocr_cannot_decide_on(tmp_path, monkeypat
     monkeypatch.setattr(clean, "_reader", lambda: lambda crop: "none")
     outcome = cleaner.process(dcmread(path), set())
     assert outcome.action == "clean" and outcome.rejected == 1
+
+
+class _Nothing:
+    """A detector that finds no text at all."""
+
+    name = "nothing"
+
+    def available(self) -> bool:
+        return True
+
+    def detect(self, image):
+        return []
+
+
+@needs_ocr
+def test_the_headers_identity_read_anywhere_in_the_frame_is_masked_whatever_the_detector_said(
+    tmp_path,
+):
+    from bridge.deid.scrub import identifying_tokens
+
+    path = tmp_path / "us.dcm"
+    boxes = make_burned_in(path, ["PLANTEDFAMILY PLANTEDGIVEN", "Scanner room 4"], font_size=22)
+    ds = dcmread(path)
+    before = ds.pixel_array.copy()
+    outcome = PixelCleaner(PixelPolicy(), _Nothing()).process(ds, identifying_tokens(ds))
+    assert outcome.action == "masked" and outcome.identity_added >= 1
+    after = ds.pixel_array
+    x0, y0, x1, y1 = boxes[0]
+    glyphs = before[y0:y1, x0:x1] == 255
+    assert (after[y0:y1, x0:x1][glyphs] != 255).mean() > 0.9  # the name is gone
+    x0, y0, x1, y1 = boxes[1]
+    assert (after[y0:y1, x0:x1] == before[y0:y1, x0:x1]).all()  # other text: the detector's job
+    # switched off: nothing the detector did not find is masked
+    ds = dcmread(path)
+    off = PixelCleaner(PixelPolicy(identity_ocr=False), _Nothing()).process(ds, set())
+    assert off.action == "clean"
+
+
+@needs_detector
+def test_the_detector_model_is_loaded_once_per_process():
+    from bridge.config import Settings
+    from bridge.deid.build import make_pixel_cleaner
+
+    cleaner = make_pixel_cleaner(Settings())
+    assert cleaner.prefilter is not None and cleaner.refine is not None
+    sessions = {
+        id(d._load())  # type: ignore[attr-defined]
+        for d in (cleaner.detector, cleaner.refine, cleaner.prefilter.detector)
+    }
+    assert len(sessions) == 1

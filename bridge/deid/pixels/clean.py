@@ -49,6 +49,9 @@ class PixelPolicy:
     #: A region that looks like text to the detector but not in shape, and that OCR cannot
     #: decide on: "mask" it, or "hold" the instance for review.
     unsure: Literal["mask", "hold"] = "mask"
+    #: In frames the pre-filter passes, Tesseract reads the whole frame and any word spelling
+    #: the header's identity (name, IDs, dates, accession, institution) is masked.
+    identity_ocr: bool = True
 
     def action_for(self, modality: str) -> Action:
         return self.modalities.get(modality.strip().upper(), self.default)
@@ -75,6 +78,8 @@ class PixelOutcome:
     rejected: int = 0
     #: Such regions OCR could not decide on (masked under the default policy).
     unsure: int = 0
+    #: Words spelling the header's identity that OCR read where the detector found nothing.
+    identity_added: int = 0
 
 
 @dataclass(frozen=True)
@@ -83,12 +88,61 @@ class _FrameScan:
     rejected: int
     scanned: bool
     unsure: int = 0
+    identity_added: int = 0
 
 
 def _reader() -> Reader | None:
     from bridge.deid.pixels.ocr import judge, tesseract_available
 
     return judge if tesseract_available() else None
+
+
+def _wanted(tokens: set[str]) -> set[str]:
+    """The header's identifying tokens as OCR would read them (letters and digits, 4 or more)."""
+    return {n for n in (_norm(t) for t in tokens) if len(n) >= 4}
+
+
+def _identity_boxes(view: np.ndarray, found: list[px.Box], wanted: set[str]) -> list[px.Box]:
+    """Words Tesseract reads anywhere in the frame that spell one of the header's identifying
+    tokens, and that no region found covers, with the rest of their line: masked whatever the
+    detector said."""
+    from bridge.deid.pixels.ocr import tesseract_available, words
+    from bridge.deid.pixels.regions import extend, grow, tighten
+
+    if not tesseract_available():
+        return []
+    scale = 2.0 if min(view.shape[:2]) <= 640 else 1.0
+    try:
+        read = words(view, scale=scale)
+    except DeidError:
+        return []
+    added: list[px.Box] = []
+    for w in read:
+        text = _norm(w.text)
+        if len(text) < 4 or not any(t in text or text in t for t in wanted):
+            continue
+        if _covered(w.box, found + added) >= 0.5:
+            continue
+        box = tighten(w.box, view)
+        for _ in range(64):  # the rest of the line: "Name: DOE JOHN" holds more than the word
+            longer = extend(box, view)
+            if longer == box:
+                break
+            box = longer
+        added.append(grow(box, 0.0, view.shape[:2]))
+    return added
+
+
+def _covered(box: px.Box, regions: list[px.Box]) -> float:
+    """The largest share of ``box`` inside any one of ``regions``."""
+    area = max(1e-6, (box[2] - box[0]) * (box[3] - box[1]))
+    best = 0.0
+    for r in regions:
+        iw = min(box[2], r[2]) - max(box[0], r[0])
+        ih = min(box[3], r[3]) - max(box[1], r[1])
+        if iw > 0 and ih > 0:
+            best = max(best, iw * ih / area)
+    return best
 
 
 def _norm(text: str) -> str:
@@ -136,12 +190,14 @@ class PixelCleaner:
             return self._unscannable(risk, exc.message)
         photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
         views = [px.view8(frame, photometric) for frame in data]
-        scans = self._map(self._scan, views)
+        wanted = _wanted(tokens) if self.policy.identity_ocr else set()
+        scans = self._map(lambda view: self._scan(view, wanted), views)
         found = [scan.boxes for scan in scans]
         rejected = sum(scan.rejected for scan in scans)
         scanned = sum(1 for scan in scans if scan.scanned)
         with_text = sum(1 for scan in scans if scan.boxes)
         unsure = sum(scan.unsure for scan in scans)
+        identity_added = sum(scan.identity_added for scan in scans)
         if unsure and self.policy.unsure == "hold":
             raise DeidError(HOLD_REASON, why="text-like region OCR could not decide on")
         regions = sum(len(b) for b in found)
@@ -168,10 +224,12 @@ class PixelCleaner:
             with_text=with_text,
             rejected=rejected,
             unsure=unsure,
+            identity_added=identity_added,
         )
 
-    def _scan(self, view: np.ndarray) -> _FrameScan:
-        """One frame: pre-filter, detector, second look, block completion, settled regions."""
+    def _scan(self, view: np.ndarray, wanted: set[str] | None = None) -> _FrameScan:
+        """One frame: pre-filter, detector, second look, block completion, settled regions,
+        and the header's identity wherever Tesseract reads it in the frame."""
         if self.prefilter is not None and not self.prefilter.candidate(view):
             return _FrameScan([], 0, scanned=False)
         boxes = self.detector.detect(view)
@@ -180,7 +238,15 @@ class PixelCleaner:
         settled = settle(
             complete_blocks(boxes, view.shape[0], view), view, self.policy.pad, _reader()
         )
-        return _FrameScan(settled.boxes, settled.rejected, scanned=True, unsure=settled.unsure)
+        found = list(settled.boxes)
+        added = _identity_boxes(view, found, wanted) if wanted else []
+        return _FrameScan(
+            found + added,
+            settled.rejected,
+            scanned=True,
+            unsure=settled.unsure,
+            identity_added=len(added),
+        )
 
     def _map(
         self, fn: Callable[[np.ndarray], _FrameScan], views: list[np.ndarray]

@@ -42,6 +42,27 @@ def default_model_path() -> Path | None:
     return MODEL if MODEL.is_file() else None
 
 
+_SESSIONS: dict[tuple[str, int], Any] = {}
+_SESSIONS_LOCK = threading.Lock()
+
+
+def _session(model_path: str, threads: int) -> Any:
+    """One onnxruntime session per model file and thread setting in the process, shared by the
+    pre-filter, the detector and its second look (a session runs concurrent calls safely)."""
+    with _SESSIONS_LOCK:
+        session = _SESSIONS.get((model_path, threads))
+        if session is None:
+            import onnxruntime as ort
+
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+            opts.log_severity_level = 3
+            session = ort.InferenceSession(model_path, opts, providers=["CPUExecutionProvider"])
+            _SESSIONS[(model_path, threads)] = session
+        return session
+
+
 class DbDetector:
     """PP-OCRv4 DB text detection with onnxruntime; post-processing as in the paper: threshold
     the probability map, keep components whose mean probability passes ``box_thresh``, grow
@@ -72,7 +93,6 @@ class DbDetector:
         #: half, so small overlay text keeps enough pixels): the pre-filter's cheap look.
         self.shrink = shrink
         self._session: Any = None
-        self._lock = threading.Lock()
 
     def available(self) -> bool:
         if self.model_path is None or not Path(self.model_path).is_file():
@@ -80,20 +100,11 @@ class DbDetector:
         return importlib.util.find_spec("onnxruntime") is not None
 
     def _load(self) -> Any:
-        with self._lock:
-            if self._session is None:
-                if not self.available():
-                    raise DeidError("text detector model or onnxruntime missing")
-                import onnxruntime as ort
-
-                opts = ort.SessionOptions()
-                opts.intra_op_num_threads = self.threads
-                opts.inter_op_num_threads = 1
-                opts.log_severity_level = 3
-                self._session = ort.InferenceSession(
-                    str(self.model_path), opts, providers=["CPUExecutionProvider"]
-                )
-            return self._session
+        if self._session is None:
+            if not self.available():
+                raise DeidError("text detector model or onnxruntime missing")
+            self._session = _session(str(self.model_path), self.threads)
+        return self._session
 
     def detect(self, image: np.ndarray) -> list[Box]:
         from PIL import Image
