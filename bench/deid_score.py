@@ -10,7 +10,7 @@ same engine as the pipeline (default settings, two processes), then
   look passes on (it must be all of them), and the ground-truth boxes the full scan masks that
   the pre-filter would have lost;
 - crops of every box the stricter measure counts as not masked, saved for a person to look at
-  (original left, output right; green: masked, yellow: not) under ``--crops``.
+  (original left, output right, the ground-truth box in yellow) under ``--crops``.
 
 Writes a markdown table (``--out``, default docs/deid-score.md) and exits 1 when a target is missed.
 """
@@ -165,6 +165,13 @@ def score_corpus(name: str, folder: Path, crops: Path | None) -> dict[str, Any]:
     }
 
 
+def _shown(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "deid-score.md")
@@ -191,7 +198,7 @@ def main() -> int:
         "",
         f"`make deid-score` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, this "
         f"{os.cpu_count()}-core machine, default settings). Crops of every box the stricter "
-        f"measure counts as not masked: `{args.crops}`.",
+        f"measure counts as not masked: `{_shown(args.crops)}`.",
         "",
         head,
         "|---|---|" + "---|" * len(rows),

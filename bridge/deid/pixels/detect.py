@@ -250,7 +250,22 @@ def complete_blocks(
                 need = max(need, 1.5 * background)
                 if 0 <= y < rows and ref > 0 and _edge_density(edges, slot) >= need:
                     added.append(slot)
+    added = [_clip_to_edges(slot, edges) for slot in added]
     return [(b[0], b[1], b[2], b[3]) for b in out] + added
+
+
+def _clip_to_edges(slot: Box, edges: np.ndarray | None) -> Box:
+    """An added line slot (as wide as the block's typical line) ends where its strokes end, plus
+    a margin of half its height: a short line does not carry the block's width over the image."""
+    if edges is None:
+        return slot
+    x0, y0, x1, y1 = slot
+    r0, r1 = max(0, int(y0)), max(0, int(np.ceil(y1)))
+    c0, c1 = max(0, int(x0)), max(0, int(np.ceil(x1)))
+    cols = np.nonzero(edges[r0:r1, c0:c1].any(axis=0))[0]
+    if not cols.size:
+        return slot
+    return (x0, y0, min(x1, c0 + float(cols[-1]) + 1 + 0.5 * (y1 - y0)), y1)
 
 
 class Prefilter:
