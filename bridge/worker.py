@@ -33,9 +33,9 @@ from bridge.errors import (
     TransientForwardError,
 )
 from bridge.findings.dimse_return import store_report_dimse
-from bridge.findings.intake import accept_object
+from bridge.findings.intake import accept_object, reidentify_held
 from bridge.findings.poll import find_new_objects, retrieve
-from bridge.findings.returner import store_report
+from bridge.findings.returner import store_report, verify_file
 from bridge.forward.http import backoff, dicomweb_session, new_session
 from bridge.forward.manifest import build_manifest, encode, post_manifest
 from bridge.forward.stow import stow
@@ -447,10 +447,18 @@ class Pipeline:
                 self.store.finish_job(job.id, owner)
                 continue
             original = Dataset.from_json(headers)
-            path = self.spool.path(REPORTS, report["file_name"])
             study_uid = str(original.StudyInstanceUID)
             patient_id = str(original.get("PatientID", ""))
             try:
+                report = reidentify_held(self.store, self.spool, report)
+                path = self.spool.path(REPORTS, report["file_name"])
+                verify_file(
+                    path,
+                    study_uid=study_uid,
+                    patient_id=patient_id,
+                    issuer=str(original.get("IssuerOfPatientID", "") or ""),
+                    sop_instance_uid=report["sop_instance_uid"],
+                )
                 if pacs.dicomweb_url:
                     store_report(
                         self.pacs_session,
@@ -463,8 +471,10 @@ class Pipeline:
                     )
                 else:
                     store_report_dimse(self.settings, path, study_uid, patient_id)
-            except (ReturnSafetyError, PermanentForwardError) as exc:
-                self.store.finish_report(report["id"], ReportState.HELD, exc.message)
+            except (ReturnSafetyError, PermanentForwardError, FindingsError) as exc:
+                # re-identification names the pseudonymous UIDs it could not map, as at intake
+                why = str(exc) if isinstance(exc, FindingsError) else exc.message
+                self.store.finish_report(report["id"], ReportState.HELD, why)
                 self.store.finish_job(job.id, owner)
                 metrics.INSTANCES_QUARANTINED.labels(stage="return").inc()
                 log.error(

@@ -221,3 +221,36 @@ def accept_object(store: Store, spool: Spool, ds: Dataset, source: str) -> Accep
     )
     log.info("object.accepted", case_id=case["id"], report=report_id, source=source)
     return Accepted(report_id, case["id"], str(out.SOPInstanceUID), str(out.SeriesInstanceUID))
+
+
+def reidentify_held(store: Store, spool: Spool, report: dict[str, Any]) -> dict[str, Any]:
+    """A reader object held at intake keeps the reader's pseudonymized file: before it may go
+    to the PACS, re-identification runs again (the vault may now have what was missing). Returns
+    the report as it now is; raises :class:`FindingsError` when it still cannot be re-identified.
+    A report whose file is already re-identified is returned unchanged."""
+    path = spool.path(REPORTS, report["file_name"])
+    ds = dcmread(path)
+    case = store.get_case(report["case_id"])
+    if case is None or str(ds.get("StudyInstanceUID", "")) != case.get("pseudo_study_uid"):
+        return report
+    headers = store.vault_headers(report["case_id"])
+    if headers is None:
+        raise FindingsError("the case has no original headers in the vault", status=409)
+    own = {str(ds.get("SOPInstanceUID", "")), str(ds.get("SeriesInstanceUID", ""))}
+    out = reidentify(
+        ds, uid_map=store.uid_map_of(report["case_id"]), vault_headers=headers, own_uids=own
+    )
+    tmp = spool.new_tmp()
+    out.save_as(tmp, enforce_file_format=True)
+    name = spool.commit_tmp(tmp, REPORTS)
+    store.replace_report_object(
+        report["id"],
+        file_name=name,
+        sop_instance_uid=str(out.SOPInstanceUID),
+        series_instance_uid=str(out.SeriesInstanceUID),
+        status=_status_of(out),
+    )
+    spool.remove(REPORTS, report["file_name"])
+    log.info("report.reidentified", case_id=report["case_id"], report=report["id"])
+    updated = store.get_report(report["id"])
+    return updated if updated is not None else report

@@ -294,6 +294,8 @@ def build_key_object_selection(
                 del item[0x0040A043]  # Concept Name Code Sequence
     signed = findings.signed_at
     kos.SpecificCharacterSet = "ISO_IR 192"
+    if "IssuerOfPatientID" in original:  # highdicom copies the patient module but not this
+        kos.IssuerOfPatientID = original.IssuerOfPatientID
     kos.SeriesDescription = f"{SERIES_DESCRIPTION} key images"
     kos.ContentDate = DA(signed.strftime("%Y%m%d"))
     kos.ContentTime = TM(signed.strftime("%H%M%S"))

@@ -1004,6 +1004,29 @@ class Store:
             row = conn.execute(select(reports).where(reports.c.id == report_id)).first()
         return dict(row._mapping) if row else None
 
+    def replace_report_object(
+        self,
+        report_id: int,
+        *,
+        file_name: str,
+        sop_instance_uid: str,
+        series_instance_uid: str,
+        status: str,
+    ) -> None:
+        """A report held at intake, re-identified on retry: its object is now the re-identified
+        one (the file and the UIDs the return's safety check compares)."""
+        with self._tx() as conn:
+            conn.execute(
+                update(reports)
+                .where(reports.c.id == report_id)
+                .values(
+                    file_name=file_name,
+                    sop_instance_uid=sop_instance_uid,
+                    series_instance_uid=series_instance_uid,
+                    status=status,
+                )
+            )
+
     def finish_report(self, report_id: int, state: ReportState, error: str | None = None) -> None:
         """Record a report's fate; a case whose reports are all returned becomes returned."""
         now = time.time()

@@ -151,6 +151,42 @@ def test_reader_sr_in_archive_is_polled_and_returned(tmp_path, hospital, reading
     assert held["reports"][1]["state"] == "held"
     assert "2.25.424242" in held["reports"][1]["error"]
 
+    # Retrying it (issue #15, 1) re-runs re-identification: still not possible, so it is held
+    # again, and nothing pseudonymized ever reaches the hospital PACS.
+    report_id = held["reports"][1]["id"]
+    r = requests.post(
+        f"{bridge.url}/api/v1/quarantine/reports/{report_id}/retry",
+        headers={"Authorization": f"Bearer {bridge.token}"},
+        timeout=30,
+    )
+    assert r.status_code == 200
+    again = bridge.wait_case(
+        lambda c: (
+            c["id"] == case["id"]
+            and c["reports"][1]["state"] == "held"
+            and c["reports"][1]["error"] is not None
+        ),
+        timeout=60,
+    )
+    assert "2.25.424242" in again["reports"][1]["error"]
+    pseudo_in_pacs = requests.post(
+        f"{hospital.url}/tools/find",
+        timeout=30,
+        json={"Level": "Instance", "Query": {"PatientID": case["pseudonymous_patient_id"]}},
+    ).json()
+    assert pseudo_in_pacs == []
+    assert (
+        requests.post(
+            f"{hospital.url}/tools/find",
+            timeout=30,
+            json={
+                "Level": "Study",
+                "Query": {"StudyInstanceUID": case["pseudonymized_study_instance_uid"]},
+            },
+        ).json()
+        == []
+    )
+
 
 def test_stow_into_the_bridge_answers_per_instance(tmp_path, hospital, reading, make_bridge):
     bridge = make_bridge(
