@@ -19,6 +19,7 @@ Statuses (PS3.4 Annex B and pynetdicom ``apps/common.py`` conventions):
 from __future__ import annotations
 
 import contextlib
+import functools
 import socket
 import tempfile
 import time
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, evt
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, dimse_messages, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
@@ -67,10 +68,15 @@ class Listener:
         self.spool = spool
         self._server: ThreadedAssociationServer | None = None
 
-        # Stream each received dataset to a file in the spool (pynetdicom writes it with
-        # NamedTemporaryFile, so its temporary directory is pointed at spool/partial).
+        # Stream each received dataset to a file in this node's spool/partial folder. pynetdicom
+        # writes it with tempfile.NamedTemporaryFile: its module's name is pointed at one that
+        # writes there (the process-wide temporary directory is left alone).
         _config.STORE_RECV_CHUNKED_DATASET = True
-        tempfile.tempdir = str(spool.partial_dir)
+        setattr(  # noqa: B010 - the name pynetdicom looks up when it opens the file
+            dimse_messages,
+            "NamedTemporaryFile",
+            functools.partial(tempfile.NamedTemporaryFile, dir=str(spool.partial_dir)),
+        )
 
         dimse = settings.dimse
         ae = AE(ae_title=dimse.ae_title)

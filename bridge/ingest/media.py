@@ -163,8 +163,9 @@ def import_study(
 
 
 @contextmanager
-def opened(path: Path, max_bytes: int) -> Iterator[Path]:
-    """The folder to scan: ``path`` itself, or a ZIP unpacked into a private temporary folder."""
+def opened(path: Path, max_bytes: int, workdir: Path | None = None) -> Iterator[Path]:
+    """The folder to scan: ``path`` itself, or a ZIP unpacked into a private temporary folder
+    (inside ``workdir``: the spool's partial folder of this node, cleaned at every start)."""
     if path.is_dir() or (path.is_file() and not zipfile.is_zipfile(path)):
         if not path.exists():
             raise SubmitError("no such file or folder (the path given to import)", status=404)
@@ -172,7 +173,7 @@ def opened(path: Path, max_bytes: int) -> Iterator[Path]:
         return
     if not path.exists():
         raise SubmitError("no such file or folder (the path given to import)", status=404)
-    with tempfile.TemporaryDirectory(prefix="bridge-import-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bridge-import-", dir=workdir) as tmp:
         os.chmod(tmp, 0o700)
         _unzip(path, Path(tmp), max_bytes)
         yield Path(tmp)

@@ -103,7 +103,10 @@ class Spool:
         removed = 0
         for f in (self.root / area).iterdir():
             if f.name.startswith(prefix):
-                f.unlink(missing_ok=True)
+                if f.is_dir():  # a ZIP upload unpacked here when the process died
+                    shutil.rmtree(f, ignore_errors=True)
+                else:
+                    f.unlink(missing_ok=True)
                 removed += 1
         if removed:
             log.warning("spool.partial_removed", area=area, count=removed)

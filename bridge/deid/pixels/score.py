@@ -49,7 +49,7 @@ TARGETS = {
     "false masking": 0.02,
 }
 #: What the test suite enforces on both shared corpora: the targets, except false masking, whose
-#: 2 % is not met yet (2026-12-02: 2.55 % tuned-on, 2.02 % never-seen; most of the excess is
+#: 2 % is not met yet (2026-12-02: 2.54 % tuned-on, 2.13 % never-seen; most of the excess is
 #: the margin of masked lines and text the ground truth does not list, see docs/deid-pixels.md):
 #: gated at 3 % so that it cannot grow unnoticed.
 GATES = {**TARGETS, "false masking": 0.03}
