@@ -220,7 +220,9 @@ def import_cmd(args: argparse.Namespace, settings: Settings) -> int:
                 study_uid="media",
             ),
         )
-    with opened(args.path, settings.submit.import_max_bytes) as folder:
+    with opened(
+        args.path, settings.submit.import_max_bytes, min_free_bytes=settings.spool.min_free_bytes
+    ) as folder:
         found = scan(folder, _bar("reading"))
         studies = [s for s in found.studies.values() if not args.study or s.study_uid in args.study]
         print(

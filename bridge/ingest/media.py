@@ -163,9 +163,12 @@ def import_study(
 
 
 @contextmanager
-def opened(path: Path, max_bytes: int, workdir: Path | None = None) -> Iterator[Path]:
+def opened(
+    path: Path, max_bytes: int, workdir: Path | None = None, min_free_bytes: int = 0
+) -> Iterator[Path]:
     """The folder to scan: ``path`` itself, or a ZIP unpacked into a private temporary folder
-    (inside ``workdir``: the spool's partial folder of this node, cleaned at every start)."""
+    (inside ``workdir``: the spool's partial folder of this node, cleaned at every start),
+    stopping with 507 before the filesystem's free space falls under ``min_free_bytes``."""
     if path.is_dir() or (path.is_file() and not zipfile.is_zipfile(path)):
         if not path.exists():
             raise SubmitError("no such file or folder (the path given to import)", status=404)
@@ -175,12 +178,17 @@ def opened(path: Path, max_bytes: int, workdir: Path | None = None) -> Iterator[
         raise SubmitError("no such file or folder (the path given to import)", status=404)
     with tempfile.TemporaryDirectory(prefix="bridge-import-", dir=workdir) as tmp:
         os.chmod(tmp, 0o700)
-        _unzip(path, Path(tmp), max_bytes)
+        _unzip(path, Path(tmp), max_bytes, min_free_bytes)
         yield Path(tmp)
 
 
-def _unzip(archive: Path, dest: Path, max_bytes: int) -> None:
+#: How often (bytes written) the free space is looked at while unpacking.
+_FREE_CHECK = 64 * 1024 * 1024
+
+
+def _unzip(archive: Path, dest: Path, max_bytes: int, min_free_bytes: int = 0) -> None:
     total = 0
+    checked = -_FREE_CHECK
     try:
         with zipfile.ZipFile(archive) as zf:
             for info in zf.infolist():
@@ -200,6 +208,15 @@ def _unzip(archive: Path, dest: Path, max_bytes: int) -> None:
                                 "(BRIDGE_SUBMIT__IMPORT_MAX_BYTES)",
                                 status=413,
                             )
+                        if min_free_bytes and total - checked >= _FREE_CHECK:
+                            checked = total
+                            free = shutil.disk_usage(dest).free
+                            if free - len(chunk) < min_free_bytes:
+                                raise SubmitError(
+                                    "not enough free disk space to unpack the ZIP "
+                                    "(BRIDGE_SPOOL__MIN_FREE_BYTES)",
+                                    status=507,
+                                )
                         dst.write(chunk)
     except zipfile.BadZipFile:
         raise SubmitError("the ZIP file is damaged", status=422) from None

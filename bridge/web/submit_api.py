@@ -239,7 +239,12 @@ def _import_upload(
     if not zipfile.is_zipfile(path):
         raise HTTPException(415, "the upload is not a ZIP file")
     try:
-        with opened(path, settings.submit.import_max_bytes, spool.partial_dir) as folder:
+        with opened(
+            path,
+            settings.submit.import_max_bytes,
+            spool.partial_dir,
+            settings.spool.min_free_bytes,
+        ) as folder:
             found = scan(folder)
             if not found.studies:
                 raise HTTPException(422, "no DICOM study in the upload")

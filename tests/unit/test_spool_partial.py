@@ -35,3 +35,27 @@ def test_the_listener_leaves_the_process_temporary_directory_alone(tmp_path):
 
     with dm.NamedTemporaryFile(delete=True, mode="wb", suffix=".dcm") as fh:
         assert fh.name.startswith(str(spool.partial_dir))
+
+
+def test_a_zip_import_stops_at_the_free_space_floor_and_leaves_nothing(tmp_path):
+    """Issue #15, 11: the 20 GiB import cap alone let a small, compressible ZIP fill the disk."""
+    import shutil
+    import zipfile
+
+    import pytest
+
+    from bridge.errors import SubmitError
+    from bridge.ingest.media import opened
+
+    archive = tmp_path / "media.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("DICOM/IM0001", b"\0" * (1 << 20))
+    work = tmp_path / "work"
+    work.mkdir()
+    floor = shutil.disk_usage(work).free + 1  # anything written goes below the floor
+    with pytest.raises(SubmitError) as err, opened(archive, 1 << 30, work, floor):
+        pass
+    assert err.value.status == 507 and "free disk space" in err.value.message
+    assert list(work.iterdir()) == []
+    with opened(archive, 1 << 30, work, 0) as folder:  # no floor: unpacked
+        assert (folder / "DICOM" / "IM0001").stat().st_size == 1 << 20
