@@ -175,11 +175,8 @@ def accept_object(store: Store, spool: Spool, ds: Dataset, source: str) -> Accep
     headers = store.vault_headers(case["id"])
     if headers is None:
         raise FindingsError("the case has no original headers in the vault", status=409)
-    own = {reader_uid, str(ds.get("SeriesInstanceUID", ""))}
     try:
-        out = reidentify(
-            ds, uid_map=store.uid_map_of(case["id"]), vault_headers=headers, own_uids=own
-        )
+        out = _reidentified(store, case["id"], ds, headers)
     except FindingsError as exc:
         if source == "archive":
             tmp = spool.new_tmp()
@@ -236,10 +233,7 @@ def reidentify_held(store: Store, spool: Spool, report: dict[str, Any]) -> dict[
     headers = store.vault_headers(report["case_id"])
     if headers is None:
         raise FindingsError("the case has no original headers in the vault", status=409)
-    own = {str(ds.get("SOPInstanceUID", "")), str(ds.get("SeriesInstanceUID", ""))}
-    out = reidentify(
-        ds, uid_map=store.uid_map_of(report["case_id"]), vault_headers=headers, own_uids=own
-    )
+    out = _reidentified(store, report["case_id"], ds, headers)
     tmp = spool.new_tmp()
     out.save_as(tmp, enforce_file_format=True)
     name = spool.commit_tmp(tmp, REPORTS)
@@ -254,3 +248,9 @@ def reidentify_held(store: Store, spool: Spool, report: dict[str, Any]) -> dict[
     log.info("report.reidentified", case_id=report["case_id"], report=report["id"])
     updated = store.get_report(report["id"])
     return updated if updated is not None else report
+
+
+def _reidentified(store: Store, case_id: str, ds: Dataset, headers: dict[str, Any]) -> Dataset:
+    """The reader's object mapped back through the case's vault (its own UIDs are new ones)."""
+    own = {str(ds.get("SOPInstanceUID", "")), str(ds.get("SeriesInstanceUID", ""))}
+    return reidentify(ds, uid_map=store.uid_map_of(case_id), vault_headers=headers, own_uids=own)
