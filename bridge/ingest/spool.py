@@ -36,7 +36,10 @@ log = get_logger(__name__)
 RECEIVED = "received"
 DEID = "deid"
 REPORTS = "reports"
-_AREAS = ("partial", RECEIVED, DEID, REPORTS, "tmp")
+#: Received files found at start-up without a record (the record lost, e.g. rolled back by a
+#: power cut): kept here for an operator (`bridge import spool/orphans`), never deleted.
+ORPHANS = "orphans"
+_AREAS = ("partial", RECEIVED, DEID, REPORTS, "tmp", ORPHANS)
 #: Seconds after which the spool's usage is measured on disk again.
 _REMEASURE = 1.0
 
@@ -113,15 +116,21 @@ class Spool:
         return removed
 
     def remove_orphans(self, referenced: set[str]) -> int:
-        """Delete this node's files that the state store does not reference (crash leftovers)."""
-        removed = 0
+        """This node's files that the state store does not reference (crash leftovers): a
+        de-identified copy is deleted (it is made again from its original); a received file is
+        moved to ``orphans/``, since it may be an acknowledged instance whose record was lost."""
+        removed = set_aside = 0
         for area in (RECEIVED, DEID):
             for f in (self.root / area).iterdir():
                 if f.name.startswith(self.prefix) and f.name not in referenced:
-                    self.remove(area, f.name)
+                    if area == RECEIVED:
+                        os.replace(f, self.root / ORPHANS / f.name)
+                        set_aside += 1
+                    else:
+                        self.remove(area, f.name)
                     removed += 1
         if removed:
-            log.warning("spool.orphans_removed", count=removed)
+            log.warning("spool.orphans", removed=removed - set_aside, set_aside=set_aside)
         return removed
 
     def sweep(self, referenced: Callable[[list[str]], set[str]], older_than: float) -> int:

@@ -59,3 +59,32 @@ def test_a_zip_import_stops_at_the_free_space_floor_and_leaves_nothing(tmp_path)
     assert list(work.iterdir()) == []
     with opened(archive, 1 << 30, work, 0) as folder:  # no floor: unpacked
         assert (folder / "DICOM" / "IM0001").stat().st_size == 1 << 20
+
+
+def test_sqlite_commits_survive_a_power_cut_synchronous_full(tmp_path):
+    """Issue #15, 3: an acknowledgement depends on the commit: WAL with synchronous=FULL."""
+    from sqlalchemy import text
+
+    from bridge.store.db import make_engine
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'state.db'}")
+    with engine.connect() as conn:
+        assert conn.execute(text("PRAGMA synchronous")).scalar() == 2  # FULL
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+
+
+def test_an_acknowledged_file_without_its_record_is_set_aside_not_deleted(tmp_path):
+    """Issue #15, 3: after a power cut rolled a record back, the fsynced file the listener
+    acknowledged is the only copy: start-up keeps it in spool/orphans for the operator."""
+    settings = Settings()
+    spool = Spool(tmp_path / "spool", settings.spool, node_id="n1")
+    kept = spool.root / "received" / "n1.abc.dcm"
+    kept.write_bytes(b"acknowledged instance")
+    derived = spool.root / "deid" / "n1.def.dcm"
+    derived.write_bytes(b"de-identified copy")
+    other_node = spool.root / "received" / "n2.xyz.dcm"
+    other_node.write_bytes(b"another node's")
+    assert spool.remove_orphans(referenced=set()) == 2
+    assert not kept.exists() and not derived.exists() and other_node.exists()
+    assert (spool.root / "orphans" / "n1.abc.dcm").read_bytes() == b"acknowledged instance"
+    assert not (spool.root / "orphans" / "n1.def.dcm").exists()  # derived: made again
