@@ -447,6 +447,7 @@ class Settings(BaseSettings):
     #: node: nodes sharing a state store must never share a node id (docs/scale-out.md).
     node_id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,23}$")
     database_url: str | None = None
+    #: The administrator's API token (at least 16 characters).
     api_token: SecretStr | None = None
     #: More API tokens, named, each with a role: [{"name", "token", "role"}] (environment only).
     api_tokens: tuple[ApiToken, ...] = ()
@@ -458,6 +459,13 @@ class Settings(BaseSettings):
     #: Default subspecialty/priority of pushed studies without a route.
     default_subspecialty: Subspecialty = "general"
     default_priority: Priority = "routine"
+
+    @field_validator("api_token")
+    @classmethod
+    def _api_token_long_enough(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and len(v.get_secret_value()) < 16:
+            raise ValueError("BRIDGE_API_TOKEN must be at least 16 characters")
+        return v
 
     dimse: DimseSettings = DimseSettings()
     http: HttpSettings = HttpSettings()

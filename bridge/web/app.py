@@ -1,4 +1,5 @@
-"""The HTTP application: ``/healthz`` (no auth), ``/metrics``, ``/api/v1/...`` (bearer token)."""
+"""The HTTP application: ``/livez``, ``/readyz`` (= ``/healthz``; no auth), ``/metrics``,
+``/api/v1/...`` (bearer token)."""
 
 from __future__ import annotations
 
@@ -199,7 +200,9 @@ def create_app(settings: Settings, store: Store, spool: Spool) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         path = request.url.path
-        if path.startswith(("/api/", "/dicom-web", "/healthz", "/metrics", "/static")):
+        if path.startswith(
+            ("/api/", "/dicom-web", "/healthz", "/livez", "/readyz", "/metrics", "/static")
+        ):
             return JSONResponse(
                 {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
             )
@@ -212,8 +215,16 @@ def create_app(settings: Settings, store: Store, spool: Spool) -> FastAPI:
     async def _store_error(_request: Request, exc: StoreError) -> JSONResponse:
         return JSONResponse({"detail": "state store unavailable"}, status_code=503)
 
+    @app.get("/livez", tags=["health"])
+    def livez() -> JSONResponse:
+        """Liveness: the process answers (touches nothing else, so a slow database does not get
+        a healthy process restarted)."""
+        return JSONResponse({"status": "ok", "version": __version__})
+
+    @app.get("/readyz", tags=["health"])
     @app.get("/healthz", tags=["health"])
-    def healthz() -> JSONResponse:
+    def readyz() -> JSONResponse:
+        """Readiness: the state store answers (``/healthz`` is the same, kept for monitors)."""
         try:
             store.ping()
         except StoreError:

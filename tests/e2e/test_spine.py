@@ -115,6 +115,9 @@ def test_study_arrives_deidentified(tmp_path, reading, webhook, make_bridge, dat
 def test_api_requires_token(reading, make_bridge):
     bridge = make_bridge(bridge_env(reading, None))
     assert requests.get(f"{bridge.url}/healthz", timeout=5).json()["status"] == "ok"
+    # liveness apart from readiness (issue #15, 12): both open, no token
+    assert requests.get(f"{bridge.url}/livez", timeout=5).json()["status"] == "ok"
+    assert requests.get(f"{bridge.url}/readyz", timeout=5).json()["status"] == "ok"
     assert requests.get(f"{bridge.url}/api/v1/cases", timeout=5).status_code == 401
     bad = {"Authorization": "Bearer wrong"}
     assert requests.get(f"{bridge.url}/api/v1/cases", headers=bad, timeout=5).status_code == 401

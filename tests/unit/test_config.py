@@ -93,10 +93,22 @@ def test_example_config_documents_every_setting():
 
 
 def test_dotenv_file_is_read(tmp_path):
-    (tmp_path / ".env").write_text("BRIDGE_DIMSE__PORT=11400\nBRIDGE_API_TOKEN=from-dotenv\n")
+    (tmp_path / ".env").write_text(
+        "BRIDGE_DIMSE__PORT=11400\nBRIDGE_API_TOKEN=from-dotenv-0123456789\n"
+    )
     s = load_settings()
     assert s.dimse.port == 11400
-    assert s.api_token.get_secret_value() == "from-dotenv"
+    assert s.api_token.get_secret_value() == "from-dotenv-0123456789"
+
+
+def test_a_short_api_token_is_refused_with_its_name(monkeypatch):
+    """Issue #15, 12: no minimum length for BRIDGE_API_TOKEN before."""
+    from pydantic import ValidationError
+
+    from bridge.config import Settings
+
+    with pytest.raises(ValidationError, match="BRIDGE_API_TOKEN must be at least 16"):
+        Settings(api_token="short")
 
 
 def test_dicomweb_session_auth():
