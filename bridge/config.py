@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    ValidationError,
     field_validator,
     model_validator,
 )
@@ -540,5 +541,12 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         os.environ["BRIDGE_CONFIG_FILE"] = str(config_file)
     try:
         return Settings(**overrides)
+    except ValidationError as exc:
+        # each setting and why, never the value given (it may be a token or a key)
+        why = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+            for e in exc.errors(include_input=False, include_url=False)
+        )
+        raise ConfigError(f"invalid settings: {why}") from None
     except ValueError as exc:
         raise ConfigError(f"invalid settings: {exc}") from None

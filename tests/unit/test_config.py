@@ -121,3 +121,13 @@ def test_dicomweb_session_auth():
     basic = dicomweb_session(ReadingSettings(username="u", password="p", verify_tls="/etc/ca.pem"))
     assert basic.auth == ("u", "p") and "Authorization" not in basic.headers
     assert basic.verify == "/etc/ca.pem"
+
+
+def test_an_invalid_secret_is_named_but_never_echoed(monkeypatch):
+    from bridge.errors import ConfigError
+
+    monkeypatch.setenv("BRIDGE_API_TOKEN", "shortsecret")
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert "api_token" in str(err.value) and "16 characters" in str(err.value)
+    assert "shortsecret" not in str(err.value)
