@@ -513,27 +513,25 @@ class Pipeline:
             return False
         self._last_poll = now
         taken = 0
-        for case in self.store.cases_awaiting_findings():
-            study = case["pseudo_study_uid"]
-            if not study:
-                continue
+        for study in self.store.studies_awaiting_findings():
             try:
                 new = find_new_objects(
                     self.session,
                     r.dicomweb_url,
                     study,
-                    self.store.known_source_uids(case["id"]),
+                    self.store.known_source_uids(study),
                     r.timeout,
                 )
                 for series, sop in new:
                     ds = retrieve(self.session, r.dicomweb_url, study, series, sop, r.timeout)
                     try:
-                        accept_object(self.store, self.spool, ds, "archive")
+                        accepted = accept_object(self.store, self.spool, ds, "archive")
+                        log.info("poll.accepted", case_id=accepted.case_id)
                         taken += 1
                     except FindingsError as exc:
-                        log.warning("poll.refused", case_id=case["id"], error=str(exc))
+                        log.warning("poll.refused", error=str(exc))
             except TransientForwardError as exc:
-                log.warning("poll.failed", case_id=case["id"], error=str(exc))
+                log.warning("poll.failed", error=str(exc))
                 break
         if taken:
             log.info("poll.taken", objects=taken)

@@ -17,7 +17,7 @@ from bridge.ingest.pacs import PacsClient, StudyMatch, StudyQuery, find_one
 from bridge.logging import get_logger
 from bridge.store import audit
 from bridge.store.repo import Store
-from bridge.store.submissions import NewCase, create_case
+from bridge.store.submissions import NewCase, PriorStudy, create_case
 
 log = get_logger(__name__)
 
@@ -77,24 +77,58 @@ def validate(settings: Settings, sub: Submission) -> None:
         raise SubmitError("name the study: a Study Instance UID or an accession number", status=422)
 
 
-def find_priors(
-    settings: Settings, client: PacsClient, match: StudyMatch, count: int
-) -> list[StudyMatch]:
-    """The ``count`` most recent earlier studies of the same patient (same issuer), sharing a
-    modality with ``match`` unless ``submit.priors_match`` is "any"."""
+@dataclass(frozen=True)
+class Prior:
+    match: StudyMatch
+    #: "patient_id+issuer", or "patient_id+birth_date+sex" where either study has no issuer.
+    matched_by: str
+
+
+@dataclass(frozen=True)
+class Priors:
+    priors: list[Prior]
+    #: Earlier studies with the same Patient ID that could not be confirmed as the same
+    #: patient (another issuer; or no issuer and birth date or sex missing or different).
+    unmatched: int = 0
+
+
+def same_patient(main: StudyMatch, other: StudyMatch) -> str | None:
+    """How ``other`` is confirmed to be ``main``'s patient, or None: never on the Patient ID
+    alone, which two hospitals (or a PACS merging sites) may each give a different person."""
+    pid = main.text("PatientID")
+    if not pid or other.text("PatientID") != pid:
+        return None
+    issuer, other_issuer = main.text("IssuerOfPatientID"), other.text("IssuerOfPatientID")
+    if issuer and other_issuer:
+        return "patient_id+issuer" if issuer == other_issuer else None
+    birth, sex = main.text("PatientBirthDate"), main.text("PatientSex").upper()
+    if (
+        birth
+        and sex
+        and (other.text("PatientBirthDate"), other.text("PatientSex").upper())
+        == (
+            birth,
+            sex,
+        )
+    ):
+        return "patient_id+birth_date+sex"
+    return None
+
+
+def find_priors(settings: Settings, client: PacsClient, match: StudyMatch, count: int) -> Priors:
+    """The ``count`` most recent earlier studies of the same patient (see :func:`same_patient`),
+    sharing a modality with ``match`` unless ``submit.priors_match`` is "any"."""
     if count <= 0:
-        return []
+        return Priors([])
     pid = match.text("PatientID")
     if not pid:
         raise SubmitError("the study has no Patient ID: its priors cannot be found", status=422)
-    issuer = match.text("IssuerOfPatientID")
     day, time = match.text("StudyDate"), match.text("StudyTime")
     mods = set(match.modalities)
     found = []
+    unmatched = 0
     for other in client.search(StudyQuery(patient_id=pid, limit=500)):
         if other.study_uid == match.study_uid or other.text("PatientID") != pid:
-            continue
-        if issuer and other.text("IssuerOfPatientID") not in ("", issuer):
             continue
         when = (other.text("StudyDate"), other.text("StudyTime"))
         if day and not (when[0] and when < (day, time)):
@@ -102,9 +136,13 @@ def find_priors(
         same_kind = not (mods and other.modalities) or bool(mods & set(other.modalities))
         if settings.submit.priors_match == "modality" and not same_kind:
             continue
-        found.append((when, other))
+        matched_by = same_patient(match, other)
+        if matched_by is None:
+            unmatched += 1
+            continue
+        found.append((when, Prior(other, matched_by)))
     found.sort(key=lambda x: x[0], reverse=True)
-    return [m for _, m in found[:count]]
+    return Priors([p for _, p in found[:count]], unmatched)
 
 
 def source_of(client: PacsClient, settings: Settings) -> str:
@@ -119,7 +157,8 @@ def submit(
     """Open a case for the study and queue its retrieve; return (case id, the PACS's study)."""
     validate(settings, sub)
     match = find_one(client, sub.study_uid.strip(), sub.accession.strip())
-    priors = find_priors(settings, client, match, sub.priors)
+    found = find_priors(settings, client, match, sub.priors)
+    priors = [p.match for p in found.priors]
     tokens = identifying_tokens(match.dataset)
     report = sub.original_report.strip() if sub.original_report else None
     case_id = create_case(
@@ -136,7 +175,8 @@ def submit(
             )
             or None,
             submitted_by=sub.submitted_by,
-            priors=tuple(m.study_uid for m in priors),
+            priors=tuple(PriorStudy(p.match.study_uid, p.matched_by) for p in found.priors),
+            priors_unmatched=found.unmatched if sub.priors else None,
             retrieve={"study_uid": match.study_uid, "priors": [m.study_uid for m in priors]},
         ),
     )
@@ -149,6 +189,7 @@ def submit(
         subspecialty=sub.subspecialty,
         priority=sub.priority,
         priors=len(priors),
+        priors_unmatched=found.unmatched,
     )
     log.info(
         "case.submitted",
@@ -157,5 +198,6 @@ def submit(
         subspecialty=sub.subspecialty,
         priority=sub.priority,
         priors=len(priors),
+        priors_unmatched=found.unmatched,
     )
     return case_id, match

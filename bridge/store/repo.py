@@ -756,6 +756,7 @@ class Store:
             {
                 "study_uid": r.study_uid,
                 "pseudo_study_uid": r.pseudo_study_uid,
+                "matched_by": r.matched_by,
                 "instances": int(r.n or 0),
                 "forwarded": int(r.fwd or 0),
             }
@@ -763,6 +764,7 @@ class Store:
                 select(
                     case_studies.c.study_uid,
                     case_studies.c.pseudo_study_uid,
+                    case_studies.c.matched_by,
                     func.count(instances.c.id).label("n"),
                     func.sum(
                         sql_case((instances.c.state == InstanceState.FORWARDED, 1), else_=0)
@@ -779,7 +781,11 @@ class Store:
                 )
                 .where(case_studies.c.case_id == row.id)
                 .where(case_studies.c.role == "prior")
-                .group_by(case_studies.c.study_uid, case_studies.c.pseudo_study_uid)
+                .group_by(
+                    case_studies.c.study_uid,
+                    case_studies.c.pseudo_study_uid,
+                    case_studies.c.matched_by,
+                )
                 .order_by(case_studies.c.study_uid)
             )
         ]
@@ -878,11 +884,19 @@ class Store:
 
     # -- reports (findings returned to the PACS) -----------------------------------------------
     def case_by_pseudo_study(self, pseudo_study_uid: str) -> dict[str, Any] | None:
+        """The case a reader's object for this pseudonymized study belongs to.
+
+        Pseudonyms are deterministic, so a study sent again has the same pseudonymized UID in
+        every case of it: the open case (at most one per study) comes first, then the newest.
+        """
+        still_open = sql_case(
+            (cases.c.state.in_([CaseState.RETURNED, CaseState.FAILED]), 1), else_=0
+        )
         with self.engine.connect() as conn:
             row = conn.execute(
                 select(cases.c.id)
                 .where(cases.c.pseudo_study_uid == pseudo_study_uid)
-                .order_by(cases.c.created_at.desc())
+                .order_by(still_open, cases.c.created_at.desc())
                 .limit(1)
             ).first()
         return self.get_case(row.id) if row else None
@@ -949,20 +963,22 @@ class Store:
                 )
             }
 
-    def known_source_uids(self, case_id: str) -> set[str]:
-        """Reader-side UIDs already taken in, and the pseudonymized instances we sent."""
+    def known_source_uids(self, pseudo_study_uid: str) -> set[str]:
+        """Reader-side UIDs already taken in, and the pseudonymized instances we sent, over
+        every case of this pseudonymized study (an object is taken in once, by one case)."""
+        of_study = select(cases.c.id).where(cases.c.pseudo_study_uid == pseudo_study_uid)
         with self.engine.connect() as conn:
             got = {
                 r[0]
                 for r in conn.execute(
-                    select(reports.c.source_uid).where(reports.c.case_id == case_id)
+                    select(reports.c.source_uid).where(reports.c.case_id.in_(of_study))
                 )
                 if r[0]
             }
             got.update(
                 r[0]
                 for r in conn.execute(
-                    select(instances.c.pseudo_sop_uid).where(instances.c.case_id == case_id)
+                    select(instances.c.pseudo_sop_uid).where(instances.c.case_id.in_(of_study))
                 )
                 if r[0]
             )
@@ -975,20 +991,24 @@ class Store:
             ).first()
         return dict(row._mapping) if row else None
 
-    def cases_awaiting_findings(self, limit: int = 500) -> list[dict[str, Any]]:
-        """Cases whose reading may produce objects to fetch back (most recent first)."""
+    def studies_awaiting_findings(self, limit: int = 500) -> list[str]:
+        """Pseudonymized studies whose reading may produce objects to fetch back (most recent
+        first; a study sent in several cases once)."""
+        latest = func.max(cases.c.updated_at)
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(cases.c.id, cases.c.pseudo_study_uid)
+                select(cases.c.pseudo_study_uid)
+                .where(cases.c.pseudo_study_uid.is_not(None))
                 .where(
                     cases.c.state.in_(
                         [CaseState.FORWARDED, CaseState.FINDINGS_RECEIVED, CaseState.RETURNED]
                     )
                 )
-                .order_by(cases.c.updated_at.desc())
+                .group_by(cases.c.pseudo_study_uid)
+                .order_by(latest.desc())
                 .limit(limit)
             ).all()
-        return [dict(r._mapping) for r in rows]
+        return [str(r[0]) for r in rows if r[0]]
 
     def reports_of(self, case_id: str) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:

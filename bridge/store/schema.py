@@ -91,6 +91,9 @@ cases = Table(
     Column("manifest_version", Integer, nullable=False, default=0),
     #: Submitted cases: the instance count the PACS reported for the study (progress).
     Column("expected_instances", Integer, nullable=True),
+    #: Submitted with priors: earlier studies with the same Patient ID not sent because the
+    #: patient could not be confirmed (another issuer, or birth date or sex not matching).
+    Column("priors_unmatched", Integer, nullable=True),
     #: Submitted cases: the referring report, scrubbed of the patient's identifiers.
     Column("original_report", Text, nullable=True),
     #: Who submitted the case (API token holder, console user, CLI user); None for pushes.
@@ -176,9 +179,11 @@ vault_headers = Table(
 uid_map = Table(
     "uid_map",
     metadata,
+    #: Keyed by case: pseudonyms are deterministic, so a study sent in two cases (again, or
+    #: first as a prior) has the same pseudonymized UIDs in both, each case with its own map.
+    Column("case_id", String(32), ForeignKey("cases.id"), primary_key=True, index=True),
     Column("pseudo_uid", String(64), primary_key=True),
     Column("original_uid", String(64), nullable=False),
-    Column("case_id", String(32), ForeignKey("cases.id"), nullable=False, index=True),
 )
 
 reports = Table(
@@ -222,6 +227,9 @@ case_studies = Table(
     Column("study_uid", String(64), primary_key=True),
     Column("role", String(8), nullable=False),
     Column("pseudo_study_uid", String(64), nullable=True),
+    #: How a prior was found to be the same patient's: "patient_id+issuer" or, where either
+    #: study has no issuer, "patient_id+birth_date+sex" (never on the Patient ID alone).
+    Column("matched_by", String(32), nullable=True),
     Index("ix_case_studies_study_uid", "study_uid"),
 )
 

@@ -29,6 +29,13 @@ RETRIEVE_JOB = "retrieve"
 
 
 @dataclass(frozen=True)
+class PriorStudy:
+    study_uid: str
+    #: How it was confirmed to be the same patient's (see ingest.submit.same_patient).
+    matched_by: str
+
+
+@dataclass(frozen=True)
 class NewCase:
     study_uid: str
     source: str  # "dicomweb" | "dimse" | "watch" | "import"
@@ -39,7 +46,9 @@ class NewCase:
     expected_instances: int | None = None
     submitted_by: str | None = None
     #: Earlier studies of the same patient sent with it (original Study Instance UIDs).
-    priors: tuple[str, ...] = ()
+    priors: tuple[PriorStudy, ...] = ()
+    #: Earlier studies with the Patient ID whose patient could not be confirmed (not sent).
+    priors_unmatched: int | None = None
     #: Where the study comes from, for the retrieve job (no identifying values); None when
     #: the caller brings the instances itself (media import) and then calls finish_retrieve.
     retrieve: dict[str, Any] | None = None
@@ -85,6 +94,7 @@ def create_case(store: Store, new: NewCase, feed: tuple[str, str, int] | None = 
                     question=new.question,
                     original_report=new.original_report,
                     expected_instances=new.expected_instances,
+                    priors_unmatched=new.priors_unmatched,
                     submitted_by=new.submitted_by,
                     modalities="",
                     body_part="",
@@ -96,11 +106,23 @@ def create_case(store: Store, new: NewCase, feed: tuple[str, str, int] | None = 
             )
             conn.execute(
                 case_studies.insert(),
-                [{"case_id": case_id, "study_uid": new.study_uid, "role": "primary"}]
+                [
+                    {
+                        "case_id": case_id,
+                        "study_uid": new.study_uid,
+                        "role": "primary",
+                        "matched_by": None,
+                    }
+                ]
                 + [
-                    {"case_id": case_id, "study_uid": uid, "role": "prior"}
-                    for uid in dict.fromkeys(new.priors)
-                    if uid != new.study_uid
+                    {
+                        "case_id": case_id,
+                        "study_uid": p.study_uid,
+                        "role": "prior",
+                        "matched_by": p.matched_by,
+                    }
+                    for p in {p.study_uid: p for p in new.priors}.values()
+                    if p.study_uid != new.study_uid
                 ],
             )
             if new.retrieve is not None:

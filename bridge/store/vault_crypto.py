@@ -77,21 +77,19 @@ def rotate_all(store: object) -> dict[str, int]:
     cipher = store.cipher
     counts: dict[str, int] = {}
     plan = (
-        (
-            vault_patients,
-            vault_patients.c.pseudo_patient_id,
-            ("patient_id", "issuer", "patient_name"),
-        ),
-        (vault_headers, vault_headers.c.case_id, ("headers",)),
-        (uid_map, uid_map.c.pseudo_uid, ("original_uid",)),
+        (vault_patients, ("patient_id", "issuer", "patient_name")),
+        (vault_headers, ("headers",)),
+        (uid_map, ("original_uid",)),
     )
-    for table, key, columns in plan:
+    for table, columns in plan:
+        keys = list(table.primary_key.columns)
         n = 0
         with store._tx() as conn:  # noqa: SLF001
-            for row in conn.execute(select(key, *(table.c[c] for c in columns))).all():
+            for row in conn.execute(select(*keys, *(table.c[c] for c in columns))).all():
                 values = {c: cipher.rotate(row._mapping[c]) for c in columns if row._mapping[c]}
                 if values:
-                    conn.execute(update(table).where(key == row[0]).values(**values))
+                    where = [k == row._mapping[k.name] for k in keys]
+                    conn.execute(update(table).where(*where).values(**values))
                     n += 1
         counts[table.name] = n
     return counts

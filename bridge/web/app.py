@@ -56,6 +56,9 @@ class ReportOut(BaseModel):
 class PriorOut(BaseModel):
     original_study_instance_uid: str
     pseudonymized_study_instance_uid: str | None
+    #: How the study was confirmed to be the same patient's: "patient_id+issuer", or
+    #: "patient_id+birth_date+sex" where either study has no issuer.
+    matched_by: str | None
     instances: int
     forwarded: int
 
@@ -84,6 +87,9 @@ class CaseOut(BaseModel):
     expected_instances: int | None
     #: Earlier studies of the patient sent with the case.
     priors: list[PriorOut]
+    #: Priors asked for: earlier studies with the same Patient ID not sent because the patient
+    #: could not be confirmed (another issuer, or no issuer and birth date or sex not matching).
+    priors_unmatched: int | None
     series: int
     error: str | None
     created_at: str
@@ -117,11 +123,13 @@ def case_out(c: dict[str, Any]) -> CaseOut:
             PriorOut(
                 original_study_instance_uid=p["study_uid"],
                 pseudonymized_study_instance_uid=p["pseudo_study_uid"],
+                matched_by=p.get("matched_by"),
                 instances=p["instances"],
                 forwarded=p["forwarded"],
             )
             for p in c.get("priors", [])
         ],
+        priors_unmatched=c.get("priors_unmatched"),
         series=c["series"],
         error=c["error"],
         created_at=iso_utc(c["created_at"]) or "",

@@ -247,13 +247,13 @@ def test_priors_travel_with_the_case(tmp_path, hospital, reading, webhook, make_
 
     patient = PlantedPatient(patient_id="PID-PRIORS-9")
 
-    def upload(name: str, day: str, n: int) -> SampleStudy:
+    def upload(name: str, day: str, n: int, who: PlantedPatient = patient) -> SampleStudy:
         s = make_study(
             tmp_path / name,
             n,
             rows=64,
             columns=64,
-            patient=patient,
+            patient=who,
             study_date=day,
             accession=f"A-{name[:6].upper()}-{uuid.uuid4().hex[:4]}",
         )
@@ -266,6 +266,10 @@ def test_priors_travel_with_the_case(tmp_path, hospital, reading, webhook, make_
     prior2 = upload("prior2", "20220615", 2)
     upload("oldest", "20150101", 1)  # beyond the two most recent: not sent
     upload("later", "20250101", 1)  # after the study: not a prior
+    # Issue #15, 5: the most recent earlier study has the Patient ID but no issuer and another
+    # birth date: another person's, never sent (it was, while a missing issuer passed).
+    stranger = PlantedPatient(patient_id=patient.patient_id, issuer="", birth_date="19900101")
+    upload("stranger", "20231201", 2, stranger)
     bridge = make_bridge(
         bridge_env(
             reading,
@@ -285,6 +289,8 @@ def test_priors_travel_with_the_case(tmp_path, hospital, reading, webhook, make_
     assert case["id"] == r.json()["id"] and len(bridge.api("/cases")) == 1
     priors = {p["original_study_instance_uid"]: p for p in case["priors"]}
     assert set(priors) == {prior1.study_uid, prior2.study_uid}
+    assert {p["matched_by"] for p in priors.values()} == {"patient_id+issuer"}
+    assert case["priors_unmatched"] == 1
     assert all(p["forwarded"] == 2 for p in priors.values())
 
     # Same pseudonymous patient, same date shift: the intervals between the studies survive.

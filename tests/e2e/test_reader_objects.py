@@ -188,6 +188,62 @@ def test_reader_sr_in_archive_is_polled_and_returned(tmp_path, hospital, reading
     )
 
 
+def _post_reader_object(reading, ds: Dataset) -> None:
+    buf = BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    requests.post(f"{reading.url}/instances", data=buf.getvalue(), timeout=30).raise_for_status()
+
+
+def test_a_study_sent_again_gets_its_own_case_and_uid_map(tmp_path, hospital, reading, make_bridge):
+    """Issue #15, 8: pseudonyms are deterministic, so a study submitted again after its first
+    case came home has the same pseudonymized UIDs; the second case keeps its own map, the
+    reader's new object goes to it, and the first case's object is not taken twice."""
+    bridge = make_bridge(
+        bridge_env(
+            reading,
+            None,
+            BRIDGE_PACS__DICOMWEB_URL=hospital.dicomweb,
+            BRIDGE_READING__POLL_SECONDS="1",
+        )
+    )
+    study, first = _sent_study(tmp_path, hospital, bridge)
+    seen = study_instances(reading, first["pseudonymized_study_instance_uid"])
+    _post_reader_object(reading, reader_sr(seen, seen[0]))
+    bridge.wait_case(lambda c: c["id"] == first["id"] and c["state"] == "returned", timeout=90)
+
+    r = requests.post(
+        f"{bridge.url}/api/v1/cases",
+        json={"study_instance_uid": study.study_uid, "question": "Second look, please."},
+        headers={"Authorization": f"Bearer {bridge.token}"},
+        timeout=60,
+    )
+    assert r.status_code == 201, r.text
+    second_id = r.json()["id"]
+    second = bridge.wait_case(
+        lambda c: c["id"] == second_id and c["state"] == "forwarded", timeout=90
+    )
+    assert second["pseudonymized_study_instance_uid"] == first["pseudonymized_study_instance_uid"]
+
+    _post_reader_object(reading, reader_sr(seen, seen[1]))
+    done = bridge.wait_case(
+        lambda c: c["id"] == second_id and c["state"] == "returned" and c["reports"], timeout=90
+    )
+    (rep,) = done["reports"]
+    assert rep["state"] == "returned" and rep["source"] == "archive", rep
+    back = _in_hospital(hospital, rep["sop_instance_uid"])
+    assert back.StudyInstanceUID == study.study_uid and back.PatientID == "PID-7734521"
+    originals = {str(dcmread(p).SOPInstanceUID) for p in study.paths}
+    refs = {
+        i.ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+        for s in back.ContentSequence
+        if s.ValueType == "CONTAINER"
+        for i in s.ContentSequence
+        if i.ValueType == "IMAGE"
+    }
+    assert refs and refs <= originals
+    assert len(bridge.api(f"/cases/{first['id']}")["reports"]) == 1
+
+
 def test_stow_into_the_bridge_answers_per_instance(tmp_path, hospital, reading, make_bridge):
     bridge = make_bridge(
         bridge_env(

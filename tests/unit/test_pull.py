@@ -94,3 +94,64 @@ def test_retrieve_failures_name_the_setting_to_change():
     assert "move destination SO" in str(_retrieve_failure(0xC000, "SO"))
     assert "move destination" not in str(_retrieve_failure(0xC000, None))
     assert isinstance(_retrieve_failure(0xA702, "SO"), PacsUnavailableError)
+
+
+def _study(uid: str, day: str, pid: str = "P-1", issuer: str = "", birth: str = "", sex: str = ""):
+    from pydicom.dataset import Dataset
+
+    from bridge.ingest.pacs import StudyMatch
+
+    ds = Dataset()
+    ds.StudyInstanceUID = uid
+    ds.StudyDate = day
+    ds.StudyTime = "120000"
+    ds.PatientID = pid
+    ds.IssuerOfPatientID = issuer
+    ds.PatientBirthDate = birth
+    ds.PatientSex = sex
+    ds.ModalitiesInStudy = "MR"
+    return StudyMatch(uid, ds)
+
+
+class _Pacs:
+    protocol = "dicomweb"
+
+    def __init__(self, studies):
+        self.studies = studies
+
+    def search(self, query):
+        return [s for s in self.studies if s.text("PatientID") == query.patient_id]
+
+
+def test_a_prior_is_the_same_patient_never_the_same_patient_id_alone():
+    """Issue #15, 5: exact Patient ID + issuer where both studies have an issuer; where either
+    has none, Patient ID + birth date + sex, all present on both; otherwise not sent."""
+    from bridge.ingest.submit import find_priors
+
+    settings = Settings(_env_file=None)
+    main = _study("1.1", "20240101", issuer="HOSP-A", birth="19610417", sex="F")
+    others = [
+        _study("2.1", "20230101", issuer="HOSP-A"),  # same issuer: the same patient
+        _study("2.2", "20230102", issuer="HOSP-B", birth="19610417", sex="F"),  # other issuer
+        _study("2.3", "20230103", birth="19900101", sex="F"),  # no issuer, other birth date
+        _study("2.4", "20230104", birth="19610417", sex="F"),  # no issuer, same birth and sex
+        _study("2.5", "20230105", birth="19610417"),  # no issuer, no sex: not confirmed
+        _study("2.6", "20230106", birth="19610417", sex="M"),  # no issuer, other sex
+    ]
+    found = find_priors(settings, _Pacs([main, *others]), main, 10)
+    assert {p.match.study_uid: p.matched_by for p in found.priors} == {
+        "2.1": "patient_id+issuer",
+        "2.4": "patient_id+birth_date+sex",
+    }
+    assert found.unmatched == 4  # 2.2, 2.3, 2.5, 2.6: same Patient ID, patient not confirmed
+    # The main study without an issuer: only birth date and sex can confirm, on every candidate.
+    bare = _study("1.1", "20240101", birth="19610417", sex="F")
+    found = find_priors(settings, _Pacs([bare, *others]), bare, 10)
+    assert {p.match.study_uid: p.matched_by for p in found.priors} == {
+        "2.2": "patient_id+birth_date+sex",
+        "2.4": "patient_id+birth_date+sex",
+    }
+    # ... and with neither birth date nor sex on it, nothing is sent as a prior.
+    blank = _study("1.1", "20240101")
+    found = find_priors(settings, _Pacs([blank, *others]), blank, 10)
+    assert found.priors == [] and found.unmatched == 6
