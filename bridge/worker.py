@@ -43,6 +43,7 @@ from bridge.ingest.retrieve import run_retrieve
 from bridge.ingest.spool import DEID, RECEIVED, REPORTS, Spool
 from bridge.logging import get_logger
 from bridge.store import audit
+from bridge.store.leases import LeaseKeeper
 from bridge.store.repo import Deidentified, Store
 from bridge.store.schema import InstanceState, ReportState
 from bridge.store.submissions import RETRIEVE_JOB
@@ -193,29 +194,45 @@ class Pipeline:
         return opened > 0
 
     def deid_once(self) -> bool:
+        lease = self.settings.worker.lease_seconds
         owner = self.store.new_owner()
-        rows = self.store.claim_instances(
-            InstanceState.RECEIVED, 8, self.settings.worker.lease_seconds, owner
-        )
+        rows = self.store.claim_instances(InstanceState.RECEIVED, 8, lease, owner)
+        if not rows:
+            return False
+        # The claim is renewed while the batch runs (a long scan outlives a lease), and what is
+        # done is recorded every quarter lease rather than only at the end.
+        pending = {r.id for r in rows}
+
+        def renew() -> int:
+            return self.store.extend_leases(list(pending), owner, lease)
+
         done: list[tuple[Any, str, DeidResult]] = []
-        for i, row in enumerate(rows):
-            if self._stop.is_set():
-                self.store.release([r.id for r in rows[i:]], owner)
-                break
-            try:
-                out = self._deidentify(row, owner)
-            except Exception as exc:  # noqa: BLE001 - keep the instance, retry it later
-                self.store.schedule_retry(
-                    [row.id], owner, f"deid: {type(exc).__name__}", self._delay
-                )
-                metrics.RETRIES.labels(stage="deid").inc()
-                log.error("deid.retry", case_id=row.case_id, error_type=type(exc).__name__)
-                continue
-            if out is not None:
-                done.append((row, *out))
-        if done:
-            self._record_deidentified(done, owner)
-        return bool(rows)
+        last_record = time.monotonic()
+        with LeaseKeeper(renew, lease, "deid"):
+            for i, row in enumerate(rows):
+                if self._stop.is_set():
+                    self.store.release([r.id for r in rows[i:]], owner)
+                    break
+                try:
+                    out = self._deidentify(row, owner)
+                except Exception as exc:  # noqa: BLE001 - keep the instance, retry it later
+                    self.store.schedule_retry(
+                        [row.id], owner, f"deid: {type(exc).__name__}", self._delay
+                    )
+                    metrics.RETRIES.labels(stage="deid").inc()
+                    log.error("deid.retry", case_id=row.case_id, error_type=type(exc).__name__)
+                    out = None
+                if out is not None:
+                    done.append((row, *out))
+                else:
+                    pending.discard(row.id)
+                if done and time.monotonic() - last_record > lease / 4:
+                    self._record_deidentified(done, owner)
+                    pending.difference_update(r.id for r, _, _ in done)
+                    done, last_record = [], time.monotonic()
+            if done:
+                self._record_deidentified(done, owner)
+        return True
 
     def _deidentify(self, row: Any, owner: str) -> tuple[str, DeidResult] | None:
         """De-identify one instance into the spool: (spool name, result), or None when it was
@@ -278,8 +295,9 @@ class Pipeline:
             log.error("deid.record_failed", instances=len(ids), error_type=type(exc).__name__)
             return
         for (row, name, result), ok in zip(done, recorded, strict=True):
-            if not ok:
+            if not ok:  # another worker holds it now (our lease ran out): its result counts
                 self.spool.remove(DEID, name)
+                log.warning("deid.lease_lost", case_id=row.case_id, instance=row.id)
                 continue
             metrics.INSTANCES_DEIDENTIFIED.inc()
             if result.pixel_source is not None:
@@ -344,8 +362,11 @@ class Pipeline:
                 return
         items = [(row.pseudo_sop_uid, self.spool.path(DEID, row.deid_name)) for row in batch]
         by_uid = {row.pseudo_sop_uid: row for row in batch}
+        lease = self.settings.worker.lease_seconds
+        ids = [row.id for row in batch]
         try:
-            outcome = stow(self.session, r.dicomweb_url, items, r.timeout)
+            with LeaseKeeper(lambda: self.store.extend_leases(ids, owner, lease), lease, "stow"):
+                outcome = stow(self.session, r.dicomweb_url, items, r.timeout)
         except TransientForwardError as exc:
             self._retry(batch, owner, str(exc))
             return
@@ -363,6 +384,8 @@ class Pipeline:
             return
         stored = [by_uid[u] for u in outcome.stored if u in by_uid]
         done = self.store.mark_forwarded([row.id for row in stored], owner)
+        if len(done) < len(stored):  # another worker holds them now (our lease ran out)
+            log.warning("forward.lease_lost", instances=len(stored) - len(done))
         for original, copy in done:
             self.spool.remove(DEID, copy)  # the archive holds it: no pseudonymized copy kept
             if not self.settings.spool.keep_forwarded:

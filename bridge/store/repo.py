@@ -352,6 +352,20 @@ class Store:
     ) -> list[Row[Any]]:
         return self._claim(instances, instances.c.state == state, limit, lease, owner)
 
+    def extend_leases(self, ids: Iterable[int], owner: str, seconds: float) -> int:
+        """Renew this owner's claim on instances still being worked on; how many are ours."""
+        ids = list(ids)
+        if not ids:
+            return 0
+        with self._tx() as conn:
+            res = conn.execute(
+                update(instances)
+                .where(instances.c.id.in_(ids))
+                .where(instances.c.lease_owner == owner)
+                .values(lease_until=time.time() + seconds)
+            )
+        return int(res.rowcount)
+
     def release(self, ids: Iterable[int], owner: str) -> None:
         ids = list(ids)
         if not ids:

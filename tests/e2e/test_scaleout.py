@@ -137,3 +137,97 @@ def test_a_killed_worker_node_loses_nothing_and_nothing_is_delivered_twice(
                 w.terminate()
                 w.wait(30)
         node_a.stop()
+
+
+class _SlowArchive:
+    """A reading archive that takes ``delay`` seconds per STOW-RS (a real HTTP server in front
+    of the reading Orthanc); counts how often each SOP Instance UID was stored."""
+
+    def __init__(self, target: str, delay: float) -> None:
+        import http.server
+        import threading
+        from collections import Counter
+
+        self.stored: Counter[str] = Counter()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                time.sleep(delay)
+                resp = requests.post(
+                    target + self.path.removeprefix("/dicom-web"),
+                    data=body,
+                    headers={"Content-Type": self.headers["Content-Type"]},
+                    timeout=120,
+                )
+                for item in resp.json().get("00081199", {}).get("Value", []):
+                    outer.stored[item["00081155"]["Value"][0]] += 1
+                self.send_response(resp.status_code)
+                self.send_header("Content-Type", "application/dicom+json")
+                self.send_header("Content-Length", str(len(resp.content)))
+                self.end_headers()
+                self.wfile.write(resp.content)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/dicom-web"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
+def test_a_lease_shorter_than_the_work_is_renewed_and_nothing_is_done_twice(
+    tmp_path: Path, reading: Orthanc
+) -> None:
+    """Issue #15, 6: a long scan of multi-frame instances and a slow STOW-RS each outlive the
+    lease; the worker holding them renews it, so the other worker never takes them over: each
+    instance is de-identified once and stored in the archive once."""
+    from bridge.testing.sample import make_large_instance
+
+    archive = _SlowArchive(reading.dicomweb, delay=2.0)
+    env = bridge_env(
+        archive.url,
+        None,
+        BRIDGE_WORKER__LEASE_SECONDS="0.5",
+        BRIDGE_WORKER__DEID_THREADS="1",
+        BRIDGE_LOG_LEVEL="info",
+    )
+    bridge = BridgeProcess(tmp_path / "bridge", env).start()
+    other = bridge.worker(1)
+    try:
+        # One study of three 24-frame instances: the scan of each takes about a second.
+        (tmp_path / "in").mkdir()
+        study_uid = make_large_instance(tmp_path / "in" / "a.dcm", 12)
+        paths = [tmp_path / "in" / "a.dcm"]
+        for i in (1, 2):
+            ds_path = tmp_path / "in" / f"{'bc'[i - 1]}.dcm"
+            make_large_instance(ds_path, 12)
+            paths.append(ds_path)
+        _same_study(paths, study_uid)
+        out = storescu(bridge.dimse_port, paths)
+        assert len(acknowledged(out.stdout)) == 3
+        case = bridge.wait_forwarded(3, timeout=120)
+        assert case["instances"]["forwarded"] == 3
+        time.sleep(1.0)  # any late duplicate would arrive now
+        assert sorted(archive.stored.values()) == [1, 1, 1], archive.stored
+        logs = bridge.log() + (bridge.workdir / "worker-1.log").read_text()
+        assert "lease_lost" not in logs
+    finally:
+        other.terminate()
+        other.wait(30)
+        bridge.stop()
+        archive.stop()
+
+
+def _same_study(paths: list[Path], study_uid: str) -> None:
+    """Put every file into ``study_uid`` (make_large_instance makes one study per file)."""
+    from pydicom import dcmread
+
+    for p in paths:
+        ds = dcmread(p)
+        ds.StudyInstanceUID = study_uid
+        ds.save_as(p, enforce_file_format=True)
