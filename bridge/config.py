@@ -153,6 +153,10 @@ class HttpSettings(BaseModel):
     secure_cookies: bool = True
     #: Hours a console sign-in lasts.
     session_hours: float = Field(12.0, gt=0, le=24 * 30)
+    #: Console sign-in: failures of one account name before each further failure closes the
+    #: door for a doubling delay (twice as many from one address), and the longest delay.
+    login_free_attempts: int = Field(5, ge=1, le=100)
+    login_max_delay_seconds: float = Field(900.0, ge=1, le=86400)
     #: Largest request body for the JSON API and console forms (STOW-RS and uploads have
     #: their own limits), in bytes: beyond, 413.
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)

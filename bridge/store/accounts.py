@@ -1,8 +1,10 @@
 """Console accounts and sessions, in the state store.
 
-Passwords are hashed with scrypt (RFC 7914, Python's hashlib; memory-hard) under a random salt;
-the hash string carries its parameters so they can be raised later. A session is a random token
-in an HTTP-only cookie; only its SHA-256 is stored, with the session's CSRF token and expiry.
+Passwords are hashed with argon2id (RFC 9106's second recommended parameters: 64 MiB, three
+passes, through argon2-cffi) under a random salt; the hash string carries its parameters. Hashes
+from before (scrypt, N=2^14) still verify and are replaced by argon2id at the next sign-in, as
+are argon2id hashes with older parameters. A session is a random token in an HTTP-only cookie;
+only its SHA-256 is stored, with the session's CSRF token and expiry.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -23,18 +27,35 @@ from bridge.store.repo import Store
 from bridge.store.schema import sessions, users
 
 ROLES = ("admin", "submitter", "viewer")
-_N, _R, _P = 2**14, 8, 1
 MIN_PASSWORD = 12
+_ARGON2 = PasswordHasher(time_cost=3, memory_cost=64 * 1024, parallelism=4)
 
 
 def hash_password(password: str) -> str:
-    salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, n=_N, r=_R, p=_P, dklen=32)
-    b64 = base64.b64encode
-    return f"scrypt${_N}${_R}${_P}${b64(salt).decode()}${b64(digest).decode()}"
+    return _ARGON2.hash(password)
+
+
+def needs_rehash(stored: str) -> bool:
+    """A hash from before argon2id, or with weaker parameters than today's."""
+    if not stored.startswith("$argon2id$"):
+        return True
+    try:
+        return _ARGON2.check_needs_rehash(stored)
+    except InvalidHashError:
+        return True
 
 
 def verify_password(password: str, stored: str) -> bool:
+    if stored.startswith("$argon2"):
+        try:
+            return _ARGON2.verify(stored, password)
+        except (VerificationError, InvalidHashError):
+            return False
+    return _verify_scrypt(password, stored)
+
+
+def _verify_scrypt(password: str, stored: str) -> bool:
+    """Hashes written before argon2id: ``scrypt$N$r$p$salt_b64$hash_b64``."""
     try:
         scheme, n, r, p, salt, digest = stored.split("$")
         if scheme != "scrypt":
@@ -45,6 +66,7 @@ def verify_password(password: str, stored: str) -> bool:
             n=int(n),
             r=int(r),
             p=int(p),
+            maxmem=64 * 1024 * 1024,
             dklen=len(base64.b64decode(digest)),
         )
     except (ValueError, TypeError):
@@ -133,15 +155,45 @@ def list_users(store: Store) -> list[dict[str, Any]]:
         ]
 
 
-def authenticate(store: Store, username: str, password: str) -> User | None:
+@dataclass(frozen=True)
+class SignIn:
+    user: User | None
+    #: The name is an account's (for the audit trail: a name that is none is often a password
+    #: typed into the wrong field, and is recorded only as a hash).
+    known: bool
+
+
+def sign_in(store: Store, username: str, password: str) -> SignIn:
+    """Check a password (the same work whether the user exists or not); a hash from before
+    argon2id (or with older parameters) is replaced after a successful check."""
     with store.engine.connect() as conn:
         row = conn.execute(select(users).where(users.c.username == username)).first()
     if row is None:
-        verify_password(password, _DUMMY)  # the same work whether the user exists or not
-        return None
+        verify_password(password, _DUMMY)
+        return SignIn(None, known=False)
     if not verify_password(password, row.password_hash) or row.disabled:
-        return None
-    return User(row.id, row.username, row.role)
+        return SignIn(None, known=True)
+    if needs_rehash(row.password_hash):
+        with store._tx() as conn:  # noqa: SLF001
+            conn.execute(
+                update(users)
+                .where(users.c.id == row.id)
+                .where(users.c.password_hash == row.password_hash)
+                .values(password_hash=hash_password(password), updated_at=time.time())
+            )
+    return SignIn(User(row.id, row.username, row.role), known=True)
+
+
+def authenticate(store: Store, username: str, password: str) -> User | None:
+    return sign_in(store, username, password).user
+
+
+def audit_name(username: str, known: bool) -> str:
+    """How a failed sign-in's user name goes to the audit trail and syslog: as typed when it is
+    an account, else as ``unknown-user#`` and 10 hex digits of its SHA-256."""
+    if known:
+        return username
+    return "unknown-user#" + hashlib.sha256(username.encode()).hexdigest()[:10]
 
 
 _DUMMY = hash_password(secrets.token_urlsafe(16))

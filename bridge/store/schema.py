@@ -238,7 +238,7 @@ users = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("username", String(64), nullable=False, unique=True),
-    #: scrypt, with its parameters and salt: ``scrypt$N$r$p$salt_b64$hash_b64``.
+    #: argon2id (``$argon2id$v=19$m=…,t=…,p=…$salt$hash``); older rows: ``scrypt$N$r$p$salt$hash``.
     Column("password_hash", String(255), nullable=False),
     Column("role", String(16), nullable=False),  # admin | submitter | viewer
     Column("disabled", Integer, nullable=False, default=0),

@@ -17,12 +17,13 @@ def store(tmp_path):
     return Store(engine, node_id="t")
 
 
-def test_password_hashes_are_salted_scrypt():
+def test_password_hashes_are_salted_argon2id():
     a, b = (
         accounts.hash_password("correct horse battery"),
         accounts.hash_password("correct horse battery"),
     )
-    assert a != b and a.startswith("scrypt$16384$8$1$")
+    assert a != b and a.startswith("$argon2id$v=19$m=65536,t=3,p=4$")
+    assert not accounts.needs_rehash(a)
     assert accounts.verify_password("correct horse battery", a)
     assert not accounts.verify_password("correct horse batterz", a)
     assert not accounts.verify_password("x", "md5$garbage")

@@ -7,7 +7,9 @@ and submit, sees the cases it submitted), admin (everything, quarantine actions,
 
 from __future__ import annotations
 
+import math
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -16,12 +18,13 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.concurrency import run_in_threadpool
 
 from bridge.clock import iso_utc
 from bridge.config import Settings
 from bridge.ingest.spool import Spool
 from bridge.store import audit
-from bridge.store.accounts import authenticate, close_session, open_session
+from bridge.store.accounts import audit_name, close_session, open_session, sign_in
 from bridge.store.repo import Store
 from bridge.store.schema import CaseState
 from bridge.web.console.auth import (
@@ -32,6 +35,7 @@ from bridge.web.console.auth import (
     current,
     set_cookie,
 )
+from bridge.web.console.throttle import SignInThrottle
 from bridge.web.series import series_summary
 
 HERE = Path(__file__).parent
@@ -109,24 +113,56 @@ def console_router(settings: Settings, store: Store, spool: Spool) -> APIRouter:
     def login_form(next: str = "/cases") -> HTMLResponse:  # noqa: A002
         return page("login.html", None, next=_safe_next(next))
 
+    throttle = SignInThrottle(
+        settings.http.login_free_attempts, settings.http.login_max_delay_seconds
+    )
+
     @router.post("/login")
     async def login(request: Request) -> Response:
         form = await request.form()
         username = str(form.get("username", ""))[:64]
-        user = authenticate(store, username, str(form.get("password", "")))
         peer = request.client.host if request.client else None
-        if user is None:
-            audit.record(store, username or "-", "sign-in", outcome="failure", source_address=peer)
-            return page(
+        keys = throttle.keys(username, peer)
+        target = _safe_next(str(form.get("next", "/cases")))
+        wait = math.ceil(throttle.retry_after(keys))
+        if wait:  # refused without checking the password: no hashing work for a flood
+            too_many = page(
                 "login.html",
                 None,
-                status=401,
-                error="Wrong user name or password.",
-                next=_safe_next(str(form.get("next", "/cases"))),
+                status=429,
+                error=f"Too many failed sign-ins: try again in {wait} seconds.",
+                next=target,
             )
-        token, _csrf = open_session(store, user, lifetime)
-        audit.record(store, user.username, "sign-in", source_address=peer, role=user.role)
-        resp = RedirectResponse(_safe_next(str(form.get("next", "/cases"))), status_code=303)
+            too_many.headers["Retry-After"] = str(wait)
+            return too_many
+        # Hashing (argon2id, about 0.1 s) and the audit row run off the event loop.
+        result = await run_in_threadpool(sign_in, store, username, str(form.get("password", "")))
+        if result.user is None:
+            refused = throttle.failed(keys)
+            detail: dict[str, Any] = {"refused_before": refused} if refused else {}
+            await run_in_threadpool(
+                partial(
+                    audit.record,
+                    store,
+                    audit_name(username or "-", result.known),
+                    "sign-in",
+                    outcome="failure",
+                    source_address=peer,
+                    **detail,
+                )
+            )
+            return page(
+                "login.html", None, status=401, error="Wrong user name or password.", next=target
+            )
+        user = result.user
+        throttle.succeeded(keys[0])
+        token, _csrf = await run_in_threadpool(open_session, store, user, lifetime)
+        await run_in_threadpool(
+            partial(
+                audit.record, store, user.username, "sign-in", source_address=peer, role=user.role
+            )
+        )
+        resp = RedirectResponse(target, status_code=303)
         set_cookie(resp, token, secure, int(lifetime))
         return resp
 
