@@ -99,6 +99,12 @@ class DimseSettings(BaseModel):
     #: Extra called AE titles, each routing to a subspecialty and default question.
     routes: tuple[AeRoute, ...] = ()
     max_associations: int = Field(16, ge=1)
+    #: Connections one address may hold open at once (beyond: closed at accept, unread); the
+    #: listener holds at most twice max_associations plus four.
+    max_connections_per_peer: int = Field(16, ge=1)
+    #: Largest PDU the bridge receives, advertised in every association (a PDU over it is
+    #: refused unread, the association aborted). 16 KiB to 16 MiB.
+    max_pdu_bytes: int = Field(256 * 1024, ge=16 * 1024, le=16 * 1024 * 1024)
     #: Seconds an association may stay idle (ACSE/DIMSE/network timeouts).
     timeout: float = Field(60.0, gt=0)
     #: Seconds to let running associations finish on shutdown before aborting them.

@@ -29,6 +29,7 @@ from bridge.errors import (
     PacsUnavailableError,
     StudyNotFoundError,
 )
+from bridge.ingest import dimse_guard
 from bridge.ingest.pacs import (
     STUDY_KEYS,
     Progress,
@@ -114,6 +115,8 @@ class DimsePacs:
         self.retrieve_mode = pacs.dimse_retrieve
         self.new_file = new_file
         self.tls_args = dimse_tls_args(settings)
+        self.max_pdu = settings.dimse.max_pdu_bytes
+        dimse_guard.install()  # C-GET brings instances over this association: bounded PDUs
 
     def close(self) -> None:
         return None
@@ -125,6 +128,7 @@ class DimsePacs:
     ) -> Iterator[Any]:
         ae = AE(ae_title=self.calling)
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.timeout
+        ae.maximum_pdu_size = self.max_pdu
         ae.add_requested_context(model)
         roles: list[Any] = []
         for uid in storage or []:

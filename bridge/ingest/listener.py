@@ -34,6 +34,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from bridge.config import Settings
 from bridge.errors import DatasetError, SpoolError, SpoolFullError, StoreError
+from bridge.ingest import dimse_guard
 from bridge.ingest.accept import Origin, accept_file, read_header
 from bridge.ingest.spool import Spool
 from bridge.logging import get_logger
@@ -84,7 +85,8 @@ class Listener:
         ae.acse_timeout = dimse.timeout
         ae.dimse_timeout = dimse.timeout
         ae.network_timeout = dimse.timeout
-        ae.maximum_pdu_size = 0  # no limit on what we receive
+        ae.maximum_pdu_size = dimse.max_pdu_bytes  # finite: a PDU over it is refused unread
+        dimse_guard.install()
         ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
         for uid in storage_contexts():
             ae.add_supported_context(uid, ALL_TRANSFER_SYNTAXES)
@@ -106,8 +108,13 @@ class Listener:
             from bridge.tls import server_context
 
             ctx = server_context(dimse.tls_cert, dimse.tls_key, dimse.tls_ca)
-        self._server = self.ae.start_server(
-            (dimse.host, dimse.port), block=False, evt_handlers=handlers, ssl_context=ctx
+        self._server = dimse_guard.start_server(
+            self.ae,
+            (dimse.host, dimse.port),
+            handlers,
+            ctx,
+            per_peer=dimse.max_connections_per_peer,
+            total=2 * dimse.max_associations + 4,
         )
         log.info(
             "listener.started",

@@ -90,15 +90,17 @@ def test_the_door_holds(tmp_path, reading, make_bridge):
     assert assoc.is_established
     wire = assoc.dul.socket
     whole_send = wire.send
-    cut = {"done": False}
+    cut = {"done": False, "sent": 0}
 
     def send_then_drop(data: bytes) -> None:
-        """The network drops the connection 40 % into the dataset's bytes."""
-        if len(data) > 1_000_000 and not cut["done"]:
+        """The network drops the connection about 40 % into the dataset's 8 MB (in the
+        middle of a PDU: the bridge advertises PDUs of 256 KiB)."""
+        if cut["sent"] + len(data) > 3_300_000 and not cut["done"]:
             cut["done"] = True
-            wire.socket.sendall(data[: len(data) * 2 // 5])
+            wire.socket.sendall(data[: len(data) // 2])
             wire.socket.shutdown(socket.SHUT_RDWR)
             raise ConnectionResetError("cut")
+        cut["sent"] += len(data)
         whole_send(data)
 
     wire.send = send_then_drop
@@ -117,3 +119,80 @@ def test_the_door_holds(tmp_path, reading, make_bridge):
     assert len(acknowledged(storescu(port, small.paths, calling="ONLYLOCAL").stdout)) == 1
     assert len(acknowledged(storescu(port, small.paths, calling="STORESCU").stdout)) == 1
     assert bridge.process is not None and bridge.process.poll() is None
+
+
+def _rss_mib(pid: int) -> float:
+    for line in open(f"/proc/{pid}/status"):  # noqa: SIM115, PTH123
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def _push(s: socket.socket, header: bytes, mib: int) -> int:
+    """Send ``header`` then up to ``mib`` MiB; return how many MiB went before the peer shut."""
+    sent = 0
+    with contextlib.suppress(OSError):
+        s.sendall(header)
+        chunk = b"\x00" * (1 << 20)
+        deadline = time.monotonic() + 30
+        while sent < mib and time.monotonic() < deadline:
+            s.sendall(chunk)
+            sent += 1
+    return sent
+
+
+def test_a_pdu_larger_than_allowed_is_refused_before_it_is_read(tmp_path, reading, make_bridge):
+    """Issue #15, 2: pynetdicom reads a whole PDU into memory, the A-ASSOCIATE-RQ before any
+    allow-list check. The bridge refuses a PDU whose length is over the bound from its header:
+    256 KiB while associating, the maximum it advertises (finite) after; and caps the
+    connections one address may hold open."""
+    bridge = make_bridge(
+        bridge_env(
+            reading,
+            None,
+            BRIDGE_DIMSE__TIMEOUT="30",
+            BRIDGE_DIMSE__ALLOWED_CALLING_AETS='["ABUSER"]',
+            BRIDGE_DIMSE__MAX_CONNECTIONS_PER_PEER="4",
+        )
+    )
+    port = bridge.dimse_port
+    assert bridge.process is not None
+    before = _rss_mib(bridge.process.pid)
+
+    # An unknown peer announces a 300 MiB A-ASSOCIATE-RQ and sends it: closed at the header.
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        sent = _push(s, struct.pack(">BBL", 0x01, 0x00, 300 << 20), 100)
+    assert sent < 32, f"{sent} MiB were taken in"
+    assert _rss_mib(bridge.process.pid) - before < 32
+
+    # An admitted association: the maximum PDU it is told is finite, and a P-DATA-TF over it
+    # ends the association (A-ABORT) instead of being read.
+    assoc = _ae().associate("127.0.0.1", port, ae_title="SECONDOPINION")
+    assert assoc.is_established
+    assert 0 < assoc.acceptor.maximum_length <= 1 << 20
+    wire = assoc.dul.socket.socket
+    sent = _push(wire, struct.pack(">BBL", 0x04, 0x00, 64 << 20), 80)
+    deadline = time.monotonic() + 15
+    while assoc.is_established and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not assoc.is_established and sent < 32
+    assert _rss_mib(bridge.process.pid) - before < 32
+
+    # Four silent connections from one address are held (until the timeout); a fifth is
+    # closed at once; the others are still served.
+    silent = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(4)]
+    try:
+        time.sleep(0.5)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as fifth:
+            t = time.monotonic()
+            with contextlib.suppress(ConnectionResetError):
+                assert fifth.recv(1024) == b""
+            assert time.monotonic() - t < 5
+    finally:
+        for s in silent:
+            s.close()
+    t = time.monotonic()
+    while not _echo_ok(port):
+        assert time.monotonic() - t < 20
+        time.sleep(0.2)
+    assert bridge.process.poll() is None
