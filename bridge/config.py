@@ -168,6 +168,11 @@ class HttpSettings(BaseModel):
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     #: Connections served at once; beyond, 503 (slow or stuck clients cannot exhaust the server).
     max_connections: int = Field(256, ge=8)
+    #: ``/metrics`` (Prometheus; counts and durations, no identifying values): "open", "token"
+    #: (a bearer token that may read cases), or "off".
+    metrics: Literal["open", "token", "off"] = "open"
+    #: ``/docs`` and ``/openapi.json`` (every route described): "off", "token", or "open".
+    api_docs: Literal["off", "token", "open"] = "off"
     #: HTTPS: certificate (chain) and key, PEM. Both set = the server speaks HTTPS only.
     tls_cert: str | None = None
     tls_key: str | None = None

@@ -9,6 +9,7 @@ from urllib.parse import quote
 
 import structlog
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
@@ -159,6 +160,9 @@ def create_app(settings: Settings, store: Store, spool: Spool) -> FastAPI:
         title="SECONDOPINION bridge",
         version=__version__,
         description="Second-opinion DICOM bridge: cases, health and metrics.",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
     console_env = templates()
     spool_gauges = metrics.SpoolCollector(
@@ -239,9 +243,25 @@ def create_app(settings: Settings, store: Store, spool: Spool) -> FastAPI:
             return JSONResponse({"status": "unhealthy", "store": "unreachable"}, status_code=503)
         return JSONResponse({"status": "ok", "version": __version__})
 
-    @app.get("/metrics", tags=["health"])
-    def metrics_endpoint() -> Response:
-        return Response(metrics.scrape(store, spool_gauges), media_type=CONTENT_TYPE_LATEST)
+    def guard(mode: str) -> list[Any]:
+        return [Depends(tokens.need("read"))] if mode == "token" else []
+
+    if settings.http.metrics != "off":
+
+        @app.get("/metrics", tags=["health"], dependencies=guard(settings.http.metrics))
+        def metrics_endpoint() -> Response:
+            return Response(metrics.scrape(store, spool_gauges), media_type=CONTENT_TYPE_LATEST)
+
+    if settings.http.api_docs != "off":
+        docs_deps = guard(settings.http.api_docs)
+
+        @app.get("/openapi.json", include_in_schema=False, dependencies=docs_deps)
+        def openapi_document() -> JSONResponse:
+            return JSONResponse(app.openapi())
+
+        @app.get("/docs", include_in_schema=False, dependencies=docs_deps)
+        def api_docs() -> HTMLResponse:
+            return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} API")
 
     auth = [Depends(tokens.need("read"))]
     app.include_router(findings_router(settings, store, spool, tokens.need("findings")))

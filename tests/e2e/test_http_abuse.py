@@ -141,3 +141,30 @@ def test_api_tokens_have_roles(reading, make_bridge):
         timeout=30,
     )
     assert r.status_code == 415  # the reader may STOW (and is told what to send)
+
+
+def test_docs_are_off_by_default_and_metrics_can_need_a_token(reading, make_bridge):
+    """Issue #15, 12: /docs and /openapi.json describe every route to anyone: off unless
+    asked for; /metrics open (the default: no identifying values), behind a token, or off."""
+    bridge = make_bridge(bridge_env(reading, None))
+    for path in ("/docs", "/openapi.json", "/redoc"):
+        assert requests.get(bridge.url + path, timeout=10).status_code == 404, path
+    assert requests.get(bridge.url + "/metrics", timeout=10).status_code == 200
+    bridge.stop()
+
+    guarded = make_bridge(
+        bridge_env(reading, None, BRIDGE_HTTP__METRICS="token", BRIDGE_HTTP__API_DOCS="token"),
+        name="guarded",
+    )
+    auth = {"Authorization": f"Bearer {guarded.token}"}
+    for path in ("/metrics", "/docs", "/openapi.json"):
+        assert requests.get(guarded.url + path, timeout=10).status_code == 401, path
+        assert requests.get(guarded.url + path, headers=auth, timeout=10).status_code == 200, path
+    assert (
+        "/api/v1/cases" in requests.get(guarded.url + "/openapi.json", headers=auth).json()["paths"]
+    )
+    guarded.stop()
+
+    off = make_bridge(bridge_env(reading, None, BRIDGE_HTTP__METRICS="off"), name="off")
+    assert requests.get(off.url + "/metrics", timeout=10).status_code == 404
+    assert requests.get(off.url + "/livez", timeout=10).status_code == 200
