@@ -21,12 +21,12 @@ def boundary_of(content_type: str) -> bytes:
 
 
 def split_parts(
-    chunks: Iterable[bytes], boundary: bytes, new_file: Iterator[Path]
+    chunks: Iterable[bytes], boundary: bytes, new_file: Iterator[Path], sender: str = "the PACS"
 ) -> Iterator[Path]:
     """Write each part's body to the next path from ``new_file``; yield it once complete.
 
-    A body that ends before its closing delimiter raises PacsUnavailableError (the part being
-    written is deleted; the parts already yielded are whole).
+    A body that ends before its closing delimiter raises PacsUnavailableError naming
+    ``sender`` (the part being written is deleted; the parts already yielded are whole).
     """
     delim = b"\r\n--" + boundary
     buf = bytearray(b"\r\n")  # the first delimiter has no leading CRLF: add one
@@ -73,7 +73,7 @@ def split_parts(
                     state = "after-delim"
                     done, path = path, None
                     yield done
-        raise PacsUnavailableError("the PACS closed the multipart body early")
+        raise PacsUnavailableError(f"{sender} closed the multipart body early")
     finally:
         if out is not None:
             out.close()
