@@ -348,7 +348,12 @@ class AuditSettings(BaseModel):
     #: Collector host; unset = the trail stays in the state store (console, API, CLI export).
     syslog_host: str | None = None
     syslog_port: int = Field(514, ge=1, le=65535)
-    syslog_protocol: Literal["udp", "tcp"] = "udp"
+    #: "tls" = RFC 5425 (IHE ATNA's transport): the collector is verified against
+    #: ``syslog_ca`` (or the system's CAs); with a client certificate the bridge shows its own.
+    syslog_protocol: Literal["udp", "tcp", "tls"] = "udp"
+    syslog_ca: str | None = None
+    syslog_client_cert: str | None = None
+    syslog_client_key: str | None = None
     #: AuditSourceID of the messages; default: the listener's AE title.
     source_id: str | None = None
 

@@ -164,8 +164,13 @@ class Pipeline:
 
             from bridge.forward.audit_messages import SyslogShipper, SyslogTarget
 
+            tls = None
+            if a.syslog_protocol == "tls":
+                from bridge.tls import client_context
+
+                tls = client_context(a.syslog_ca or True, a.syslog_client_cert, a.syslog_client_key)
             self._shipper = SyslogShipper(
-                SyslogTarget(a.syslog_host, a.syslog_port, a.syslog_protocol),
+                SyslogTarget(a.syslog_host, a.syslog_port, a.syslog_protocol, tls),
                 a.source_id or self.settings.dimse.ae_title,
                 socket.gethostname(),
             )

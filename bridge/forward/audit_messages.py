@@ -11,6 +11,7 @@ the state store, so a restart neither loses nor repeats a message.
 from __future__ import annotations
 
 import socket
+import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -132,7 +133,9 @@ def to_syslog(event: dict[str, Any], source_id: str, hostname: str) -> str:
 class SyslogTarget:
     host: str
     port: int
-    protocol: str  # "udp" | "tcp"
+    protocol: str  # "udp" | "tcp" | "tls"
+    #: For "tls" (RFC 5425): verifies the collector, carries the bridge's client certificate.
+    tls: ssl.SSLContext | None = None
 
 
 class SyslogShipper:
@@ -151,10 +154,17 @@ class SyslogShipper:
                 for m in messages:
                     s.sendto(m.encode()[:65000], (t.host, t.port))
             return
-        with socket.create_connection((t.host, t.port), timeout=10) as s:
+        with socket.create_connection((t.host, t.port), timeout=10) as raw:
+            s = raw
+            if t.protocol == "tls":
+                if t.tls is None:
+                    raise ssl.SSLError("no TLS context for the syslog collector")
+                s = t.tls.wrap_socket(raw, server_hostname=t.host)
             for m in messages:
                 data = m.encode()
-                s.sendall(f"{len(data)} ".encode() + data)  # RFC 6587 octet counting
+                s.sendall(f"{len(data)} ".encode() + data)  # octet counting (RFC 6587, 5425)
+            if s is not raw:
+                s.close()
 
     def ship(self, store: Any, owner: str, lease: float, batch: int = 200) -> int:
         """Send the events after the stored position; return how many were sent."""

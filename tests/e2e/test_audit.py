@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import socketserver
+import ssl
 import subprocess
 import threading
 import time
@@ -22,9 +23,10 @@ pytestmark = pytest.mark.e2e
 
 
 class Collector:
-    """A syslog collector over TCP with octet-counted framing (RFC 6587)."""
+    """A syslog collector over TCP with octet-counted framing (RFC 6587), or over TLS
+    (RFC 5425) when given a server context."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.messages: list[str] = []
         outer = self
 
@@ -40,6 +42,8 @@ class Collector:
 
         self.port = free_port()
         self.server = socketserver.ThreadingTCPServer(("127.0.0.1", self.port), Handler)
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -134,3 +138,73 @@ def test_audit_trail_to_syslog_and_exports(tmp_path, reading, make_bridge):
         assert _xml(line).find("EventIdentification/EventID").get("csd-code") == "110104"
     finally:
         collector.stop()
+
+
+def test_audit_messages_over_tls_to_an_atna_collector(tmp_path, reading, make_bridge):
+    """Issue #15, 12: IHE ATNA wants syslog over TLS (RFC 5425), both nodes authenticated.
+    The collector requires a client certificate from its CA; the bridge verifies the collector
+    against the CA it is given; a collector with a certificate from elsewhere gets nothing."""
+    from bridge.testing.certs import issue, make_ca
+
+    ca = make_ca(tmp_path / "pki")
+    collector_pair = issue(tmp_path / "pki", "collector", ca)
+    bridge_pair = issue(tmp_path / "pki", "bridge", ca, server=False)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(collector_pair.cert, collector_pair.key)
+    ctx.load_verify_locations(cafile=ca[0].cert)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    collector = Collector(ctx)
+    try:
+        bridge = make_bridge(
+            bridge_env(
+                reading,
+                None,
+                BRIDGE_AUDIT__SYSLOG_HOST="127.0.0.1",
+                BRIDGE_AUDIT__SYSLOG_PORT=str(collector.port),
+                BRIDGE_AUDIT__SYSLOG_PROTOCOL="tls",
+                BRIDGE_AUDIT__SYSLOG_CA=str(ca[0].cert),
+                BRIDGE_AUDIT__SYSLOG_CLIENT_CERT=str(bridge_pair.cert),
+                BRIDGE_AUDIT__SYSLOG_CLIENT_KEY=str(bridge_pair.key),
+            )
+        )
+        _feed_started(bridge)
+        _user_add(bridge, "auditor")
+        (message,) = collector.wait(1)
+        assert _xml(message).find("EventIdentification/EventID").get("csd-code") == "110113"
+    finally:
+        collector.stop()
+
+    # A collector whose certificate the bridge's CA did not sign: nothing is sent to it.
+    other_ca = make_ca(tmp_path / "other", "other-ca")
+    impostor_pair = issue(tmp_path / "other", "impostor", other_ca)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(impostor_pair.cert, impostor_pair.key)
+    impostor = Collector(ctx)
+    try:
+        bridge = make_bridge(
+            bridge_env(
+                reading,
+                None,
+                BRIDGE_AUDIT__SYSLOG_HOST="127.0.0.1",
+                BRIDGE_AUDIT__SYSLOG_PORT=str(impostor.port),
+                BRIDGE_AUDIT__SYSLOG_PROTOCOL="tls",
+                BRIDGE_AUDIT__SYSLOG_CA=str(ca[0].cert),
+            ),
+            name="second",
+        )
+        _feed_started(bridge)
+        _user_add(bridge, "someone")
+        time.sleep(3)
+        assert impostor.messages == []
+        assert "audit.syslog_failed" in bridge.log()
+    finally:
+        impostor.stop()
+
+
+def _feed_started(bridge) -> None:
+    """A new syslog target starts after the newest event: wait until the worker has begun."""
+    deadline = time.monotonic() + 60
+    while "worker.started" not in bridge.log():
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    time.sleep(1.0)
