@@ -413,6 +413,10 @@ class FindingsSettings(BaseModel):
     key_object_selection: bool = True
     #: Also return an Encapsulated PDF rendering of the report (viewers without SR support).
     pdf: bool = False
+    #: Days a returned (or discarded) report's file stays in spool/reports (encrypted when
+    #: the vault is) before it is deleted; 0 = deleted once the PACS has it. Its record, UIDs
+    #: and state stay in the state store.
+    report_retention_days: float = Field(7.0, ge=0)
 
 
 class SpoolSettings(BaseModel):

@@ -8,6 +8,7 @@ and whatever a worker had claimed is released (or its lease expires) for the nex
 
 from __future__ import annotations
 
+import hmac
 import re
 import signal
 import socket
@@ -52,7 +53,14 @@ def open_store(settings: Settings, node_id: str | None = None, upgrade: bool = T
         from bridge.store.vault_crypto import VaultCipher
 
         cipher = VaultCipher([k.get_secret_value() for k in settings.vault.keys])
-    return Store(engine, node_id=node_id or node_name(settings), cipher=cipher)
+    uid_key = None
+    if settings.deid.secret is not None:
+        secret = settings.deid.secret.get_secret_value().encode()
+        uid_key = hmac.new(secret, b"bridge: references to original UIDs", "sha256").digest()
+    store = Store(engine, node_id=node_id or node_name(settings), cipher=cipher, uid_key=uid_key)
+    if upgrade:
+        store.reference_clear_uids()  # rows written before references were kept
+    return store
 
 
 def serve(settings: Settings, config_file: Path | None = None, workers_here: bool = True) -> int:

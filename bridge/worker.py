@@ -32,6 +32,7 @@ from bridge.errors import (
     ReturnSafetyError,
     TransientForwardError,
 )
+from bridge.findings import report_files
 from bridge.findings.dimse_return import store_report_dimse
 from bridge.findings.intake import accept_object, reidentify_held
 from bridge.findings.poll import find_new_objects, retrieve
@@ -152,7 +153,17 @@ class Pipeline:
         self.spool.sweep(
             lambda names: self.store.referenced_names(names, keep), 2 * w.lease_seconds
         )
+        days = self.settings.findings.report_retention_days
+        self._drop_report_files(self.store.report_files_done_before(time.time() - days * 86400))
         return False
+
+    def _drop_report_files(self, files: list[tuple[int, str]]) -> None:
+        """Delete the files of reports returned (or discarded) past the retention period."""
+        for report_id, name in files:
+            self.spool.remove(REPORTS, name)
+            self.store.forget_report_file(report_id)
+        if files:
+            log.info("report.files_deleted", reports=len(files))
 
     def audit_once(self) -> bool:
         """Ship new audit events to the syslog collector, if one is configured."""
@@ -479,26 +490,26 @@ class Pipeline:
             patient_id = str(original.get("PatientID", ""))
             try:
                 report = reidentify_held(self.store, self.spool, report)
-                path = self.spool.path(REPORTS, report["file_name"])
-                verify_file(
-                    path,
-                    study_uid=study_uid,
-                    patient_id=patient_id,
-                    issuer=str(original.get("IssuerOfPatientID", "") or ""),
-                    sop_instance_uid=report["sop_instance_uid"],
-                )
-                if pacs.dicomweb_url:
-                    store_report(
-                        self.pacs_session,
-                        pacs.dicomweb_url,
+                with report_files.plain_file(self.store, self.spool, report["file_name"]) as path:
+                    verify_file(
                         path,
-                        report["sop_instance_uid"],
-                        study_uid,
-                        patient_id,
-                        pacs.timeout,
+                        study_uid=study_uid,
+                        patient_id=patient_id,
+                        issuer=str(original.get("IssuerOfPatientID", "") or ""),
+                        sop_instance_uid=report["sop_instance_uid"],
                     )
-                else:
-                    store_report_dimse(self.settings, path, study_uid, patient_id)
+                    if pacs.dicomweb_url:
+                        store_report(
+                            self.pacs_session,
+                            pacs.dicomweb_url,
+                            path,
+                            report["sop_instance_uid"],
+                            study_uid,
+                            patient_id,
+                            pacs.timeout,
+                        )
+                    else:
+                        store_report_dimse(self.settings, path, study_uid, patient_id)
             except (ReturnSafetyError, PermanentForwardError, FindingsError) as exc:
                 # re-identification names the pseudonymous UIDs it could not map, as at intake
                 why = str(exc) if isinstance(exc, FindingsError) else exc.message
@@ -520,6 +531,8 @@ class Pipeline:
                 continue
             self.store.finish_report(report["id"], ReportState.RETURNED)
             self.store.finish_job(job.id, owner)
+            if self.settings.findings.report_retention_days == 0:
+                self._drop_report_files([(report["id"], report["file_name"])])
             audit.record(
                 self.store,
                 "system",

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from bridge.config import Settings
 from bridge.errors import FindingsError
+from bridge.findings import report_files
 from bridge.findings.pdf import build_pdf_document
 from bridge.findings.reidentify import reidentify, returned_uid
 from bridge.findings.schema import Findings, Status
@@ -75,18 +75,19 @@ def accept_findings(
                 sop_instance_uid=k.sop_instance_uid,
                 frames=frames or 1,
             )
-    evidence = [
-        Evidence(r.sop_class_uid, r.sop_instance_uid, r.series_uid)
-        for r in rows
-        if r.pseudo_sop_uid
-    ]
+    # The original UIDs come from the vault (the state store keeps only references to them).
+    originals = store.uid_map_of(case_id)
+
+    def evidence_of(r: Any) -> Evidence:
+        sop, series = originals.get(r.pseudo_sop_uid), originals.get(r.pseudo_series_uid or "")
+        if not sop or not series:
+            raise FindingsError("the vault has no original UIDs for an instance", status=409)
+        return Evidence(r.sop_class_uid, sop, series)
+
+    evidence = [evidence_of(r) for r in rows if r.pseudo_sop_uid]
     key_images = [
         KeyImageRef(
-            Evidence(
-                by_pseudo[k.sop_instance_uid].sop_class_uid,
-                by_pseudo[k.sop_instance_uid].sop_instance_uid,
-                by_pseudo[k.sop_instance_uid].series_uid,
-            ),
+            evidence_of(by_pseudo[k.sop_instance_uid]),
             # A frame of a single-frame image is the image itself (and may not be referenced).
             k.frame if by_pseudo[k.sop_instance_uid].frames else None,
             k.note,
@@ -103,7 +104,7 @@ def accept_findings(
         ]
         if not built:
             raise FindingsError("an amendment needs an earlier report of this case", status=409)
-        previous = [dcmread(spool.path(REPORTS, built[-1]["file_name"]))]
+        previous = [_predecessor(built[-1], str(headers_ds(headers).StudyInstanceUID))]
     sr = build_report(
         findings=findings,
         headers=headers,
@@ -134,9 +135,7 @@ def accept_findings(
         )
     report_id = 0
     for obj in objects:
-        tmp = spool.new_tmp()
-        obj.save_as(tmp, enforce_file_format=True)
-        name = spool.commit_tmp(tmp, REPORTS)
+        name = report_files.save(store, spool, obj)
         rid = store.add_report(
             case_id,
             source="findings",
@@ -179,9 +178,7 @@ def accept_object(store: Store, spool: Spool, ds: Dataset, source: str) -> Accep
         out = _reidentified(store, case["id"], ds, headers)
     except FindingsError as exc:
         if source == "archive":
-            tmp = spool.new_tmp()
-            ds.save_as(tmp, enforce_file_format=False)
-            name = spool.commit_tmp(tmp, REPORTS)
+            name = report_files.save(store, spool, ds, enforce_file_format=False)
             store.add_report(
                 case["id"],
                 source=source,
@@ -203,9 +200,7 @@ def accept_object(store: Store, spool: Spool, ds: Dataset, source: str) -> Accep
             existing["sop_instance_uid"],
             existing["series_instance_uid"],
         )
-    tmp = spool.new_tmp()
-    out.save_as(tmp, enforce_file_format=True)
-    name = spool.commit_tmp(tmp, REPORTS)
+    name = report_files.save(store, spool, out)
     report_id = store.add_report(
         case["id"],
         source=source,
@@ -225,8 +220,7 @@ def reidentify_held(store: Store, spool: Spool, report: dict[str, Any]) -> dict[
     to the PACS, re-identification runs again (the vault may now have what was missing). Returns
     the report as it now is; raises :class:`FindingsError` when it still cannot be re-identified.
     A report whose file is already re-identified is returned unchanged."""
-    path = spool.path(REPORTS, report["file_name"])
-    ds = dcmread(path)
+    ds = report_files.load(store, spool, report["file_name"])
     case = store.get_case(report["case_id"])
     if case is None or str(ds.get("StudyInstanceUID", "")) != case.get("pseudo_study_uid"):
         return report
@@ -234,9 +228,7 @@ def reidentify_held(store: Store, spool: Spool, report: dict[str, Any]) -> dict[
     if headers is None:
         raise FindingsError("the case has no original headers in the vault", status=409)
     out = _reidentified(store, report["case_id"], ds, headers)
-    tmp = spool.new_tmp()
-    out.save_as(tmp, enforce_file_format=True)
-    name = spool.commit_tmp(tmp, REPORTS)
+    name = report_files.save(store, spool, out)
     store.replace_report_object(
         report["id"],
         file_name=name,
@@ -254,3 +246,18 @@ def _reidentified(store: Store, case_id: str, ds: Dataset, headers: dict[str, An
     """The reader's object mapped back through the case's vault (its own UIDs are new ones)."""
     own = {str(ds.get("SOPInstanceUID", "")), str(ds.get("SeriesInstanceUID", ""))}
     return reidentify(ds, uid_map=store.uid_map_of(case_id), vault_headers=headers, own_uids=own)
+
+
+def headers_ds(headers: dict[str, Any]) -> Dataset:
+    return Dataset.from_json(headers)
+
+
+def _predecessor(report: dict[str, Any], study_uid: str) -> Dataset:
+    """What an amendment's Predecessor Documents Sequence needs of the earlier report (its
+    UIDs, from the state store: its file may be gone after the retention period)."""
+    ds = Dataset()
+    ds.SOPClassUID = report["sop_class_uid"]
+    ds.SOPInstanceUID = report["sop_instance_uid"]
+    ds.SeriesInstanceUID = report["series_instance_uid"]
+    ds.StudyInstanceUID = study_uid
+    return ds

@@ -7,7 +7,10 @@ by the expected current state, so a late or duplicate worker changes nothing.
 
 from __future__ import annotations
 
+import base64
 import fcntl
+import hashlib
+import hmac
 import json
 import os
 import threading
@@ -43,6 +46,9 @@ from bridge.store.schema import (
     vault_patients,
 )
 from bridge.store.vault_crypto import VaultCipher, plain
+
+#: The prefix of a keyed reference standing for an original UID in ``instances``.
+UID_REF = "h:"
 
 #: States of a case whose study is still on its way to the reader or awaiting findings: a
 #: second submission of the same study is refused while one is open.
@@ -127,11 +133,20 @@ def new_case_id() -> str:
 class Store:
     """The state store, shared by the listener, the workers and the HTTP API."""
 
-    def __init__(self, engine: Engine, node_id: str, cipher: VaultCipher | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        node_id: str,
+        cipher: VaultCipher | None = None,
+        uid_key: bytes | None = None,
+    ) -> None:
         self.engine = engine
         self.node_id = node_id
         #: Encrypts the vault's identifying columns at rest (None: stored as they are).
         self.cipher = cipher
+        #: Keys the references that stand for original SOP and Series Instance UIDs in
+        #: ``instances`` (None: stored as they are). The originals live in the vault only.
+        self._uid_key = uid_key
         self._case_lock = threading.Lock()
         self._pg = engine.dialect.name == "postgresql"
         # SQLite has one writer at a time: queue our writers on a lock rather than on SQLite's
@@ -141,6 +156,40 @@ class Store:
         # the next writer the moment the lock is released.
         self._write_lock: threading.Lock | None = None if self._pg else threading.Lock()
         self._lock_file = None if self._pg else _writer_lock_file(engine)
+
+    def uid_ref(self, uid: str) -> str:
+        """What ``instances`` stores for an original SOP or Series Instance UID: a keyed hash
+        (``h:`` and 52 base32 characters), equal for equal UIDs, not reversible without the
+        key; the UID itself when the store has no key."""
+        if self._uid_key is None or not uid or uid.startswith(UID_REF):
+            return uid
+        digest = hmac.new(self._uid_key, uid.encode(), hashlib.sha256).digest()
+        return UID_REF + base64.b32encode(digest).decode().rstrip("=")
+
+    def reference_clear_uids(self, batch: int = 1000) -> int:
+        """Replace original UIDs kept by an earlier version with their references."""
+        if self._uid_key is None:
+            return 0
+        done = 0
+        while True:
+            with self._tx() as conn:
+                rows = conn.execute(
+                    select(instances.c.id, instances.c.sop_instance_uid, instances.c.series_uid)
+                    .where(~instances.c.sop_instance_uid.startswith(UID_REF))
+                    .limit(batch)
+                ).all()
+                for r in rows:
+                    conn.execute(
+                        update(instances)
+                        .where(instances.c.id == r.id)
+                        .values(
+                            sop_instance_uid=self.uid_ref(r.sop_instance_uid),
+                            series_uid=self.uid_ref(r.series_uid),
+                        )
+                    )
+            done += len(rows)
+            if len(rows) < batch:
+                return done
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
@@ -163,17 +212,18 @@ class Store:
             try:
                 with self._tx() as conn:
                     case_id = self._case_for_study(conn, rec, now)
+                    sop_ref = self.uid_ref(rec.sop_instance_uid)
                     old = conn.execute(
                         select(instances.c.id, instances.c.spool_name, instances.c.deid_name)
                         .where(instances.c.case_id == case_id)
-                        .where(instances.c.sop_instance_uid == rec.sop_instance_uid)
+                        .where(instances.c.sop_instance_uid.in_([sop_ref, rec.sop_instance_uid]))
                     ).first()
                     values: dict[str, Any] = {
                         "deid_name": None,
                         "sop_class_uid": rec.sop_class_uid,
                         "study_uid": rec.study_uid,
                         "released": 0,
-                        "series_uid": rec.series_uid,
+                        "series_uid": self.uid_ref(rec.series_uid),
                         "modality": rec.modality,
                         "state": InstanceState.RECEIVED,
                         "size_bytes": rec.size_bytes,
@@ -189,13 +239,14 @@ class Store:
                         conn.execute(
                             instances.insert().values(
                                 case_id=case_id,
-                                sop_instance_uid=rec.sop_instance_uid,
+                                sop_instance_uid=sop_ref,
                                 received_at=now,
                                 **values,
                             )
                         )
                         stale: list[tuple[str, str]] = []
                     else:
+                        values["sop_instance_uid"] = sop_ref
                         conn.execute(
                             update(instances).where(instances.c.id == old.id).values(**values)
                         )
@@ -1060,6 +1111,34 @@ class Store:
                     status=status,
                 )
             )
+
+    def report_files_done_before(self, before: float, limit: int = 500) -> list[tuple[int, str]]:
+        """(id, file name) of reports returned or discarded before ``before`` that still have a
+        file in the spool."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(reports.c.id, reports.c.file_name)
+                .where(reports.c.file_name != "")
+                .where(
+                    or_(
+                        and_(
+                            reports.c.state == ReportState.RETURNED,
+                            reports.c.returned_at < before,
+                        ),
+                        and_(
+                            reports.c.state == ReportState.DISCARDED,
+                            reports.c.created_at < before,
+                        ),
+                    )
+                )
+                .limit(limit)
+            ).all()
+        return [(int(r.id), str(r.file_name)) for r in rows]
+
+    def forget_report_file(self, report_id: int) -> None:
+        """The report's file is deleted (its record stays, with its UIDs)."""
+        with self._tx() as conn:
+            conn.execute(update(reports).where(reports.c.id == report_id).values(file_name=""))
 
     def finish_report(self, report_id: int, state: ReportState, error: str | None = None) -> None:
         """Record a report's fate; a case whose reports are all returned becomes returned."""

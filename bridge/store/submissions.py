@@ -9,6 +9,7 @@ pipeline as ``received`` (de-identification and forwarding run meanwhile, instan
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -157,15 +158,31 @@ def note_case_error(store: Store, case_id: str, error: str | None) -> None:
         )
 
 
+class KnownUids(set[str]):
+    """The SOP Instance UIDs a case has, as ``instances`` keeps them (keyed references): an
+    original UID is "in" it when its reference is."""
+
+    def __init__(self, stored: Iterable[str], ref: Callable[[str], str]) -> None:
+        super().__init__(stored)
+        self._ref = ref
+
+    def __contains__(self, uid: object) -> bool:
+        return super().__contains__(uid) or (
+            isinstance(uid, str) and super().__contains__(self._ref(uid))
+        )
+
+
 def sop_uids_of(store: Store, case_id: str) -> set[str]:
-    """Original SOP Instance UIDs already recorded in the case (a resumed retrieve skips them)."""
+    """SOP Instance UIDs already recorded in the case (a resumed retrieve skips them): ask it
+    with an original UID."""
     with store.engine.connect() as conn:
-        return {
+        stored = [
             str(r[0])
             for r in conn.execute(
                 select(instances.c.sop_instance_uid).where(instances.c.case_id == case_id)
             )
-        }
+        ]
+    return KnownUids(stored, store.uid_ref)
 
 
 def extend_job_lease(store: Store, job_id: int, owner: str, seconds: float) -> bool:

@@ -49,6 +49,15 @@ class VaultCipher:
         except InvalidToken:
             raise StoreError("a vault value cannot be decrypted with BRIDGE_VAULT__KEYS") from None
 
+    def encrypt_bytes(self, data: bytes) -> bytes:
+        return self._f.encrypt(data)
+
+    def decrypt_bytes(self, token: bytes) -> bytes:
+        try:
+            return self._f.decrypt(token)
+        except InvalidToken:
+            raise StoreError("a spool file cannot be decrypted with BRIDGE_VAULT__KEYS") from None
+
     def rotate(self, value: str) -> str:
         if not value.startswith(PREFIX):
             return self.encrypt(value)

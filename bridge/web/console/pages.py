@@ -222,7 +222,7 @@ def console_router(settings: Settings, store: Store, spool: Spool) -> APIRouter:
             series=_series(store, case_id),
             timeline=_timeline(case),
             manifest=_manifest(case),
-            reports=_reports(spool, case),
+            reports=_reports(store, spool, case),
             events=audit.events(store, case_id=case_id, limit=100),
         )
 
@@ -283,18 +283,18 @@ def _manifest(case: dict[str, Any]) -> str:
     return json.dumps(build_manifest(case, max(1, case["manifest_version"])), indent=2)
 
 
-def _reports(spool: Spool, case: dict[str, Any]) -> list[dict[str, Any]]:
-    from pydicom import dcmread
-
+def _reports(store: Store, spool: Spool, case: dict[str, Any]) -> list[dict[str, Any]]:
+    from bridge.findings import report_files
     from bridge.findings.render import sr_lines
 
     out = []
     for r in case.get("reports", []):
         lines: list[Any] = []
         try:
-            ds = dcmread(spool.path("reports", r["file_name"]))
-            if "ContentSequence" in ds:
-                lines = sr_lines(ds)
+            if r["file_name"]:  # "" once deleted after the retention period
+                ds = report_files.load(store, spool, r["file_name"])
+                if "ContentSequence" in ds:
+                    lines = sr_lines(ds)
         except Exception:  # noqa: BLE001, S110 - a report file that cannot be shown stays listed
             pass
         out.append({**r, "lines": lines})
