@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test stop deps venv lint format clean bench bench-scan bench-deid profile deid-score fuzz
+.PHONY: demo test stop deps venv lint format clean bench bench-scan bench-deid profile deid-score scrub-score fuzz
 
 demo: deps venv  ## start hospital PACS + reading archive + bridge, push a planted study, show it de-identified
 	bash deploy/demo/demo.sh
@@ -39,6 +39,9 @@ clean: stop
 
 deid-score: deps venv  ## both shared corpora through the engine: headers, burned-in text (both measures), pre-filter recall (docs/deid-score.md)
 	$(VENV)/bin/python bench/deid_score.py
+
+scrub-score: venv  ## free-text scrubbing on two sets of planted sentences (docs/scrub-score.md)
+	$(VENV)/bin/python bench/scrub_score.py
 
 bench: deps venv  ## the bridge next to Orthanc and dcmtk: ingest, end to end, memory, de-identification, scale-out (docs/bench.md)
 	$(VENV)/bin/python bench/run.py

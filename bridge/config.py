@@ -366,6 +366,10 @@ class SubmitSettings(BaseModel):
     #: Longest clinical question / original report accepted, in characters.
     question_max: int = Field(2000, ge=1)
     report_max: int = Field(20000, ge=0)
+    #: Hold a case's free text (clinical question, original report; scrubbed) for a person's
+    #: review before it leaves: the manifest waits until an administrator approves it, as it
+    #: is or edited (console case page, POST /api/v1/cases/{id}/free-text).
+    free_text_review: bool = False
     #: Retrieves that fail this many times in a row fail the case (the error names the cause).
     retrieve_attempts: int = Field(8, ge=1)
     #: Priors: at most this many earlier studies per case; which ones qualify: "modality" (an

@@ -47,7 +47,7 @@ from bridge.store import audit
 from bridge.store.leases import LeaseKeeper
 from bridge.store.repo import Deidentified, Store
 from bridge.store.schema import InstanceState, ReportState
-from bridge.store.submissions import RETRIEVE_JOB
+from bridge.store.submissions import RETRIEVE_JOB, free_text_waits, note_case_error
 from bridge.web import metrics
 
 log = get_logger(__name__)
@@ -456,6 +456,14 @@ class Pipeline:
             case = self.store.get_case(job.case_id)
             if case is None:
                 self.store.finish_job(job.id, owner)
+                continue
+            if free_text_waits(case, self.settings.submit.free_text_review):
+                self.store.retry_job(job.id, owner, "free text waits for review", 30, count=False)
+                note_case_error(
+                    self.store,
+                    case["id"],
+                    "the question and report wait for a person's review (submit.free_text_review)",
+                )
                 continue
             version = json.loads(job.payload).get("version", 1)
             body = encode(build_manifest(case, version))

@@ -15,6 +15,8 @@ from functools import lru_cache
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
 
+from bridge.deid import free_text
+
 REMOVED = "[removed]"
 
 #: Attributes whose values identify the patient, the people around them, or the visit.
@@ -138,4 +140,5 @@ def scrub_text(text: str, tokens: Iterable[str]) -> str:
         out = pattern.sub(REMOVED, out)
     for pat in _PATTERNS:
         out = pat.sub(REMOVED, out)
+    out = free_text.scrub(out)  # other people's names, addresses, contact details, IDs
     return re.sub(r"\s+", " ", out).strip()

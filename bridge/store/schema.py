@@ -94,6 +94,10 @@ cases = Table(
     #: Submitted with priors: earlier studies with the same Patient ID not sent because the
     #: patient could not be confirmed (another issuer, or birth date or sex not matching).
     Column("priors_unmatched", Integer, nullable=True),
+    #: With submit.free_text_review: who approved the question and report to leave, and when
+    #: (None: not reviewed; the manifest waits).
+    Column("text_reviewed_by", String(64), nullable=True),
+    Column("text_reviewed_at", Float, nullable=True),
     #: Submitted cases: the referring report, scrubbed of the patient's identifiers.
     Column("original_report", Text, nullable=True),
     #: Who submitted the case (API token holder, console user, CLI user); None for pushes.

@@ -251,3 +251,39 @@ def advance_feed(store: Store, name: str, owner: str, seq: int) -> None:
     """Move the feed past changes that opened no case."""
     with store._tx() as conn:  # noqa: SLF001
         _move_feed(conn, name, owner, seq)
+
+
+def review_free_text(
+    store: Store, case_id: str, reviewer: str, question: str, original_report: str | None
+) -> None:
+    """A person approved the case's free text (possibly edited) to leave: the manifest waiting
+    for it goes at once."""
+    now = time.time()
+    with store._tx() as conn:  # noqa: SLF001
+        res = conn.execute(
+            update(cases)
+            .where(cases.c.id == case_id)
+            .values(
+                question=question,
+                original_report=original_report,
+                text_reviewed_by=reviewer[:64],
+                text_reviewed_at=now,
+                error=None,
+                updated_at=now,
+            )
+        )
+        if res.rowcount != 1:
+            raise SubmitError("no such case", status=404)
+        conn.execute(
+            update(jobs)
+            .where(jobs.c.case_id == case_id)
+            .where(jobs.c.kind == "manifest")
+            .where(jobs.c.state == "pending")
+            .values(next_attempt_at=now)
+        )
+
+
+def free_text_waits(case: dict[str, Any], review: bool) -> bool:
+    """The case's free text must be reviewed before its manifest leaves."""
+    has_text = bool((case.get("question") or "").strip() or (case.get("original_report") or ""))
+    return review and has_text and case.get("text_reviewed_at") is None

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
+from pydantic import BaseModel, Field
 
 from bridge.config import Settings
 from bridge.errors import SubmitError
@@ -14,8 +15,16 @@ from bridge.forward.audit_messages import to_dicom_xml
 from bridge.ingest.spool import Spool
 from bridge.store import audit, quarantine
 from bridge.store.repo import Store
+from bridge.store.submissions import review_free_text as review
 from bridge.web.quarantine_ops import act_on_instance, act_on_report
 from bridge.web.tokens import Tokens
+
+
+class FreeTextReview(BaseModel):
+    """The text as approved; a field left out keeps what the case has."""
+
+    question: str | None = Field(None, max_length=100_000)
+    original_report: str | None = Field(None, max_length=1_000_000)
 
 
 def admin_router(settings: Settings, store: Store, spool: Spool, tokens: Tokens) -> APIRouter:
@@ -51,6 +60,22 @@ def admin_router(settings: Settings, store: Store, spool: Spool, tokens: Tokens)
             store, request.state.actor, f"report.{action}", case_id=case_id, report=report_id
         )
         return {"report": report_id, "case_id": case_id, "action": action}
+
+    @router.post("/cases/{case_id}/free-text", tags=["cases"], dependencies=admin)
+    def review_free_text(request: Request, case_id: str, body: FreeTextReview) -> dict[str, Any]:
+        """Approve the case's free text to leave (as it is, or with the text given), when
+        ``submit.free_text_review`` holds it; its manifest goes at once."""
+        case = store.get_case(case_id)
+        if case is None:
+            raise HTTPException(404, "no such case")
+        question = case["question"] if body.question is None else body.question
+        report = case["original_report"] if body.original_report is None else body.original_report
+        try:
+            review(store, case_id, request.state.actor, question or "", report or None)
+        except SubmitError as exc:
+            raise HTTPException(exc.status, exc.message) from None
+        audit.record(store, request.state.actor, "case.free_text_reviewed", case_id=case_id)
+        return {"case_id": case_id, "reviewed": True}
 
     @router.get("/audit", tags=["audit"], response_model=None, dependencies=admin)
     def audit_events(

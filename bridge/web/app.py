@@ -91,6 +91,9 @@ class CaseOut(BaseModel):
     #: Priors asked for: earlier studies with the same Patient ID not sent because the patient
     #: could not be confirmed (another issuer, or no issuer and birth date or sex not matching).
     priors_unmatched: int | None
+    #: With submit.free_text_review: who approved the free text to leave, and when.
+    text_reviewed_by: str | None
+    text_reviewed_at: str | None
     series: int
     error: str | None
     created_at: str
@@ -131,6 +134,8 @@ def case_out(c: dict[str, Any]) -> CaseOut:
             for p in c.get("priors", [])
         ],
         priors_unmatched=c.get("priors_unmatched"),
+        text_reviewed_by=c.get("text_reviewed_by"),
+        text_reviewed_at=iso_utc(c.get("text_reviewed_at")),
         series=c["series"],
         error=c["error"],
         created_at=iso_utc(c["created_at"]) or "",

@@ -118,3 +118,32 @@ def test_nothing_at_rest_undoes_the_vault(tmp_path, hospital, reading, make_brid
     assert sr.PatientID == "PID-7734521"
     ref = sr.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
     assert ref.ReferencedSOPInstanceUID == held["reports"][0]["sop_instance_uid"]
+
+
+def test_free_text_can_wait_for_a_persons_review(tmp_path, reading, webhook, make_bridge):
+    """Issue #15, 10: with submit.free_text_review the images go, the manifest (which carries
+    the question) waits until an administrator approves the text, as it is or edited."""
+    bridge = make_bridge(bridge_env(reading, webhook, BRIDGE_SUBMIT__FREE_TEXT_REVIEW="true"))
+    study = make_study(tmp_path / "s", 2, rows=32, columns=32)
+    storescu(bridge.dimse_port, study.paths)
+    case = bridge.wait_forwarded(2)
+    assert case["question"]  # the planted request's question, scrubbed
+    time.sleep(3)
+    assert [m for m in webhook.received if m["case_id"] == case["id"]] == []
+    waiting = bridge.api(f"/cases/{case['id']}")
+    assert "review" in (waiting["error"] or "") and waiting["text_reviewed_by"] is None
+
+    r = requests.post(
+        f"{bridge.url}/api/v1/cases/{case['id']}/free-text",
+        json={"question": "R/O glioma, please compare with prior."},
+        headers={"Authorization": f"Bearer {bridge.token}"},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    deadline = time.monotonic() + 30
+    while not (sent := [m for m in webhook.received if m["case_id"] == case["id"]]):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert sent[0]["clinical_question"] == "R/O glioma, please compare with prior."
+    reviewed = bridge.api(f"/cases/{case['id']}")
+    assert reviewed["text_reviewed_by"] == "api" and reviewed["error"] is None

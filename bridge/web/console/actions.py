@@ -17,6 +17,7 @@ from bridge.errors import BridgeError, ConfigError, PullError, StudyNotFoundErro
 from bridge.ingest.spool import Spool
 from bridge.store import audit, quarantine
 from bridge.store.repo import Store
+from bridge.store.submissions import review_free_text
 from bridge.web.console.auth import current
 from bridge.web.quarantine_ops import act_on_instance, act_on_report
 
@@ -62,6 +63,27 @@ def add_action_routes(
             store, session.user.username, f"report.{action}", case_id=case_id, report=report_id
         )
         return RedirectResponse(f"/quarantine?done=report-{action}", status_code=303)
+
+    @router.post("/cases/{case_id}/free-text")
+    async def review_text(request: Request, case_id: str) -> Response:
+        """An administrator approves the case's free text to leave, as shown or edited."""
+        session = current(store, request)
+        session.require("admin")
+        form = await request.form()
+        session.check_csrf(form)
+        report = str(form.get("original_report", "")).strip()
+        try:
+            review_free_text(
+                store,
+                case_id,
+                session.user.username,
+                str(form.get("question", "")).strip(),
+                report or None,
+            )
+        except SubmitError as exc:
+            raise HTTPException(exc.status, exc.message) from None
+        audit.record(store, session.user.username, "case.free_text_reviewed", case_id=case_id)
+        return RedirectResponse(f"/cases/{case_id}", status_code=303)
 
     @router.get("/submit")
     def submit_page(

@@ -27,6 +27,7 @@ from bridge.store import audit
 from bridge.store.accounts import audit_name, close_session, open_session, sign_in
 from bridge.store.repo import Store
 from bridge.store.schema import CaseState
+from bridge.store.submissions import free_text_waits
 from bridge.web.console.auth import (
     COOKIE,
     Session,
@@ -224,6 +225,7 @@ def console_router(settings: Settings, store: Store, spool: Spool) -> APIRouter:
             manifest=_manifest(case),
             reports=_reports(store, spool, case),
             events=audit.events(store, case_id=case_id, limit=100),
+            text_review=free_text_waits(case, settings.submit.free_text_review),
         )
 
     add_action_routes(router, settings, store, spool, page)
