@@ -151,7 +151,9 @@ class Pipeline:
         self._last_sweep = now
         keep = self.settings.spool.keep_forwarded
         self.spool.sweep(
-            lambda names: self.store.referenced_names(names, keep), 2 * w.lease_seconds
+            lambda names: self.store.referenced_names(names, keep),
+            2 * w.lease_seconds,
+            recorded=self.store.recorded_names,
         )
         days = self.settings.findings.report_retention_days
         self._drop_report_files(self.store.report_files_done_before(time.time() - days * 86400))

@@ -17,6 +17,7 @@ recorded) without touching the files of other nodes sharing the spool.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -133,26 +134,43 @@ class Spool:
             log.warning("spool.orphans", removed=removed - set_aside, set_aside=set_aside)
         return removed
 
-    def sweep(self, referenced: Callable[[list[str]], set[str]], older_than: float) -> int:
+    def sweep(
+        self,
+        referenced: Callable[[list[str]], set[str]],
+        older_than: float,
+        recorded: Callable[[list[str]], set[str]] | None = None,
+    ) -> int:
         """Delete any node's leftovers: unneeded files in received/ and deid/, and files in
         tmp/ and partial/, all older than ``older_than`` seconds. A node that died and never
         came back (its start-up would have cleaned its own) leaves them on a shared spool.
 
-        ``referenced(names)`` returns those of ``names`` the state store still needs. The age
-        guard keeps in-flight files: a file being written or about to be recorded is younger
-        than a lease; should a stalled worker later record a swept de-identified copy, the
-        forward stage finds it missing and rebuilds it from the original."""
+        ``referenced(names)`` returns those of ``names`` the state store still needs;
+        ``recorded(names)`` those it has a record of at all. A received file with no record
+        may be an acknowledged instance whose record a power cut rolled back: it is moved to
+        ``orphans/``, not deleted. The age guard keeps in-flight files: a file being written or
+        about to be recorded is younger than a lease; should a stalled worker later record a
+        swept de-identified copy, the forward stage finds it missing and rebuilds it from the
+        original."""
         cutoff = time.time() - older_than
-        removed = 0
+        removed = set_aside = 0
         for area in (RECEIVED, DEID):
             old = [f.name for f in self._older(self.root / area, cutoff)]
             for i in range(0, len(old), 500):
                 batch = old[i : i + 500]
                 keep = referenced(batch)
+                known = recorded(batch) if recorded is not None and area == RECEIVED else None
                 for name in batch:
-                    if name not in keep:
-                        self.remove(area, name)
-                        removed += 1
+                    if name in keep:
+                        continue
+                    if known is not None and name not in known:
+                        with contextlib.suppress(FileNotFoundError):
+                            os.replace(self.path(area, name), self.root / ORPHANS / name)
+                            set_aside += 1
+                        continue
+                    self.remove(area, name)
+                    removed += 1
+        if set_aside:
+            log.warning("spool.orphans", set_aside=set_aside)
         for folder in (self.root / "tmp", *(self.root / "partial").iterdir()):
             if folder.is_dir():
                 for f in self._older(folder, cutoff):

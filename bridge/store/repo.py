@@ -364,6 +364,14 @@ class Store:
         with self.engine.connect() as conn:
             return {r[0] for stmt in (originals, copies) for r in conn.execute(stmt)}
 
+    def recorded_names(self, names: Sequence[str]) -> set[str]:
+        """Those of ``names`` (received files) some instance record names, whatever its state."""
+        if not names:
+            return set()
+        stmt = select(instances.c.spool_name).where(instances.c.spool_name.in_(list(names)))
+        with self.engine.connect() as conn:
+            return {r[0] for r in conn.execute(stmt)}
+
     def _claim(
         self, table: Table, where: Any, limit: int, lease: float, owner: str
     ) -> list[Row[Any]]:

@@ -88,3 +88,24 @@ def test_an_acknowledged_file_without_its_record_is_set_aside_not_deleted(tmp_pa
     assert not kept.exists() and not derived.exists() and other_node.exists()
     assert (spool.root / "orphans" / "n1.abc.dcm").read_bytes() == b"acknowledged instance"
     assert not (spool.root / "orphans" / "n1.def.dcm").exists()  # derived: made again
+
+
+def test_the_periodic_sweep_sets_an_unrecorded_original_aside_too(tmp_path):
+    """Issue #15, 3: the sweep of a shared spool deleted received files no record names; one
+    the store never recorded (a rolled-back record) goes to spool/orphans like at start-up,
+    while the original of an instance already forwarded is deleted as before."""
+    import os
+    import time
+
+    settings = Settings()
+    spool = Spool(tmp_path / "spool", settings.spool, node_id="n1")
+    lost = spool.root / "received" / "n2.lost.dcm"
+    lost.write_bytes(b"acknowledged, record rolled back")
+    done = spool.root / "received" / "n2.done.dcm"
+    done.write_bytes(b"forwarded already")
+    old = time.time() - 3600
+    for f in (lost, done):
+        os.utime(f, (old, old))
+    spool.sweep(lambda names: set(), 60, recorded=lambda names: {"n2.done.dcm"} & set(names))
+    assert not lost.exists() and not done.exists()
+    assert (spool.root / "orphans" / "n2.lost.dcm").read_bytes().startswith(b"acknowledged")
