@@ -235,3 +235,25 @@ def test_the_detector_model_is_loaded_once_per_process():
         for d in (cleaner.detector, cleaner.refine, cleaner.prefilter.detector)
     }
     assert len(sessions) == 1
+
+
+def test_a_line_region_is_brought_to_its_ink_and_two_lines_are_split():
+    """Issue #14, false masking: the detector's box reaches far above and below the glyphs,
+    and two close lines come as one region, leaving the short line's empty end inside. The
+    mask follows the ink rows of each line; no glyph pixel is left."""
+    from bridge.deid.pixels.regions import fit_lines
+
+    image = np.full((120, 400), 40, np.uint8)
+    _text(image, (20, 30), "Institution Name: General Hospital", 14)
+    _text(image, (20, 52), "Sex: F", 14)
+    region = (10.0, 15.0, 330.0, 85.0)  # both lines, with a generous margin
+    fitted = fit_lines(region, image)
+    assert len(fitted) == 2
+    glyphs = image > 128
+    covered = np.zeros_like(glyphs)
+    for x0, y0, x1, y1 in fitted:
+        covered[int(y0) : int(np.ceil(y1)), int(x0) : int(np.ceil(x1))] = True
+    assert covered[glyphs].all()
+    area = sum((b[2] - b[0]) * (b[3] - b[1]) for b in fitted)
+    assert area < 0.5 * (region[2] - region[0]) * (region[3] - region[1])
+    assert fitted[1][2] < 150  # the short line's box ends near its last letter

@@ -121,9 +121,9 @@ def _identity_boxes(view: np.ndarray, found: list[px.Box], wanted: set[str]) -> 
         text = _norm(w.text)
         if len(text) < 4 or not any(t in text or text in t for t in wanted):
             continue
-        if _covered(w.box, found + added) >= 0.5:
+        box = tighten(w.box, view)  # OCR's word box reaches beyond the glyphs
+        if _covered(box, found + added) >= 0.5:
             continue
-        box = tighten(w.box, view)
         for _ in range(64):  # the rest of the line: "Name: DOE JOHN" holds more than the word
             longer = extend(box, view)
             if longer == box:
