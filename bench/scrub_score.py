@@ -63,7 +63,7 @@ def main() -> int:
         "go through the same scrubbing as at submission (no dataset identity given, so only the",
         "patterns and the name detector of bridge/deid/free_text.py act). Target: 95 % on both.",
         "Set B was written apart from the rules; one rule changed after its first run (a letter",
-        "after an apartment number, \"Apt 12B\": 31/32 before). Both sets are small and written",
+        'after an apartment number, "Apt 12B": 31/32 before). Both sets are small and written',
         "here: they show the rules work as meant, not how they fare on a hospital's text.",
         "",
         "| set | sentences | identifiers removed | clinical phrases kept |",
