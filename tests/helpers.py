@@ -5,10 +5,28 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from pydicom.dataset import Dataset
 
 from bridge.deid.score import text_values
+
+
+def add_user(bridge: Any, name: str, password: str, role: str = "viewer") -> None:
+    """``bridge user add`` as an administrator runs it, the password on standard input."""
+    from bridge.testing.peers import BRIDGE_BIN
+
+    out = subprocess.run(
+        [BRIDGE_BIN, "user", "add", name, "--role", role, "--password-stdin"],
+        input=password + "\n",
+        env=bridge.full_env(),
+        cwd=bridge.workdir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
 
 
 def leaks(ds: Dataset, planted: Iterable[str]) -> list[str]:

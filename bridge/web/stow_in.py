@@ -26,6 +26,7 @@ from bridge.ingest.multipart import boundary_of, chunks_of, split_parts
 from bridge.ingest.spool import Spool
 from bridge.logging import get_logger
 from bridge.store.repo import Store
+from bridge.web.bodies import save_body
 
 log = get_logger(__name__)
 
@@ -60,13 +61,8 @@ def stow_router(store: Store, spool: Spool, auth: Any) -> APIRouter:
         # loop, one file each: memory stays bounded whatever the body's size.
         body = spool.new_tmp()
         try:
-            size = 0
-            with body.open("wb") as fh:
-                async for chunk in request.stream():
-                    size += len(chunk)
-                    if size > MAX_BODY:
-                        raise HTTPException(413, f"body larger than {MAX_BODY} bytes")
-                    fh.write(chunk)
+            too_large = HTTPException(413, f"body larger than {MAX_BODY} bytes")
+            await save_body(request.stream(), body, MAX_BODY, too_large)
             answer, status = await run_in_threadpool(_take_parts, store, spool, body, boundary)
         finally:
             body.unlink(missing_ok=True)

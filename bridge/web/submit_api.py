@@ -26,6 +26,7 @@ from bridge.ingest.pacs import PacsClient, StudyQuery, make_pacs
 from bridge.ingest.spool import Spool
 from bridge.ingest.submit import Submission, submit, validate
 from bridge.store.repo import Store
+from bridge.web.bodies import file_chunks, save_body
 
 
 class CaseIn(BaseModel):
@@ -152,13 +153,7 @@ async def import_upload_file(
     limit = settings.submit.upload_max_bytes
     tmp = spool.new_tmp()
     try:
-        size = 0
-        with tmp.open("wb") as fh:
-            while chunk := await file.read(1 << 20):
-                size += len(chunk)
-                if size > limit:
-                    raise _too_large(limit)
-                fh.write(chunk)
+        await save_body(file_chunks(file), tmp, limit, _too_large(limit))
         return await run_in_threadpool(
             _import_upload,
             settings,
@@ -198,13 +193,7 @@ def imports_router(settings: Settings, store: Store, spool: Spool, auth: Any) ->
         _check_upload(settings, question, subspecialty, priority)
         tmp = spool.new_tmp()
         try:
-            size = 0
-            with tmp.open("wb") as fh:
-                async for chunk in request.stream():
-                    size += len(chunk)
-                    if size > limit:
-                        raise _too_large(limit)
-                    fh.write(chunk)
+            await save_body(request.stream(), tmp, limit, _too_large(limit))
             body = await run_in_threadpool(
                 _import_upload,
                 settings,

@@ -18,6 +18,7 @@ from bridge.testing.orthanc import free_port
 from bridge.testing.peers import BRIDGE_BIN, storescu
 from bridge.testing.sample import make_study
 from conftest import bridge_env
+from tests.helpers import add_user
 
 pytestmark = pytest.mark.e2e
 
@@ -67,16 +68,7 @@ def _xml(message: str) -> ET.Element:
 
 
 def _user_add(bridge, name: str) -> None:
-    subprocess.run(
-        [BRIDGE_BIN, "user", "add", name, "--role", "viewer", "--password-stdin"],
-        input="a-long-enough-password\n",
-        env=bridge.full_env(),
-        cwd=bridge.workdir,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    add_user(bridge, name, "a-long-enough-password")
 
 
 def test_audit_trail_to_syslog_and_exports(tmp_path, reading, make_bridge):

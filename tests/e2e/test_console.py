@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -15,9 +14,10 @@ import pytest
 import requests
 
 from bridge.store.vault_crypto import new_key
-from bridge.testing.peers import BRIDGE_BIN, BridgeProcess, storescu
+from bridge.testing.peers import BridgeProcess, storescu
 from bridge.testing.sample import make_burned_in, make_study
 from conftest import ROOT, bridge_env
+from tests.helpers import add_user
 
 pytestmark = pytest.mark.e2e
 
@@ -45,17 +45,7 @@ def browser():
 
 def _add_users(bridge: BridgeProcess) -> None:
     for name, role in (("ada", "admin"), ("sam", "submitter"), ("vic", "viewer")):
-        out = subprocess.run(
-            [BRIDGE_BIN, "user", "add", name, "--role", role, "--password-stdin"],
-            input=PASSWORDS[name] + "\n",
-            env=bridge.full_env(),
-            cwd=bridge.workdir,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert out.returncode == 0, out.stderr
+        add_user(bridge, name, PASSWORDS[name], role)
 
 
 def _sign_in(page, bridge: BridgeProcess, name: str) -> None:

@@ -14,6 +14,7 @@ from pynetdicom.sop_class import CTImageStorage, Verification
 from bridge.testing.peers import acknowledged, storescu
 from bridge.testing.sample import make_study
 from conftest import bridge_env
+from tests.helpers import add_user
 
 pytestmark = pytest.mark.e2e
 
@@ -175,11 +176,8 @@ def test_encapsulated_pdf_is_held_in_quarantine(tmp_path, reading, make_bridge):
 
 
 def test_a_full_spool_shows_in_metrics_and_console(tmp_path, reading, make_bridge):
-    import subprocess
 
     import requests
-
-    from bridge.testing.peers import BRIDGE_BIN
 
     bridge = make_bridge(
         bridge_env(
@@ -194,16 +192,7 @@ def test_a_full_spool_shows_in_metrics_and_console(tmp_path, reading, make_bridg
     assert acknowledged(out.stdout) == [] and "Refused: OutOfResources" in out.stdout
     metrics = requests.get(f"{bridge.url}/metrics", timeout=10).text
     assert "bridge_spool_full 1.0" in metrics
-    subprocess.run(
-        [BRIDGE_BIN, "user", "add", "ops", "--role", "viewer", "--password-stdin"],
-        input="ops-viewer-pass-123\n",
-        env=bridge.full_env(),
-        cwd=bridge.workdir,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    add_user(bridge, "ops", "ops-viewer-pass-123")
     s = requests.Session()
     s.post(
         f"{bridge.url}/login",

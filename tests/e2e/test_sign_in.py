@@ -8,15 +8,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
-import subprocess
 import time
 
 import pytest
 import requests
 from sqlalchemy import create_engine, text
 
-from bridge.testing.peers import BRIDGE_BIN, BridgeProcess
+from bridge.testing.peers import BridgeProcess
 from conftest import bridge_env
+from tests.helpers import add_user
 
 pytestmark = pytest.mark.e2e
 
@@ -44,17 +44,7 @@ def test_sign_in_is_throttled_audited_sparingly_and_hashed_with_argon2id(
     tmp_path, reading, make_bridge
 ):
     bridge = make_bridge(bridge_env(reading, None, BRIDGE_HTTP__SECURE_COOKIES="false"))
-    out = subprocess.run(
-        [BRIDGE_BIN, "user", "add", "ada", "--role", "admin", "--password-stdin"],
-        input=PASSWORD + "\n",
-        env=bridge.full_env(),
-        cwd=bridge.workdir,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr
+    add_user(bridge, "ada", PASSWORD, "admin")
     engine = create_engine(f"sqlite:///{bridge.workdir / 'data' / 'bridge.sqlite3'}")
 
     def stored_hash() -> str:
