@@ -80,7 +80,10 @@ def _read_pdu_data(self: DULServiceProvider) -> None:
         metrics.ASSOCIATIONS_REJECTED.labels(reason="pdu_too_large").inc()
         with contextlib.suppress(OSError):
             sock.send(_A_ABORT)
-        _transport_closed(self)
+        if is_open(sock):
+            sock.close()  # Evt17: the state machine ends the association
+        else:
+            self.event_queue.put("Evt17")
         return
     try:
         body = sock.recv(length)
@@ -100,9 +103,12 @@ def _read_pdu_data(self: DULServiceProvider) -> None:
 
 
 def _transport_closed(dul: DULServiceProvider) -> None:
-    """Close the socket (AssociationSocket.close emits Evt17), or just emit Evt17."""
+    """Evt17. On the listener's side the socket is closed too (AssociationSocket.close emits
+    Evt17), so that it stops counting against the connection caps; as a requestor (a PACS
+    that rejects, then closes) the event alone, as pynetdicom does: closing there races its
+    handling of the A-ASSOCIATE-RJ just read."""
     sock: Any = dul.socket
-    if sock is not None and is_open(sock):
+    if dul.assoc.is_acceptor and sock is not None and is_open(sock):
         sock.close()
     else:
         dul.event_queue.put("Evt17")
