@@ -25,10 +25,11 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-lint: venv  ## ruff and mypy --strict on bridge/
+lint: venv  ## ruff, mypy --strict on bridge/, and the layers: no import cycle, no upward import
 	$(VENV)/bin/ruff check bridge tests conftest.py deploy bench
 	$(VENV)/bin/ruff format --check bridge tests conftest.py deploy bench
 	$(VENV)/bin/mypy bridge
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/unit/test_layers.py
 
 format: venv
 	$(VENV)/bin/ruff format bridge tests conftest.py deploy

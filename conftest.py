@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.testing.orthanc import Orthanc, dicomweb_plugin
-from bridge.testing.peers import BridgeProcess, WebhookReceiver
+from tests.support.orthanc import Orthanc, dicomweb_plugin
+from tests.support.peers import BridgeProcess, WebhookReceiver
 
 ROOT = Path(__file__).parent
 SHARED = ROOT.parent / "shared"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bridge.config import Settings
 from bridge.deid.build import make_deidentifier
-from bridge.testing.sample import make_study
+from bridge.sample import make_study
 
 os.environ.setdefault("BRIDGE_DEID__SECRET", "bench-secret-0123456789abcdef")
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "pseudo-phi"

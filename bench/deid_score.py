@@ -55,7 +55,7 @@ def _init() -> None:
 def _one(path: str) -> tuple[str, bytes | None, str, float, dict[str, int]]:
     """De-identify one file; also the pre-filter's verdict on each frame the full scan read."""
     from bridge.deid.engine import write_result
-    from bridge.errors import DeidError
+    from bridge.domain.errors import DeidError
 
     t = time.process_time()
     try:

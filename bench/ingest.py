@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
-from bridge.testing.orthanc import Orthanc, free_port
-from bridge.testing.peers import BridgeProcess, storescu
+# the test suite's peers (Orthanc, storescu, the bridge as a process) live in tests/support
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.support.orthanc import Orthanc, free_port  # noqa: E402
+from tests.support.peers import BridgeProcess, storescu  # noqa: E402
 
 SECRET = "bench-secret-0123456789abcdef"  # noqa: S105 - a benchmark fixture
 

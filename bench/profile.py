@@ -17,13 +17,14 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/support
 
 from ingest import bridge_env, timed_storescu, wait_workers  # noqa: E402
 from run import _children, forwarded  # noqa: E402
 
-from bridge.testing.orthanc import Orthanc  # noqa: E402
-from bridge.testing.peers import BridgeProcess  # noqa: E402
-from bridge.testing.sample import make_study  # noqa: E402
+from bridge.sample import make_study  # noqa: E402
+from tests.support.orthanc import Orthanc  # noqa: E402
+from tests.support.peers import BridgeProcess  # noqa: E402
 
 PY_SPY = str(Path(sys.executable).with_name("py-spy"))
 LIBRARIES = (

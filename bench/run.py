@@ -33,14 +33,15 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/support
 
 import ingest  # noqa: E402
 from ingest import SECRET, bridge_env, timed_storescu, wait_workers  # noqa: E402
 
 from bridge.deid.pseudonyms import Pseudonymizer  # noqa: E402
-from bridge.testing.orthanc import Orthanc  # noqa: E402
-from bridge.testing.peers import BridgeProcess, storescu  # noqa: E402
-from bridge.testing.sample import make_large_instance, make_study  # noqa: E402
+from bridge.sample import make_large_instance, make_study  # noqa: E402
+from tests.support.orthanc import Orthanc  # noqa: E402
+from tests.support.peers import BridgeProcess, storescu  # noqa: E402
 
 PG_ADMIN = os.environ.get("BRIDGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 

@@ -25,7 +25,7 @@ import ingest  # noqa: E402
 from ingest import SECRET  # noqa: E402
 from run import fmt, via_bridge  # noqa: E402
 
-from bridge.testing.sample import make_study  # noqa: E402
+from bridge.sample import make_study  # noqa: E402
 
 
 def deid_rate(files: list[Path], threads: int, prefilter: bool) -> float:

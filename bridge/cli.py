@@ -12,7 +12,7 @@ from typing import Any
 
 from bridge import __version__
 from bridge.config import Settings
-from bridge.errors import BridgeError
+from bridge.domain.errors import BridgeError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -109,7 +109,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if args.command in ("cases", "case"):
         from bridge.service import open_store
-        from bridge.web.app import case_out
+        from bridge.web.schemas import case_out
 
         store = open_store(settings)
         if args.command == "case":
@@ -131,7 +131,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             )
         return 0
     if args.command == "sample":
-        from bridge.testing.sample import make_study
+        from bridge.sample import make_study
 
         study = make_study(args.out_dir, args.instances, rows=args.size, columns=args.size)
         print(f"wrote {len(study.paths)} instances to {args.out_dir}")
@@ -180,7 +180,7 @@ def _deid_offline(args: argparse.Namespace, settings: Settings) -> int:
     """``bridge deid IN OUT``: the same engine as the pipeline, on files, with a summary."""
     from bridge.deid.build import make_deidentifier
     from bridge.deid.engine import write_result
-    from bridge.errors import ConfigError, DeidError
+    from bridge.domain.errors import ConfigError, DeidError
 
     if not args.in_dir.is_dir():
         raise ConfigError(f"not a folder: {args.in_dir}")
@@ -248,7 +248,7 @@ def _deid_score(args: argparse.Namespace, settings: Settings) -> int:
     from bridge.deid.pixels.score import PixelScore, ground_truth, score_pair
     from bridge.deid.pseudonyms import Pseudonymizer
     from bridge.deid.score import score
-    from bridge.errors import ConfigError
+    from bridge.domain.errors import ConfigError
 
     secret = settings.deid.secret.get_secret_value() if settings.deid.secret else ""
     if len(secret) < 16:

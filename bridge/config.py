@@ -30,17 +30,14 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from bridge.errors import ConfigError
+from bridge.domain.errors import ConfigError
+from bridge.domain.vocabulary import Priority, Subspecialty
 
 DEFAULT_AE_TITLE = "SECONDOPINION"
 DEFAULT_DIMSE_PORT = 11112
 DEFAULT_HTTP_PORT = 8080
 DEFAULT_STABLE_SECONDS = 30.0
 
-Subspecialty = Literal[
-    "neuro", "msk", "body", "chest", "breast", "cardiac", "pediatric", "oncology", "general"
-]
-Priority = Literal["routine", "urgent", "stat"]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 

@@ -33,7 +33,7 @@ class Check:
 
 
 def _http(peer: DicomWebPeer, method: str, url: str, **kw: object) -> requests.Response:
-    from bridge.forward.http import dicomweb_session
+    from bridge.peers.http import dicomweb_session
 
     with dicomweb_session(peer) as s:  # type: ignore[arg-type]
         return s.request(method, url, timeout=min(peer.timeout, 15), **kw)  # type: ignore[arg-type]
@@ -161,8 +161,8 @@ def _echo(settings: Settings) -> Check:
     ae = AE(ae_title=settings.dimse.ae_title)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
     ae.add_requested_context(Verification)
-    from bridge.errors import ConfigError
-    from bridge.ingest.dimse_pull import dimse_tls_args
+    from bridge.domain.errors import ConfigError
+    from bridge.peers.pacs_dimse import dimse_tls_args
 
     try:
         tls = dimse_tls_args(settings)
@@ -383,7 +383,7 @@ def _vault(settings: Settings) -> Check:
             "off: identities stored as they are",
             "set BRIDGE_VAULT__KEYS (`bridge vault new-key`)",
         )
-    from bridge.errors import ConfigError
+    from bridge.domain.errors import ConfigError
     from bridge.store.vault_crypto import VaultCipher
 
     try:

@@ -3,8 +3,8 @@
 Our code logs only case ids, pseudonymous ids, counts, timings and statuses. The redaction
 processor is the last line of defence: it drops any value whose key names an identifying
 attribute, and it reduces exceptions from libraries (whose messages may quote dataset values)
-to their type, keeping our own :class:`~bridge.errors.BridgeError` messages, which are safe by
-construction.
+to their type, keeping our own :class:`~bridge.domain.errors.BridgeError` messages, which are
+safe by construction.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any, TextIO
 import structlog
 from pydicom import config as pydicom_config
 
-from bridge.errors import BridgeError
+from bridge.domain.errors import BridgeError
 
 #: Keys whose values are never logged, whatever the caller passed.
 REDACTED_KEYS = frozenset(

@@ -20,7 +20,7 @@ from types import FrameType
 import uvicorn
 
 from bridge.config import Settings
-from bridge.errors import ConfigError, StoreError
+from bridge.domain.errors import ConfigError, StoreError
 from bridge.ingest.listener import Listener
 from bridge.ingest.spool import Spool
 from bridge.logging import get_logger

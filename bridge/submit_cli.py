@@ -15,11 +15,13 @@ from datetime import date
 from pathlib import Path
 
 from bridge.config import Settings
-from bridge.errors import ConfigError, SubmitError
-from bridge.ingest.pacs import StudyQuery, make_pacs
-from bridge.ingest.submit import PRIORITIES, SUBSPECIALTIES, Submission, submit
+from bridge.domain.errors import ConfigError, Kind, SubmitError
+from bridge.domain.states import CaseState
+from bridge.domain.vocabulary import PRIORITIES, SUBSPECIALTIES
+from bridge.ingest.submit import Submission, submit
+from bridge.peers.connect import make_pacs
+from bridge.peers.pacs import StudyQuery
 from bridge.store.repo import Store
-from bridge.store.schema import CaseState
 
 _FINAL = (CaseState.FORWARDED, CaseState.FINDINGS_RECEIVED, CaseState.RETURNED, CaseState.FAILED)
 
@@ -105,7 +107,9 @@ def submit_cmd(args: argparse.Namespace, settings: Settings) -> int:
     from bridge.service import open_store
 
     if bool(args.study_uid) == bool(args.accession):
-        raise SubmitError("give a Study Instance UID or --accession (one of them)", status=422)
+        raise SubmitError(
+            "give a Study Instance UID or --accession (one of them)", kind=Kind.INVALID
+        )
     report = args.report_file.read() if args.report_file else None
     store = open_store(settings)
     spool = Spool(settings.spool_dir, settings.spool, store.node_id)
@@ -210,7 +214,7 @@ def import_cmd(args: argparse.Namespace, settings: Settings) -> int:
 
     if not args.list:
         if not args.question:
-            raise SubmitError("--question is required to submit (or use --list)", status=422)
+            raise SubmitError("--question is required to submit (or use --list)", kind=Kind.INVALID)
         validate(
             settings,
             Submission(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
-from bridge.errors import ConfigError
+from bridge.domain.errors import ConfigError
 
 
 def _load(ctx: ssl.SSLContext, cert: str, key: str | None, what: str) -> None:

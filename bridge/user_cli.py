@@ -7,7 +7,7 @@ import getpass
 import sys
 
 from bridge.config import Settings
-from bridge.errors import ConfigError
+from bridge.domain.errors import ConfigError
 from bridge.store.accounts import ROLES
 
 
@@ -126,7 +126,8 @@ def add_vault_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
 
 
 def vault_cmd(args: argparse.Namespace, settings: Settings) -> int:
-    from bridge.store.vault_crypto import new_key, rotate_all
+    from bridge.store.vault_crypto import new_key
+    from bridge.store.vault_rotation import rotate_all
 
     if args.vault_command == "new-key":
         print(new_key())

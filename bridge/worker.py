@@ -18,10 +18,11 @@ from typing import Any
 import requests
 from pydicom.dataset import Dataset
 
+from bridge import metrics
 from bridge.config import Settings
 from bridge.deid.build import make_deidentifier
 from bridge.deid.engine import DeidResult, write_result
-from bridge.errors import (
+from bridge.domain.errors import (
     BridgeError,
     ConfigError,
     DeidError,
@@ -32,23 +33,22 @@ from bridge.errors import (
     ReturnSafetyError,
     TransientForwardError,
 )
+from bridge.domain.states import InstanceState, ReportState
 from bridge.findings import report_files
 from bridge.findings.dimse_return import store_report_dimse
 from bridge.findings.intake import accept_object, reidentify_held
 from bridge.findings.poll import find_new_objects, retrieve
 from bridge.findings.returner import store_report, verify_file
-from bridge.forward.http import backoff, dicomweb_session, new_session
 from bridge.forward.manifest import build_manifest, encode, post_manifest
 from bridge.forward.stow import stow
 from bridge.ingest.retrieve import run_retrieve
 from bridge.ingest.spool import DEID, RECEIVED, REPORTS, Spool
 from bridge.logging import get_logger
+from bridge.peers.http import backoff, dicomweb_session, new_session
 from bridge.store import audit
 from bridge.store.leases import LeaseKeeper
 from bridge.store.repo import Deidentified, Store
-from bridge.store.schema import InstanceState, ReportState
 from bridge.store.submissions import RETRIEVE_JOB, free_text_waits, note_case_error
-from bridge.web import metrics
 
 log = get_logger(__name__)
 

@@ -14,7 +14,7 @@ from bridge.deid.score import text_values
 
 def add_user(bridge: Any, name: str, password: str, role: str = "viewer") -> None:
     """``bridge user add`` as an administrator runs it, the password on standard input."""
-    from bridge.testing.peers import BRIDGE_BIN
+    from tests.support.peers import BRIDGE_BIN
 
     out = subprocess.run(
         [BRIDGE_BIN, "user", "add", name, "--role", role, "--password-stdin"],

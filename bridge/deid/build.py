@@ -8,7 +8,7 @@ from bridge.deid.pixels.clean import PixelCleaner, PixelPolicy
 from bridge.deid.pixels.detect import Prefilter, make_detector
 from bridge.deid.profile import build_profile
 from bridge.deid.pseudonyms import Pseudonymizer
-from bridge.errors import ConfigError
+from bridge.domain.errors import ConfigError
 
 
 class NoDetector:

@@ -39,7 +39,7 @@ from bridge.deid.scrub import REMOVED, identifying_tokens, scrub_text
 from bridge.deid.stream import copy_pixel_element
 from bridge.deid.stream import read_header as stream_header
 from bridge.dicom import set_file_meta
-from bridge.errors import DeidError
+from bridge.domain.errors import DeidError
 
 #: CID 7050 codes for the profile and options applied (DCM scheme).
 _DATE_OPTION = "retain_long_modified_dates"

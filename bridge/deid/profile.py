@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 
-from bridge.errors import ProfileError
+from bridge.domain.errors import ProfileError
 
 #: Actions the engine implements (see bridge.deid.engine).
 KNOWN_ACTIONS = frozenset({"X", "Z", "XZ", "D", "K", "U", "C"})

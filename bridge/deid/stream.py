@@ -18,7 +18,7 @@ from typing import BinaryIO
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
-from bridge.errors import DeidError
+from bridge.domain.errors import DeidError
 
 CHUNK = 1 << 20
 _PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})

@@ -16,7 +16,7 @@ from pynetdicom import AE
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # type: ignore[attr-defined]
 
 from bridge.config import Settings
-from bridge.errors import (
+from bridge.domain.errors import (
     ConfigError,
     PermanentForwardError,
     ReturnSafetyError,
@@ -34,7 +34,7 @@ def _associate(settings: Settings, contexts: list[str]) -> object:
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = pacs.timeout
     for cx in contexts:
         ae.add_requested_context(cx, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
-    from bridge.ingest.dimse_pull import dimse_tls_args
+    from bridge.peers.pacs_dimse import dimse_tls_args
 
     assoc = ae.associate(
         pacs.host, pacs.port, ae_title=pacs.ae_title, tls_args=dimse_tls_args(settings)

@@ -8,7 +8,8 @@ from typing import Any
 from pydicom.dataset import Dataset
 
 from bridge.config import Settings
-from bridge.errors import FindingsError
+from bridge.domain.errors import FindingsError, Kind
+from bridge.domain.states import CaseState
 from bridge.findings import report_files
 from bridge.findings.pdf import build_pdf_document
 from bridge.findings.reidentify import reidentify, returned_uid
@@ -25,7 +26,6 @@ from bridge.findings.sr import (
 from bridge.ingest.spool import REPORTS, Spool
 from bridge.logging import get_logger
 from bridge.store.repo import Store
-from bridge.store.schema import CaseState
 
 log = get_logger(__name__)
 
@@ -46,14 +46,14 @@ def accept_findings(
 ) -> Accepted:
     case = store.get_case(case_id)
     if case is None:
-        raise FindingsError("no such case", status=404)
+        raise FindingsError("no such case", kind=Kind.NOT_FOUND)
     if case["state"] not in ACCEPTING:
         raise FindingsError(
-            "the case has not been forwarded yet", status=409, case_state=case["state"]
+            "the case has not been forwarded yet", kind=Kind.CONFLICT, case_state=case["state"]
         )
     headers = store.vault_headers(case_id)
     if headers is None:
-        raise FindingsError("the case has no original headers in the vault", status=409)
+        raise FindingsError("the case has no original headers in the vault", kind=Kind.CONFLICT)
 
     rows = store.case_rows(case_id)
     by_pseudo: dict[str, Any] = {r.pseudo_sop_uid: r for r in rows if r.pseudo_sop_uid}
@@ -63,7 +63,7 @@ def accept_findings(
     if unknown:
         raise FindingsError(
             "key_images reference instances this case does not have",
-            status=422,
+            kind=Kind.INVALID,
             sop_instance_uids=",".join(unknown),
         )
     for k in findings.key_images:
@@ -71,7 +71,7 @@ def accept_findings(
         if k.frame is not None and k.frame > (frames or 1):
             raise FindingsError(
                 "key_images frame is beyond the instance's frames",
-                status=422,
+                kind=Kind.INVALID,
                 sop_instance_uid=k.sop_instance_uid,
                 frames=frames or 1,
             )
@@ -81,7 +81,9 @@ def accept_findings(
     def evidence_of(r: Any) -> Evidence:
         sop, series = originals.get(r.pseudo_sop_uid), originals.get(r.pseudo_series_uid or "")
         if not sop or not series:
-            raise FindingsError("the vault has no original UIDs for an instance", status=409)
+            raise FindingsError(
+                "the vault has no original UIDs for an instance", kind=Kind.CONFLICT
+            )
         return Evidence(r.sop_class_uid, sop, series)
 
     evidence = [evidence_of(r) for r in rows if r.pseudo_sop_uid]
@@ -103,7 +105,9 @@ def accept_findings(
             if r["source"] == "findings" and r["sop_class_uid"] in (ENHANCED_SR, BASIC_TEXT_SR)
         ]
         if not built:
-            raise FindingsError("an amendment needs an earlier report of this case", status=409)
+            raise FindingsError(
+                "an amendment needs an earlier report of this case", kind=Kind.CONFLICT
+            )
         previous = [_predecessor(built[-1], str(headers_ds(headers).StudyInstanceUID))]
     sr = build_report(
         findings=findings,
@@ -170,10 +174,12 @@ def accept_object(store: Store, spool: Spool, ds: Dataset, source: str) -> Accep
     reader_uid = str(ds.get("SOPInstanceUID", ""))
     case = store.case_by_pseudo_study(str(ds.get("StudyInstanceUID", "")))
     if case is None:
-        raise FindingsError("the object belongs to a study the bridge never forwarded", status=404)
+        raise FindingsError(
+            "the object belongs to a study the bridge never forwarded", kind=Kind.NOT_FOUND
+        )
     headers = store.vault_headers(case["id"])
     if headers is None:
-        raise FindingsError("the case has no original headers in the vault", status=409)
+        raise FindingsError("the case has no original headers in the vault", kind=Kind.CONFLICT)
     try:
         out = _reidentified(store, case["id"], ds, headers)
     except FindingsError as exc:
@@ -226,7 +232,7 @@ def reidentify_held(store: Store, spool: Spool, report: dict[str, Any]) -> dict[
         return report
     headers = store.vault_headers(report["case_id"])
     if headers is None:
-        raise FindingsError("the case has no original headers in the vault", status=409)
+        raise FindingsError("the case has no original headers in the vault", kind=Kind.CONFLICT)
     out = _reidentified(store, report["case_id"], ds, headers)
     name = report_files.save(store, spool, out)
     store.replace_report_object(

@@ -11,7 +11,7 @@ import requests
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
-from bridge.errors import TransientForwardError
+from bridge.domain.errors import TransientForwardError
 from bridge.findings.reidentify import RETURNABLE_SOP_CLASSES
 from bridge.forward.stow import TRANSIENT_HTTP
 

@@ -20,7 +20,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 
 from bridge.dicom import set_file_meta
-from bridge.errors import FindingsError
+from bridge.domain.errors import FindingsError, Kind
 
 #: What the reader may send back.
 RETURNABLE_SOP_CLASSES = {
@@ -98,12 +98,14 @@ def reidentify(
     ``own_uids``: the object's own UIDs (the reader's), which are not references."""
     sop_class = str(ds.get("SOPClassUID", ""))
     if sop_class not in RETURNABLE_SOP_CLASSES:
-        raise FindingsError("only SR, KOS and Encapsulated PDF objects are returned", status=422)
+        raise FindingsError(
+            "only SR, KOS and Encapsulated PDF objects are returned", kind=Kind.INVALID
+        )
     unknown = sorted(referenced_uids(ds) - set(uid_map) - own_uids)
     if unknown:
         raise FindingsError(
             "the object references instances this case does not have",
-            status=422,
+            kind=Kind.INVALID,
             sop_instance_uids=",".join(unknown),
         )
     reader_sop = str(ds.SOPInstanceUID)

@@ -41,7 +41,7 @@ def read_bytes(store: Store, spool: Spool, name: str) -> bytes:
     data = spool.path(REPORTS, name).read_bytes()
     if data.startswith(MAGIC):
         if store.cipher is None:
-            from bridge.errors import StoreError
+            from bridge.domain.errors import StoreError
 
             raise StoreError("a report file is encrypted: set BRIDGE_VAULT__KEYS")
         return store.cipher.decrypt_bytes(data[len(MAGIC) :])

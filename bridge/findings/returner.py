@@ -15,7 +15,7 @@ import requests
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
-from bridge.errors import PermanentForwardError, ReturnSafetyError, TransientForwardError
+from bridge.domain.errors import PermanentForwardError, ReturnSafetyError, TransientForwardError
 from bridge.forward.stow import TRANSIENT_HTTP, stow
 
 

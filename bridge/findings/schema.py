@@ -3,32 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from bridge.domain.vocabulary import AGREEMENT_TEXT, Agreement, Status
+
+__all__ = ["AGREEMENT_TEXT", "Agreement", "Findings", "Status"]
+
 MAX_TEXT = 64 * 1024
-
-
-class Status(StrEnum):
-    PRELIMINARY = "preliminary"
-    FINAL = "final"
-    AMENDED = "amended"
-
-
-class Agreement(StrEnum):
-    CONCORDANT = "concordant"
-    MINOR_DISCREPANCY = "minor_discrepancy"
-    MAJOR_DISCREPANCY = "major_discrepancy"
-    NOT_ASSESSED = "not_assessed"
-
-
-AGREEMENT_TEXT = {
-    Agreement.CONCORDANT: "Concordant with the original report.",
-    Agreement.MINOR_DISCREPANCY: "Minor discrepancy with the original report.",
-    Agreement.MAJOR_DISCREPANCY: "Major discrepancy with the original report.",
-    Agreement.NOT_ASSESSED: "Agreement with the original report not assessed.",
-}
 
 
 class Reader(BaseModel):

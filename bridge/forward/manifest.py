@@ -16,7 +16,7 @@ from typing import Any
 import requests
 
 from bridge.clock import iso_utc
-from bridge.errors import PermanentForwardError, TransientForwardError
+from bridge.domain.errors import PermanentForwardError, TransientForwardError
 
 SIGNATURE_HEADER = "X-Bridge-Signature"
 

@@ -17,8 +17,8 @@ from typing import IO, Any
 
 import requests
 
-from bridge.errors import PermanentForwardError, TransientForwardError
-from bridge.web import metrics
+from bridge import metrics
+from bridge.domain.errors import PermanentForwardError, TransientForwardError
 
 #: FailureReason values that are worth retrying (PS3.18 Table 10.5.3-1, PS3.4 statuses).
 TRANSIENT_REASONS = frozenset({0xA700, 0xA701, 0xA702, 0xC001, 0x0107, 0x0110})

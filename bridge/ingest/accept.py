@@ -15,10 +15,10 @@ from pathlib import Path
 from pydicom import dcmread
 from pydicom.uid import UID
 
-from bridge.errors import DatasetError, StoreError
+from bridge import metrics
+from bridge.domain.errors import DatasetError, StoreError
 from bridge.ingest.spool import Spool
 from bridge.store.repo import Received, Store
-from bridge.web import metrics
 
 HEADER_TAGS = [
     "SOPClassUID",

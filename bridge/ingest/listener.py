@@ -32,14 +32,14 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, dimse_messages, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
+from bridge import metrics
 from bridge.config import Settings
-from bridge.errors import DatasetError, SpoolError, SpoolFullError, StoreError
-from bridge.ingest import dimse_guard
+from bridge.domain.errors import DatasetError, SpoolError, SpoolFullError, StoreError
 from bridge.ingest.accept import Origin, accept_file, read_header
 from bridge.ingest.spool import Spool
 from bridge.logging import get_logger
+from bridge.peers import dimse_guard
 from bridge.store.repo import Store
-from bridge.web import metrics
 
 log = get_logger(__name__)
 

@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
-from bridge.errors import DatasetError, SubmitError
+from bridge.domain.errors import DatasetError, Kind, SubmitError
 from bridge.ingest.accept import Origin, accept_file, read_header
 from bridge.ingest.spool import Spool
 from bridge.logging import get_logger
@@ -171,11 +171,13 @@ def opened(
     stopping with 507 before the filesystem's free space falls under ``min_free_bytes``."""
     if path.is_dir() or (path.is_file() and not zipfile.is_zipfile(path)):
         if not path.exists():
-            raise SubmitError("no such file or folder (the path given to import)", status=404)
+            raise SubmitError(
+                "no such file or folder (the path given to import)", kind=Kind.NOT_FOUND
+            )
         yield path
         return
     if not path.exists():
-        raise SubmitError("no such file or folder (the path given to import)", status=404)
+        raise SubmitError("no such file or folder (the path given to import)", kind=Kind.NOT_FOUND)
     with tempfile.TemporaryDirectory(prefix="bridge-import-", dir=workdir) as tmp:
         os.chmod(tmp, 0o700)
         _unzip(path, Path(tmp), max_bytes, min_free_bytes)
@@ -196,7 +198,7 @@ def _unzip(archive: Path, dest: Path, max_bytes: int, min_free_bytes: int = 0) -
                     continue
                 name = PurePosixPath(info.filename.replace("\\", "/"))
                 if name.is_absolute() or ".." in name.parts:
-                    raise SubmitError("the ZIP holds a path outside its folder", status=422)
+                    raise SubmitError("the ZIP holds a path outside its folder", kind=Kind.INVALID)
                 target = dest.joinpath(*name.parts)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with zf.open(info) as src, target.open("wb") as dst:
@@ -206,7 +208,7 @@ def _unzip(archive: Path, dest: Path, max_bytes: int, min_free_bytes: int = 0) -
                             raise SubmitError(
                                 f"the ZIP unpacks to more than {max_bytes} bytes "
                                 "(BRIDGE_SUBMIT__IMPORT_MAX_BYTES)",
-                                status=413,
+                                kind=Kind.TOO_LARGE,
                             )
                         if min_free_bytes and total - checked >= _FREE_CHECK:
                             checked = total
@@ -215,11 +217,11 @@ def _unzip(archive: Path, dest: Path, max_bytes: int, min_free_bytes: int = 0) -
                                 raise SubmitError(
                                     "not enough free disk space to unpack the ZIP "
                                     "(BRIDGE_SPOOL__MIN_FREE_BYTES)",
-                                    status=507,
+                                    kind=Kind.NO_SPACE,
                                 )
                         dst.write(chunk)
     except zipfile.BadZipFile:
-        raise SubmitError("the ZIP file is damaged", status=422) from None
+        raise SubmitError("the ZIP file is damaged", kind=Kind.INVALID) from None
 
 
 @dataclass

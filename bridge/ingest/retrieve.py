@@ -19,8 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bridge import metrics
 from bridge.config import Settings
-from bridge.errors import (
+from bridge.domain.errors import (
     BridgeError,
     ConfigError,
     DatasetError,
@@ -31,20 +32,19 @@ from bridge.errors import (
     StoreError,
     StudyNotFoundError,
 )
-from bridge.forward.http import backoff
+from bridge.domain.states import CaseState
 from bridge.ingest.accept import Origin, accept_file
-from bridge.ingest.pacs import make_pacs
 from bridge.ingest.spool import Spool
 from bridge.logging import get_logger
+from bridge.peers.connect import make_pacs
+from bridge.peers.http import backoff
 from bridge.store.repo import Store
-from bridge.store.schema import CaseState
 from bridge.store.submissions import (
     extend_job_lease,
     finish_retrieve,
     note_case_error,
     sop_uids_of,
 )
-from bridge.web import metrics
 
 log = get_logger(__name__)
 

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bridge.config import SpoolSettings
-from bridge.errors import SpoolError, SpoolFullError
+from bridge.domain.errors import SpoolError, SpoolFullError
 from bridge.logging import get_logger
 
 log = get_logger(__name__)

@@ -12,27 +12,15 @@ from dataclasses import dataclass
 
 from bridge.config import Settings
 from bridge.deid.scrub import identifying_tokens, scrub_text
-from bridge.errors import SubmitError
-from bridge.ingest.pacs import PacsClient, StudyMatch, StudyQuery, find_one
+from bridge.domain.errors import Kind, SubmitError
+from bridge.domain.vocabulary import PRIORITIES, SUBSPECIALTIES
 from bridge.logging import get_logger
+from bridge.peers.pacs import PacsClient, StudyMatch, StudyQuery, find_one
 from bridge.store import audit
 from bridge.store.repo import Store
 from bridge.store.submissions import NewCase, PriorStudy, create_case
 
 log = get_logger(__name__)
-
-SUBSPECIALTIES = (
-    "neuro",
-    "msk",
-    "body",
-    "chest",
-    "breast",
-    "cardiac",
-    "pediatric",
-    "oncology",
-    "general",
-)
-PRIORITIES = ("routine", "urgent", "stat")
 
 
 @dataclass(frozen=True)
@@ -52,29 +40,33 @@ def validate(settings: Settings, sub: Submission) -> None:
     """Refuse a submission that cannot be sent, before anything is asked of the PACS (422)."""
     limits = settings.submit
     if not sub.question.strip():
-        raise SubmitError("the clinical question is empty", status=422)
+        raise SubmitError("the clinical question is empty", kind=Kind.INVALID)
     if len(sub.question) > limits.question_max:
         raise SubmitError(
             f"the clinical question is longer than {limits.question_max} characters",
-            status=422,
+            kind=Kind.INVALID,
             length=len(sub.question),
         )
     if sub.original_report is not None and len(sub.original_report) > limits.report_max:
         raise SubmitError(
             f"the original report is longer than {limits.report_max} characters",
-            status=422,
+            kind=Kind.INVALID,
             length=len(sub.original_report),
         )
     if sub.subspecialty not in SUBSPECIALTIES:
         raise SubmitError(
-            f"unknown subspecialty: choose one of {', '.join(SUBSPECIALTIES)}", status=422
+            f"unknown subspecialty: choose one of {', '.join(SUBSPECIALTIES)}", kind=Kind.INVALID
         )
     if sub.priority not in PRIORITIES:
-        raise SubmitError(f"unknown priority: choose one of {', '.join(PRIORITIES)}", status=422)
+        raise SubmitError(
+            f"unknown priority: choose one of {', '.join(PRIORITIES)}", kind=Kind.INVALID
+        )
     if sub.priors < 0 or sub.priors > limits.priors_max:
-        raise SubmitError(f"priors must be between 0 and {limits.priors_max}", status=422)
+        raise SubmitError(f"priors must be between 0 and {limits.priors_max}", kind=Kind.INVALID)
     if not sub.study_uid and not sub.accession:
-        raise SubmitError("name the study: a Study Instance UID or an accession number", status=422)
+        raise SubmitError(
+            "name the study: a Study Instance UID or an accession number", kind=Kind.INVALID
+        )
 
 
 @dataclass(frozen=True)
@@ -122,7 +114,9 @@ def find_priors(settings: Settings, client: PacsClient, match: StudyMatch, count
         return Priors([])
     pid = match.text("PatientID")
     if not pid:
-        raise SubmitError("the study has no Patient ID: its priors cannot be found", status=422)
+        raise SubmitError(
+            "the study has no Patient ID: its priors cannot be found", kind=Kind.INVALID
+        )
     day, time = match.text("StudyDate"), match.text("StudyTime")
     mods = set(match.modalities)
     found = []

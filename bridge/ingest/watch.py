@@ -17,7 +17,7 @@ from orthanc_api_client import OrthancApiClient
 from orthanc_api_client import exceptions as orthanc_errors
 
 from bridge.config import Settings
-from bridge.errors import PacsRefusedError, PacsUnavailableError, SubmitError
+from bridge.domain.errors import Kind, PacsRefusedError, PacsUnavailableError, SubmitError
 from bridge.logging import get_logger
 from bridge.store import audit
 from bridge.store.repo import Store
@@ -156,7 +156,7 @@ class OrthancWatcher:
                 feed=(self.feed, owner, seq),
             )
         except SubmitError as exc:
-            if exc.status == 409 and "case_id" in exc.context:
+            if exc.kind is Kind.CONFLICT and "case_id" in exc.context:
                 log.info("watch.skipped", reason="open case", case_id=exc.context["case_id"])
                 return 0
             raise

@@ -22,7 +22,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from bridge.errors import ConfigError
+from bridge.domain.errors import ConfigError
 from bridge.store.repo import Store
 from bridge.store.schema import sessions, users
 
@@ -98,7 +98,7 @@ def add_user(store: Store, username: str, password: str, role: str) -> int:
         raise ConfigError(f"a password has at least {MIN_PASSWORD} characters")
     now = time.time()
     try:
-        with store._tx() as conn:  # noqa: SLF001
+        with store.transaction() as conn:
             res = conn.execute(
                 users.insert().values(
                     username=username,
@@ -117,7 +117,7 @@ def add_user(store: Store, username: str, password: str, role: str) -> int:
 def set_password(store: Store, username: str, password: str) -> None:
     if len(password) < MIN_PASSWORD:
         raise ConfigError(f"a password has at least {MIN_PASSWORD} characters")
-    with store._tx() as conn:  # noqa: SLF001
+    with store.transaction() as conn:
         row = conn.execute(select(users.c.id).where(users.c.username == username)).first()
         if row is None:
             raise ConfigError(f"no user {username}")
@@ -130,7 +130,7 @@ def set_password(store: Store, username: str, password: str) -> None:
 
 
 def set_disabled(store: Store, username: str, disabled: bool) -> None:
-    with store._tx() as conn:  # noqa: SLF001
+    with store.transaction() as conn:
         row = conn.execute(select(users.c.id).where(users.c.username == username)).first()
         if row is None:
             raise ConfigError(f"no user {username}")
@@ -174,7 +174,7 @@ def sign_in(store: Store, username: str, password: str) -> SignIn:
     if not verify_password(password, row.password_hash) or row.disabled:
         return SignIn(None, known=True)
     if needs_rehash(row.password_hash):
-        with store._tx() as conn:  # noqa: SLF001
+        with store.transaction() as conn:
             conn.execute(
                 update(users)
                 .where(users.c.id == row.id)
@@ -207,7 +207,7 @@ def open_session(store: Store, user: User, lifetime: float) -> tuple[str, str]:
     """A new session: (cookie token, CSRF token)."""
     token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     now = time.time()
-    with store._tx() as conn:  # noqa: SLF001
+    with store.transaction() as conn:
         conn.execute(delete(sessions).where(sessions.c.expires_at < now))
         conn.execute(
             sessions.insert().values(
@@ -240,5 +240,5 @@ def session_user(store: Store, token: str) -> tuple[User, str] | None:
 
 
 def close_session(store: Store, token: str) -> None:
-    with store._tx() as conn:  # noqa: SLF001
+    with store.transaction() as conn:
         conn.execute(delete(sessions).where(sessions.c.token_hash == _token_hash(token)))

@@ -26,7 +26,7 @@ def record(
     source_address: str | None = None,
     **detail: Any,
 ) -> None:
-    with store._tx() as conn:  # noqa: SLF001
+    with store.transaction() as conn:
         conn.execute(
             audit_events.insert().values(
                 at=time.time(),

@@ -13,7 +13,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import SQLAlchemyError
 
-from bridge.errors import StoreError
+from bridge.domain.errors import StoreError
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 

@@ -20,12 +20,10 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from bridge.errors import SubmitError
+from bridge.domain.errors import Kind, SubmitError
+from bridge.domain.states import CaseState, InstanceState, ReportState
 from bridge.store.repo import Store
 from bridge.store.schema import (
-    CaseState,
-    InstanceState,
-    ReportState,
     cases,
     instances,
     reports,
@@ -80,7 +78,7 @@ def held(store: Store, limit: int = 500) -> dict[str, list[dict[str, Any]]]:
 def _held_instance(conn: Any, instance_id: int) -> Any:
     row = conn.execute(select(instances).where(instances.c.id == instance_id)).first()
     if row is None or row.state != InstanceState.QUARANTINED:
-        raise SubmitError("no such held instance", status=404, instance=instance_id)
+        raise SubmitError("no such held instance", kind=Kind.NOT_FOUND, instance=instance_id)
     return row
 
 
@@ -96,7 +94,7 @@ def _reopen_case(conn: Any, case_id: str, now: float) -> None:
 def retry_instance(store: Store, instance_id: int, deid_exists: bool) -> str:
     """Back to where it was held; returns the case id."""
     now = time.time()
-    with store._tx() as conn:  # noqa: SLF001
+    with store.transaction() as conn:
         row = _held_instance(conn, instance_id)
         state = (
             InstanceState.DEIDENTIFIED
@@ -123,12 +121,12 @@ def retry_instance(store: Store, instance_id: int, deid_exists: bool) -> str:
 
 def release_instance(store: Store, instance_id: int) -> str:
     now = time.time()
-    with store._tx() as conn:  # noqa: SLF001
+    with store.transaction() as conn:
         row = _held_instance(conn, instance_id)
         if BURNED_IN not in (row.error or ""):
             raise SubmitError(
                 "only instances held for possible burned-in text can be released",
-                status=409,
+                kind=Kind.CONFLICT,
                 instance=instance_id,
             )
         conn.execute(
@@ -151,7 +149,7 @@ def release_instance(store: Store, instance_id: int) -> str:
 def discard_instance(store: Store, instance_id: int) -> tuple[str, list[tuple[str, str]]]:
     """Returns the case id and the spool files (area, name) to remove."""
     now = time.time()
-    with store._tx() as conn:  # noqa: SLF001
+    with store.transaction() as conn:
         row = _held_instance(conn, instance_id)
         conn.execute(
             update(instances)
@@ -171,24 +169,24 @@ def discard_instance(store: Store, instance_id: int) -> tuple[str, list[tuple[st
 def _held_report(conn: Any, report_id: int) -> Any:
     row = conn.execute(select(reports).where(reports.c.id == report_id)).first()
     if row is None or row.state != ReportState.HELD:
-        raise SubmitError("no such held report", status=404, report=report_id)
+        raise SubmitError("no such held report", kind=Kind.NOT_FOUND, report=report_id)
     return row
 
 
 def retry_report(store: Store, report_id: int) -> str:
-    with store._tx() as conn:  # noqa: SLF001
+    with store.transaction() as conn:
         row = _held_report(conn, report_id)
         conn.execute(
             update(reports)
             .where(reports.c.id == report_id)
             .values(state=ReportState.PENDING, error=None)
         )
-        store._insert_job(conn, "report", row.case_id, {"report_id": report_id})  # noqa: SLF001
+        store.insert_job(conn, "report", row.case_id, {"report_id": report_id})
     return str(row.case_id)
 
 
 def discard_report(store: Store, report_id: int) -> str:
-    with store._tx() as conn:  # noqa: SLF001
+    with store.transaction() as conn:
         row = _held_report(conn, report_id)
         conn.execute(
             update(reports).where(reports.c.id == report_id).values(state=ReportState.DISCARDED)

@@ -28,12 +28,16 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from bridge.errors import StoreError
-from bridge.store.schema import (
+from bridge.domain.errors import StoreError
+from bridge.domain.states import (
+    MOVING_STATES,
     CaseState,
     InstanceState,
     JobState,
     ReportState,
+    progress,
+)
+from bridge.store.schema import (
     audit_events,
     case_studies,
     cases,
@@ -49,16 +53,6 @@ from bridge.store.vault_crypto import VaultCipher, plain
 
 #: The prefix of a keyed reference standing for an original UID in ``instances``.
 UID_REF = "h:"
-
-#: States of a case whose study is still on its way to the reader or awaiting findings: a
-#: second submission of the same study is refused while one is open.
-OPEN_CASE_STATES = (
-    CaseState.RETRIEVING,
-    CaseState.RECEIVING,
-    CaseState.RECEIVED,
-    CaseState.DEIDENTIFIED,
-    CaseState.FORWARDING,
-)
 
 
 @dataclass(frozen=True)
@@ -172,7 +166,7 @@ class Store:
             return 0
         done = 0
         while True:
-            with self._tx() as conn:
+            with self.transaction() as conn:
                 rows = conn.execute(
                     select(instances.c.id, instances.c.sop_instance_uid, instances.c.series_uid)
                     .where(~instances.c.sop_instance_uid.startswith(UID_REF))
@@ -192,7 +186,7 @@ class Store:
                 return done
 
     @contextmanager
-    def _tx(self) -> Iterator[Connection]:
+    def transaction(self) -> Iterator[Connection]:
         """A write transaction."""
         lock = self._write_lock or nullcontext()
         with lock, _flocked(self._lock_file), self.engine.connect() as conn:
@@ -210,7 +204,7 @@ class Store:
         now = time.time()
         with self._case_lock:  # one case per study, even with concurrent associations
             try:
-                with self._tx() as conn:
+                with self.transaction() as conn:
                     case_id = self._case_for_study(conn, rec, now)
                     sop_ref = self.uid_ref(rec.sop_instance_uid)
                     old = conn.execute(
@@ -326,7 +320,7 @@ class Store:
 
     def release_own_leases(self) -> int:
         """At start-up: free what a previous run of this node had claimed when it died."""
-        with self._tx() as conn:
+        with self.transaction() as conn:
             n = 0
             for table in (instances, jobs, feed_positions):
                 res = conn.execute(
@@ -387,7 +381,7 @@ class Store:
             return []
         if self._pg:
             sub = sub.with_for_update(skip_locked=True)
-        with self._tx() as conn:
+        with self.transaction() as conn:
             ids = [r.id for r in conn.execute(sub)]
             if not ids:
                 return []
@@ -416,7 +410,7 @@ class Store:
         ids = list(ids)
         if not ids:
             return 0
-        with self._tx() as conn:
+        with self.transaction() as conn:
             res = conn.execute(
                 update(instances)
                 .where(instances.c.id.in_(ids))
@@ -429,7 +423,7 @@ class Store:
         ids = list(ids)
         if not ids:
             return
-        with self._tx() as conn:
+        with self.transaction() as conn:
             conn.execute(
                 update(instances)
                 .where(instances.c.id.in_(ids))
@@ -452,7 +446,7 @@ class Store:
         """:meth:`mark_deidentified` for several instances in one write transaction (the
         workers' batches: one lock hand-over instead of one per instance)."""
         now = time.time()
-        with self._tx() as conn:
+        with self.transaction() as conn:
             return [self._mark_deidentified(conn, now, inst, owner, rec) for inst, rec in items]
 
     def _mark_deidentified(
@@ -582,7 +576,7 @@ class Store:
 
     def reset_to_received(self, ids: Sequence[int], owner: str) -> None:
         """Send instances back to de-identification (their de-identified copy is gone)."""
-        with self._tx() as conn:
+        with self.transaction() as conn:
             conn.execute(
                 update(instances)
                 .where(instances.c.id.in_(list(ids)))
@@ -598,7 +592,7 @@ class Store:
 
     def mark_quarantined(self, ids: Sequence[int], owner: str | None, reason: str) -> None:
         now = time.time()
-        with self._tx() as conn:
+        with self.transaction() as conn:
             stmt = update(instances).where(instances.c.id.in_(list(ids)))
             if owner is not None:
                 stmt = stmt.where(instances.c.lease_owner == owner)
@@ -619,7 +613,7 @@ class Store:
         if not ids:
             return []
         now = time.time()
-        with self._tx() as conn:
+        with self.transaction() as conn:
             rows = conn.execute(
                 select(instances.c.spool_name, instances.c.deid_name)
                 .where(instances.c.id.in_(list(ids)))
@@ -646,7 +640,7 @@ class Store:
     def schedule_retry(self, ids: Sequence[int], owner: str, error: str, delay_for: Any) -> None:
         """Release instances for a later attempt; ``delay_for(attempts)`` gives the delay."""
         now = time.time()
-        with self._tx() as conn:
+        with self.transaction() as conn:
             for row in conn.execute(
                 select(instances.c.id, instances.c.attempts)
                 .where(instances.c.id.in_(list(ids)))
@@ -676,7 +670,7 @@ class Store:
         )
         if not self._has_any(due):
             return []
-        with self._tx() as conn:
+        with self.transaction() as conn:
             ids = [
                 r.id
                 for r in conn.execute(
@@ -718,57 +712,39 @@ class Store:
         event of what was sent where."""
         now = time.time()
         became_forwarded: list[tuple[str, int]] = []
-        moving = select(cases.c.id).where(
-            cases.c.state.in_([CaseState.RECEIVED, CaseState.DEIDENTIFIED, CaseState.FORWARDING])
-        )
+        moving = select(cases.c.id).where(cases.c.state.in_(MOVING_STATES))
         if not self._has_any(moving):
             return []
-        with self._tx() as conn:
+        with self.transaction() as conn:
             rows = conn.execute(
                 select(cases.c.id, cases.c.state, cases.c.manifest_version).where(
-                    cases.c.state.in_(
-                        [CaseState.RECEIVED, CaseState.DEIDENTIFIED, CaseState.FORWARDING]
-                    )
+                    cases.c.state.in_(MOVING_STATES)
                 )
             ).all()
             counts = self.instance_counts(conn, [r.id for r in rows])
             for r in rows:
-                c = counts[r.id]
-                total = sum(c.values())
-                received = c.get(InstanceState.RECEIVED, 0)
-                deid = c.get(InstanceState.DEIDENTIFIED, 0)
-                fwd = c.get(InstanceState.FORWARDED, 0)
-                quarantined = c.get(InstanceState.QUARANTINED, 0)
-                total -= c.get(InstanceState.DISCARDED, 0)
-                values: dict[str, Any] = {}
-                if received:
-                    new = CaseState.RECEIVED
-                elif deid:
-                    new = CaseState.FORWARDING if fwd else CaseState.DEIDENTIFIED
-                elif quarantined:
-                    new = CaseState.FAILED
-                    values["error"] = f"{quarantined} of {total} instance(s) quarantined"
-                elif not fwd:
-                    new = CaseState.FAILED
-                    values["error"] = "no instance left to forward (all discarded)"
-                else:
-                    new = CaseState.FORWARDED
-                    values["forwarded_at"] = now
-                    values["error"] = None
-                    values["manifest_version"] = r.manifest_version + 1
-                if new == r.state:
+                new = progress(counts[r.id])
+                if new.state == r.state:
                     continue
+                values: dict[str, Any] = {}
+                if new.state == CaseState.FAILED:
+                    values["error"] = new.error
+                elif new.state == CaseState.FORWARDED:
+                    values.update(
+                        forwarded_at=now, error=None, manifest_version=r.manifest_version + 1
+                    )
                 res = conn.execute(
                     update(cases)
                     .where(cases.c.id == r.id)
                     .where(cases.c.state == r.state)
-                    .values(state=new, updated_at=now, **values)
+                    .values(state=new.state, updated_at=now, **values)
                 )
-                if res.rowcount == 1 and new == CaseState.FORWARDED:
+                if res.rowcount == 1 and new.state == CaseState.FORWARDED:
                     version = r.manifest_version + 1
                     became_forwarded.append((r.id, version))
                     if manifest_job:
-                        self._insert_job(conn, manifest_job, r.id, {"version": version})
+                        self.insert_job(conn, manifest_job, r.id, {"version": version})
+                    fwd = counts[r.id].get(InstanceState.FORWARDED, 0)
                     self._forwarded_event(conn, r.id, fwd, destination, now)
         return became_forwarded
 
@@ -899,11 +875,11 @@ class Store:
 
     # -- jobs (outbox) ----------------------------------------------------------------------
     def enqueue_job(self, kind: str, case_id: str | None, payload: dict[str, Any]) -> int:
-        with self._tx() as conn:
-            return self._insert_job(conn, kind, case_id, payload)
+        with self.transaction() as conn:
+            return self.insert_job(conn, kind, case_id, payload)
 
     @staticmethod
-    def _insert_job(conn: Connection, kind: str, case_id: str | None, payload: Any) -> int:
+    def insert_job(conn: Connection, kind: str, case_id: str | None, payload: Any) -> int:
         res = conn.execute(
             jobs.insert().values(
                 kind=kind,
@@ -922,7 +898,7 @@ class Store:
         return self._claim(jobs, where, limit, lease, owner)
 
     def finish_job(self, job_id: int, owner: str) -> None:
-        with self._tx() as conn:
+        with self.transaction() as conn:
             conn.execute(
                 update(jobs)
                 .where(jobs.c.id == job_id)
@@ -937,7 +913,7 @@ class Store:
     ) -> None:
         """Release the job for a later attempt; ``count=False``: a pause (a full spool), not a
         failure of the job."""
-        with self._tx() as conn:
+        with self.transaction() as conn:
             conn.execute(
                 update(jobs)
                 .where(jobs.c.id == job_id)
@@ -997,7 +973,7 @@ class Store:
         """Record a report to return and queue its job; the case becomes findings_received.
         With ``held_reason`` the report is recorded as held (quarantined) and not returned."""
         now = time.time()
-        with self._tx() as conn:
+        with self.transaction() as conn:
             res = conn.execute(
                 reports.insert().values(
                     case_id=case_id,
@@ -1021,7 +997,7 @@ class Store:
                 .where(cases.c.id == case_id)
                 .values(state=CaseState.FINDINGS_RECEIVED, updated_at=now)
             )
-            self._insert_job(conn, "report", case_id, {"report_id": report_id})
+            self.insert_job(conn, "report", case_id, {"report_id": report_id})
         return report_id
 
     def uid_map_of(self, case_id: str) -> dict[str, str]:
@@ -1108,7 +1084,7 @@ class Store:
     ) -> None:
         """A report held at intake, re-identified on retry: its object is now the re-identified
         one (the file and the UIDs the return's safety check compares)."""
-        with self._tx() as conn:
+        with self.transaction() as conn:
             conn.execute(
                 update(reports)
                 .where(reports.c.id == report_id)
@@ -1145,13 +1121,13 @@ class Store:
 
     def forget_report_file(self, report_id: int) -> None:
         """The report's file is deleted (its record stays, with its UIDs)."""
-        with self._tx() as conn:
+        with self.transaction() as conn:
             conn.execute(update(reports).where(reports.c.id == report_id).values(file_name=""))
 
     def finish_report(self, report_id: int, state: ReportState, error: str | None = None) -> None:
         """Record a report's fate; a case whose reports are all returned becomes returned."""
         now = time.time()
-        with self._tx() as conn:
+        with self.transaction() as conn:
             row = conn.execute(select(reports.c.case_id).where(reports.c.id == report_id)).one()
             conn.execute(
                 update(reports)
@@ -1183,4 +1159,4 @@ class Store:
             raise StoreError("state store unreachable", error=type(exc).__name__) from exc
 
 
-__all__ = ["Store", "Received", "IntegrityError", "OPEN_CASE_STATES"]
+__all__ = ["Store", "Received", "IntegrityError"]

@@ -6,8 +6,6 @@ and the means to map back; nothing in them ever leaves the bridge.
 
 from __future__ import annotations
 
-import enum
-
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -30,39 +28,6 @@ metadata = MetaData(
         "pk": "pk_%(table_name)s",
     }
 )
-
-
-class CaseState(enum.StrEnum):
-    RETRIEVING = "retrieving"  # submitted; the bridge is pulling the study from the PACS
-    RECEIVING = "receiving"  # instances arriving; study not yet stable
-    RECEIVED = "received"  # stable: no new instance for study_stable_seconds
-    DEIDENTIFIED = "deidentified"  # every instance de-identified
-    FORWARDING = "forwarding"  # sending to the reading archive
-    FORWARDED = "forwarded"  # the archive acknowledged every instance; manifest queued
-    FINDINGS_RECEIVED = "findings_received"  # a report came back; being returned to the PACS
-    RETURNED = "returned"  # every report of the case is stored in the hospital PACS
-    FAILED = "failed"  # some instance was permanently rejected (see quarantine)
-
-
-class InstanceState(enum.StrEnum):
-    RECEIVED = "received"  # spooled and recorded; C-STORE answered Success
-    DEIDENTIFIED = "deidentified"  # de-identified copy in the spool, ready to send
-    FORWARDED = "forwarded"  # acknowledged by the reading archive
-    QUARANTINED = "quarantined"  # held with a reason; needs an operator
-    DISCARDED = "discarded"  # an operator decided it is not sent (audited)
-
-
-class ReportState(enum.StrEnum):
-    PENDING = "pending"  # built (or received) and waiting to be stored in the PACS
-    RETURNED = "returned"  # stored in the original study in the hospital PACS
-    HELD = "held"  # safety check failed (study missing, patient mismatch): needs an operator
-    DISCARDED = "discarded"  # an operator decided it is not returned (audited)
-
-
-class JobState(enum.StrEnum):
-    PENDING = "pending"
-    DONE = "done"
-    FAILED = "failed"
 
 
 cases = Table(

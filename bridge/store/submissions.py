@@ -15,10 +15,10 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from bridge.errors import SubmitError
+from bridge.domain.errors import Kind, SubmitError
+from bridge.domain.states import CaseState
 from bridge.store.repo import Store, new_case_id
 from bridge.store.schema import (
-    CaseState,
     case_studies,
     cases,
     feed_positions,
@@ -80,10 +80,12 @@ def create_case(store: Store, new: NewCase, feed: tuple[str, str, int] | None = 
         existing = open_case_for_study(store, new.study_uid)
         if existing is not None:
             raise SubmitError(
-                f"case {existing} is already open for this study", status=409, case_id=existing
+                f"case {existing} is already open for this study",
+                kind=Kind.CONFLICT,
+                case_id=existing,
             )
         case_id = new_case_id()
-        with store._tx() as conn:  # noqa: SLF001
+        with store.transaction() as conn:
             conn.execute(
                 cases.insert().values(
                     id=case_id,
@@ -127,7 +129,7 @@ def create_case(store: Store, new: NewCase, feed: tuple[str, str, int] | None = 
                 ],
             )
             if new.retrieve is not None:
-                store._insert_job(conn, RETRIEVE_JOB, case_id, new.retrieve)  # noqa: SLF001
+                store.insert_job(conn, RETRIEVE_JOB, case_id, new.retrieve)
             if feed is not None:
                 _move_feed(conn, *feed)
     return case_id
@@ -141,7 +143,7 @@ def finish_retrieve(store: Store, case_id: str, error: str | None = None) -> Non
         values.update(state=CaseState.RECEIVED, completed_at=now)
     else:
         values.update(state=CaseState.FAILED)
-    with store._tx() as conn:  # noqa: SLF001
+    with store.transaction() as conn:
         conn.execute(
             update(cases)
             .where(cases.c.id == case_id)
@@ -152,7 +154,7 @@ def finish_retrieve(store: Store, case_id: str, error: str | None = None) -> Non
 
 def note_case_error(store: Store, case_id: str, error: str | None) -> None:
     """Record (or clear) a problem the case is waiting on, without changing its state."""
-    with store._tx() as conn:  # noqa: SLF001
+    with store.transaction() as conn:
         conn.execute(
             update(cases).where(cases.c.id == case_id).values(error=error, updated_at=time.time())
         )
@@ -187,7 +189,7 @@ def sop_uids_of(store: Store, case_id: str) -> set[str]:
 
 def extend_job_lease(store: Store, job_id: int, owner: str, seconds: float) -> bool:
     """Keep a long job (a retrieve) ours while it runs; False if another worker took it."""
-    with store._tx() as conn:  # noqa: SLF001
+    with store.transaction() as conn:
         res = conn.execute(
             update(jobs)
             .where(jobs.c.id == job_id)
@@ -210,7 +212,7 @@ def take_feed(store: Store, name: str, owner: str, lease: float, start: int) -> 
     """Hold the feed's lease (one follower at a time); return its position, or None if another
     follower holds it. A feed seen for the first time starts at ``start``."""
     now = time.time()
-    with store._tx() as conn:  # noqa: SLF001
+    with store.transaction() as conn:
         row = conn.execute(select(feed_positions).where(feed_positions.c.name == name)).first()
         if row is None:
             conn.execute(
@@ -244,12 +246,12 @@ def _move_feed(conn: Any, name: str, owner: str, seq: int) -> None:
     if res.rowcount != 1:
         row = conn.execute(select(feed_positions).where(feed_positions.c.name == name)).first()
         if row is None or row.lease_owner != owner:
-            raise SubmitError("the change feed is followed by another worker", status=409)
+            raise SubmitError("the change feed is followed by another worker", kind=Kind.CONFLICT)
 
 
 def advance_feed(store: Store, name: str, owner: str, seq: int) -> None:
     """Move the feed past changes that opened no case."""
-    with store._tx() as conn:  # noqa: SLF001
+    with store.transaction() as conn:
         _move_feed(conn, name, owner, seq)
 
 
@@ -259,7 +261,7 @@ def review_free_text(
     """A person approved the case's free text (possibly edited) to leave: the manifest waiting
     for it goes at once."""
     now = time.time()
-    with store._tx() as conn:  # noqa: SLF001
+    with store.transaction() as conn:
         res = conn.execute(
             update(cases)
             .where(cases.c.id == case_id)
@@ -273,7 +275,7 @@ def review_free_text(
             )
         )
         if res.rowcount != 1:
-            raise SubmitError("no such case", status=404)
+            raise SubmitError("no such case", kind=Kind.NOT_FOUND)
         conn.execute(
             update(jobs)
             .where(jobs.c.case_id == case_id)

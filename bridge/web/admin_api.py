@@ -10,12 +10,13 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from bridge.config import Settings
-from bridge.errors import SubmitError
+from bridge.domain.errors import SubmitError
 from bridge.forward.audit_messages import to_dicom_xml
 from bridge.ingest.spool import Spool
 from bridge.store import audit, quarantine
 from bridge.store.repo import Store
 from bridge.store.submissions import review_free_text as review
+from bridge.web.errors import http_error
 from bridge.web.quarantine_ops import act_on_instance, act_on_report
 from bridge.web.tokens import Tokens
 
@@ -42,7 +43,7 @@ def admin_router(settings: Settings, store: Store, spool: Spool, tokens: Tokens)
         try:
             case_id = act_on_instance(store, spool, instance_id, action)
         except SubmitError as exc:
-            raise HTTPException(exc.status, exc.message) from None
+            raise http_error(exc, context=False) from None
         audit.record(
             store, request.state.actor, f"instance.{action}", case_id=case_id, instance=instance_id
         )
@@ -55,7 +56,7 @@ def admin_router(settings: Settings, store: Store, spool: Spool, tokens: Tokens)
         try:
             case_id = act_on_report(store, report_id, action)
         except SubmitError as exc:
-            raise HTTPException(exc.status, exc.message) from None
+            raise http_error(exc, context=False) from None
         audit.record(
             store, request.state.actor, f"report.{action}", case_id=case_id, report=report_id
         )
@@ -73,7 +74,7 @@ def admin_router(settings: Settings, store: Store, spool: Spool, tokens: Tokens)
         try:
             review(store, case_id, request.state.actor, question or "", report or None)
         except SubmitError as exc:
-            raise HTTPException(exc.status, exc.message) from None
+            raise http_error(exc, context=False) from None
         audit.record(store, request.state.actor, "case.free_text_reviewed", case_id=case_id)
         return {"case_id": case_id, "reviewed": True}
 

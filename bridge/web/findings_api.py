@@ -8,11 +8,12 @@ from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel
 
 from bridge.config import Settings
-from bridge.errors import FindingsError
+from bridge.domain.errors import FindingsError
 from bridge.findings.intake import accept_findings
 from bridge.findings.schema import Findings
 from bridge.ingest.spool import Spool
 from bridge.store.repo import Store
+from bridge.web.errors import http_error
 
 
 class ReportAccepted(BaseModel):
@@ -30,7 +31,7 @@ def findings_router(settings: Settings, store: Store, spool: Spool, auth: Any) -
         try:
             a = accept_findings(store, spool, settings, case_id, findings)
         except FindingsError as exc:
-            raise HTTPException(exc.status, str(exc)) from None
+            raise http_error(exc) from None
         return ReportAccepted(
             report_id=a.report_id,
             case_id=a.case_id,

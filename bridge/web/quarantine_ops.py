@@ -3,7 +3,7 @@ the spool files that go with it. The caller checks the role and records the audi
 
 from __future__ import annotations
 
-from bridge.errors import SubmitError
+from bridge.domain.errors import Kind, SubmitError
 from bridge.ingest.spool import DEID, Spool
 from bridge.store import quarantine
 from bridge.store.repo import Store
@@ -23,7 +23,7 @@ def act_on_instance(store: Store, spool: Spool, instance_id: int, action: str) -
         for area, name in files:
             spool.remove(area, name)
         return case_id
-    raise SubmitError("unknown action: retry, release or discard", status=404)
+    raise SubmitError("unknown action: retry, release or discard", kind=Kind.NOT_FOUND)
 
 
 def act_on_report(store: Store, report_id: int, action: str) -> str:
@@ -32,4 +32,4 @@ def act_on_report(store: Store, report_id: int, action: str) -> str:
         return quarantine.retry_report(store, report_id)
     if action == "discard":
         return quarantine.discard_report(store, report_id)
-    raise SubmitError("unknown action: retry or discard", status=404)
+    raise SubmitError("unknown action: retry or discard", kind=Kind.NOT_FOUND)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from bridge.store.schema import InstanceState
+from bridge.domain.states import InstanceState
 
 
 def series_summary(rows: Iterable[Any]) -> list[dict[str, Any]]:

@@ -20,11 +20,11 @@ from fastapi.responses import JSONResponse
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
-from bridge.errors import FindingsError, PacsUnavailableError
+from bridge.domain.errors import FindingsError, PacsUnavailableError
 from bridge.findings.intake import accept_object
-from bridge.ingest.multipart import boundary_of, chunks_of, split_parts
 from bridge.ingest.spool import Spool
 from bridge.logging import get_logger
+from bridge.peers.multipart import boundary_of, chunks_of, split_parts
 from bridge.store.repo import Store
 from bridge.web.bodies import save_body
 

@@ -20,13 +20,17 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from bridge.config import Priority, Settings, Subspecialty
-from bridge.errors import ConfigError, PullError, StudyNotFoundError, SubmitError
-from bridge.ingest.pacs import PacsClient, StudyQuery, make_pacs
+from bridge.config import Settings
+from bridge.domain.errors import ConfigError, PullError, StudyNotFoundError, SubmitError
+from bridge.domain.vocabulary import Priority, Subspecialty
 from bridge.ingest.spool import Spool
 from bridge.ingest.submit import Submission, submit, validate
+from bridge.peers.connect import make_pacs
+from bridge.peers.pacs import PacsClient, StudyQuery
 from bridge.store.repo import Store
 from bridge.web.bodies import file_chunks, save_body
+from bridge.web.errors import http_error
+from bridge.web.schemas import case_out
 
 
 class CaseIn(BaseModel):
@@ -55,7 +59,7 @@ def _pacs(settings: Settings, spool: Spool) -> Iterator[PacsClient]:
     except StudyNotFoundError as exc:
         raise HTTPException(404, exc.message) from None
     except SubmitError as exc:
-        raise HTTPException(exc.status, str(exc)) from None
+        raise http_error(exc) from None
     except PullError as exc:
         raise HTTPException(502, str(exc)) from None
     finally:
@@ -67,8 +71,6 @@ def submit_router(settings: Settings, store: Store, spool: Spool, auth: Any) -> 
 
     @router.post("/cases", status_code=201, tags=["cases"])
     def create_case(request: Request, body: CaseIn) -> JSONResponse:
-        from bridge.web.app import case_out
-
         sub = Submission(
             question=body.question,
             subspecialty=body.subspecialty,
@@ -129,7 +131,7 @@ def _check_upload(settings: Settings, question: str, subspecialty: str, priority
             ),
         )
     except SubmitError as exc:
-        raise HTTPException(exc.status, exc.message) from None
+        raise http_error(exc, context=False) from None
 
 
 def _too_large(limit: int) -> HTTPException:
@@ -247,7 +249,7 @@ def _import_upload(
                 submitted_by=submitted_by,
             )
     except SubmitError as exc:
-        raise HTTPException(exc.status, exc.message) from None
+        raise http_error(exc, context=False) from None
     return {
         "cases": [
             {

@@ -14,7 +14,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
-from bridge.testing.sample import make_study
+from bridge.sample import make_study
 
 HOSPITAL = "http://127.0.0.1:8142"
 READING = "http://127.0.0.1:8143"

@@ -6,7 +6,7 @@ import requests
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
-from bridge.testing.orthanc import Orthanc
+from tests.support.orthanc import Orthanc
 
 
 def study_instances(orthanc: Orthanc, study_uid: str) -> list[Dataset]:

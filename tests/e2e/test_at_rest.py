@@ -14,12 +14,12 @@ import pytest
 import requests
 from pydicom import dcmread
 
+from bridge.sample import make_study
 from bridge.store.vault_crypto import new_key
-from bridge.testing.peers import storescu
-from bridge.testing.sample import make_study
 from conftest import bridge_env
 from tests.e2e.conftest import study_instances
 from tests.e2e.test_findings import findings, post
+from tests.support.peers import storescu
 
 pytestmark = pytest.mark.e2e
 

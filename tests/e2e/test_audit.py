@@ -14,11 +14,11 @@ from xml.etree import ElementTree as ET
 import pytest
 import requests
 
-from bridge.testing.orthanc import free_port
-from bridge.testing.peers import BRIDGE_BIN, storescu
-from bridge.testing.sample import make_study
+from bridge.sample import make_study
 from conftest import bridge_env
 from tests.helpers import add_user
+from tests.support.orthanc import free_port
+from tests.support.peers import BRIDGE_BIN, storescu
 
 pytestmark = pytest.mark.e2e
 
@@ -136,7 +136,7 @@ def test_audit_messages_over_tls_to_an_atna_collector(tmp_path, reading, make_br
     """Issue #15, 12: IHE ATNA wants syslog over TLS (RFC 5425), both nodes authenticated.
     The collector requires a client certificate from its CA; the bridge verifies the collector
     against the CA it is given; a collector with a certificate from elsewhere gets nothing."""
-    from bridge.testing.certs import issue, make_ca
+    from tests.support.certs import issue, make_ca
 
     ca = make_ca(tmp_path / "pki")
     collector_pair = issue(tmp_path / "pki", "collector", ca)

@@ -10,10 +10,10 @@ import requests
 from pydicom import dcmread
 
 from bridge.deid.pixels.detect import DbDetector
-from bridge.testing.peers import acknowledged, storescu
-from bridge.testing.sample import make_burned_in
+from bridge.sample import make_burned_in
 from conftest import bridge_env
 from tests.e2e.conftest import study_instances
+from tests.support.peers import acknowledged, storescu
 
 pytestmark = [
     pytest.mark.e2e,

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import requests
 
+from bridge.sample import make_burned_in, make_study
 from bridge.store.vault_crypto import new_key
-from bridge.testing.peers import BridgeProcess, storescu
-from bridge.testing.sample import make_burned_in, make_study
 from conftest import ROOT, bridge_env
 from tests.helpers import add_user
+from tests.support.peers import BridgeProcess, storescu
 
 pytestmark = pytest.mark.e2e
 

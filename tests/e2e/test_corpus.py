@@ -16,9 +16,9 @@ from bridge.deid.engine import masked_instance_uid
 from bridge.deid.pixels.score import GATES, PixelScore, ground_truth, score_pair
 from bridge.deid.pseudonyms import Pseudonymizer
 from bridge.deid.score import GENERIC_WORDS, found_in, score, text_values
-from bridge.testing.peers import acknowledged, storescu
 from conftest import CORPUS, DEID_SECRET, VALIDATION, bridge_env
 from tests.e2e.conftest import study_instances
+from tests.support.peers import acknowledged, storescu
 
 pytestmark = pytest.mark.e2e
 

@@ -6,9 +6,9 @@ import subprocess
 
 import pytest
 
-from bridge.testing.orthanc import free_port
-from bridge.testing.peers import BRIDGE_BIN
 from conftest import bridge_env
+from tests.support.orthanc import free_port
+from tests.support.peers import BRIDGE_BIN
 
 pytestmark = pytest.mark.e2e
 

@@ -11,11 +11,11 @@ import pytest
 import sqlalchemy
 
 from bridge.deid.pseudonyms import Pseudonymizer
-from bridge.testing.orthanc import Orthanc
-from bridge.testing.peers import BridgeProcess, acknowledged, storescu
-from bridge.testing.sample import make_study
+from bridge.sample import make_study
 from conftest import DEID_SECRET, bridge_env
 from tests.e2e.conftest import count_study, original
+from tests.support.orthanc import Orthanc
+from tests.support.peers import BridgeProcess, acknowledged, storescu
 
 pytestmark = pytest.mark.e2e
 

@@ -10,11 +10,11 @@ import pytest
 import requests
 from pydicom import dcmread
 
-from bridge.testing.peers import BridgeProcess, storescu
-from bridge.testing.sample import make_study
+from bridge.sample import make_study
 from conftest import bridge_env
 from tests.e2e.conftest import study_instances
 from tests.helpers import leaks, validate_sr
+from tests.support.peers import BridgeProcess, storescu
 
 pytestmark = pytest.mark.e2e
 

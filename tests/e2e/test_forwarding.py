@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
-from bridge.testing.orthanc import Orthanc, free_port
-from bridge.testing.peers import WebhookReceiver, acknowledged, storescu
-from bridge.testing.sample import make_study
+from bridge.sample import make_study
 from conftest import QUEUE_SECRET, bridge_env
+from tests.support.orthanc import Orthanc, free_port
+from tests.support.peers import WebhookReceiver, acknowledged, storescu
 
 pytestmark = pytest.mark.e2e
 

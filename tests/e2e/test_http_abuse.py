@@ -78,7 +78,7 @@ def test_http_abuse_gets_4xx_and_the_server_keeps_serving(reading, make_bridge):
     # Secrets never reach the log, an error or `bridge settings`.
     import subprocess
 
-    from bridge.testing.peers import BRIDGE_BIN
+    from tests.support.peers import BRIDGE_BIN
 
     shown = subprocess.run(
         [BRIDGE_BIN, "settings"],

@@ -8,11 +8,11 @@ import zipfile
 import pytest
 from pydicom.fileset import FileSet
 
-from bridge.testing.peers import BRIDGE_BIN
-from bridge.testing.sample import make_study
+from bridge.sample import make_study
 from conftest import bridge_env
 from tests.e2e.conftest import study_instances
 from tests.helpers import leaks
+from tests.support.peers import BRIDGE_BIN
 
 pytestmark = pytest.mark.e2e
 

@@ -12,10 +12,10 @@ import requests
 from pydicom import dcmread
 
 from bridge.deid.pseudonyms import Pseudonymizer
-from bridge.testing.orthanc import Orthanc
-from bridge.testing.peers import acknowledged, storescu
-from bridge.testing.sample import make_large_instance
+from bridge.sample import make_large_instance
 from conftest import DEID_SECRET, bridge_env
+from tests.support.orthanc import Orthanc
+from tests.support.peers import acknowledged, storescu
 
 pytestmark = pytest.mark.e2e
 

@@ -11,10 +11,10 @@ from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE, _config
 from pynetdicom.sop_class import CTImageStorage, Verification
 
-from bridge.testing.peers import acknowledged, storescu
-from bridge.testing.sample import make_study
+from bridge.sample import make_study
 from conftest import bridge_env
 from tests.helpers import add_user
+from tests.support.peers import acknowledged, storescu
 
 pytestmark = pytest.mark.e2e
 

@@ -11,11 +11,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
-from bridge.testing.orthanc import free_port
-from bridge.testing.peers import acknowledged, storescu
-from bridge.testing.sample import make_study
+from bridge.sample import make_study
 from conftest import bridge_env
 from tests.e2e.conftest import count_study
+from tests.support.orthanc import free_port
+from tests.support.peers import acknowledged, storescu
 
 pytestmark = pytest.mark.e2e
 

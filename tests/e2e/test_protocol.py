@@ -14,9 +14,9 @@ from pydicom import dcmread
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
 
-from bridge.testing.peers import acknowledged, storescu
-from bridge.testing.sample import make_study
+from bridge.sample import make_study
 from conftest import bridge_env
+from tests.support.peers import acknowledged, storescu
 
 pytestmark = pytest.mark.e2e
 

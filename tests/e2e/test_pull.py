@@ -11,12 +11,12 @@ import uuid
 import pytest
 import requests
 
-from bridge.testing.orthanc import Orthanc
-from bridge.testing.peers import BRIDGE_BIN, BridgeProcess
-from bridge.testing.sample import SampleStudy, make_study
+from bridge.sample import SampleStudy, make_study
 from conftest import bridge_env
 from tests.e2e.conftest import count_study, study_instances
 from tests.helpers import leaks
+from tests.support.orthanc import Orthanc
+from tests.support.peers import BRIDGE_BIN, BridgeProcess
 
 pytestmark = pytest.mark.e2e
 
@@ -216,7 +216,7 @@ def test_c_get_and_an_unknown_move_destination(tmp_path, hospital, reading, make
 
 
 def test_pacs_unreachable_or_unconfigured(tmp_path, reading, make_bridge):
-    from bridge.testing.orthanc import free_port
+    from tests.support.orthanc import free_port
 
     bridge = make_bridge(
         bridge_env(
@@ -243,7 +243,7 @@ def test_pacs_unreachable_or_unconfigured(tmp_path, reading, make_bridge):
 def test_priors_travel_with_the_case(tmp_path, hospital, reading, webhook, make_bridge):
     from datetime import date
 
-    from bridge.testing.sample import PlantedPatient
+    from bridge.sample import PlantedPatient
 
     patient = PlantedPatient(patient_id="PID-PRIORS-9")
 
@@ -381,7 +381,7 @@ class _CuttingProxy:
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-        from bridge.testing.orthanc import free_port
+        from tests.support.orthanc import free_port
 
         self.paths: list[str] = []
         self.cut = False

@@ -16,11 +16,11 @@ from pydicom.uid import generate_uid
 
 from bridge.findings.schema import Findings
 from bridge.findings.sr import Evidence, KeyImageRef, SectionCodes, build_content
-from bridge.testing.peers import storescu
-from bridge.testing.sample import make_study
+from bridge.sample import make_study
 from conftest import bridge_env
 from tests.e2e.conftest import study_instances
 from tests.helpers import leaks, validate_sr
+from tests.support.peers import storescu
 
 pytestmark = pytest.mark.e2e
 

@@ -17,10 +17,10 @@ import requests
 from sqlalchemy import Engine, create_engine, text
 
 from bridge.deid.pseudonyms import Pseudonymizer
-from bridge.testing.orthanc import Orthanc
-from bridge.testing.peers import BridgeProcess, WebhookReceiver, acknowledged, storescu
-from bridge.testing.sample import make_study
+from bridge.sample import make_study
 from conftest import DEID_SECRET, bridge_env
+from tests.support.orthanc import Orthanc
+from tests.support.peers import BridgeProcess, WebhookReceiver, acknowledged, storescu
 
 pytestmark = pytest.mark.e2e
 
@@ -186,7 +186,7 @@ def test_a_lease_shorter_than_the_work_is_renewed_and_nothing_is_done_twice(
     """Issue #15, 6: a long scan of multi-frame instances and a slow STOW-RS each outlive the
     lease; the worker holding them renews it, so the other worker never takes them over: each
     instance is de-identified once and stored in the archive once."""
-    from bridge.testing.sample import make_large_instance
+    from bridge.sample import make_large_instance
 
     archive = _SlowArchive(reading.dicomweb, delay=2.0)
     env = bridge_env(

@@ -14,9 +14,9 @@ import pytest
 import requests
 from sqlalchemy import create_engine, text
 
-from bridge.testing.peers import BridgeProcess
 from conftest import bridge_env
 from tests.helpers import add_user
+from tests.support.peers import BridgeProcess
 
 pytestmark = pytest.mark.e2e
 

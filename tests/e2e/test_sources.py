@@ -12,11 +12,11 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import JPEG2000Lossless
 
 from bridge.deid.pseudonyms import Pseudonymizer
-from bridge.testing.peers import acknowledged, storescu
-from bridge.testing.sample import make_study
+from bridge.sample import make_study
 from conftest import DEID_SECRET, bridge_env
 from tests.e2e.conftest import study_instances
 from tests.helpers import leaks
+from tests.support.peers import acknowledged, storescu
 
 pytestmark = pytest.mark.e2e
 

@@ -10,11 +10,11 @@ import pytest
 import requests
 
 from bridge.deid.pseudonyms import Pseudonymizer
-from bridge.testing.peers import acknowledged, storescu
-from bridge.testing.sample import PlantedPatient, make_study
+from bridge.sample import PlantedPatient, make_study
 from conftest import DEID_SECRET, bridge_env
 from tests.e2e.conftest import original, study_instances
 from tests.helpers import leaks
+from tests.support.peers import acknowledged, storescu
 
 pytestmark = pytest.mark.e2e
 

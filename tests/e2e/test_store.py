@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from bridge.domain.states import InstanceState
 from bridge.store.db import make_engine, migrate, schema_status
 from bridge.store.repo import Deidentified, Received, Store
-from bridge.store.schema import InstanceState, uid_map, vault_patients
+from bridge.store.schema import uid_map, vault_patients
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

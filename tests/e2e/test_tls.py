@@ -10,11 +10,11 @@ import time
 import pytest
 import requests
 
-from bridge.testing.certs import issue, make_ca
-from bridge.testing.orthanc import Orthanc
-from bridge.testing.peers import BRIDGE_BIN, acknowledged, storescu
-from bridge.testing.sample import make_study
+from bridge.sample import make_study
 from conftest import bridge_env
+from tests.support.certs import issue, make_ca
+from tests.support.orthanc import Orthanc
+from tests.support.peers import BRIDGE_BIN, acknowledged, storescu
 
 pytestmark = pytest.mark.e2e
 
@@ -122,7 +122,7 @@ class _HttpsRelay:
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-        from bridge.testing.orthanc import free_port
+        from tests.support.orthanc import free_port
 
         self.bodies: list[bytes] = []
         outer = self

@@ -11,9 +11,9 @@ from contextlib import closing
 
 import pytest
 
-from bridge.testing.peers import storescu
-from bridge.testing.sample import make_study
+from bridge.sample import make_study
 from conftest import bridge_env
+from tests.support.peers import storescu
 
 pytestmark = pytest.mark.e2e
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.errors import ConfigError
+from bridge.domain.errors import ConfigError
 from bridge.store import accounts
 from bridge.store.db import make_engine, migrate
 from bridge.store.repo import Store

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydicom import dcmread
 
-from bridge.testing.sample import make_study
+from bridge.sample import make_study
 from tests.helpers import leaks
 
 BRIDGE = str(Path(sys.executable).with_name("bridge"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bridge.config import load_settings
-from bridge.errors import ConfigError
+from bridge.domain.errors import ConfigError
 
 
 @pytest.fixture(autouse=True)
@@ -113,7 +113,7 @@ def test_a_short_api_token_is_refused_with_its_name(monkeypatch):
 
 def test_dicomweb_session_auth():
     from bridge.config import ReadingSettings
-    from bridge.forward.http import dicomweb_session
+    from bridge.peers.http import dicomweb_session
 
     bearer = dicomweb_session(ReadingSettings(token="tok-123"))
     assert bearer.headers["Authorization"] == "Bearer tok-123"
@@ -124,7 +124,7 @@ def test_dicomweb_session_auth():
 
 
 def test_an_invalid_secret_is_named_but_never_echoed(monkeypatch):
-    from bridge.errors import ConfigError
+    from bridge.domain.errors import ConfigError
 
     monkeypatch.setenv("BRIDGE_API_TOKEN", "shortsecret")
     with pytest.raises(ConfigError) as err:

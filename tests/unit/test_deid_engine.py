@@ -16,8 +16,8 @@ from pydicom.uid import JPEGBaseline8Bit
 from bridge.deid.engine import Deidentifier
 from bridge.deid.profile import build_profile
 from bridge.deid.pseudonyms import Pseudonymizer
-from bridge.errors import DeidError
-from bridge.testing.sample import PlantedPatient, make_study
+from bridge.domain.errors import DeidError
+from bridge.sample import PlantedPatient, make_study
 from tests.helpers import leaks
 
 SECRET = b"unit-test-secret-0123456789"

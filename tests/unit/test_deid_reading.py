@@ -13,7 +13,7 @@ from bridge.deid.dates import shift_da, shift_dt
 from bridge.deid.engine import Deidentifier
 from bridge.deid.profile import build_profile
 from bridge.deid.pseudonyms import Pseudonymizer
-from bridge.testing.sample import PlantedPatient, make_study
+from bridge.sample import PlantedPatient, make_study
 from tests.helpers import leaks
 
 SECRET = b"reading-profile-secret-0123456789"

@@ -15,8 +15,8 @@ from bridge.deid.engine import Deidentifier, write_result
 from bridge.deid.pixels.clean import PixelCleaner, PixelPolicy
 from bridge.deid.profile import build_profile
 from bridge.deid.pseudonyms import Pseudonymizer
-from bridge.errors import DeidError
-from bridge.testing.sample import make_study
+from bridge.domain.errors import DeidError
+from bridge.sample import make_study
 from tests.helpers import leaks
 
 SECRET = b"unit-test-secret-0123456789"

@@ -6,9 +6,9 @@ import hashlib
 import hmac
 import json
 
-from bridge.forward.http import backoff
 from bridge.forward.manifest import encode, sign
 from bridge.forward.stow import MultipartBody, parse_response
+from bridge.peers.http import backoff
 
 
 def test_multipart_body_streams_exact_bytes(tmp_path):

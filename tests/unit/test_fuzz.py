@@ -22,9 +22,9 @@ from pydicom.sequence import Sequence
 from bridge.deid.engine import Deidentifier, write_result
 from bridge.deid.profile import build_profile
 from bridge.deid.pseudonyms import Pseudonymizer
-from bridge.errors import DatasetError, DeidError
+from bridge.domain.errors import DatasetError, DeidError
 from bridge.ingest.accept import read_header
-from bridge.testing.sample import make_study
+from bridge.sample import make_study
 
 EXAMPLES = int(os.environ.get("BRIDGE_FUZZ_EXAMPLES", "300"))
 FUZZ = settings(

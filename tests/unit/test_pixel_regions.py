@@ -14,7 +14,7 @@ from bridge.deid.pixels.detect import MODEL, DbDetector, Prefilter
 from bridge.deid.pixels.ocr import count_words, judge, read_regions, tesseract_available
 from bridge.deid.pixels.regions import extend, grow, settle, unsure
 from bridge.deid.pixels.score import PixelScore, score_pair
-from bridge.testing.sample import make_burned_in, make_study
+from bridge.sample import make_burned_in, make_study
 
 DETECTOR = DbDetector()
 needs_detector = pytest.mark.skipif(not DETECTOR.available(), reason="text detector missing")
@@ -169,7 +169,7 @@ class _Blob:
 @pytest.mark.parametrize(("policy", "held"), [("mask", False), ("hold", True)])
 def test_the_policy_decides_on_a_region_ocr_cannot_decide_on(tmp_path, monkeypatch, policy, held):
     from bridge.deid.pixels import clean
-    from bridge.errors import DeidError
+    from bridge.domain.errors import DeidError
 
     monkeypatch.setattr(clean, "_reader", lambda: lambda crop: "unsure")
     path = tmp_path / "us.dcm"

@@ -17,8 +17,8 @@ from bridge.deid.pixels.ocr import tesseract_available
 from bridge.deid.pixels.risk import assess
 from bridge.deid.profile import build_profile
 from bridge.deid.pseudonyms import Pseudonymizer
-from bridge.errors import DeidError
-from bridge.testing.sample import PlantedPatient, make_burned_in, make_study
+from bridge.domain.errors import DeidError
+from bridge.sample import PlantedPatient, make_burned_in, make_study
 
 SECRET = b"pixel-secret-0123456789abcdef"
 LINES = ["Name: PLANTFAMILY^PLANTGIVEN", "ID: PID-PLANT-77123", "DOB: 04/17/1961"]

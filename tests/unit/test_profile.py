@@ -7,7 +7,7 @@ import json
 import pytest
 
 from bridge.deid.profile import OPTION_COLUMNS, build_profile, load_table
-from bridge.errors import ProfileError
+from bridge.domain.errors import ProfileError
 from conftest import REFERENCE
 
 REF_OPTION = {

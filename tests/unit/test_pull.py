@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from bridge.config import Settings
-from bridge.errors import PacsUnavailableError, SubmitError
-from bridge.ingest.dimse_pull import _retrieve_failure
-from bridge.ingest.multipart import boundary_of, split_parts
-from bridge.ingest.pacs import StudyQuery
+from bridge.domain.errors import Kind, PacsUnavailableError, SubmitError
 from bridge.ingest.submit import Submission, validate
+from bridge.peers.multipart import boundary_of, split_parts
+from bridge.peers.pacs import StudyQuery
+from bridge.peers.pacs_dimse import _retrieve_failure
 
 
 def _body(boundary: bytes, parts: list[bytes], close: bool = True) -> bytes:
@@ -86,7 +86,7 @@ def test_submissions_are_checked_before_the_pacs_is_asked():
     for sub, message in cases:
         with pytest.raises(SubmitError, match=message) as info:
             validate(settings, sub)
-        assert info.value.status == 422
+        assert info.value.kind is Kind.INVALID
 
 
 def test_retrieve_failures_name_the_setting_to_change():
@@ -99,7 +99,7 @@ def test_retrieve_failures_name_the_setting_to_change():
 def _study(uid: str, day: str, pid: str = "P-1", issuer: str = "", birth: str = "", sex: str = ""):
     from pydicom.dataset import Dataset
 
-    from bridge.ingest.pacs import StudyMatch
+    from bridge.peers.pacs import StudyMatch
 
     ds = Dataset()
     ds.StudyInstanceUID = uid

@@ -6,7 +6,7 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
-from bridge.errors import ReturnSafetyError
+from bridge.domain.errors import ReturnSafetyError
 from bridge.findings.returner import verify_file
 
 TARGET = {

@@ -9,7 +9,7 @@ from bridge.deid.engine import Deidentifier
 from bridge.deid.profile import build_profile
 from bridge.deid.pseudonyms import Pseudonymizer
 from bridge.deid.score import score
-from bridge.testing.sample import make_study
+from bridge.sample import make_study
 from conftest import CORPUS
 
 

@@ -7,9 +7,9 @@ import json
 import logging
 
 from bridge.deid.scrub import identifying_tokens, scrub_text
-from bridge.errors import DeidError
+from bridge.domain.errors import DeidError
 from bridge.logging import configure, get_logger
-from bridge.testing.sample import make_study
+from bridge.sample import make_study
 
 
 def test_question_scrubbed_of_dataset_identity(tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import tempfile
 
 from bridge.config import Settings
+from bridge.domain.errors import Kind
 from bridge.ingest.spool import Spool
 
 
@@ -44,7 +45,7 @@ def test_a_zip_import_stops_at_the_free_space_floor_and_leaves_nothing(tmp_path)
 
     import pytest
 
-    from bridge.errors import SubmitError
+    from bridge.domain.errors import SubmitError
     from bridge.ingest.media import opened
 
     archive = tmp_path / "media.zip"
@@ -55,7 +56,7 @@ def test_a_zip_import_stops_at_the_free_space_floor_and_leaves_nothing(tmp_path)
     floor = shutil.disk_usage(work).free + 1  # anything written goes below the floor
     with pytest.raises(SubmitError) as err, opened(archive, 1 << 30, work, floor):
         pass
-    assert err.value.status == 507 and "free disk space" in err.value.message
+    assert err.value.kind is Kind.NO_SPACE and "free disk space" in err.value.message
     assert list(work.iterdir()) == []
     with opened(archive, 1 << 30, work, 0) as folder:  # no floor: unpacked
         assert (folder / "DICOM" / "IM0001").stat().st_size == 1 << 20

@@ -19,7 +19,7 @@ from bridge.findings.sr import (
     build_key_object_selection,
     build_report,
 )
-from bridge.testing.sample import make_study
+from bridge.sample import make_study
 from tests.helpers import validate_sr
 
 

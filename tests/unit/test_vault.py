@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.errors import ConfigError, StoreError
+from bridge.domain.errors import ConfigError, StoreError
 from bridge.store.db import make_engine, migrate
 from bridge.store.repo import Received, Store
-from bridge.store.vault_crypto import VaultCipher, new_key, rotate_all
+from bridge.store.vault_crypto import VaultCipher, new_key
+from bridge.store.vault_rotation import rotate_all
 
 
 def _store(path, keys):
@@ -33,7 +34,7 @@ def _fill(store: Store) -> str:
             "",
         )
     )
-    with store._tx() as conn:  # the vault rows a de-identified instance writes
+    with store.transaction() as conn:  # the vault rows a de-identified instance writes
         store._upsert_vault(
             conn,
             case_id,

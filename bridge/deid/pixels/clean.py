@@ -29,7 +29,7 @@ from bridge.deid.pixels import frames as px
 from bridge.deid.pixels.detect import Prefilter, TextDetector, complete_blocks
 from bridge.deid.pixels.regions import Reader, settle
 from bridge.deid.pixels.risk import Risk, assess
-from bridge.errors import DeidError
+from bridge.domain.errors import DeidError
 
 Action = Literal["mask", "hold", "pass"]
 HOLD_REASON = "possible burned-in text"

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from bridge.deid.pixels.frames import Box
-from bridge.errors import DeidError
+from bridge.domain.errors import DeidError
 
 #: The detector model, shipped with the bridge (Apache-2.0; see models/NOTICE).
 MODEL = Path(__file__).resolve().parent / "models" / "ch_PP-OCRv4_det_infer.onnx"

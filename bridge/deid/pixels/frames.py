@@ -13,7 +13,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 
-from bridge.errors import DeidError
+from bridge.domain.errors import DeidError
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels of the frame
 

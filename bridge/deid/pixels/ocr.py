@@ -19,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 
 from bridge.deid.pixels.frames import Box
-from bridge.errors import DeidError
+from bridge.domain.errors import DeidError
 
 _ALNUM = re.compile(r"[A-Za-z0-9]")
 #: Where Debian (and most distributions) put the language data.

@@ -13,12 +13,18 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from bridge.config import Settings
-from bridge.errors import BridgeError, ConfigError, PullError, StudyNotFoundError, SubmitError
+from bridge.domain.errors import (
+    BridgeError,
+    ConfigError,
+    PullError,
+    SubmitError,
+)
 from bridge.ingest.spool import Spool
 from bridge.store import audit, quarantine
 from bridge.store.repo import Store
 from bridge.store.submissions import review_free_text
 from bridge.web.console.auth import current
+from bridge.web.errors import http_error, status_of
 from bridge.web.quarantine_ops import act_on_instance, act_on_report
 
 Page = Callable[..., HTMLResponse]
@@ -40,7 +46,7 @@ def add_action_routes(
         try:
             case_id = act_on_instance(store, spool, instance_id, action)
         except SubmitError as exc:
-            raise HTTPException(exc.status, exc.message) from None
+            raise http_error(exc, context=False) from None
         audit.record(
             store,
             session.user.username,
@@ -58,7 +64,7 @@ def add_action_routes(
         try:
             case_id = act_on_report(store, report_id, action)
         except SubmitError as exc:
-            raise HTTPException(exc.status, exc.message) from None
+            raise http_error(exc, context=False) from None
         audit.record(
             store, session.user.username, f"report.{action}", case_id=case_id, report=report_id
         )
@@ -81,7 +87,7 @@ def add_action_routes(
                 report or None,
             )
         except SubmitError as exc:
-            raise HTTPException(exc.status, exc.message) from None
+            raise http_error(exc, context=False) from None
         audit.record(store, session.user.username, "case.free_text_reviewed", case_id=case_id)
         return RedirectResponse(f"/cases/{case_id}", status_code=303)
 
@@ -116,8 +122,8 @@ def add_action_routes(
 
     @router.post("/submit")
     async def submit_case(request: Request) -> Response:
-        from bridge.ingest.pacs import make_pacs
         from bridge.ingest.submit import Submission, submit
+        from bridge.peers.connect import make_pacs
 
         session = current(store, request)
         session.require("submit")
@@ -138,9 +144,9 @@ def add_action_routes(
                 case_id, _ = submit(settings, store, client, sub)
             finally:
                 client.close()
-        except (SubmitError, StudyNotFoundError, PullError, ConfigError) as exc:
+        except (SubmitError, PullError, ConfigError) as exc:
             return page(
-                "submit.html", session, status=_status(exc), query={}, results=[], error=str(exc)
+                "submit.html", session, status=status_of(exc), query={}, results=[], error=str(exc)
             )
         return RedirectResponse(f"/cases/{case_id}", status_code=303)
 
@@ -192,18 +198,9 @@ def add_action_routes(
         return page("audit.html", session, events=events, action=action, case_id=case_id)
 
 
-def _status(exc: Exception) -> int:
-    if isinstance(exc, SubmitError):
-        return exc.status
-    if isinstance(exc, StudyNotFoundError):
-        return 404
-    if isinstance(exc, ConfigError):
-        return 503
-    return 502
-
-
 def _search(settings: Settings, spool: Spool, q: dict[str, str]) -> list[dict[str, Any]]:
-    from bridge.ingest.pacs import StudyQuery, make_pacs
+    from bridge.peers.connect import make_pacs
+    from bridge.peers.pacs import StudyQuery
 
     query = StudyQuery(
         patient_id=q["patient_id"],

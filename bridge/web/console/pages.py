@@ -22,11 +22,12 @@ from starlette.concurrency import run_in_threadpool
 
 from bridge.clock import iso_utc
 from bridge.config import Settings
+from bridge.domain.states import CaseState
+from bridge.domain.vocabulary import PRIORITIES, SUBSPECIALTIES
 from bridge.ingest.spool import Spool
 from bridge.store import audit
 from bridge.store.accounts import audit_name, close_session, open_session, sign_in
 from bridge.store.repo import Store
-from bridge.store.schema import CaseState
 from bridge.store.submissions import free_text_waits
 from bridge.web.console.auth import (
     COOKIE,
@@ -57,6 +58,7 @@ def templates() -> Environment:
     )
     env.filters["when"] = lambda t: (iso_utc(t) or "").replace("T", " ").replace("Z", " UTC")
     env.filters["ago"] = _ago
+    env.globals.update(subspecialties=SUBSPECIALTIES, priorities=PRIORITIES)
     return env
 
 
@@ -238,7 +240,7 @@ def mount_static(app: Any) -> None:
 
 def _spool_full(spool: Spool) -> str:
     """Why new instances are refused right now ("" when they are not)."""
-    from bridge.errors import SpoolFullError
+    from bridge.domain.errors import SpoolFullError
 
     try:
         spool.check_room(0)

@@ -19,7 +19,7 @@ from typing import Any
 
 import requests
 
-from bridge.testing.orthanc import free_port
+from tests.support.orthanc import free_port
 
 BRIDGE_BIN = str(Path(sys.executable).with_name("bridge"))
 

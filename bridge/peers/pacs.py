@@ -1,8 +1,7 @@
-"""Finding and pulling studies from the hospital PACS, whatever it speaks.
-
-:func:`make_pacs` picks the client from the settings: DICOMweb (QIDO-RS search, WADO-RS
-retrieve) when ``pacs.dicomweb_url`` is set and ``pacs.protocol`` is not ``dimse``; otherwise
-DIMSE (C-FIND, then C-MOVE to the bridge's own AE title or C-GET, ``pacs.dimse_retrieve``).
+"""Finding and pulling studies from the hospital PACS, whatever it speaks: what a client
+does (:class:`PacsClient`), what it is asked and answers (:class:`StudyQuery`,
+:class:`StudyMatch`). The clients are in ``pacs_dicomweb`` and ``pacs_dimse``;
+``bridge.peers.connect.make_pacs`` picks one from the settings.
 """
 
 from __future__ import annotations
@@ -17,8 +16,7 @@ from typing import Protocol
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
-from bridge.config import Settings
-from bridge.errors import ConfigError, SubmitError
+from bridge.domain.errors import Kind, StudyNotFoundError, SubmitError
 
 #: Study-level attributes asked for in every search (QIDO includefield / C-FIND return keys).
 STUDY_KEYS = (
@@ -144,29 +142,12 @@ class PacsClient(Protocol):
     def close(self) -> None: ...
 
 
-def make_pacs(settings: Settings, new_file: Callable[[], Path]) -> PacsClient:
-    """``new_file``: where a retrieved instance may be written (the spool's own temp area)."""
-    pacs = settings.pacs
-    if pacs.dicomweb_url and pacs.protocol != "dimse":
-        from bridge.ingest.dicomweb_pull import DicomWebPacs
-
-        return DicomWebPacs(pacs, new_file)
-    if pacs.ae_title and pacs.host and pacs.port and pacs.protocol != "dicomweb":
-        from bridge.ingest.dimse_pull import DimsePacs
-
-        return DimsePacs(settings, new_file)
-    raise ConfigError(
-        "no way to reach the PACS: set BRIDGE_PACS__DICOMWEB_URL, or BRIDGE_PACS__AE_TITLE, "
-        "__HOST and __PORT"
-    )
-
-
 def find_one(client: PacsClient, study_uid: str = "", accession: str = "") -> StudyMatch:
     """The one study named by its UID or accession number (404 / 409 otherwise)."""
-    from bridge.errors import StudyNotFoundError
-
     if not study_uid and not accession:
-        raise SubmitError("name the study: a Study Instance UID or an accession number", status=422)
+        raise SubmitError(
+            "name the study: a Study Instance UID or an accession number", kind=Kind.INVALID
+        )
     matches = client.search(StudyQuery(study_uid=study_uid, accession=accession, limit=10))
     if study_uid:
         matches = [m for m in matches if m.study_uid == study_uid]
@@ -175,7 +156,7 @@ def find_one(client: PacsClient, study_uid: str = "", accession: str = "") -> St
     if len(matches) > 1:
         raise SubmitError(
             "the accession number matches several studies: give the Study Instance UID",
-            status=409,
+            kind=Kind.CONFLICT,
             studies=len(matches),
         )
     return matches[0]

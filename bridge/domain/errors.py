@@ -22,23 +22,48 @@ keyword fields that hold case ids, pseudonymous ids, counts and statuses only.
     │   │                             destination, presentation context): the message names
     │   │                             the setting to change (HTTP 502)
     │   └── StudyNotFoundError        no such study in the PACS (HTTP 404)
-    ├── SubmitError               a submission is invalid or conflicts (HTTP status in ``status``)
-    └── FindingsError             findings cannot be accepted (HTTP status in ``status``)
+    ├── SubmitError               a submission is invalid or conflicts with an open case
+    └── FindingsError             findings cannot be accepted
         └── ReturnSafetyError     the PACS study is missing or belongs to another patient: hold
+
+Every error has a :class:`Kind`: what went wrong in words a caller can act on (no such thing, it
+conflicts with what is there, the request is invalid, too large, no space left, our own store or
+settings are unavailable, a peer failed or refused). The web layer alone turns a kind into an HTTP
+status (``bridge/web/errors.py``); the CLI into a message and an exit code.
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 
-class BridgeError(Exception):
-    """Base of every error raised by the bridge. Keyword fields carry safe context."""
+class Kind(StrEnum):
+    """What kind of failure an error is, for the caller to act on."""
 
-    def __init__(self, message: str, **context: Any) -> None:
+    NOT_FOUND = "not_found"
+    CONFLICT = "conflict"
+    INVALID = "invalid"
+    TOO_LARGE = "too_large"
+    NO_SPACE = "no_space"
+    #: The bridge's own settings, store or spool cannot serve the request now.
+    UNAVAILABLE = "unavailable"
+    #: A remote system (PACS, reading archive) failed or refused the bridge.
+    PEER = "peer"
+
+
+class BridgeError(Exception):
+    """Base of every error raised by the bridge. Keyword fields carry safe context; ``kind``
+    defaults to the class's own."""
+
+    kind: Kind = Kind.UNAVAILABLE
+
+    def __init__(self, message: str, *, kind: Kind | None = None, **context: Any) -> None:
         super().__init__(message)
         self.message = message
         self.context = context
+        if kind is not None:
+            self.kind = kind
 
     def __str__(self) -> str:
         if not self.context:
@@ -62,13 +87,19 @@ class SpoolError(BridgeError):
 class SpoolFullError(SpoolError):
     """The spool quota or the disk is full."""
 
+    kind = Kind.NO_SPACE
+
 
 class DatasetError(BridgeError):
     """A received object cannot be decoded or lacks SOP Class / SOP Instance UID."""
 
+    kind = Kind.INVALID
+
 
 class DeidError(BridgeError):
     """De-identification refused an instance."""
+
+    kind = Kind.INVALID
 
 
 class ProfileError(DeidError):
@@ -77,6 +108,8 @@ class ProfileError(DeidError):
 
 class ForwardError(BridgeError):
     """Sending to the reading archive or its queue failed."""
+
+    kind = Kind.PEER
 
 
 class TransientForwardError(ForwardError):
@@ -88,19 +121,22 @@ class PermanentForwardError(ForwardError):
 
 
 class FindingsError(BridgeError):
-    """Findings refused; ``status`` is the HTTP status to answer (404, 409, 422)."""
+    """Findings refused: no such case (not_found), not in a state to take them (conflict), or
+    invalid."""
 
-    def __init__(self, message: str, *, status: int, **context: object) -> None:
-        super().__init__(message, **context)
-        self.status = status
+    kind = Kind.INVALID
 
 
 class ReturnSafetyError(BridgeError):
     """The report must not be stored: its target study is missing or another patient's."""
 
+    kind = Kind.CONFLICT
+
 
 class PullError(BridgeError):
     """Finding or retrieving a study in the PACS failed."""
+
+    kind = Kind.PEER
 
 
 class PacsUnavailableError(PullError):
@@ -114,10 +150,11 @@ class PacsRefusedError(PullError):
 class StudyNotFoundError(PullError):
     """The PACS does not have the study."""
 
+    kind = Kind.NOT_FOUND
+
 
 class SubmitError(BridgeError):
-    """A submission is invalid (422) or conflicts with an open case (409)."""
+    """A submission is invalid, names what does not exist, conflicts with an open case, or is
+    too large for the limits or the disk."""
 
-    def __init__(self, message: str, *, status: int, **context: object) -> None:
-        super().__init__(message, **context)
-        self.status = status
+    kind = Kind.INVALID

@@ -31,8 +31,8 @@ from pynetdicom.dul import DULServiceProvider
 from pynetdicom.transport import ThreadedAssociationServer
 from pynetdicom.utils import make_target
 
+from bridge import metrics
 from bridge.logging import get_logger
-from bridge.web import metrics
 
 log = get_logger(__name__)
 

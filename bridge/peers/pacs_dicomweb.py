@@ -16,11 +16,13 @@ from typing import Any
 import requests
 from pydicom.dataset import Dataset
 
+from bridge import metrics
 from bridge.config import PacsSettings
-from bridge.errors import PacsRefusedError, PacsUnavailableError, StudyNotFoundError
-from bridge.forward.http import dicomweb_session
-from bridge.ingest.multipart import boundary_of, split_parts
-from bridge.ingest.pacs import (
+from bridge.domain.errors import PacsRefusedError, PacsUnavailableError, StudyNotFoundError
+from bridge.logging import get_logger
+from bridge.peers.http import dicomweb_session
+from bridge.peers.multipart import boundary_of, split_parts
+from bridge.peers.pacs import (
     STUDY_KEYS,
     Progress,
     RetrieveOutcome,
@@ -28,8 +30,6 @@ from bridge.ingest.pacs import (
     StudyMatch,
     StudyQuery,
 )
-from bridge.logging import get_logger
-from bridge.web import metrics
 
 log = get_logger(__name__)
 

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from bridge.errors import PacsUnavailableError
+from bridge.domain.errors import PacsUnavailableError
 
 _CHUNK = 1 << 20
 

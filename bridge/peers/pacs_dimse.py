@@ -23,14 +23,15 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from bridge.config import Settings
-from bridge.errors import (
+from bridge.domain.errors import (
     BridgeError,
     PacsRefusedError,
     PacsUnavailableError,
     StudyNotFoundError,
 )
-from bridge.ingest import dimse_guard
-from bridge.ingest.pacs import (
+from bridge.logging import get_logger
+from bridge.peers import dimse_guard
+from bridge.peers.pacs import (
     STUDY_KEYS,
     Progress,
     RetrieveOutcome,
@@ -38,7 +39,6 @@ from bridge.ingest.pacs import (
     StudyMatch,
     StudyQuery,
 )
-from bridge.logging import get_logger
 
 log = get_logger(__name__)
 

@@ -1,1 +1,0 @@
-"""Support for tests and the demo: synthetic studies with planted identities."""
