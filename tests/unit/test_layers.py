@@ -14,7 +14,7 @@ PACKAGE = ROOT / "bridge"
 #: Each layer may import from its own and the layers below it, never above.
 LAYERS: list[tuple[str, ...]] = [
     # the command line
-    ("bridge.cli", "bridge.submit_cli", "bridge.user_cli", "bridge.doctor"),
+    ("bridge.cli",),
     # the runtime: threads, processes, and the wiring that builds everything (the web app too)
     ("bridge.service", "bridge.worker", "bridge.supervisor"),
     # the HTTP API and the console

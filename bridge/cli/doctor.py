@@ -7,6 +7,7 @@ checks query with limits and no patient keys.
 
 from __future__ import annotations
 
+import argparse
 import email.utils
 import os
 import shutil
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 
 import requests
 
+from bridge.cli.command import Command, no_arguments
 from bridge.config import DicomWebPeer, Settings
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
@@ -470,3 +472,16 @@ def print_table(checks: list[Check]) -> None:
     failed = sum(c.verdict == FAIL for c in checks)
     warned = sum(c.verdict == WARN for c in checks)
     print(f"\n{len(checks)} checks: {failed} failed, {warned} to look at")
+
+
+def doctor(_args: argparse.Namespace, settings: Settings) -> int:
+    checks = run_checks(settings)
+    print_table(checks)
+    return 1 if any(c.verdict == FAIL for c in checks) else 0
+
+
+COMMANDS = (
+    Command(
+        "doctor", "check everything configured; exit 0 only when all pass", no_arguments, doctor
+    ),
+)

@@ -1,4 +1,5 @@
-"""``bridge find`` and ``bridge submit``: search the PACS, send a study for a second opinion.
+"""``bridge find``, ``bridge submit`` and ``bridge import``: search the PACS, send a study (from
+the PACS or from a patient's media) for a second opinion.
 
 ``submit`` opens the case in the state store and follows it with a live progress line
 (retrieved / de-identified / forwarded) until the study is forwarded, fails, or ``--no-wait``.
@@ -14,6 +15,7 @@ from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
+from bridge.cli.command import Command
 from bridge.config import Settings
 from bridge.domain.errors import ConfigError, Kind, SubmitError
 from bridge.domain.states import CaseState
@@ -26,8 +28,7 @@ from bridge.store.repo import Store
 _FINAL = (CaseState.FORWARDED, CaseState.FINDINGS_RECEIVED, CaseState.RETURNED, CaseState.FAILED)
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    find = sub.add_parser("find", help="search the hospital PACS for studies")
+def _find_arguments(find: argparse.ArgumentParser) -> None:
     find.add_argument("--patient-id", default="")
     find.add_argument("--name", default="", help="patient name; wildcards * and ? allowed")
     find.add_argument("--accession", default="")
@@ -38,7 +39,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     find.add_argument("--limit", type=int, default=50)
     find.add_argument("--json", action="store_true", help="print JSON")
 
-    sm = sub.add_parser("submit", help="send a study from the PACS for a second opinion")
+
+def _submit_arguments(sm: argparse.ArgumentParser) -> None:
     sm.add_argument("study_uid", nargs="?", default="", help="Study Instance UID")
     sm.add_argument("--accession", default="", help="name the study by its accession number")
     sm.add_argument("--question", required=True, help="the clinical question for the reader")
@@ -177,10 +179,7 @@ def follow(store: Store, case_id: str, timeout: float) -> int:
     return 0
 
 
-def add_import_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    im = sub.add_parser(
-        "import", help="submit the studies of a patient's disc, USB stick or ZIP download"
-    )
+def _import_arguments(im: argparse.ArgumentParser) -> None:
     im.add_argument("path", type=Path, help="a folder, a DICOMDIR file or a .zip")
     im.add_argument("--question", help="the clinical question for the reader")
     im.add_argument("--subspecialty", choices=SUBSPECIALTIES, default="general")
@@ -269,3 +268,17 @@ def import_cmd(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"  {r.study_uid}: resumed the interrupted import of case {r.case_id}")
             print(f"case {r.case_id}: {r.imported} instance(s) of study {r.study_uid} submitted")
         return 1 if failures else 0
+
+
+COMMANDS = (
+    Command("find", "search the hospital PACS for studies", _find_arguments, find),
+    Command(
+        "submit", "send a study from the PACS for a second opinion", _submit_arguments, submit_cmd
+    ),
+    Command(
+        "import",
+        "submit the studies of a patient's disc, USB stick or ZIP download",
+        _import_arguments,
+        import_cmd,
+    ),
+)

@@ -1,4 +1,5 @@
-"""``bridge user``: console accounts (add, list, passwd, disable, enable)."""
+"""``bridge user`` (console accounts: add, list, passwd, disable, enable), ``bridge audit`` (the
+audit trail, as text, DICOM audit messages or syslog lines), ``bridge vault`` (keys)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,13 @@ import argparse
 import getpass
 import sys
 
+from bridge.cli.command import Command
 from bridge.config import Settings
 from bridge.domain.errors import ConfigError
 from bridge.store.accounts import ROLES
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    user = sub.add_parser("user", help="console accounts")
+def _user_arguments(user: argparse.ArgumentParser) -> None:
     us = user.add_subparsers(dest="user_command", required=True)
     add = us.add_parser("add", help="add a user (password asked, or read from stdin)")
     add.add_argument("username")
@@ -36,7 +37,7 @@ def _password(from_stdin: bool) -> str:
     return first
 
 
-def run(args: argparse.Namespace, settings: Settings) -> int:
+def user_cmd(args: argparse.Namespace, settings: Settings) -> int:
     from bridge.service import open_store
     from bridge.store import accounts, audit
 
@@ -63,8 +64,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def add_audit_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    a = sub.add_parser("audit", help="show or export the audit trail")
+def _audit_arguments(a: argparse.ArgumentParser) -> None:
     a.add_argument("--case", help="only this case")
     a.add_argument("--action", help="only this action (e.g. sign-in, case.submitted)")
     a.add_argument("--since", help="only events from this date (YYYY-MM-DD) on")
@@ -118,8 +118,7 @@ def audit_cmd(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def add_vault_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    v = sub.add_parser("vault", help="vault encryption keys")
+def _vault_arguments(v: argparse.ArgumentParser) -> None:
     vs = v.add_subparsers(dest="vault_command", required=True)
     vs.add_parser("new-key", help="print a new key for BRIDGE_VAULT__KEYS")
     vs.add_parser("rotate", help="re-encrypt the vault under the first key of BRIDGE_VAULT__KEYS")
@@ -140,3 +139,10 @@ def vault_cmd(args: argparse.Namespace, settings: Settings) -> int:
     audit.record(store, "cli", "vault.rotated", rows=counts)
     print("re-encrypted: " + ", ".join(f"{n} {table}" for table, n in counts.items()))
     return 0
+
+
+COMMANDS = (
+    Command("user", "console accounts", _user_arguments, user_cmd),
+    Command("audit", "show or export the audit trail", _audit_arguments, audit_cmd),
+    Command("vault", "vault encryption keys", _vault_arguments, vault_cmd),
+)
