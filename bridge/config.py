@@ -516,9 +516,12 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, dotenv_settings]
-        toml_file = os.environ.get("BRIDGE_CONFIG_FILE")
+        # ``--config`` (load_settings gives it as the class's toml_file), else the environment
+        toml_file = settings_cls.model_config.get("toml_file") or os.environ.get(
+            "BRIDGE_CONFIG_FILE"
+        )
         if toml_file:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(toml_file)))
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(str(toml_file))))
         sources.append(file_secret_settings)
         return tuple(sources)
 
@@ -563,9 +566,9 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
                 tomllib.load(fh)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from None
-        os.environ["BRIDGE_CONFIG_FILE"] = str(config_file)
+    cls = Settings if config_file is None else _with_file(config_file)
     try:
-        return Settings(**overrides)
+        return cls(**overrides)
     except ValidationError as exc:
         # each setting and why, never the value given (it may be a token or a key)
         why = "; ".join(
@@ -575,3 +578,10 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         raise ConfigError(f"invalid settings: {why}") from None
     except ValueError as exc:
         raise ConfigError(f"invalid settings: {exc}") from None
+
+
+def _with_file(config_file: Path) -> type[Settings]:
+    """The settings read from ``config_file`` too, without touching the process's environment
+    (worker processes get ``--config`` on their command line)."""
+    config = SettingsConfigDict(**{**Settings.model_config, "toml_file": config_file})
+    return type("Settings", (Settings,), {"model_config": config, "__module__": __name__})

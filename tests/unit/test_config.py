@@ -131,3 +131,15 @@ def test_an_invalid_secret_is_named_but_never_echoed(monkeypatch):
         load_settings()
     assert "api_token" in str(err.value) and "16 characters" in str(err.value)
     assert "shortsecret" not in str(err.value)
+
+
+def test_loading_a_config_file_leaves_the_environment_alone(tmp_path):
+    import os
+
+    toml = tmp_path / "bridge.toml"
+    toml.write_text('[dimse]\nae_title = "FROM_FILE"\n')
+    before = dict(os.environ)
+    assert load_settings(toml).dimse.ae_title == "FROM_FILE"
+    assert dict(os.environ) == before
+    # ... and a later load without the file does not read it
+    assert load_settings().dimse.ae_title == "SECONDOPINION"
