@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 
 from bridge.domain.errors import Kind, SubmitError
 from bridge.domain.states import CaseState, InstanceState, ReportState
@@ -83,12 +84,22 @@ def _held_instance(conn: Any, instance_id: int) -> Any:
 
 
 def _reopen_case(conn: Any, case_id: str, now: float) -> None:
-    conn.execute(
-        update(cases)
-        .where(cases.c.id == case_id)
-        .where(cases.c.state.in_([CaseState.FAILED, CaseState.FORWARDED]))
-        .values(state=CaseState.RECEIVED, error=None, updated_at=now)
-    )
+    """A failed or forwarded case goes back into the pipeline, unless its study has another
+    open case by now (opened by a later push or submission): one open case per study."""
+    try:
+        with conn.begin_nested():
+            conn.execute(
+                update(cases)
+                .where(cases.c.id == case_id)
+                .where(cases.c.state.in_([CaseState.FAILED, CaseState.FORWARDED]))
+                .values(state=CaseState.RECEIVED, error=None, updated_at=now)
+            )
+    except IntegrityError:
+        raise SubmitError(
+            "another case of this study is open: act on this one once that one is forwarded",
+            kind=Kind.CONFLICT,
+            case_id=case_id,
+        ) from None
 
 
 def retry_instance(store: Store, instance_id: int, deid_exists: bool) -> str:

@@ -31,6 +31,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from bridge.domain.errors import StoreError
 from bridge.domain.states import (
     MOVING_STATES,
+    OPEN_CASE_STATES,
     CaseState,
     InstanceState,
     JobState,
@@ -141,7 +142,7 @@ class Store:
         #: Keys the references that stand for original SOP and Series Instance UIDs in
         #: ``instances`` (None: stored as they are). The originals live in the vault only.
         self._uid_key = uid_key
-        self._case_lock = threading.Lock()
+        self.case_lock = threading.Lock()
         self._pg = engine.dialect.name == "postgresql"
         # SQLite has one writer at a time: queue our writers on a lock rather than on SQLite's
         # busy handler, which sleeps in steps of up to 100 ms (measured: half the listener's
@@ -202,60 +203,72 @@ class Store:
         spool files ``(area, name)`` the caller removes.
         """
         now = time.time()
-        with self._case_lock:  # one case per study, even with concurrent associations
+        # One open case per study: the database's unique index decides between nodes; the
+        # process lock only spares this process's own associations the retry.
+        with self.case_lock:
             try:
-                with self.transaction() as conn:
-                    case_id = self._case_for_study(conn, rec, now)
-                    sop_ref = self.uid_ref(rec.sop_instance_uid)
-                    old = conn.execute(
-                        select(instances.c.id, instances.c.spool_name, instances.c.deid_name)
-                        .where(instances.c.case_id == case_id)
-                        .where(instances.c.sop_instance_uid.in_([sop_ref, rec.sop_instance_uid]))
-                    ).first()
-                    values: dict[str, Any] = {
-                        "deid_name": None,
-                        "sop_class_uid": rec.sop_class_uid,
-                        "study_uid": rec.study_uid,
-                        "released": 0,
-                        "series_uid": self.uid_ref(rec.series_uid),
-                        "modality": rec.modality,
-                        "state": InstanceState.RECEIVED,
-                        "size_bytes": rec.size_bytes,
-                        "spool_name": rec.spool_name,
-                        "attempts": 0,
-                        "next_attempt_at": 0.0,
-                        "lease_owner": None,
-                        "lease_until": None,
-                        "error": None,
-                        "updated_at": now,
-                    }
-                    if old is None:
-                        conn.execute(
-                            instances.insert().values(
-                                case_id=case_id,
-                                sop_instance_uid=sop_ref,
-                                received_at=now,
-                                **values,
-                            )
-                        )
-                        stale: list[tuple[str, str]] = []
-                    else:
-                        values["sop_instance_uid"] = sop_ref
-                        conn.execute(
-                            update(instances).where(instances.c.id == old.id).values(**values)
-                        )
-                        stale = [
-                            (area, name)
-                            for area, name in (
-                                ("received", old.spool_name),
-                                ("deid", old.deid_name),
-                            )
-                            if name
-                        ]
+                return self._record_received(rec, now)
+            except IntegrityError:
+                # another node opened the study's case between our look and our insert: it is
+                # there now, and this instance joins it
+                try:
+                    return self._record_received(rec, now)
+                except IntegrityError as exc:
+                    raise StoreError(
+                        "another case is open for this study", error=type(exc).__name__
+                    ) from exc
             except SQLAlchemyError as exc:
                 raise StoreError(
                     "cannot record a received instance", error=type(exc).__name__
                 ) from exc
+
+    def _record_received(self, rec: Received, now: float) -> tuple[str, list[tuple[str, str]]]:
+        with self.transaction() as conn:
+            case_id = self._case_for_study(conn, rec, now)
+            sop_ref = self.uid_ref(rec.sop_instance_uid)
+            old = conn.execute(
+                select(instances.c.id, instances.c.spool_name, instances.c.deid_name)
+                .where(instances.c.case_id == case_id)
+                .where(instances.c.sop_instance_uid.in_([sop_ref, rec.sop_instance_uid]))
+            ).first()
+            values: dict[str, Any] = {
+                "deid_name": None,
+                "sop_class_uid": rec.sop_class_uid,
+                "study_uid": rec.study_uid,
+                "released": 0,
+                "series_uid": self.uid_ref(rec.series_uid),
+                "modality": rec.modality,
+                "state": InstanceState.RECEIVED,
+                "size_bytes": rec.size_bytes,
+                "spool_name": rec.spool_name,
+                "attempts": 0,
+                "next_attempt_at": 0.0,
+                "lease_owner": None,
+                "lease_until": None,
+                "error": None,
+                "updated_at": now,
+            }
+            if old is None:
+                conn.execute(
+                    instances.insert().values(
+                        case_id=case_id,
+                        sop_instance_uid=sop_ref,
+                        received_at=now,
+                        **values,
+                    )
+                )
+                stale: list[tuple[str, str]] = []
+            else:
+                values["sop_instance_uid"] = sop_ref
+                conn.execute(update(instances).where(instances.c.id == old.id).values(**values))
+                stale = [
+                    (area, name)
+                    for area, name in (
+                        ("received", old.spool_name),
+                        ("deid", old.deid_name),
+                    )
+                    if name
+                ]
         return case_id, stale
 
     def _case_for_study(self, conn: Connection, rec: Received, now: float) -> str:
@@ -275,9 +288,14 @@ class Store:
         if rec.case_id is not None:
             stmt = stmt.where(cases.c.id == rec.case_id)
         else:
+            # the study's open case if it has one, else its latest (a study sent again after
+            # its case was forwarded joins that case again)
             stmt = (
                 stmt.where(cases.c.original_study_uid == rec.study_uid)
-                .order_by(cases.c.created_at.desc())
+                .order_by(
+                    sql_case((cases.c.state.in_(OPEN_CASE_STATES), 0), else_=1),
+                    cases.c.created_at.desc(),
+                )
                 .limit(1)
             )
         row = conn.execute(stmt).first()

@@ -18,7 +18,10 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
+
+from bridge.domain.states import OPEN_CASE_STATES
 
 metadata = MetaData(
     naming_convention={
@@ -67,6 +70,17 @@ cases = Table(
     Column("original_report", Text, nullable=True),
     #: Who submitted the case (API token holder, console user, CLI user); None for pushes.
     Column("submitted_by", String(64), nullable=True),
+)
+
+#: At most one open case per study, whichever node or process opens it: the database refuses a
+#: second (two listeners of a scaled-out bridge receiving the same new study at once).
+OPEN_CASE_WHERE = "state IN ({})".format(", ".join(f"'{s.value}'" for s in OPEN_CASE_STATES))
+Index(
+    "uq_cases_open_study",
+    cases.c.original_study_uid,
+    unique=True,
+    sqlite_where=text(OPEN_CASE_WHERE),
+    postgresql_where=text(OPEN_CASE_WHERE),
 )
 
 instances = Table(

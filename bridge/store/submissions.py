@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 
 from bridge.domain.errors import Kind, SubmitError
 from bridge.domain.states import CaseState
@@ -69,14 +70,15 @@ def open_case_for_study(store: Store, study_uid: str) -> str | None:
 
 
 def create_case(store: Store, new: NewCase, feed: tuple[str, str, int] | None = None) -> str:
-    """Open a case in ``retrieving`` and queue its retrieve job; 409 if the study has an open
-    case (checked and created under the same lock the listener takes).
+    """Open a case in ``retrieving`` and queue its retrieve job; a conflict if the study has a
+    case not yet returned (or failed). Between nodes, the database's unique index over open cases
+    decides; the lock spares this process's own threads the lost insert.
 
     ``feed`` = (name, owner, seq): a change feed's position moves to ``seq`` in the same
     transaction, so a follower that dies right after never submits the study twice.
     """
     now = time.time()
-    with store._case_lock:  # noqa: SLF001 - the lock that keeps one case per study
+    with store.case_lock:
         existing = open_case_for_study(store, new.study_uid)
         if existing is not None:
             raise SubmitError(
@@ -85,54 +87,69 @@ def create_case(store: Store, new: NewCase, feed: tuple[str, str, int] | None = 
                 case_id=existing,
             )
         case_id = new_case_id()
-        with store.transaction() as conn:
-            conn.execute(
-                cases.insert().values(
-                    id=case_id,
-                    state=CaseState.RETRIEVING,
-                    original_study_uid=new.study_uid,
-                    source=new.source,
-                    subspecialty=new.subspecialty,
-                    priority=new.priority,
-                    question=new.question,
-                    original_report=new.original_report,
-                    expected_instances=new.expected_instances,
-                    priors_unmatched=new.priors_unmatched,
-                    submitted_by=new.submitted_by,
-                    modalities="",
-                    body_part="",
-                    created_at=now,
-                    updated_at=now,
-                    last_received_at=now,
-                    manifest_version=0,
-                )
-            )
-            conn.execute(
-                case_studies.insert(),
-                [
-                    {
-                        "case_id": case_id,
-                        "study_uid": new.study_uid,
-                        "role": "primary",
-                        "matched_by": None,
-                    }
-                ]
-                + [
-                    {
-                        "case_id": case_id,
-                        "study_uid": p.study_uid,
-                        "role": "prior",
-                        "matched_by": p.matched_by,
-                    }
-                    for p in {p.study_uid: p for p in new.priors}.values()
-                    if p.study_uid != new.study_uid
-                ],
-            )
-            if new.retrieve is not None:
-                store.insert_job(conn, RETRIEVE_JOB, case_id, new.retrieve)
-            if feed is not None:
-                _move_feed(conn, *feed)
+        try:
+            _insert_case(store, case_id, new, feed, now)
+        except IntegrityError:
+            # another node opened one between our look and our insert
+            existing = open_case_for_study(store, new.study_uid)
+            raise SubmitError(
+                f"case {existing} is already open for this study",
+                kind=Kind.CONFLICT,
+                case_id=existing,
+            ) from None
     return case_id
+
+
+def _insert_case(
+    store: Store, case_id: str, new: NewCase, feed: tuple[str, str, int] | None, now: float
+) -> None:
+    with store.transaction() as conn:
+        conn.execute(
+            cases.insert().values(
+                id=case_id,
+                state=CaseState.RETRIEVING,
+                original_study_uid=new.study_uid,
+                source=new.source,
+                subspecialty=new.subspecialty,
+                priority=new.priority,
+                question=new.question,
+                original_report=new.original_report,
+                expected_instances=new.expected_instances,
+                priors_unmatched=new.priors_unmatched,
+                submitted_by=new.submitted_by,
+                modalities="",
+                body_part="",
+                created_at=now,
+                updated_at=now,
+                last_received_at=now,
+                manifest_version=0,
+            )
+        )
+        conn.execute(
+            case_studies.insert(),
+            [
+                {
+                    "case_id": case_id,
+                    "study_uid": new.study_uid,
+                    "role": "primary",
+                    "matched_by": None,
+                }
+            ]
+            + [
+                {
+                    "case_id": case_id,
+                    "study_uid": p.study_uid,
+                    "role": "prior",
+                    "matched_by": p.matched_by,
+                }
+                for p in {p.study_uid: p for p in new.priors}.values()
+                if p.study_uid != new.study_uid
+            ],
+        )
+        if new.retrieve is not None:
+            store.insert_job(conn, RETRIEVE_JOB, case_id, new.retrieve)
+        if feed is not None:
+            _move_feed(conn, *feed)
 
 
 def finish_retrieve(store: Store, case_id: str, error: str | None = None) -> None:

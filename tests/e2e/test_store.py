@@ -29,7 +29,15 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
     yield s
     if request.param == "postgresql":
         with engine.begin() as conn:
-            for t in ("uid_map", "vault_headers", "vault_patients", "jobs", "instances", "cases"):
+            for t in (
+                "uid_map",
+                "vault_headers",
+                "vault_patients",
+                "jobs",
+                "instances",
+                "case_studies",
+                "cases",
+            ):
                 conn.exec_driver_sql(f"DELETE FROM {t}")
     engine.dispose()
 
@@ -77,6 +85,78 @@ def test_concurrent_claims_never_overlap(store: Store):
     assert len(ids) == 60 == len(set(ids))
 
 
+def test_two_nodes_receiving_one_new_study_open_one_case(store: Store):
+    """Two listeners on two nodes (two processes: no lock in common but the database) take
+    instances of the same new studies at the same moment: each study gets one case, not one per
+    node. The rule is the database's (a unique index over the open cases of a study)."""
+    other = Store(store.engine, node_id="other")
+    studies = [f"1.2.9.{k}" for k in range(15)]
+    got: dict[str, set[str]] = {s: set() for s in studies}
+    errors: list[Exception] = []
+
+    def node(s: Store, tag: str) -> None:
+        for study in studies:
+            barrier.wait()
+            try:
+                case_id, _ = s.record_received(
+                    Received(
+                        study_uid=study,
+                        series_uid=f"{study}.1",
+                        sop_instance_uid=f"{study}.1.{tag}",
+                        sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+                        modality="CT",
+                        size_bytes=10,
+                        spool_name=f"{study}.{tag}.dcm",
+                        calling_aet="A",
+                        called_aet="B",
+                        subspecialty="general",
+                        priority="routine",
+                        question="",
+                    )
+                )
+                got[study].add(case_id)
+            except Exception as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+    barrier = threading.Barrier(2)
+    threads = [threading.Thread(target=node, args=(s, t)) for s, t in ((store, "a"), (other, "b"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert {s: len(c) for s, c in got.items()} == dict.fromkeys(studies, 1)
+
+
+def test_a_held_instance_is_not_retried_into_a_second_open_case(store: Store):
+    """Case A failed (an instance held); the study was submitted again (case B, open). Retrying
+    A's instance would make two open cases of one study: refused with the reason, and the
+    instance stays held."""
+    from sqlalchemy import update
+
+    from bridge.domain.errors import Kind, SubmitError
+    from bridge.domain.states import CaseState
+    from bridge.store.quarantine import retry_instance
+    from bridge.store.schema import cases, instances
+    from bridge.store.submissions import NewCase, create_case
+
+    first = _receive(store, 1, study="1.2.5")
+    owner = store.new_owner()
+    (row,) = store.claim_instances(InstanceState.RECEIVED, 1, 60, owner)
+    store.mark_quarantined([row.id], owner, "test")
+    with store.transaction() as conn:
+        conn.execute(update(cases).where(cases.c.id == first).values(state=CaseState.FAILED))
+    second = create_case(store, NewCase("1.2.5", "dicomweb", "general", "routine", "q"))
+    with pytest.raises(SubmitError) as err:
+        retry_instance(store, row.id, deid_exists=False)
+    assert err.value.kind is Kind.CONFLICT
+    with store.engine.connect() as conn:
+        held = conn.execute(select(instances.c.state).where(instances.c.id == row.id)).scalar()
+        states = dict(conn.execute(select(cases.c.id, cases.c.state)).all())
+    assert held == InstanceState.QUARANTINED
+    assert (states[first], states[second]) == (CaseState.FAILED, CaseState.RETRIEVING)
+
+
 def test_concurrent_vault_writes_for_one_patient(store: Store):
     case_id = _receive(store, 16)
     owner = store.new_owner()
@@ -88,13 +168,14 @@ def test_concurrent_vault_writes_for_one_patient(store: Store):
             rec = Deidentified(
                 deid_name=f"d{row.id}",
                 size_bytes=10,
-                pseudo_sop_uid=f"2.25.{row.id}",
+                # never 2.25.99 or 2.25.100 (the series and study below), whatever the row's id
+                pseudo_sop_uid=f"2.25.7000{row.id}",
                 pseudo_series_uid="2.25.99",
                 pseudo_study_uid="2.25.100",
                 pseudo_patient_id="SO-SAME",
                 patient=("PID", "ISSUER", "NAME"),
                 headers={"x": 1},
-                uids={"2.25.100": "1.2.3", "2.25.99": "1.2.3.1", f"2.25.{row.id}": "x"},
+                uids={"2.25.100": "1.2.3", "2.25.99": "1.2.3.1", f"2.25.7000{row.id}": "x"},
                 modality="CT",
                 body_part="HEAD",
                 question="q",
