@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import requests
 from pydicom.dataset import Dataset
 
 from bridge import metrics
@@ -24,10 +23,8 @@ from bridge.deid.build import make_deidentifier
 from bridge.deid.engine import DeidResult, write_result
 from bridge.domain.errors import (
     BridgeError,
-    ConfigError,
     DeidError,
     FindingsError,
-    ForwardError,
     PermanentForwardError,
     PullError,
     ReturnSafetyError,
@@ -39,20 +36,22 @@ from bridge.findings.dimse_return import store_report_dimse
 from bridge.findings.intake import accept_object, reidentify_held
 from bridge.findings.poll import find_new_objects, retrieve
 from bridge.findings.returner import store_report, verify_file
-from bridge.forward.manifest import build_manifest, encode, post_manifest
+from bridge.forward.manifest import post_manifest
 from bridge.forward.stow import stow
 from bridge.ingest.retrieve import run_retrieve
 from bridge.ingest.spool import DEID, RECEIVED, REPORTS, Spool
 from bridge.logging import get_logger
 from bridge.peers.http import backoff, dicomweb_session, new_session
+from bridge.pipeline.completion import CaseCompletion
+from bridge.pipeline.forward import Forward
+from bridge.pipeline.manifest import Manifests
 from bridge.store import audit
 from bridge.store.leases import LeaseKeeper
 from bridge.store.repo import Deidentified, Store
-from bridge.store.submissions import RETRIEVE_JOB, free_text_waits, note_case_error
+from bridge.store.submissions import RETRIEVE_JOB
 
 log = get_logger(__name__)
 
-MANIFEST_JOB = "manifest"
 REPORT_JOB = "report"
 
 
@@ -77,6 +76,29 @@ class Pipeline:
         self._shipper: Any = None
         #: One owner id for the life of this pipeline: it keeps the feed's lease across polls.
         self._watch_owner = store.new_owner()
+        r, lease = settings.reading, settings.worker.lease_seconds
+        archive = r.dicomweb_url or ""
+        secret = r.queue_secret.get_secret_value().encode() if r.queue_secret else None
+        self.forward = Forward(
+            store,
+            spool,
+            lambda items: stow(self.session, archive, items, r.timeout),
+            r,
+            lease,
+            keep_originals=settings.spool.keep_forwarded,
+        )
+        self.completion = CaseCompletion(
+            store, settings.study_stable_seconds, r.dicomweb_url, bool(r.queue_url)
+        )
+        self.manifests = Manifests(
+            store,
+            lambda body: post_manifest(
+                self.queue_session, r.queue_url or "", body, secret, r.timeout
+            ),
+            r,
+            settings.submit.free_text_review,
+            lease,
+        )
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
@@ -343,144 +365,17 @@ class Pipeline:
                 )
 
     def forward_once(self) -> bool:
-        r = self.settings.reading
-        owner = self.store.new_owner()
-        rows = self.store.claim_instances(
-            InstanceState.DEIDENTIFIED,
-            r.stow_max_instances,
-            self.settings.worker.lease_seconds,
-            owner,
-        )
-        if not rows:
-            return False
-        batch: list[Any] = []
-        total = 0
-        for row in rows:
-            if batch and total + row.size_bytes > r.stow_max_bytes:
-                break
-            batch.append(row)
-            total += row.size_bytes
-        self.store.release([row.id for row in rows[len(batch) :]], owner)
-        try:
-            self._send(batch, owner)
-        except Exception as exc:  # noqa: BLE001 - keep the instances, retry them later
-            self._retry(batch, owner, f"forward: {type(exc).__name__}")
-        return True
-
-    def _send(self, batch: list[Any], owner: str) -> None:
-        r = self.settings.reading
-        if r.dicomweb_url is None:
-            raise ConfigError("BRIDGE_READING__DICOMWEB_URL is not set")
-        missing = [row for row in batch if not self.spool.path(DEID, row.deid_name).exists()]
-        if missing:  # a lost de-identified copy is rebuilt from the original
-            self.store.reset_to_received([row.id for row in missing], owner)
-            log.warning("forward.deid_copy_missing", instances=len(missing))
-            batch = [row for row in batch if row not in missing]
-            if not batch:
-                return
-        items = [(row.pseudo_sop_uid, self.spool.path(DEID, row.deid_name)) for row in batch]
-        by_uid = {row.pseudo_sop_uid: row for row in batch}
-        lease = self.settings.worker.lease_seconds
-        ids = [row.id for row in batch]
-        try:
-            with LeaseKeeper(lambda: self.store.extend_leases(ids, owner, lease), lease, "stow"):
-                outcome = stow(self.session, r.dicomweb_url, items, r.timeout)
-        except TransientForwardError as exc:
-            self._retry(batch, owner, str(exc))
-            return
-        except PermanentForwardError as exc:
-            if len(batch) > 1:  # find the culprit: send one by one
-                for row in batch:
-                    self._send([row], owner)
-                return
-            self.store.mark_quarantined([batch[0].id], owner, f"reading archive: {exc}")
-            metrics.INSTANCES_QUARANTINED.labels(stage="forward").inc()
-            log.warning("forward.quarantined", case_id=batch[0].case_id, error=str(exc))
-            return
-        except (ForwardError, OSError) as exc:
-            self._retry(batch, owner, f"forward: {type(exc).__name__}")
-            return
-        stored = [by_uid[u] for u in outcome.stored if u in by_uid]
-        done = self.store.mark_forwarded([row.id for row in stored], owner)
-        if len(done) < len(stored):  # another worker holds them now (our lease ran out)
-            log.warning("forward.lease_lost", instances=len(stored) - len(done))
-        for original, copy in done:
-            self.spool.remove(DEID, copy)  # the archive holds it: no pseudonymized copy kept
-            if not self.settings.spool.keep_forwarded:
-                self.spool.remove(RECEIVED, original)
-        metrics.INSTANCES_FORWARDED.inc(len(stored))
-        metrics.BYTES_FORWARDED.inc(sum(row.size_bytes for row in stored))
-        transient: list[tuple[Any, str]] = []
-        permanent: list[tuple[Any, str]] = []
-        for uid, (reason, is_transient) in outcome.failed.items():
-            if uid in by_uid:
-                (transient if is_transient else permanent).append((by_uid[uid], reason))
-        for row, reason in permanent:
-            self.store.mark_quarantined([row.id], owner, f"reading archive rejected: {reason}")
-            metrics.INSTANCES_QUARANTINED.labels(stage="forward").inc()
-            log.warning("forward.rejected", case_id=row.case_id, instance=row.id, reason=reason)
-        if transient:
-            self._retry([row for row, _ in transient], owner, transient[0][1])
-        unanswered = set(by_uid) - outcome.stored - set(outcome.failed)
-        if unanswered:
-            self._retry([by_uid[u] for u in unanswered], owner, "archive did not confirm")
-        log.info("forward.batch", stored=len(stored), failed=len(outcome.failed), size=len(batch))
+        return self.forward.once()
 
     def _delay(self, attempt: int) -> float:
         r = self.settings.reading
         return backoff(attempt, r.retry_initial, r.retry_max)
 
-    def _retry(self, rows: list[Any], owner: str, error: str) -> None:
-        self.store.schedule_retry([row.id for row in rows], owner, error, self._delay)
-        metrics.RETRIES.labels(stage="forward").inc(len(rows))
-        log.warning("forward.retry", instances=len(rows), error=error)
-
     def cases_once(self) -> bool:
-        completed = self.store.complete_stable_cases(self.settings.study_stable_seconds)
-        for case_id in completed:
-            log.info("case.received", case_id=case_id)
-        forwarded = self.store.advance_cases(
-            MANIFEST_JOB if self.settings.reading.queue_url else None,
-            _where(self.settings.reading.dicomweb_url),
-        )
-        for case_id, version in forwarded:
-            log.info("case.forwarded", case_id=case_id, version=version)
-        return bool(completed or forwarded)
+        return self.completion.once()
 
     def manifests_once(self) -> bool:
-        r = self.settings.reading
-        if not r.queue_url:
-            return False
-        owner = self.store.new_owner()
-        jobs = self.store.claim_jobs(MANIFEST_JOB, 4, self.settings.worker.lease_seconds, owner)
-        secret = r.queue_secret.get_secret_value().encode() if r.queue_secret else None
-        for job in jobs:
-            case = self.store.get_case(job.case_id)
-            if case is None:
-                self.store.finish_job(job.id, owner)
-                continue
-            if free_text_waits(case, self.settings.submit.free_text_review):
-                self.store.retry_job(job.id, owner, "free text waits for review", 30, count=False)
-                note_case_error(
-                    self.store,
-                    case["id"],
-                    "the question and report wait for a person's review (submit.free_text_review)",
-                )
-                continue
-            version = json.loads(job.payload).get("version", 1)
-            body = encode(build_manifest(case, version))
-            try:
-                post_manifest(self.queue_session, r.queue_url, body, secret, r.timeout)
-            except (ForwardError, requests.RequestException) as exc:
-                delay = backoff(job.attempts + 1, r.retry_initial, r.retry_max)
-                self.store.retry_job(job.id, owner, str(exc), delay)
-                metrics.RETRIES.labels(stage="manifest").inc()
-                log.warning("manifest.retry", case_id=job.case_id, error=str(exc))
-                continue
-            self.store.finish_job(job.id, owner)
-            metrics.MANIFESTS_SENT.inc()
-            log.info("manifest.sent", case_id=job.case_id, version=version)
-        return bool(jobs)
+        return bool(self.settings.reading.queue_url) and self.manifests.once()
 
     def reports_once(self) -> bool:
         """Store built or received reports into the original study in the hospital PACS."""
@@ -587,16 +482,6 @@ class Pipeline:
         if taken:
             log.info("poll.taken", objects=taken)
         return taken > 0
-
-
-def _where(url: str | None) -> str | None:
-    """A URL without credentials (for the audit trail)."""
-    if not url:
-        return None
-    from urllib.parse import urlsplit
-
-    u = urlsplit(url)
-    return f"{u.scheme}://{u.hostname}{f':{u.port}' if u.port else ''}{u.path}"
 
 
 def run_worker(settings: Settings, store: Store) -> int:

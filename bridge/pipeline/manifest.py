@@ -1,0 +1,72 @@
+"""Manifest: the signed case manifest of a forwarded case, posted to the reading service's
+queue (webhook). It waits while the case's free text awaits a person's review
+(``submit.free_text_review``); a failed post is retried with backoff."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import requests
+
+from bridge import metrics
+from bridge.config import ReadingSettings
+from bridge.domain.errors import ForwardError
+from bridge.forward.manifest import build_manifest, encode
+from bridge.logging import get_logger
+from bridge.peers.http import backoff
+from bridge.pipeline.completion import MANIFEST_JOB
+from bridge.store.repo import Store
+from bridge.store.submissions import free_text_waits, note_case_error
+
+log = get_logger(__name__)
+
+#: Posts one encoded manifest to the queue.
+Post = Callable[[bytes], None]
+
+
+class Manifests:
+    def __init__(
+        self,
+        store: Store,
+        post: Post,
+        reading: ReadingSettings,
+        free_text_review: bool,
+        lease_seconds: float,
+    ) -> None:
+        self.store = store
+        self.post = post
+        self.reading = reading
+        self.free_text_review = free_text_review
+        self.lease = lease_seconds
+
+    def once(self) -> bool:
+        r = self.reading
+        owner = self.store.new_owner()
+        jobs = self.store.claim_jobs(MANIFEST_JOB, 4, self.lease, owner)
+        for job in jobs:
+            case = self.store.get_case(job.case_id)
+            if case is None:
+                self.store.finish_job(job.id, owner)
+                continue
+            if free_text_waits(case, self.free_text_review):
+                self.store.retry_job(job.id, owner, "free text waits for review", 30, count=False)
+                note_case_error(
+                    self.store,
+                    case["id"],
+                    "the question and report wait for a person's review (submit.free_text_review)",
+                )
+                continue
+            version = json.loads(job.payload).get("version", 1)
+            try:
+                self.post(encode(build_manifest(case, version)))
+            except (ForwardError, requests.RequestException) as exc:
+                delay = backoff(job.attempts + 1, r.retry_initial, r.retry_max)
+                self.store.retry_job(job.id, owner, str(exc), delay)
+                metrics.RETRIES.labels(stage="manifest").inc()
+                log.warning("manifest.retry", case_id=job.case_id, error=str(exc))
+                continue
+            self.store.finish_job(job.id, owner)
+            metrics.MANIFESTS_SENT.inc()
+            log.info("manifest.sent", case_id=job.case_id, version=version)
+        return bool(jobs)

@@ -1,0 +1,273 @@
+"""The pipeline's stages on their own: a real state store (SQLite) and spool, fakes of the peers
+(the reading archive's STOW-RS and the queue's webhook, as functions). What a user would check:
+which instances end forwarded, held with which reason, or waiting for a retry; which case moves
+to which state; which manifest went out."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from bridge.config import ReadingSettings, SpoolSettings
+from bridge.domain.errors import PermanentForwardError, TransientForwardError
+from bridge.domain.states import CaseState, InstanceState
+from bridge.forward.stow import StowOutcome
+from bridge.ingest.spool import DEID, RECEIVED, Spool
+from bridge.pipeline.completion import MANIFEST_JOB, CaseCompletion, without_credentials
+from bridge.pipeline.forward import Forward
+from bridge.pipeline.manifest import Manifests
+from bridge.store.db import make_engine, migrate
+from bridge.store.repo import Deidentified, Received, Store
+from bridge.store.schema import audit_events, instances, jobs
+
+READING = ReadingSettings(
+    dicomweb_url="https://user:pw@archive.example/dicom-web",
+    queue_url="https://queue.example/cases",
+    stow_max_instances=10,
+    retry_initial=5.0,
+)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    engine = make_engine(f"sqlite:///{tmp_path / 'state.sqlite3'}")
+    migrate(engine)
+    yield Store(engine, node_id="test")
+    engine.dispose()
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Spool:
+    return Spool(tmp_path / "spool", SpoolSettings(min_free_bytes=0), "test")
+
+
+def _ready(store: Store, spool: Spool, n: int, study: str = "1.2.3") -> str:
+    """``n`` instances of one study, received and de-identified (files in the spool)."""
+    case_id = ""
+    for i in range(n):
+        name = f"test.r{study}.{i}.dcm"
+        spool.path(RECEIVED, name).write_bytes(b"original")
+        case_id, _ = store.record_received(
+            Received(
+                study_uid=study,
+                series_uid=f"{study}.1",
+                sop_instance_uid=f"{study}.1.{i}",
+                sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+                modality="CT",
+                size_bytes=8,
+                spool_name=name,
+                calling_aet="A",
+                called_aet="B",
+                subspecialty="general",
+                priority="routine",
+                question="why",
+            )
+        )
+    owner = store.new_owner()
+    rows = store.claim_instances(InstanceState.RECEIVED, n, 60, owner)
+    items = []
+    for row in rows:
+        name = f"test.d{row.id}.dcm"
+        spool.path(DEID, name).write_bytes(b"pseudonymized")
+        items.append(
+            (
+                row,
+                Deidentified(
+                    deid_name=name,
+                    size_bytes=13,
+                    pseudo_sop_uid=f"2.25.{row.id}",
+                    pseudo_series_uid="2.25.2",
+                    pseudo_study_uid=f"2.25.1{abs(hash(study)) % 1000}",
+                    pseudo_patient_id="SO-1",
+                    patient=("PID", "", "NAME"),
+                    headers={"x": 1},
+                    uids={f"2.25.{row.id}": f"{study}.1.{row.id}"},
+                    modality="CT",
+                    body_part="HEAD",
+                    question="why",
+                ),
+            )
+        )
+    assert all(store.mark_deidentified_many(items, owner))
+    return case_id
+
+
+def _states(store: Store) -> dict[str, int]:
+    with store.engine.connect() as conn:
+        out: dict[str, int] = {}
+        for (state,) in conn.execute(select(instances.c.state)):
+            out[state] = out.get(state, 0) + 1
+        return out
+
+
+class Archive:
+    """A fake reading archive: stores everything, except what it is told to refuse."""
+
+    def __init__(self, refuse: set[str] = frozenset(), transient: bool = False) -> None:
+        self.refuse = refuse
+        self.transient = transient
+        self.requests: list[list[str]] = []
+
+    def __call__(self, items: Sequence[tuple[str, Path]]) -> StowOutcome:
+        uids = [u for u, _ in items]
+        self.requests.append(uids)
+        assert all(p.read_bytes() == b"pseudonymized" for _, p in items)
+        if self.transient:
+            raise TransientForwardError("archive busy", status=503)
+        if self.refuse & set(uids):
+            raise PermanentForwardError("the archive refused the request", status=409)
+        return StowOutcome(stored=set(uids))
+
+
+def test_forward_stores_a_batch_and_keeps_no_copies(store: Store, spool: Spool) -> None:
+    _ready(store, spool, 3)
+    archive = Archive()
+    stage = Forward(store, spool, archive, READING, 60)
+    assert stage.once() is True
+    assert _states(store) == {InstanceState.FORWARDED: 3}
+    assert len(archive.requests) == 1 and len(archive.requests[0]) == 3
+    assert not any((spool.root / DEID).iterdir())
+    assert not any((spool.root / RECEIVED).iterdir())
+    assert stage.once() is False  # nothing left
+
+
+def test_forward_keeps_originals_when_asked(store: Store, spool: Spool) -> None:
+    _ready(store, spool, 2)
+    Forward(store, spool, Archive(), READING, 60, keep_originals=True).once()
+    assert len(list((spool.root / RECEIVED).iterdir())) == 2
+
+
+def test_a_refused_batch_is_sent_one_by_one_and_only_the_culprit_is_held(
+    store: Store, spool: Spool
+) -> None:
+    _ready(store, spool, 3)
+    with store.engine.connect() as conn:
+        bad = conn.execute(select(instances.c.pseudo_sop_uid).limit(1)).scalar()
+    archive = Archive(refuse={bad})
+    Forward(store, spool, archive, READING, 60).once()
+    assert _states(store) == {InstanceState.FORWARDED: 2, InstanceState.QUARANTINED: 1}
+    assert [len(r) for r in archive.requests] == [3, 1, 1, 1]
+    with store.engine.connect() as conn:
+        reason = conn.execute(
+            select(instances.c.error).where(instances.c.state == InstanceState.QUARANTINED)
+        ).scalar()
+    assert reason.startswith("reading archive: the archive refused the request")
+
+
+def test_a_busy_archive_means_a_retry_later_not_a_loss(store: Store, spool: Spool) -> None:
+    _ready(store, spool, 2)
+    Forward(store, spool, Archive(transient=True), READING, 60).once()
+    assert _states(store) == {InstanceState.DEIDENTIFIED: 2}
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(instances.c.attempts, instances.c.error)).all()
+    assert all(r.attempts == 1 and "archive busy" in r.error for r in rows)
+    # the backoff holds them back: a second pass right away sends nothing
+    again = Archive()
+    Forward(store, spool, again, READING, 60).once()
+    assert again.requests == []
+
+
+def test_what_the_archive_does_not_confirm_is_sent_again(store: Store, spool: Spool) -> None:
+    _ready(store, spool, 3)
+
+    def partly(items: Sequence[tuple[str, Path]]) -> StowOutcome:
+        uids = [u for u, _ in items]
+        return StowOutcome(stored={uids[0]}, failed={uids[1]: ("0xA700 out of resources", True)})
+
+    Forward(store, spool, partly, READING, 60).once()
+    assert _states(store) == {InstanceState.FORWARDED: 1, InstanceState.DEIDENTIFIED: 2}
+
+
+def test_a_lost_deidentified_copy_is_made_again(store: Store, spool: Spool) -> None:
+    _ready(store, spool, 2)
+    for f in (spool.root / DEID).iterdir():
+        f.unlink()
+    archive = Archive()
+    Forward(store, spool, archive, READING, 60).once()
+    assert _states(store) == {InstanceState.RECEIVED: 2}
+    assert archive.requests == []
+
+
+def test_a_quiet_study_completes_and_moves_with_its_instances(store: Store, spool: Spool) -> None:
+    case_id = _ready(store, spool, 2)
+    stage = CaseCompletion(store, 0.0, READING.dicomweb_url, send_manifests=True)
+    assert stage.once() is True
+    assert store.get_case(case_id)["state"] == CaseState.DEIDENTIFIED
+    Forward(store, spool, Archive(), READING, 60).once()
+    assert stage.once() is True
+    case = store.get_case(case_id)
+    assert case["state"] == CaseState.FORWARDED and case["manifest_version"] == 1
+    with store.engine.connect() as conn:
+        queued = conn.execute(select(jobs.c.kind, jobs.c.case_id)).all()
+        detail = conn.execute(
+            select(audit_events.c.detail).where(audit_events.c.action == "case.forwarded")
+        ).scalar()
+    assert [(j.kind, j.case_id) for j in queued] == [(MANIFEST_JOB, case_id)]
+    # the audit trail names where the study went, never the archive's credentials
+    assert json.loads(detail)["destination"] == "https://archive.example/dicom-web"
+    assert stage.once() is False
+
+
+def test_without_a_queue_no_manifest_is_queued(store: Store, spool: Spool) -> None:
+    case_id = _ready(store, spool, 1)
+    stage = CaseCompletion(store, 0.0, READING.dicomweb_url, send_manifests=False)
+    stage.once()
+    Forward(store, spool, Archive(), READING, 60).once()
+    stage.once()
+    assert store.get_case(case_id)["state"] == CaseState.FORWARDED
+    with store.engine.connect() as conn:
+        assert conn.execute(select(jobs.c.id)).first() is None
+
+
+def test_credentials_never_reach_the_audit_trail() -> None:
+    assert without_credentials("https://u:p@h.example:8443/dw?token=x") == (
+        "https://h.example:8443/dw"
+    )
+    assert without_credentials(None) is None
+
+
+def _forwarded_case(store: Store, spool: Spool) -> str:
+    case_id = _ready(store, spool, 1)
+    completion = CaseCompletion(store, 0.0, READING.dicomweb_url, send_manifests=True)
+    completion.once()
+    Forward(store, spool, Archive(), READING, 60).once()
+    completion.once()
+    return case_id
+
+
+def test_the_manifest_goes_out_once(store: Store, spool: Spool) -> None:
+    case_id = _forwarded_case(store, spool)
+    posted: list[dict[str, Any]] = []
+    stage = Manifests(store, lambda body: posted.append(json.loads(body)), READING, False, 60)
+    assert stage.once() is True
+    assert stage.once() is False
+    assert len(posted) == 1
+    m = posted[0]
+    assert m["case_id"] == case_id and m["version"] == 1
+    assert "PID" not in json.dumps(m) and "NAME" not in json.dumps(m)
+
+
+def test_a_failed_post_is_retried_and_free_text_waits_for_review(
+    store: Store, spool: Spool
+) -> None:
+    case_id = _forwarded_case(store, spool)
+    posted: list[bytes] = []
+    waiting = Manifests(store, posted.append, READING, True, 60)
+    waiting.once()
+    assert posted == []
+    assert "review" in store.get_case(case_id)["error"]
+
+    def down(_body: bytes) -> None:
+        raise TransientForwardError("queue unreachable")
+
+    with store.transaction() as conn:
+        conn.execute(jobs.update().values(next_attempt_at=0.0))
+    Manifests(store, down, READING, False, 60).once()
+    with store.engine.connect() as conn:
+        job = conn.execute(select(jobs.c.state, jobs.c.attempts, jobs.c.last_error)).one()
+    assert job.attempts == 1 and "queue unreachable" in job.last_error and job.state == "pending"
