@@ -20,17 +20,15 @@ from pydicom.dataset import Dataset
 from bridge import metrics
 from bridge.config import Settings
 from bridge.deid.build import make_deidentifier
-from bridge.deid.engine import DeidResult, write_result
 from bridge.domain.errors import (
     BridgeError,
-    DeidError,
     FindingsError,
     PermanentForwardError,
     PullError,
     ReturnSafetyError,
     TransientForwardError,
 )
-from bridge.domain.states import InstanceState, ReportState
+from bridge.domain.states import ReportState
 from bridge.findings import report_files
 from bridge.findings.dimse_return import store_report_dimse
 from bridge.findings.intake import accept_object, reidentify_held
@@ -39,15 +37,15 @@ from bridge.findings.returner import store_report, verify_file
 from bridge.forward.manifest import post_manifest
 from bridge.forward.stow import stow
 from bridge.ingest.retrieve import run_retrieve
-from bridge.ingest.spool import DEID, RECEIVED, REPORTS, Spool
+from bridge.ingest.spool import REPORTS, Spool
 from bridge.logging import get_logger
 from bridge.peers.http import backoff, dicomweb_session, new_session
 from bridge.pipeline.completion import CaseCompletion
+from bridge.pipeline.deidentify import Deidentify
 from bridge.pipeline.forward import Forward
 from bridge.pipeline.manifest import Manifests
 from bridge.store import audit
-from bridge.store.leases import LeaseKeeper
-from bridge.store.repo import Deidentified, Store
+from bridge.store.repo import Store
 from bridge.store.submissions import RETRIEVE_JOB
 
 log = get_logger(__name__)
@@ -77,6 +75,9 @@ class Pipeline:
         #: One owner id for the life of this pipeline: it keeps the feed's lease across polls.
         self._watch_owner = store.new_owner()
         r, lease = settings.reading, settings.worker.lease_seconds
+        self.deidentify = Deidentify(
+            store, spool, self.deidentifier, lease, self._delay, stopping=self._stop
+        )
         archive = r.dicomweb_url or ""
         secret = r.queue_secret.get_secret_value().encode() if r.queue_secret else None
         self.forward = Forward(
@@ -234,135 +235,7 @@ class Pipeline:
         return opened > 0
 
     def deid_once(self) -> bool:
-        lease = self.settings.worker.lease_seconds
-        owner = self.store.new_owner()
-        rows = self.store.claim_instances(InstanceState.RECEIVED, 8, lease, owner)
-        if not rows:
-            return False
-        # The claim is renewed while the batch runs (a long scan outlives a lease), and what is
-        # done is recorded every quarter lease rather than only at the end.
-        pending = {r.id for r in rows}
-
-        def renew() -> int:
-            return self.store.extend_leases(list(pending), owner, lease)
-
-        done: list[tuple[Any, str, DeidResult]] = []
-        last_record = time.monotonic()
-        with LeaseKeeper(renew, lease, "deid"):
-            for i, row in enumerate(rows):
-                if self._stop.is_set():
-                    self.store.release([r.id for r in rows[i:]], owner)
-                    break
-                try:
-                    out = self._deidentify(row, owner)
-                except Exception as exc:  # noqa: BLE001 - keep the instance, retry it later
-                    self.store.schedule_retry(
-                        [row.id], owner, f"deid: {type(exc).__name__}", self._delay
-                    )
-                    metrics.RETRIES.labels(stage="deid").inc()
-                    log.error("deid.retry", case_id=row.case_id, error_type=type(exc).__name__)
-                    out = None
-                if out is not None:
-                    done.append((row, *out))
-                else:
-                    pending.discard(row.id)
-                if done and time.monotonic() - last_record > lease / 4:
-                    self._record_deidentified(done, owner)
-                    pending.difference_update(r.id for r, _, _ in done)
-                    done, last_record = [], time.monotonic()
-            if done:
-                self._record_deidentified(done, owner)
-        return True
-
-    def _deidentify(self, row: Any, owner: str) -> tuple[str, DeidResult] | None:
-        """De-identify one instance into the spool: (spool name, result), or None when it was
-        quarantined or released."""
-        src = self.spool.path(RECEIVED, row.spool_name)
-        tmp = self.spool.new_tmp()
-        try:
-            result = self.deidentifier.deidentify_file(src, released=bool(row.released))
-            write_result(result, tmp)
-        except DeidError as exc:
-            tmp.unlink(missing_ok=True)
-            self.store.mark_quarantined([row.id], owner, f"de-identification: {exc.message}")
-            metrics.INSTANCES_QUARANTINED.labels(stage="deid").inc()
-            log.warning("deid.quarantined", case_id=row.case_id, instance=row.id, error=str(exc))
-            return None
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            self.store.release([row.id], owner)
-            log.error("deid.io_error", case_id=row.case_id, error_type=type(exc).__name__)
-            return None
-        return self.spool.commit_tmp(tmp), result
-
-    def _record_deidentified(self, done: list[tuple[Any, str, DeidResult]], owner: str) -> None:
-        """Record a batch of de-identified instances in one transaction."""
-        items = [
-            (
-                row,
-                Deidentified(
-                    deid_name=name,
-                    size_bytes=self.spool.path(DEID, name).stat().st_size,
-                    pseudo_sop_uid=result.pseudo_sop_uid,
-                    pseudo_series_uid=result.pseudo_series_uid,
-                    pseudo_study_uid=result.pseudo_study_uid,
-                    pseudo_patient_id=result.pseudo_patient_id,
-                    patient=(
-                        result.original_patient_id,
-                        result.original_issuer,
-                        result.original_patient_name,
-                    ),
-                    headers=result.vault_headers,
-                    uids=result.uid_map,
-                    modality=result.modality,
-                    body_part=result.body_part,
-                    question=result.question,
-                    frames=result.frames,
-                    pixels=_pixel_counts(result),
-                    original_study_uid=result.original_study_uid,
-                ),
-            )
-            for row, name, result in done
-        ]
-        try:
-            recorded = self.store.mark_deidentified_many(items, owner)
-        except Exception as exc:  # noqa: BLE001 - as for one instance: retry the batch later
-            for _, name, _ in done:  # not recorded: the originals are de-identified again
-                self.spool.remove(DEID, name)
-            ids = [row.id for row, _, _ in done]
-            self.store.schedule_retry(ids, owner, f"deid: {type(exc).__name__}", self._delay)
-            metrics.RETRIES.labels(stage="deid").inc(len(ids))
-            log.error("deid.record_failed", instances=len(ids), error_type=type(exc).__name__)
-            return
-        for (row, name, result), ok in zip(done, recorded, strict=True):
-            if not ok:  # another worker holds it now (our lease ran out): its result counts
-                self.spool.remove(DEID, name)
-                log.warning("deid.lease_lost", case_id=row.case_id, instance=row.id)
-                continue
-            metrics.INSTANCES_DEIDENTIFIED.inc()
-            if result.pixel_source is not None:
-                log.info(
-                    "deid.streamed", case_id=row.case_id, instance=row.id, bytes=row.size_bytes
-                )
-            if result.pixels is None:
-                continue
-            metrics.BURNED_IN.labels(outcome=result.pixels.action).inc()
-            px = result.pixels
-            if px.action in ("masked", "clean"):
-                metrics.BURNED_IN_FRAMES.labels(outcome="scanned").inc(px.scanned)
-                metrics.BURNED_IN_FRAMES.labels(outcome="prefiltered").inc(px.frames - px.scanned)
-                metrics.BURNED_IN_FRAMES.labels(outcome="text").inc(px.with_text)
-                metrics.BURNED_IN_REJECTED.inc(px.rejected)
-            if result.pixels.action == "masked":
-                metrics.BURNED_IN_REGIONS.inc(result.pixels.regions)
-                log.info(
-                    "deid.pixels_masked",
-                    case_id=row.case_id,
-                    instance=row.id,
-                    regions=result.pixels.regions,
-                    identity_regions=result.pixels.identity_regions,
-                    identity_added=result.pixels.identity_added,
-                )
+        return self.deidentify.once()
 
     def forward_once(self) -> bool:
         return self.forward.once()
@@ -507,11 +380,3 @@ def run_worker(settings: Settings, store: Store) -> int:
     store.engine.dispose()
     log.info("worker.stopped", node=store.node_id)
     return 0
-
-
-def _pixel_counts(result: DeidResult) -> tuple[int, int, int] | None:
-    """(frames scanned in full, frames with text, regions masked); None when not scanned."""
-    px = result.pixels
-    if px is None or px.action not in ("masked", "clean"):
-        return None
-    return (px.scanned, px.with_text, px.regions)

@@ -14,16 +14,18 @@ import time
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+# Only light imports at the top: `bridge` builds its parser from every command module before the
+# runtime sets up the metrics (PROMETHEUS_MULTIPROC_DIR must come before prometheus_client).
 from bridge.cli.command import Command
 from bridge.config import Settings
 from bridge.domain.errors import ConfigError, Kind, SubmitError
 from bridge.domain.states import CaseState
 from bridge.domain.vocabulary import PRIORITIES, SUBSPECIALTIES
-from bridge.ingest.submit import Submission, submit
-from bridge.peers.connect import make_pacs
-from bridge.peers.pacs import StudyQuery
-from bridge.store.repo import Store
+
+if TYPE_CHECKING:
+    from bridge.store.repo import Store
 
 _FINAL = (CaseState.FORWARDED, CaseState.FINDINGS_RECEIVED, CaseState.RETURNED, CaseState.FAILED)
 
@@ -60,6 +62,9 @@ def _submit_arguments(sm: argparse.ArgumentParser) -> None:
 
 def find(args: argparse.Namespace, settings: Settings) -> int:
     import json
+
+    from bridge.peers.connect import make_pacs
+    from bridge.peers.pacs import StudyQuery
 
     query = StudyQuery(
         patient_id=args.patient_id,
@@ -106,6 +111,8 @@ def _no_files() -> Path:
 
 def submit_cmd(args: argparse.Namespace, settings: Settings) -> int:
     from bridge.ingest.spool import Spool
+    from bridge.ingest.submit import Submission, submit
+    from bridge.peers.connect import make_pacs
     from bridge.service import open_store
 
     if bool(args.study_uid) == bool(args.accession):
@@ -208,7 +215,7 @@ def import_cmd(args: argparse.Namespace, settings: Settings) -> int:
     """``bridge import PATH``: one case per study found on the media."""
     from bridge.ingest.media import opened, scan, submit_media
     from bridge.ingest.spool import Spool
-    from bridge.ingest.submit import validate
+    from bridge.ingest.submit import Submission, validate
     from bridge.service import open_store
 
     if not args.list:

@@ -80,3 +80,16 @@ def test_deid_score_passes_clean_output_and_fails_leaky_output(tmp_path):
     )
     assert r.returncode == 1 and "verdict: FAIL" in r.stdout
     assert "PatientName:" in r.stdout and "PatientAddress:" in r.stdout
+
+
+def test_building_the_parser_leaves_prometheus_client_unimported():
+    """`bridge serve` points prometheus_client at the multiprocess directory before its first
+    import; a command module importing the pipeline at its top would silently break /metrics."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from bridge.cli import parser; parser(); "
+        "sys.exit('prometheus_client' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -271,3 +271,95 @@ def test_a_failed_post_is_retried_and_free_text_waits_for_review(
     with store.engine.connect() as conn:
         job = conn.execute(select(jobs.c.state, jobs.c.attempts, jobs.c.last_error)).one()
     assert job.attempts == 1 and "queue unreachable" in job.last_error and job.state == "pending"
+
+
+# -- de-identify -------------------------------------------------------------------------------
+
+
+def _received_files(store: Store, spool: Spool, tmp_path: Path, n: int) -> Any:
+    from bridge.sample import make_study
+
+    study = make_study(tmp_path / "study", n, rows=64, columns=64)
+    for i, path in enumerate(study.paths):
+        name = f"test.r{i}.dcm"
+        spool.path(RECEIVED, name).write_bytes(path.read_bytes())
+        store.record_received(
+            Received(
+                study_uid=study.study_uid,
+                series_uid=study.series_uids[0],
+                sop_instance_uid=study.sop_uids[i],
+                sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+                modality="CT",
+                size_bytes=path.stat().st_size,
+                spool_name=name,
+                calling_aet="A",
+                called_aet="B",
+                subspecialty="general",
+                priority="routine",
+                question="",
+            )
+        )
+    return study
+
+
+def _engine() -> Any:
+    from bridge.config import Settings
+    from bridge.deid.build import make_deidentifier
+
+    settings = Settings(deid={"secret": "s" * 24, "pixels": {"default": "pass"}}, _env_file=None)
+    return make_deidentifier(settings, "basic")
+
+
+def test_deidentify_writes_pseudonymized_copies_and_records_them(
+    store: Store, spool: Spool, tmp_path: Path
+) -> None:
+    from pydicom import dcmread
+
+    from tests.helpers import leaks
+
+    study = _received_files(store, spool, tmp_path, 3)
+    from bridge.pipeline.deidentify import Deidentify
+
+    stage = Deidentify(store, spool, _engine(), 60, lambda a: 60.0)
+    assert stage.once() is True
+    assert _states(store) == {InstanceState.DEIDENTIFIED: 3}
+    copies = sorted((spool.root / DEID).iterdir())
+    assert len(copies) == 3
+    for copy in copies:
+        assert leaks(dcmread(copy), study.planted) == []
+    with store.engine.connect() as conn:
+        pseudo = conn.execute(select(instances.c.pseudo_sop_uid)).scalars().all()
+    assert all(u.startswith("2.25.") for u in pseudo) and len(set(pseudo)) == 3
+    assert stage.once() is False
+
+
+def test_what_the_engine_refuses_is_held_with_the_reason(
+    store: Store, spool: Spool, tmp_path: Path
+) -> None:
+    _received_files(store, spool, tmp_path, 2)
+    with store.engine.connect() as conn:
+        first = conn.execute(select(instances.c.spool_name).order_by(instances.c.id)).scalar()
+    spool.path(RECEIVED, first).write_bytes(b"not DICOM at all")
+    from bridge.pipeline.deidentify import Deidentify
+
+    Deidentify(store, spool, _engine(), 60, lambda a: 60.0).once()
+    assert _states(store) == {InstanceState.QUARANTINED: 1, InstanceState.DEIDENTIFIED: 1}
+    with store.engine.connect() as conn:
+        reason = conn.execute(
+            select(instances.c.error).where(instances.c.state == InstanceState.QUARANTINED)
+        ).scalar()
+    assert reason.startswith("de-identification: ")
+
+
+def test_a_stopping_worker_gives_its_claim_back(store: Store, spool: Spool, tmp_path: Path) -> None:
+    import threading
+
+    from bridge.pipeline.deidentify import Deidentify
+
+    _received_files(store, spool, tmp_path, 2)
+    stopping = threading.Event()
+    stopping.set()
+    Deidentify(store, spool, _engine(), 60, lambda a: 60.0, stopping).once()
+    assert _states(store) == {InstanceState.RECEIVED: 2}
+    # released, not leased: another worker takes them at once
+    assert len(store.claim_instances(InstanceState.RECEIVED, 8, 60, store.new_owner())) == 2
