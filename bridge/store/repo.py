@@ -125,6 +125,24 @@ def new_case_id() -> str:
     return uuid.uuid4().hex[:16]
 
 
+def new_case_row(
+    case_id: str, state: CaseState, study_uid: str, source: str, now: float
+) -> dict[str, Any]:
+    """The columns every new case starts with (the caller adds what it knows)."""
+    return {
+        "id": case_id,
+        "state": state,
+        "original_study_uid": study_uid,
+        "source": source,
+        "modalities": "",
+        "body_part": "",
+        "created_at": now,
+        "updated_at": now,
+        "last_received_at": now,
+        "manifest_version": 0,
+    }
+
+
 class Store:
     """The state store, shared by the listener, the workers and the HTTP API."""
 
@@ -313,21 +331,12 @@ class Store:
         case_id = new_case_id()
         conn.execute(
             cases.insert().values(
-                id=case_id,
-                state=CaseState.RECEIVING,
-                original_study_uid=rec.study_uid,
-                source="dimse",
+                **new_case_row(case_id, CaseState.RECEIVING, rec.study_uid, "dimse", now),
                 calling_aet=rec.calling_aet,
                 called_aet=rec.called_aet,
                 subspecialty=rec.subspecialty,
                 priority=rec.priority,
                 question=rec.question,
-                modalities="",
-                body_part="",
-                created_at=now,
-                updated_at=now,
-                last_received_at=now,
-                manifest_version=0,
             )
         )
         return case_id

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from bridge.domain.errors import Kind, SubmitError
 from bridge.domain.states import CaseState
-from bridge.store.repo import Store, new_case_id
+from bridge.store.repo import Store, new_case_id, new_case_row
 from bridge.store.schema import (
     case_studies,
     cases,
@@ -106,10 +106,7 @@ def _insert_case(
     with store.transaction() as conn:
         conn.execute(
             cases.insert().values(
-                id=case_id,
-                state=CaseState.RETRIEVING,
-                original_study_uid=new.study_uid,
-                source=new.source,
+                **new_case_row(case_id, CaseState.RETRIEVING, new.study_uid, new.source, now),
                 subspecialty=new.subspecialty,
                 priority=new.priority,
                 question=new.question,
@@ -117,12 +114,6 @@ def _insert_case(
                 expected_instances=new.expected_instances,
                 priors_unmatched=new.priors_unmatched,
                 submitted_by=new.submitted_by,
-                modalities="",
-                body_part="",
-                created_at=now,
-                updated_at=now,
-                last_received_at=now,
-                manifest_version=0,
             )
         )
         conn.execute(

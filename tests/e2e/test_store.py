@@ -10,8 +10,9 @@ from sqlalchemy import func, select
 
 from bridge.domain.states import InstanceState
 from bridge.store.db import make_engine, migrate, schema_status
-from bridge.store.repo import Deidentified, Received, Store
+from bridge.store.repo import Deidentified, Store
 from bridge.store.schema import uid_map, vault_patients
+from tests.support.records import received
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -46,20 +47,7 @@ def _receive(store: Store, n: int, study: str = "1.2.3") -> str:
     case_id = ""
     for i in range(n):
         case_id, _ = store.record_received(
-            Received(
-                study_uid=study,
-                series_uid="1.2.3.1",
-                sop_instance_uid=f"1.2.3.1.{i}",
-                sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
-                modality="CT",
-                size_bytes=10,
-                spool_name=f"test.{i}.dcm",
-                calling_aet="A",
-                called_aet="B",
-                subspecialty="general",
-                priority="routine",
-                question="",
-            )
+            received(study, "1.2.3.1", f"1.2.3.1.{i}", f"test.{i}.dcm")
         )
     return case_id
 
@@ -99,20 +87,7 @@ def test_two_nodes_receiving_one_new_study_open_one_case(store: Store):
             barrier.wait()
             try:
                 case_id, _ = s.record_received(
-                    Received(
-                        study_uid=study,
-                        series_uid=f"{study}.1",
-                        sop_instance_uid=f"{study}.1.{tag}",
-                        sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
-                        modality="CT",
-                        size_bytes=10,
-                        spool_name=f"{study}.{tag}.dcm",
-                        calling_aet="A",
-                        called_aet="B",
-                        subspecialty="general",
-                        priority="routine",
-                        question="",
-                    )
+                    received(study, f"{study}.1", f"{study}.1.{tag}", f"{study}.{tag}.dcm")
                 )
                 got[study].add(case_id)
             except Exception as exc:  # noqa: BLE001 - reported below

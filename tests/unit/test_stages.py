@@ -22,8 +22,9 @@ from bridge.pipeline.completion import MANIFEST_JOB, CaseCompletion, without_cre
 from bridge.pipeline.forward import Forward
 from bridge.pipeline.manifest import Manifests
 from bridge.store.db import make_engine, migrate
-from bridge.store.repo import Deidentified, Received, Store
+from bridge.store.repo import Deidentified, Store
 from bridge.store.schema import audit_events, instances, jobs
+from tests.support.records import received
 
 READING = ReadingSettings(
     dicomweb_url="https://user:pw@archive.example/dicom-web",
@@ -53,20 +54,7 @@ def _ready(store: Store, spool: Spool, n: int, study: str = "1.2.3") -> str:
         name = f"test.r{study}.{i}.dcm"
         spool.path(RECEIVED, name).write_bytes(b"original")
         case_id, _ = store.record_received(
-            Received(
-                study_uid=study,
-                series_uid=f"{study}.1",
-                sop_instance_uid=f"{study}.1.{i}",
-                sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
-                modality="CT",
-                size_bytes=8,
-                spool_name=name,
-                calling_aet="A",
-                called_aet="B",
-                subspecialty="general",
-                priority="routine",
-                question="why",
-            )
+            received(study, f"{study}.1", f"{study}.1.{i}", name, size=8, question="why")
         )
     owner = store.new_owner()
     rows = store.claim_instances(InstanceState.RECEIVED, n, 60, owner)
@@ -284,19 +272,8 @@ def _received_files(store: Store, spool: Spool, tmp_path: Path, n: int) -> Any:
         name = f"test.r{i}.dcm"
         spool.path(RECEIVED, name).write_bytes(path.read_bytes())
         store.record_received(
-            Received(
-                study_uid=study.study_uid,
-                series_uid=study.series_uids[0],
-                sop_instance_uid=study.sop_uids[i],
-                sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
-                modality="CT",
-                size_bytes=path.stat().st_size,
-                spool_name=name,
-                calling_aet="A",
-                called_aet="B",
-                subspecialty="general",
-                priority="routine",
-                question="",
+            received(
+                study.study_uid, study.series_uids[0], study.sop_uids[i], name, path.stat().st_size
             )
         )
     return study
