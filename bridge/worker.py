@@ -9,48 +9,39 @@ instance with identical content.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from pydicom.dataset import Dataset
-
-from bridge import metrics
 from bridge.config import Settings
 from bridge.deid.build import make_deidentifier
 from bridge.domain.errors import (
     BridgeError,
     FindingsError,
-    PermanentForwardError,
     PullError,
-    ReturnSafetyError,
     TransientForwardError,
 )
-from bridge.domain.states import ReportState
-from bridge.findings import report_files
 from bridge.findings.dimse_return import store_report_dimse
-from bridge.findings.intake import accept_object, reidentify_held
+from bridge.findings.intake import accept_object
 from bridge.findings.poll import find_new_objects, retrieve
-from bridge.findings.returner import store_report, verify_file
+from bridge.findings.returner import store_report
 from bridge.forward.manifest import post_manifest
 from bridge.forward.stow import stow
 from bridge.ingest.retrieve import run_retrieve
-from bridge.ingest.spool import REPORTS, Spool
+from bridge.ingest.spool import Spool
 from bridge.logging import get_logger
 from bridge.peers.http import backoff, dicomweb_session, new_session
 from bridge.pipeline.completion import CaseCompletion
 from bridge.pipeline.deidentify import Deidentify
 from bridge.pipeline.forward import Forward
 from bridge.pipeline.manifest import Manifests
-from bridge.store import audit
+from bridge.pipeline.report_return import ReportReturn, drop_report_files
 from bridge.store.repo import Store
 from bridge.store.submissions import RETRIEVE_JOB
 
 log = get_logger(__name__)
-
-REPORT_JOB = "report"
 
 
 class Pipeline:
@@ -75,6 +66,14 @@ class Pipeline:
         #: One owner id for the life of this pipeline: it keeps the feed's lease across polls.
         self._watch_owner = store.new_owner()
         r, lease = settings.reading, settings.worker.lease_seconds
+        self.report_return = ReportReturn(
+            store,
+            spool,
+            self._deliver,
+            lease,
+            self._delay,
+            keep_files=settings.findings.report_retention_days > 0,
+        )
         self.deidentify = Deidentify(
             store, spool, self.deidentifier, lease, self._delay, stopping=self._stop
         )
@@ -183,12 +182,7 @@ class Pipeline:
         return False
 
     def _drop_report_files(self, files: list[tuple[int, str]]) -> None:
-        """Delete the files of reports returned (or discarded) past the retention period."""
-        for report_id, name in files:
-            self.spool.remove(REPORTS, name)
-            self.store.forget_report_file(report_id)
-        if files:
-            log.info("report.files_deleted", reports=len(files))
+        drop_report_files(self.store, self.spool, files)
 
     def audit_once(self) -> bool:
         """Ship new audit events to the syslog collector, if one is configured."""
@@ -255,72 +249,22 @@ class Pipeline:
         pacs = self.settings.pacs
         if not pacs.dicomweb_url and not (pacs.ae_title and pacs.host and pacs.port):
             return False
-        owner = self.store.new_owner()
-        claimed = self.store.claim_jobs(REPORT_JOB, 4, self.settings.worker.lease_seconds, owner)
-        for job in claimed:
-            report = self.store.get_report(json.loads(job.payload)["report_id"])
-            headers = self.store.vault_headers(report["case_id"]) if report else None
-            if report is None or headers is None:
-                self.store.finish_job(job.id, owner)
-                continue
-            original = Dataset.from_json(headers)
-            study_uid = str(original.StudyInstanceUID)
-            patient_id = str(original.get("PatientID", ""))
-            try:
-                report = reidentify_held(self.store, self.spool, report)
-                with report_files.plain_file(self.store, self.spool, report["file_name"]) as path:
-                    verify_file(
-                        path,
-                        study_uid=study_uid,
-                        patient_id=patient_id,
-                        issuer=str(original.get("IssuerOfPatientID", "") or ""),
-                        sop_instance_uid=report["sop_instance_uid"],
-                    )
-                    if pacs.dicomweb_url:
-                        store_report(
-                            self.pacs_session,
-                            pacs.dicomweb_url,
-                            path,
-                            report["sop_instance_uid"],
-                            study_uid,
-                            patient_id,
-                            pacs.timeout,
-                        )
-                    else:
-                        store_report_dimse(self.settings, path, study_uid, patient_id)
-            except (ReturnSafetyError, PermanentForwardError, FindingsError) as exc:
-                # re-identification names the pseudonymous UIDs it could not map, as at intake
-                why = str(exc) if isinstance(exc, FindingsError) else exc.message
-                self.store.finish_report(report["id"], ReportState.HELD, why)
-                self.store.finish_job(job.id, owner)
-                metrics.INSTANCES_QUARANTINED.labels(stage="return").inc()
-                log.error(
-                    "report.held",
-                    case_id=report["case_id"],
-                    report=report["id"],
-                    reason=exc.message,
-                )
-                continue
-            except (TransientForwardError, OSError) as exc:
-                delay = self._delay(job.attempts + 1)
-                self.store.retry_job(job.id, owner, str(exc), delay)
-                metrics.RETRIES.labels(stage="return").inc()
-                log.warning("report.retry", case_id=report["case_id"], error=str(exc))
-                continue
-            self.store.finish_report(report["id"], ReportState.RETURNED)
-            self.store.finish_job(job.id, owner)
-            if self.settings.findings.report_retention_days == 0:
-                self._drop_report_files([(report["id"], report["file_name"])])
-            audit.record(
-                self.store,
-                "system",
-                "report.returned",
-                case_id=report["case_id"],
-                report=report["id"],
+        return self.report_return.once()
+
+    def _deliver(self, path: Path, sop_uid: str, study_uid: str, patient_id: str) -> None:
+        pacs = self.settings.pacs
+        if pacs.dicomweb_url:
+            store_report(
+                self.pacs_session,
+                pacs.dicomweb_url,
+                path,
+                sop_uid,
+                study_uid,
+                patient_id,
+                pacs.timeout,
             )
-            metrics.REPORTS_RETURNED.inc()
-            log.info("report.returned", case_id=report["case_id"], report=report["id"])
-        return bool(claimed)
+        else:
+            store_report_dimse(self.settings, path, study_uid, patient_id)
 
     def poll_once(self) -> bool:
         """Every ``reading.poll_seconds``: fetch what readers made in forwarded studies."""

