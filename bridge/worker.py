@@ -19,12 +19,9 @@ from bridge.config import Settings
 from bridge.deid.build import make_deidentifier
 from bridge.domain.errors import (
     BridgeError,
-    FindingsError,
     PullError,
-    TransientForwardError,
 )
 from bridge.findings.dimse_return import store_report_dimse
-from bridge.findings.intake import accept_object
 from bridge.findings.poll import find_new_objects, retrieve
 from bridge.findings.returner import store_report
 from bridge.forward.manifest import post_manifest
@@ -37,6 +34,7 @@ from bridge.pipeline.completion import CaseCompletion
 from bridge.pipeline.deidentify import Deidentify
 from bridge.pipeline.forward import Forward
 from bridge.pipeline.manifest import Manifests
+from bridge.pipeline.reader_poll import ReaderPoll
 from bridge.pipeline.report_return import ReportReturn, drop_report_files
 from bridge.store.repo import Store
 from bridge.store.submissions import RETRIEVE_JOB
@@ -65,7 +63,18 @@ class Pipeline:
         self._shipper: Any = None
         #: One owner id for the life of this pipeline: it keeps the feed's lease across polls.
         self._watch_owner = store.new_owner()
+        # the stages, each given its peer as a function over this pipeline's sessions
         r, lease = settings.reading, settings.worker.lease_seconds
+        archive = r.dicomweb_url or ""
+        secret = r.queue_secret.get_secret_value().encode() if r.queue_secret else None
+        self.reader_poll = ReaderPoll(
+            store,
+            spool,
+            lambda study, known: find_new_objects(self.session, archive, study, known, r.timeout),
+            lambda study, series, sop: retrieve(
+                self.session, archive, study, series, sop, r.timeout
+            ),
+        )
         self.report_return = ReportReturn(
             store,
             spool,
@@ -77,8 +86,6 @@ class Pipeline:
         self.deidentify = Deidentify(
             store, spool, self.deidentifier, lease, self._delay, stopping=self._stop
         )
-        archive = r.dicomweb_url or ""
-        secret = r.queue_secret.get_secret_value().encode() if r.queue_secret else None
         self.forward = Forward(
             store,
             spool,
@@ -275,30 +282,7 @@ class Pipeline:
         if now - self._last_poll < r.poll_seconds:
             return False
         self._last_poll = now
-        taken = 0
-        for study in self.store.studies_awaiting_findings():
-            try:
-                new = find_new_objects(
-                    self.session,
-                    r.dicomweb_url,
-                    study,
-                    self.store.known_source_uids(study),
-                    r.timeout,
-                )
-                for series, sop in new:
-                    ds = retrieve(self.session, r.dicomweb_url, study, series, sop, r.timeout)
-                    try:
-                        accepted = accept_object(self.store, self.spool, ds, "archive")
-                        log.info("poll.accepted", case_id=accepted.case_id)
-                        taken += 1
-                    except FindingsError as exc:
-                        log.warning("poll.refused", error=str(exc))
-            except TransientForwardError as exc:
-                log.warning("poll.failed", error=str(exc))
-                break
-        if taken:
-            log.info("poll.taken", objects=taken)
-        return taken > 0
+        return self.reader_poll.once()
 
 
 def run_worker(settings: Settings, store: Store) -> int:

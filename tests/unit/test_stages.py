@@ -424,3 +424,70 @@ def test_a_pacs_that_refuses_holds_the_report_and_a_busy_one_is_tried_again(
     assert all(r["state"] == "held" for r in reports)
     assert all("another patient" in r["error"] for r in reports)
     assert any((spool.root / "reports").iterdir())  # kept for the operator
+
+
+# -- reader-object poll ------------------------------------------------------------------------
+
+
+class KeepingArchive(Archive):
+    """A fake reading archive that keeps what it stores (as a real one does)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[Any] = []
+
+    def __call__(self, items: Sequence[tuple[str, Path]]) -> StowOutcome:
+        from pydicom import dcmread
+
+        self.held += [dcmread(p) for _, p in items]
+        return super().__call__(items)
+
+
+def _forwarded_study(store: Store, spool: Spool, tmp_path: Path) -> list[Any]:
+    from bridge.pipeline.deidentify import Deidentify
+
+    _received_files(store, spool, tmp_path, 2)
+    Deidentify(store, spool, _engine(), 60, lambda a: 60.0).once()
+    completion = CaseCompletion(store, 0.0, READING.dicomweb_url, send_manifests=False)
+    completion.once()
+    archive = KeepingArchive()
+    Forward(store, spool, archive, READING, 60).once()
+    completion.once()
+    return archive.held
+
+
+def test_the_readers_own_sr_is_fetched_once_and_taken_in(
+    store: Store, spool: Spool, tmp_path: Path
+) -> None:
+    from bridge.pipeline.reader_poll import ReaderPoll
+    from tests.e2e.test_reader_objects import reader_sr
+
+    seen = _forwarded_study(store, spool, tmp_path)
+    sr = reader_sr(seen, seen[0])
+    study = str(seen[0].StudyInstanceUID)
+    asked: list[tuple[str, set[str]]] = []
+
+    def find(s: str, known: set[str]) -> list[tuple[str, str]]:
+        asked.append((s, set(known)))
+        return (
+            [] if str(sr.SOPInstanceUID) in known else [(sr.SeriesInstanceUID, sr.SOPInstanceUID)]
+        )
+
+    stage = ReaderPoll(store, spool, find, lambda *_: sr)
+    assert stage.once() is True
+    (case,) = store.list_cases(None, 10)
+    case = store.get_case(case["id"])
+    assert [r["source"] for r in case["reports"]] == ["archive"]
+    assert stage.once() is False  # known now: not fetched again
+    assert [s for s, _ in asked] == [study, study]
+
+
+def test_an_unreachable_archive_ends_the_round(store: Store, spool: Spool, tmp_path: Path) -> None:
+    from bridge.pipeline.reader_poll import ReaderPoll
+
+    _forwarded_study(store, spool, tmp_path)
+
+    def down(_s: str, _known: set[str]) -> list[tuple[str, str]]:
+        raise TransientForwardError("archive unreachable")
+
+    assert ReaderPoll(store, spool, down, lambda *_: None).once() is False
