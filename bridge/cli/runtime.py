@@ -34,20 +34,20 @@ def _metrics_dir(settings: Settings, fresh: bool) -> None:
 
 def serve(args: argparse.Namespace, settings: Settings) -> int:
     _metrics_dir(settings, fresh=True)
-    from bridge.service import serve as run
+    from bridge.runtime.service import serve as run
 
     return run(settings, args.config, workers_here=not args.no_workers)
 
 
 def worker(args: argparse.Namespace, settings: Settings) -> int:
     _metrics_dir(settings, fresh=False)
-    from bridge.service import worker as run
+    from bridge.runtime.service import worker as run
 
     return run(settings, args.index)
 
 
 def migrate(_args: argparse.Namespace, settings: Settings) -> int:
-    from bridge.service import open_store
+    from bridge.runtime.service import open_store
 
     store = open_store(settings)
     print("state store schema is up to date")

@@ -113,7 +113,7 @@ def submit_cmd(args: argparse.Namespace, settings: Settings) -> int:
     from bridge.ingest.spool import Spool
     from bridge.ingest.submit import Submission, submit
     from bridge.peers.connect import make_pacs
-    from bridge.service import open_store
+    from bridge.runtime.service import open_store
 
     if bool(args.study_uid) == bool(args.accession):
         raise SubmitError(
@@ -216,7 +216,7 @@ def import_cmd(args: argparse.Namespace, settings: Settings) -> int:
     from bridge.ingest.media import opened, scan, submit_media
     from bridge.ingest.spool import Spool
     from bridge.ingest.submit import Submission, validate
-    from bridge.service import open_store
+    from bridge.runtime.service import open_store
 
     if not args.list:
         if not args.question:

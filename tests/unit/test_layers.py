@@ -16,7 +16,7 @@ LAYERS: list[tuple[str, ...]] = [
     # the command line
     ("bridge.cli",),
     # the runtime: threads, processes, and the wiring that builds everything (the web app too)
-    ("bridge.service", "bridge.worker", "bridge.supervisor"),
+    ("bridge.runtime",),
     # the HTTP API and the console
     ("bridge.web",),
     # the pipeline's stages

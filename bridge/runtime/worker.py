@@ -35,7 +35,8 @@ from bridge.pipeline.deidentify import Deidentify
 from bridge.pipeline.forward import Forward
 from bridge.pipeline.manifest import Manifests
 from bridge.pipeline.reader_poll import ReaderPoll
-from bridge.pipeline.report_return import ReportReturn, drop_report_files
+from bridge.pipeline.report_return import ReportReturn
+from bridge.pipeline.sweep import Sweep
 from bridge.store.repo import Store
 from bridge.store.submissions import RETRIEVE_JOB
 
@@ -74,6 +75,13 @@ class Pipeline:
             lambda study, series, sop: retrieve(
                 self.session, archive, study, series, sop, r.timeout
             ),
+        )
+        self.sweep = Sweep(
+            store,
+            spool,
+            lease,
+            settings.spool.keep_forwarded,
+            settings.findings.report_retention_days,
         )
         self.report_return = ReportReturn(
             store,
@@ -178,18 +186,7 @@ class Pipeline:
         if not w.sweep_seconds or now - self._last_sweep < w.sweep_seconds:
             return False
         self._last_sweep = now
-        keep = self.settings.spool.keep_forwarded
-        self.spool.sweep(
-            lambda names: self.store.referenced_names(names, keep),
-            2 * w.lease_seconds,
-            recorded=self.store.recorded_names,
-        )
-        days = self.settings.findings.report_retention_days
-        self._drop_report_files(self.store.report_files_done_before(time.time() - days * 86400))
-        return False
-
-    def _drop_report_files(self, files: list[tuple[int, str]]) -> None:
-        drop_report_files(self.store, self.spool, files)
+        return self.sweep.once()
 
     def audit_once(self) -> bool:
         """Ship new audit events to the syslog collector, if one is configured."""

@@ -1,0 +1,38 @@
+"""Sweep: spool files nobody needs any more. Received files and de-identified copies of any node
+that the state store no longer references (older than two leases, so that nothing in flight is
+touched) are deleted; a received file with no record at all goes to ``spool/orphans`` for an
+operator, never deleted; the files of reports returned longer ago than the retention period go."""
+
+from __future__ import annotations
+
+import time
+
+from bridge.ingest.spool import Spool
+from bridge.pipeline.report_return import drop_report_files
+from bridge.store.repo import Store
+
+
+class Sweep:
+    def __init__(
+        self,
+        store: Store,
+        spool: Spool,
+        lease_seconds: float,
+        keep_forwarded: bool,
+        report_retention_days: float,
+    ) -> None:
+        self.store = store
+        self.spool = spool
+        self.lease = lease_seconds
+        self.keep_forwarded = keep_forwarded
+        self.retention = report_retention_days * 86400
+
+    def once(self) -> bool:
+        self.spool.sweep(
+            lambda names: self.store.referenced_names(names, self.keep_forwarded),
+            2 * self.lease,
+            recorded=self.store.recorded_names,
+        )
+        done = self.store.report_files_done_before(time.time() - self.retention)
+        drop_report_files(self.store, self.spool, done)
+        return False  # housekeeping never keeps the loop busy
