@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import quote
 
 import structlog
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -17,15 +17,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from bridge import __version__, metrics
 from bridge.config import Settings
 from bridge.domain.errors import StoreError
-from bridge.domain.states import CaseState
 from bridge.ingest.spool import Spool
 from bridge.store.repo import Store
 from bridge.web.admin_api import admin_router
+from bridge.web.cases_api import cases_router
 from bridge.web.console.auth import SignInRequired
 from bridge.web.console.pages import console_router, mount_static, templates
 from bridge.web.findings_api import findings_router
-from bridge.web.schemas import CaseOut, case_out
-from bridge.web.series import series_summary
 from bridge.web.stow_in import stow_router
 from bridge.web.submit_api import imports_router, submit_router
 from bridge.web.tokens import Tokens
@@ -139,7 +137,6 @@ def create_app(settings: Settings, store: Store, spool: Spool) -> FastAPI:
         def api_docs() -> HTMLResponse:
             return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} API")
 
-    auth = [Depends(tokens.need("read"))]
     app.include_router(findings_router(settings, store, spool, tokens.need("findings")))
     app.include_router(stow_router(store, spool, tokens.need("findings")))
     app.include_router(submit_router(settings, store, spool, tokens.need("submit")))
@@ -147,32 +144,6 @@ def create_app(settings: Settings, store: Store, spool: Spool) -> FastAPI:
     app.include_router(admin_router(settings, store, spool, tokens))
     app.include_router(console_router(settings, store, spool))
     mount_static(app)
-
-    @app.get("/api/v1/cases", dependencies=auth, tags=["cases"])
-    def list_cases(
-        state: Annotated[CaseState | None, Query()] = None,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        offset: Annotated[int, Query(ge=0)] = 0,
-    ) -> list[CaseOut]:
-        rows = store.list_cases(state.value if state else None, limit, offset)
-        return [case_out(c) for c in rows]
-
-    @app.get("/api/v1/cases/{case_id}", dependencies=auth, tags=["cases"])
-    def get_case(case_id: str) -> CaseOut:
-        c = store.get_case(case_id)
-        if c is None:
-            raise HTTPException(404, "no such case")
-        return case_out(c)
-
-    @app.get("/api/v1/cases/{case_id}/series", dependencies=auth, tags=["cases"])
-    def get_case_series(case_id: str) -> list[dict[str, Any]]:
-        """Per series: instances by state; the burned-in text scan (frames, frames scanned in
-        full, frames with text, regions masked); instances held, by reason."""
-        if store.get_case(case_id) is None:
-            raise HTTPException(404, "no such case")
-        out = series_summary(store.case_rows(case_id))
-        return [
-            {k: v for k, v in s.items() if k != "pseudo"} | {"series": s["pseudo"]} for s in out
-        ]
+    app.include_router(cases_router(store, tokens.need("read")))
 
     return app
