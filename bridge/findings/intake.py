@@ -7,7 +7,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
-from bridge.config import Settings
+from bridge.config import FindingsSettings
 from bridge.domain.errors import FindingsError, Kind
 from bridge.domain.states import CaseState
 from bridge.findings import report_files
@@ -42,7 +42,7 @@ class Accepted:
 
 
 def accept_findings(
-    store: Store, spool: Spool, settings: Settings, case_id: str, findings: Findings
+    store: Store, spool: Spool, options: FindingsSettings, case_id: str, findings: Findings
 ) -> Accepted:
     case = store.get_case(case_id)
     if case is None:
@@ -116,12 +116,12 @@ def accept_findings(
         key_images=key_images,
         case_id=case_id,
         number=len(earlier) + 1,
-        section_codes=SectionCodes(settings.findings.section_codes),
+        section_codes=SectionCodes(options.section_codes),
         previous=previous,
-        basic_text=settings.findings.sr_kind == "basic_text",
+        basic_text=options.sr_kind == "basic_text",
     )
     objects = [sr]
-    if key_images and settings.findings.key_object_selection:
+    if key_images and options.key_object_selection:
         objects.append(
             build_key_object_selection(
                 findings=findings,
@@ -131,7 +131,7 @@ def accept_findings(
                 number=len(earlier) + 1,
             )
         )
-    if settings.findings.pdf:
+    if options.pdf:
         objects.append(
             build_pdf_document(
                 findings=findings, headers=headers, case_id=case_id, number=len(earlier) + 1

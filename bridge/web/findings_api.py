@@ -29,7 +29,7 @@ def findings_router(settings: Settings, store: Store, spool: Spool, auth: Any) -
 
     def _accept(case_id: str, findings: Findings) -> ReportAccepted:
         try:
-            a = accept_findings(store, spool, settings, case_id, findings)
+            a = accept_findings(store, spool, settings.findings, case_id, findings)
         except FindingsError as exc:
             raise http_error(exc) from None
         return ReportAccepted(

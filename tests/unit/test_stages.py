@@ -347,7 +347,7 @@ def test_a_stopping_worker_gives_its_claim_back(store: Store, spool: Spool, tmp_
 
 def _reported_case(store: Store, spool: Spool, tmp_path: Path) -> tuple[Any, str]:
     """A study through de-identification and forwarding, then findings accepted for it."""
-    from bridge.config import Settings
+    from bridge.config import FindingsSettings
     from bridge.findings.intake import accept_findings
     from bridge.findings.schema import Findings
     from bridge.pipeline.deidentify import Deidentify
@@ -367,8 +367,7 @@ def _reported_case(store: Store, spool: Spool, tmp_path: Path) -> tuple[Any, str
         agreement="concordant",
         signed_at="2026-12-02T10:00:00Z",
     )
-    settings = Settings(deid={"secret": "s" * 24}, _env_file=None)
-    accept_findings(store, spool, settings, case["id"], findings)
+    accept_findings(store, spool, FindingsSettings(), case["id"], findings)
     return study, case["id"]
 
 
