@@ -26,9 +26,9 @@ from bridge.findings.poll import find_new_objects, retrieve
 from bridge.findings.returner import store_report
 from bridge.forward.manifest import post_manifest
 from bridge.forward.stow import stow
-from bridge.ingest.retrieve import run_retrieve
 from bridge.ingest.spool import Spool
 from bridge.logging import get_logger
+from bridge.peers.connect import make_pacs
 from bridge.peers.http import backoff, dicomweb_session, new_session
 from bridge.pipeline.completion import CaseCompletion
 from bridge.pipeline.deidentify import Deidentify
@@ -36,9 +36,9 @@ from bridge.pipeline.forward import Forward
 from bridge.pipeline.manifest import Manifests
 from bridge.pipeline.reader_poll import ReaderPoll
 from bridge.pipeline.report_return import ReportReturn
+from bridge.pipeline.retrieve import Retrieve
 from bridge.pipeline.sweep import Sweep
 from bridge.store.repo import Store
-from bridge.store.submissions import RETRIEVE_JOB
 
 log = get_logger(__name__)
 
@@ -75,6 +75,14 @@ class Pipeline:
             lambda study, series, sop: retrieve(
                 self.session, archive, study, series, sop, r.timeout
             ),
+        )
+        self.retrieve = Retrieve(
+            store,
+            spool,
+            lambda: make_pacs(settings, spool.new_tmp),
+            lease,
+            settings.submit.retrieve_attempts,
+            self._delay,
         )
         self.sweep = Sweep(
             store,
@@ -172,12 +180,8 @@ class Pipeline:
 
     # -- stages -----------------------------------------------------------------------------
     def retrieve_once(self) -> bool:
-        """Pull one submitted study from the PACS (see bridge/ingest/retrieve.py)."""
-        owner = self.store.new_owner()
-        claimed = self.store.claim_jobs(RETRIEVE_JOB, 1, self.settings.worker.lease_seconds, owner)
-        for job in claimed:
-            run_retrieve(self.settings, self.store, self.spool, job, owner)
-        return bool(claimed)
+        """Pull one submitted study from the PACS (see bridge/pipeline/retrieve.py)."""
+        return self.retrieve.once()
 
     def sweep_once(self) -> bool:
         """Every ``worker.sweep_seconds``: delete spool leftovers of dead nodes."""

@@ -490,3 +490,102 @@ def test_an_unreachable_archive_ends_the_round(store: Store, spool: Spool, tmp_p
         raise TransientForwardError("archive unreachable")
 
     assert ReaderPoll(store, spool, down, lambda *_: None).once() is False
+
+
+# -- retrieve ----------------------------------------------------------------------------------
+
+
+class FakePacs:
+    """A PACS that holds one study (files on disk) and retrieves what it is asked for."""
+
+    protocol = "dicomweb"
+
+    def __init__(self, study: Any, fail: Exception | None = None) -> None:
+        self.study = study
+        self.fail = fail
+        self.closed = False
+
+    def retrieve(self, study_uid: str, have: set[str], sink: Any, progress: Any = None) -> Any:
+        import shutil
+
+        from bridge.domain.errors import StudyNotFoundError
+        from bridge.peers.pacs import RetrieveOutcome
+
+        if self.fail is not None:
+            raise self.fail
+        if study_uid != self.study.study_uid:
+            raise StudyNotFoundError("the PACS has no such study")
+        out = RetrieveOutcome()
+        for path, sop in zip(self.study.paths, self.study.sop_uids, strict=True):
+            if sop in have:
+                out.skipped += 1
+                continue
+            tmp = path.parent / f"{path.name}.pulled"
+            shutil.copy(path, tmp)
+            sink(tmp)
+            out.retrieved += 1
+        return out
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _submitted(store: Store, study_uid: str) -> str:
+    from bridge.store.submissions import NewCase, create_case
+
+    return create_case(
+        store,
+        NewCase(
+            study_uid, "dicomweb", "general", "routine", "q", retrieve={"study_uid": study_uid}
+        ),
+    )
+
+
+def test_a_submitted_study_is_pulled_into_its_case(
+    store: Store, spool: Spool, tmp_path: Path
+) -> None:
+    from bridge.pipeline.retrieve import Retrieve
+    from bridge.sample import make_study
+
+    study = make_study(tmp_path / "pacs", 3, rows=32, columns=32)
+    case_id = _submitted(store, study.study_uid)
+    pacs = FakePacs(study)
+    stage = Retrieve(store, spool, lambda: pacs, 60, 3, lambda a: 60.0)
+    assert stage.once() is True
+    case = store.get_case(case_id)
+    assert case["state"] == CaseState.RECEIVED and case["instances"]["received"] == 3
+    assert pacs.closed
+    assert stage.once() is False  # the job is done
+
+
+def test_a_study_the_pacs_does_not_have_fails_the_case_at_once(
+    store: Store, spool: Spool, tmp_path: Path
+) -> None:
+    from bridge.pipeline.retrieve import Retrieve
+    from bridge.sample import make_study
+
+    study = make_study(tmp_path / "pacs", 1, rows=32, columns=32)
+    case_id = _submitted(store, "1.2.826.0.1.999")
+    Retrieve(store, spool, lambda: FakePacs(study), 60, 3, lambda a: 60.0).once()
+    case = store.get_case(case_id)
+    assert case["state"] == CaseState.FAILED and "no such study" in case["error"]
+
+
+def test_an_unreachable_pacs_is_retried_then_the_case_fails_with_the_reason(
+    store: Store, spool: Spool, tmp_path: Path
+) -> None:
+    from bridge.domain.errors import PacsUnavailableError
+    from bridge.pipeline.retrieve import Retrieve
+    from bridge.sample import make_study
+
+    study = make_study(tmp_path / "pacs", 1, rows=32, columns=32)
+    case_id = _submitted(store, study.study_uid)
+    down = FakePacs(study, fail=PacsUnavailableError("the PACS does not answer"))
+    stage = Retrieve(store, spool, lambda: down, 60, 2, lambda a: 0.0)
+    stage.once()
+    case = store.get_case(case_id)
+    assert case["state"] == CaseState.RETRIEVING
+    assert "does not answer" in case["error"] and "attempt 1, retrying" in case["error"]
+    stage.once()
+    case = store.get_case(case_id)
+    assert case["state"] == CaseState.FAILED and "does not answer" in case["error"]
