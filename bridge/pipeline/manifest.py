@@ -43,14 +43,14 @@ class Manifests:
     def once(self) -> bool:
         r = self.reading
         owner = self.store.new_owner()
-        jobs = self.store.claim_jobs(MANIFEST_JOB, 4, self.lease, owner)
+        jobs = self.store.jobs.claim(MANIFEST_JOB, 4, self.lease, owner)
         for job in jobs:
             case = self.store.get_case(job.case_id)
             if case is None:
-                self.store.finish_job(job.id, owner)
+                self.store.jobs.finish(job.id, owner)
                 continue
             if free_text_waits(case, self.free_text_review):
-                self.store.retry_job(job.id, owner, "free text waits for review", 30, count=False)
+                self.store.jobs.retry(job.id, owner, "free text waits for review", 30, count=False)
                 note_case_error(
                     self.store,
                     case["id"],
@@ -62,11 +62,11 @@ class Manifests:
                 self.post(encode(build_manifest(case, version)))
             except (ForwardError, requests.RequestException) as exc:
                 delay = backoff(job.attempts + 1, r.retry_initial, r.retry_max)
-                self.store.retry_job(job.id, owner, str(exc), delay)
+                self.store.jobs.retry(job.id, owner, str(exc), delay)
                 metrics.RETRIES.labels(stage="manifest").inc()
                 log.warning("manifest.retry", case_id=job.case_id, error=str(exc))
                 continue
-            self.store.finish_job(job.id, owner)
+            self.store.jobs.finish(job.id, owner)
             metrics.MANIFESTS_SENT.inc()
             log.info("manifest.sent", case_id=job.case_id, version=version)
         return bool(jobs)

@@ -61,12 +61,12 @@ class ReportReturn:
 
     def once(self) -> bool:
         owner = self.store.new_owner()
-        claimed = self.store.claim_jobs(REPORT_JOB, 4, self.lease, owner)
+        claimed = self.store.jobs.claim(REPORT_JOB, 4, self.lease, owner)
         for job in claimed:
             report = self.store.get_report(json.loads(job.payload)["report_id"])
             headers = self.store.vault_headers(report["case_id"]) if report else None
             if report is None or headers is None:
-                self.store.finish_job(job.id, owner)
+                self.store.jobs.finish(job.id, owner)
                 continue
             original = Dataset.from_json(headers)
             study_uid = str(original.StudyInstanceUID)
@@ -86,7 +86,7 @@ class ReportReturn:
                 # re-identification names the pseudonymous UIDs it could not map, as at intake
                 why = str(exc) if isinstance(exc, FindingsError) else exc.message
                 self.store.finish_report(report["id"], ReportState.HELD, why)
-                self.store.finish_job(job.id, owner)
+                self.store.jobs.finish(job.id, owner)
                 metrics.INSTANCES_QUARANTINED.labels(stage="return").inc()
                 log.error(
                     "report.held",
@@ -96,12 +96,12 @@ class ReportReturn:
                 )
                 continue
             except (TransientForwardError, OSError) as exc:
-                self.store.retry_job(job.id, owner, str(exc), self.delay(job.attempts + 1))
+                self.store.jobs.retry(job.id, owner, str(exc), self.delay(job.attempts + 1))
                 metrics.RETRIES.labels(stage="return").inc()
                 log.warning("report.retry", case_id=report["case_id"], error=str(exc))
                 continue
             self.store.finish_report(report["id"], ReportState.RETURNED)
-            self.store.finish_job(job.id, owner)
+            self.store.jobs.finish(job.id, owner)
             if not self.keep_files:
                 drop_report_files(self.store, self.spool, [(report["id"], report["file_name"])])
             audit.record(

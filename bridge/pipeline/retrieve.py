@@ -73,7 +73,7 @@ class Retrieve:
 
     def once(self) -> bool:
         owner = self.store.new_owner()
-        claimed = self.store.claim_jobs(RETRIEVE_JOB, 1, self.lease, owner)
+        claimed = self.store.jobs.claim(RETRIEVE_JOB, 1, self.lease, owner)
         for job in claimed:
             self.run(job, owner)
         return bool(claimed)
@@ -83,7 +83,7 @@ class Retrieve:
         store, spool = self.store, self.spool
         case = store.get_case(job.case_id) if job.case_id else None
         if case is None or case["state"] != CaseState.RETRIEVING:
-            store.finish_job(job.id, owner)
+            store.jobs.finish(job.id, owner)
             return
         payload = json.loads(job.payload)
         study_uid = payload["study_uid"]
@@ -140,7 +140,7 @@ class Retrieve:
                 outcome.warnings += more.warnings
         except StudyNotFoundError as exc:
             finish_retrieve(store, case["id"], f"retrieve: {exc.message}")
-            store.finish_job(job.id, owner)
+            store.jobs.finish(job.id, owner)
             log.warning("pull.failed", case_id=case["id"], error=str(exc))
             return
         except SpoolFullError as exc:
@@ -174,7 +174,7 @@ class Retrieve:
         finish_retrieve(store, case["id"])
         if problems:
             note_case_error(store, case["id"], "retrieve: " + "; ".join(problems))
-        store.finish_job(job.id, owner)
+        store.jobs.finish(job.id, owner)
         log.info(
             "pull.done",
             case_id=case["id"],
@@ -194,7 +194,7 @@ def _spool_full(spool: Spool) -> str | None:
 
 def _pause(store: Store, job: Any, owner: str, reason: str) -> None:
     """Try again shortly, without counting it as a failed attempt."""
-    store.retry_job(job.id, owner, f"retrieve: {reason}", _PAUSE, count=False)
+    store.jobs.retry(job.id, owner, f"retrieve: {reason}", _PAUSE, count=False)
     note_case_error(store, job.case_id, f"retrieve paused: {reason}")
     metrics.RETRIES.labels(stage="retrieve").inc()
     log.warning("pull.paused", case_id=job.case_id, reason=reason)
@@ -208,10 +208,10 @@ def _retry_or_fail(stage: Retrieve, job: Any, owner: str, exc: BaseException) ->
     attempts = job.attempts + 1
     if attempts >= stage.attempts:
         finish_retrieve(store, job.case_id, reason)
-        store.finish_job(job.id, owner)
+        store.jobs.finish(job.id, owner)
         log.error("pull.failed", case_id=job.case_id, attempts=attempts, error=reason)
         return
-    store.retry_job(job.id, owner, reason, stage.delay(attempts))
+    store.jobs.retry(job.id, owner, reason, stage.delay(attempts))
     note_case_error(store, job.case_id, f"{reason} (attempt {attempts}, retrying)")
     metrics.RETRIES.labels(stage="retrieve").inc()
     log.warning("pull.retry", case_id=job.case_id, attempts=attempts, error=reason)

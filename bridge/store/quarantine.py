@@ -192,7 +192,7 @@ def retry_report(store: Store, report_id: int) -> str:
             .where(reports.c.id == report_id)
             .values(state=ReportState.PENDING, error=None)
         )
-        store.insert_job(conn, "report", row.case_id, {"report_id": report_id})
+        store.jobs.insert(conn, "report", row.case_id, {"report_id": report_id})
     return str(row.case_id)
 
 

@@ -34,10 +34,10 @@ from bridge.domain.states import (
     OPEN_CASE_STATES,
     CaseState,
     InstanceState,
-    JobState,
     ReportState,
     progress,
 )
+from bridge.store.jobs import Jobs
 from bridge.store.schema import (
     audit_events,
     case_studies,
@@ -161,6 +161,8 @@ class Store:
         #: ``instances`` (None: stored as they are). The originals live in the vault only.
         self._uid_key = uid_key
         self.case_lock = threading.Lock()
+        #: The outbox (bridge/store/jobs.py).
+        self.jobs = Jobs(self)
         self._pg = engine.dialect.name == "postgresql"
         # SQLite has one writer at a time: queue our writers on a lock rather than on SQLite's
         # busy handler, which sleeps in steps of up to 100 ms (measured: half the listener's
@@ -393,7 +395,7 @@ class Store:
         with self.engine.connect() as conn:
             return {r[0] for r in conn.execute(stmt)}
 
-    def _claim(
+    def claim_rows(
         self, table: Table, where: Any, limit: int, lease: float, owner: str
     ) -> list[Row[Any]]:
         """Lease up to ``limit`` due, unleased rows of ``table`` matching ``where``."""
@@ -430,7 +432,7 @@ class Store:
     def claim_instances(
         self, state: InstanceState, limit: int, lease: float, owner: str
     ) -> list[Row[Any]]:
-        return self._claim(instances, instances.c.state == state, limit, lease, owner)
+        return self.claim_rows(instances, instances.c.state == state, limit, lease, owner)
 
     def extend_leases(self, ids: Iterable[int], owner: str, seconds: float) -> int:
         """Renew this owner's claim on instances still being worked on; how many are ours."""
@@ -770,7 +772,7 @@ class Store:
                     version = r.manifest_version + 1
                     became_forwarded.append((r.id, version))
                     if manifest_job:
-                        self.insert_job(conn, manifest_job, r.id, {"version": version})
+                        self.jobs.insert(conn, manifest_job, r.id, {"version": version})
                     fwd = counts[r.id].get(InstanceState.FORWARDED, 0)
                     self._forwarded_event(conn, r.id, fwd, destination, now)
         return became_forwarded
@@ -900,64 +902,6 @@ class Store:
                 for r in conn.execute(select(cases.c.state, func.count()).group_by(cases.c.state))
             }
 
-    # -- jobs (outbox) ----------------------------------------------------------------------
-    def enqueue_job(self, kind: str, case_id: str | None, payload: dict[str, Any]) -> int:
-        with self.transaction() as conn:
-            return self.insert_job(conn, kind, case_id, payload)
-
-    @staticmethod
-    def insert_job(conn: Connection, kind: str, case_id: str | None, payload: Any) -> int:
-        res = conn.execute(
-            jobs.insert().values(
-                kind=kind,
-                case_id=case_id,
-                payload=json.dumps(payload, sort_keys=True),
-                state=JobState.PENDING,
-                attempts=0,
-                next_attempt_at=0.0,
-                created_at=time.time(),
-            )
-        )
-        return int(res.inserted_primary_key[0])  # type: ignore[index]
-
-    def claim_jobs(self, kind: str, limit: int, lease: float, owner: str) -> list[Row[Any]]:
-        where = and_(jobs.c.kind == kind, jobs.c.state == JobState.PENDING)
-        return self._claim(jobs, where, limit, lease, owner)
-
-    def finish_job(self, job_id: int, owner: str) -> None:
-        with self.transaction() as conn:
-            conn.execute(
-                update(jobs)
-                .where(jobs.c.id == job_id)
-                .where(jobs.c.lease_owner == owner)
-                .values(
-                    state=JobState.DONE, done_at=time.time(), lease_owner=None, lease_until=None
-                )
-            )
-
-    def retry_job(
-        self, job_id: int, owner: str, error: str, delay: float, count: bool = True
-    ) -> None:
-        """Release the job for a later attempt; ``count=False``: a pause (a full spool), not a
-        failure of the job."""
-        with self.transaction() as conn:
-            conn.execute(
-                update(jobs)
-                .where(jobs.c.id == job_id)
-                .where(jobs.c.lease_owner == owner)
-                .values(
-                    attempts=jobs.c.attempts + (1 if count else 0),
-                    next_attempt_at=time.time() + delay,
-                    last_error=error[:1000],
-                    lease_owner=None,
-                    lease_until=None,
-                )
-            )
-
-    def jobs_for_case(self, case_id: str) -> list[Row[Any]]:
-        with self.engine.connect() as conn:
-            return list(conn.execute(select(jobs).where(jobs.c.case_id == case_id)))
-
     # -- reports (findings returned to the PACS) -----------------------------------------------
     def case_by_pseudo_study(self, pseudo_study_uid: str) -> dict[str, Any] | None:
         """The case a reader's object for this pseudonymized study belongs to.
@@ -1024,7 +968,7 @@ class Store:
                 .where(cases.c.id == case_id)
                 .values(state=CaseState.FINDINGS_RECEIVED, updated_at=now)
             )
-            self.insert_job(conn, "report", case_id, {"report_id": report_id})
+            self.jobs.insert(conn, "report", case_id, {"report_id": report_id})
         return report_id
 
     def uid_map_of(self, case_id: str) -> dict[str, str]:

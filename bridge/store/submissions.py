@@ -138,7 +138,7 @@ def _insert_case(
             ],
         )
         if new.retrieve is not None:
-            store.insert_job(conn, RETRIEVE_JOB, case_id, new.retrieve)
+            store.jobs.insert(conn, RETRIEVE_JOB, case_id, new.retrieve)
         if feed is not None:
             _move_feed(conn, *feed)
 
