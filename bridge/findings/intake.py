@@ -96,7 +96,7 @@ def accept_findings(
         )
         for k in findings.key_images
     ]
-    earlier = store.reports_of(case_id)
+    earlier = store.reports.of_case(case_id)
     previous = []
     if findings.status == Status.AMENDED:
         built = [
@@ -140,7 +140,7 @@ def accept_findings(
     report_id = 0
     for obj in objects:
         name = report_files.save(store, spool, obj)
-        rid = store.add_report(
+        rid = store.reports.add(
             case_id,
             source="findings",
             status=findings.status.value,
@@ -185,7 +185,7 @@ def accept_object(store: Store, spool: Spool, ds: Dataset, source: str) -> Accep
     except FindingsError as exc:
         if source == "archive":
             name = report_files.save(store, spool, ds, enforce_file_format=False)
-            store.add_report(
+            store.reports.add(
                 case["id"],
                 source=source,
                 status="final",
@@ -198,7 +198,7 @@ def accept_object(store: Store, spool: Spool, ds: Dataset, source: str) -> Accep
             )
             log.error("report.held", case_id=case["id"], reason=exc.message)
         raise
-    existing = store.report_by_sop(str(out.SOPInstanceUID))
+    existing = store.reports.by_sop(str(out.SOPInstanceUID))
     if existing is not None:  # the same object again: already taken in
         return Accepted(
             existing["id"],
@@ -207,7 +207,7 @@ def accept_object(store: Store, spool: Spool, ds: Dataset, source: str) -> Accep
             existing["series_instance_uid"],
         )
     name = report_files.save(store, spool, out)
-    report_id = store.add_report(
+    report_id = store.reports.add(
         case["id"],
         source=source,
         status=_status_of(out),
@@ -235,7 +235,7 @@ def reidentify_held(store: Store, spool: Spool, report: dict[str, Any]) -> dict[
         raise FindingsError("the case has no original headers in the vault", kind=Kind.CONFLICT)
     out = _reidentified(store, report["case_id"], ds, headers)
     name = report_files.save(store, spool, out)
-    store.replace_report_object(
+    store.reports.replace_object(
         report["id"],
         file_name=name,
         sop_instance_uid=str(out.SOPInstanceUID),
@@ -244,7 +244,7 @@ def reidentify_held(store: Store, spool: Spool, report: dict[str, Any]) -> dict[
     )
     spool.remove(REPORTS, report["file_name"])
     log.info("report.reidentified", case_id=report["case_id"], report=report["id"])
-    updated = store.get_report(report["id"])
+    updated = store.reports.get(report["id"])
     return updated if updated is not None else report
 
 

@@ -35,7 +35,7 @@ class ReaderPoll:
         taken = 0
         for study in self.store.studies_awaiting_findings():
             try:
-                for series, sop in self.find(study, self.store.known_source_uids(study)):
+                for series, sop in self.find(study, self.store.reports.known_source_uids(study)):
                     ds = self.fetch(study, series, sop)
                     try:
                         accepted = accept_object(self.store, self.spool, ds, "archive")

@@ -63,7 +63,7 @@ class ReportReturn:
         owner = self.store.new_owner()
         claimed = self.store.jobs.claim(REPORT_JOB, 4, self.lease, owner)
         for job in claimed:
-            report = self.store.get_report(json.loads(job.payload)["report_id"])
+            report = self.store.reports.get(json.loads(job.payload)["report_id"])
             headers = self.store.vault_headers(report["case_id"]) if report else None
             if report is None or headers is None:
                 self.store.jobs.finish(job.id, owner)
@@ -85,7 +85,7 @@ class ReportReturn:
             except (ReturnSafetyError, PermanentForwardError, FindingsError) as exc:
                 # re-identification names the pseudonymous UIDs it could not map, as at intake
                 why = str(exc) if isinstance(exc, FindingsError) else exc.message
-                self.store.finish_report(report["id"], ReportState.HELD, why)
+                self.store.reports.finish(report["id"], ReportState.HELD, why)
                 self.store.jobs.finish(job.id, owner)
                 metrics.INSTANCES_QUARANTINED.labels(stage="return").inc()
                 log.error(
@@ -100,7 +100,7 @@ class ReportReturn:
                 metrics.RETRIES.labels(stage="return").inc()
                 log.warning("report.retry", case_id=report["case_id"], error=str(exc))
                 continue
-            self.store.finish_report(report["id"], ReportState.RETURNED)
+            self.store.reports.finish(report["id"], ReportState.RETURNED)
             self.store.jobs.finish(job.id, owner)
             if not self.keep_files:
                 drop_report_files(self.store, self.spool, [(report["id"], report["file_name"])])
@@ -120,6 +120,6 @@ def drop_report_files(store: Store, spool: Spool, files: list[tuple[int, str]]) 
     """Delete the files of reports returned (or discarded); their records stay."""
     for report_id, name in files:
         spool.remove(REPORTS, name)
-        store.forget_report_file(report_id)
+        store.reports.forget_file(report_id)
     if files:
         log.info("report.files_deleted", reports=len(files))

@@ -33,6 +33,6 @@ class Sweep:
             2 * self.lease,
             recorded=self.store.recorded_names,
         )
-        done = self.store.report_files_done_before(time.time() - self.retention)
+        done = self.store.reports.files_done_before(time.time() - self.retention)
         drop_report_files(self.store, self.spool, done)
         return False  # housekeeping never keeps the loop busy
