@@ -197,7 +197,7 @@ def test_a_lease_shorter_than_the_work_is_renewed_and_nothing_is_done_twice(
         BRIDGE_LOG_LEVEL="info",
     )
     bridge = BridgeProcess(tmp_path / "bridge", env).start()
-    other = bridge.runtime.worker(1)
+    other = bridge.worker(1)
     try:
         # One study of three 24-frame instances: the scan of each takes about a second.
         (tmp_path / "in").mkdir()

@@ -50,7 +50,7 @@ def test_every_bridge_variable_in_deploy_is_a_real_setting():
 
 
 def test_systemd_unit_is_valid_and_hardened():
-    unit = DEPLOY / "systemd" / "secondopinion-bridge.runtime.service"
+    unit = DEPLOY / "systemd" / "secondopinion-bridge.service"
     text = unit.read_text()
     for key in (
         "User=secondopinion",
