@@ -228,21 +228,21 @@ class Store:
         # One open case per study: the database's unique index decides between nodes; the
         # process lock only spares this process's own associations the retry.
         with self.case_lock:
-            try:
-                return self._record_received(rec, now)
-            except IntegrityError:
-                # another node opened the study's case between our look and our insert: it is
-                # there now, and this instance joins it
+            for attempt in (1, 2):
                 try:
                     return self._record_received(rec, now)
                 except IntegrityError as exc:
+                    # another node opened the study's case between our look and our insert:
+                    # it is there now, and the second attempt joins it
+                    if attempt == 2:
+                        raise StoreError(
+                            "another case is open for this study", error=type(exc).__name__
+                        ) from exc
+                except SQLAlchemyError as exc:
                     raise StoreError(
-                        "another case is open for this study", error=type(exc).__name__
+                        "cannot record a received instance", error=type(exc).__name__
                     ) from exc
-            except SQLAlchemyError as exc:
-                raise StoreError(
-                    "cannot record a received instance", error=type(exc).__name__
-                ) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _record_received(self, rec: Received, now: float) -> tuple[str, list[tuple[str, str]]]:
         with self.transaction() as conn:
