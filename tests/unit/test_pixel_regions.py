@@ -12,7 +12,15 @@ from pydicom import dcmread
 from bridge.deid.pixels.clean import PixelCleaner, PixelPolicy
 from bridge.deid.pixels.detect import MODEL, DbDetector, Prefilter
 from bridge.deid.pixels.ocr import count_words, judge, read_regions, tesseract_available
-from bridge.deid.pixels.regions import extend, grow, settle, unsure
+from bridge.deid.pixels.regions import (
+    extend,
+    fit_lines,
+    grow,
+    polarity,
+    row_polarity,
+    settle,
+    unsure,
+)
 from bridge.deid.pixels.score import PixelScore, score_pair
 from bridge.sample import make_burned_in, make_study
 
@@ -74,6 +82,31 @@ def test_a_line_is_extended_over_a_lone_letter_after_a_gap_and_not_into_empty_sp
     assert x1 >= 59 and x0 == 10.0
     image[10:16, 56:59] = 0
     assert extend((10.0, 10.0, 50.0, 16.0), image)[2] == 50.0
+
+
+def test_a_line_is_not_extended_along_the_edge_of_anatomy_crossing_it():
+    image = np.zeros((40, 120), np.uint8)
+    image[10:16, 30:70:3] = 255  # the strokes of the line the detector found
+    image[14:16, 0:30] = 255  # a table's bright edge running into the line, two rows of six
+    image[14:16, 70:120] = 255
+    assert extend((30.0, 10.0, 70.0, 16.0), image) == (30.0, 10.0, 70.0, 16.0)
+    image[10:16, 76:79] = 255  # a letter after the gap is still taken in
+    assert extend((30.0, 10.0, 70.0, 16.0), image)[2] >= 79
+
+
+def test_a_line_of_white_text_is_fitted_to_its_glyphs_not_to_dark_anatomy_above_and_below():
+    image = np.full((40, 120), 120, np.uint8)
+    image[22:27, 20:90:2] = 250  # white glyphs, rows 22-26
+    image[14:35, 40:44] = 10  # a dark vessel crossing the detector's box, rows 14-34
+    image[14:35, 70:73] = 10
+    (fit,) = fit_lines((15.0, 15.0, 95.0, 34.0), image)
+    assert (fit[1], fit[3]) == (22.0, 27.0)
+    assert polarity(image[15:34, 15:95], 120) == 0  # the counts alone cannot tell
+    assert row_polarity(image[15:34, 15:95], 120) == 1  # where the ink gathers does
+    # black text on white: the other way round
+    inverted = 255 - image
+    (fit,) = fit_lines((15.0, 15.0, 95.0, 34.0), inverted)
+    assert (fit[1], fit[3]) == (22.0, 27.0)
 
 
 def test_every_region_gets_a_row_above_and_below_inside_the_frame():

@@ -81,6 +81,53 @@ def unsure(boxes: list[Box], rows: int) -> list[bool]:
     return out
 
 
+#: A pixel is ink when it is farther than this from its region's median (8-bit view).
+INK = 64
+
+
+def polarity(pixels: np.ndarray, median: int) -> int:
+    """+1 when a text region's ink is brighter than its background (white on dark), -1 when
+    darker, 0 when it cannot tell: the side with at least twice as many pixels standing out."""
+    bright = int(np.count_nonzero(pixels > median + INK))
+    dark = int(np.count_nonzero(pixels < median - INK))
+    if bright >= 2 * dark and bright:
+        return 1
+    if dark >= 2 * bright and dark:
+        return -1
+    return 0
+
+
+def row_polarity(pixels: np.ndarray, median: int) -> int:
+    """:func:`polarity` of a box holding one or more lines: the glyphs' ink gathers in the middle
+    rows of a line, anatomy standing out is spread over all of them. The side whose ink the
+    middle half of the rows holds twice as much more of than the outer rows decides; where
+    neither does, :func:`polarity`."""
+    n = pixels.shape[0]
+    if n >= 4:
+        middle = np.zeros(n, bool)
+        middle[n // 4 : n - n // 4] = True
+        excess = []
+        for side in (pixels > median + INK, pixels < median - INK):
+            per_row = side.sum(axis=1)
+            excess.append(float(per_row[middle].mean() - per_row[~middle].mean()))
+        b, d = excess
+        if b > 0 and b >= 2 * max(d, 0.0):
+            return 1
+        if d > 0 and d >= 2 * max(b, 0.0):
+            return -1
+    return polarity(pixels, median)
+
+
+def ink(pixels: np.ndarray, median: int, sign: int) -> np.ndarray:
+    """Pixels standing out from ``median`` the way a region's glyphs do (``sign``; 0: either
+    way): white text over dark anatomy is not continued into the dark anatomy beside it."""
+    if sign > 0:
+        return np.asarray(pixels > median + INK)
+    if sign < 0:
+        return np.asarray(pixels < median - INK)
+    return np.asarray(np.abs(pixels - median) > INK)
+
+
 def tighten(box: Box, image: np.ndarray) -> Box:
     """``box`` shrunk to the rows and columns holding ink (pixels farther than a quarter of the
     range from its median): OCR's word boxes on a noisy image reach well beyond the glyphs. A box
@@ -91,7 +138,7 @@ def tighten(box: Box, image: np.ndarray) -> Box:
     if c1 <= c0 or r1 <= r0:
         return box
     crop = image[r0:r1, c0:c1].astype(np.int16)
-    ink = np.abs(crop - int(np.median(crop))) > 64
+    ink = np.abs(crop - int(np.median(crop))) > INK
     if not ink.any():
         return box
     ys = np.nonzero(ink.any(axis=1))[0]
@@ -102,7 +149,9 @@ def tighten(box: Box, image: np.ndarray) -> Box:
 def extend(box: Box, image: np.ndarray, reach: float = REACH) -> Box:
     """A line-shaped ``box`` extended over ink within ``reach`` heights of either end, on the
     line's own rows: a word or a lone letter after a wider gap ("Sex: M") that the detector
-    left out. Ink: pixels farther than a quarter of the range from the line's median."""
+    left out. Ink: pixels farther than a quarter of the range from the line's median, on the
+    side the line's own glyphs are (:func:`ink`), reaching over at least half the line's
+    height (a letter does; the edge of a table or a bone crossing the line does not)."""
     rows, cols = image.shape[:2]
     x0, y0, x1, y1 = (int(round(v)) for v in box)
     x0, x1 = max(0, x0), min(cols, x1)
@@ -111,29 +160,39 @@ def extend(box: Box, image: np.ndarray, reach: float = REACH) -> Box:
     if h < 2 or x1 <= x0:
         return box
     band = image[y0:y1].astype(np.int16)
-    ink: np.ndarray = np.asarray((np.abs(band - int(np.median(band[:, x0:x1]))) > 64).any(axis=0))
+    median = int(np.median(band[:, x0:x1]))
+    inky = ink(band, median, polarity(band[:, x0:x1], median))
     span = int(np.ceil(reach * h))
-    right = np.nonzero(ink[x1 : min(cols, x1 + span)])[0]
-    left = np.nonzero(ink[max(0, x0 - span) : x0])[0]
-    nx1 = x1 + int(right[-1]) + 1 if right.size else x1
-    nx0 = max(0, x0 - span) + int(left[0]) if left.size else x0
+    nx0, nx1 = x0, x1
+    for lo, hi in ((max(0, x0 - span), x0), (x1, min(cols, x1 + span))):
+        window = inky[:, lo:hi]
+        if window.any(axis=1).sum() * 2 < h:
+            continue
+        found = np.nonzero(window.any(axis=0))[0]
+        if lo < x0:
+            nx0 = lo + int(found[0])
+        else:
+            nx1 = lo + int(found[-1]) + 1
     return (min(box[0], float(nx0)), box[1], max(box[2], float(nx1)), box[3])
 
 
 def fit_lines(box: Box, image: np.ndarray) -> list[Box]:
-    """A line region brought to its ink: one box per run of ink rows (two lines of text found
-    as one region become two), each with its columns brought to its ink plus one line height
-    on either side (a faint letter at a line's end stays inside). The detector's box reaches
-    a good part of a line height above and below the glyphs, and a two-line region leaves the
-    short line's empty end inside. A region without ink is kept whole."""
+    """A line region brought to its ink: one box per run of rows holding the glyphs' ink (two
+    lines of text found as one region become two; ink of the glyphs' side only, see
+    :func:`row_polarity`, so that dark anatomy above white text does not stretch the line),
+    each with its columns brought to its ink plus one line height on either side (a faint
+    letter at a line's end stays inside). The detector's box reaches a good part of a line
+    height above and below the glyphs, and a two-line region leaves the short line's empty
+    end inside. A region without ink is kept whole."""
     rows, cols = image.shape[:2]
     c0, c1 = max(0, int(box[0])), min(cols, int(np.ceil(box[2])))
     r0, r1 = max(0, int(box[1])), min(rows, int(np.ceil(box[3])))
     if c1 <= c0 or r1 <= r0:
         return [box]
     crop = image[r0:r1, c0:c1].astype(np.int16)
-    ink = np.abs(crop - int(np.median(crop))) > 64
-    inked = ink.any(axis=1)
+    median = int(np.median(crop))
+    inky = np.abs(crop - median) > INK
+    inked = ink(crop, median, row_polarity(crop, median)).any(axis=1)
     if not inked.any():
         return [box]
     runs: list[tuple[int, int]] = []
@@ -146,7 +205,7 @@ def fit_lines(box: Box, image: np.ndarray) -> list[Box]:
     for a, b in runs:
         if b - a < 2:
             continue  # a stray row of noise
-        xs = np.nonzero(ink[a : b + 1].any(axis=0))[0]
+        xs = np.nonzero(inky[a : b + 1].any(axis=0))[0]
         h = b + 1 - a
         out.append(
             (
