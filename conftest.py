@@ -50,9 +50,10 @@ def webhook() -> Iterator[WebhookReceiver]:
     w.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def postgres_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for the session (dropped at the end)."""
+    """A fresh PostgreSQL database for the test (dropped after it): no test sees what another
+    left behind, whatever order they run in."""
     sqlalchemy = pytest.importorskip("sqlalchemy")
     name = f"bridge_test_{uuid.uuid4().hex[:10]}"
     admin = sqlalchemy.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")

@@ -28,18 +28,6 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
     assert current == head
     s = Store(engine, node_id="test")
     yield s
-    if request.param == "postgresql":
-        with engine.begin() as conn:
-            for t in (
-                "uid_map",
-                "vault_headers",
-                "vault_patients",
-                "jobs",
-                "instances",
-                "case_studies",
-                "cases",
-            ):
-                conn.exec_driver_sql(f"DELETE FROM {t}")
     engine.dispose()
 
 
@@ -250,18 +238,4 @@ def test_upgrade_from_the_first_schema_keeps_the_data(request, tmp_path):
         assert current == head
         case = Store(engine, node_id="new").get_case(case_id)
         assert case["instances"]["total"] == 3 and case["reports"] == []
-        with engine.begin() as conn:
-            for t in (
-                "case_studies",
-                "feed_positions",
-                "uid_map",
-                "vault_headers",
-                "vault_patients",
-                "jobs",
-                "reports",
-                "instances",
-                "cases",
-                "alembic_version",
-            ):
-                conn.exec_driver_sql(f"DROP TABLE IF EXISTS {t}")
         engine.dispose()
