@@ -40,7 +40,6 @@ from bridge.peers.pacs import PacsClient
 from bridge.store.repo import Store
 from bridge.store.submissions import (
     RETRIEVE_JOB,
-    extend_job_lease,
     finish_retrieve,
     note_case_error,
     sop_uids_of,
@@ -95,7 +94,7 @@ class Retrieve:
             nonlocal last_beat
             if time.monotonic() - last_beat > lease / 4:
                 last_beat = time.monotonic()
-                if not extend_job_lease(store, job.id, owner, lease):
+                if not store.jobs.extend(job.id, owner, lease):
                     raise PullError("another worker took over this retrieve")
 
         origin = Origin(

@@ -46,6 +46,18 @@ class Jobs:
         where = and_(jobs.c.kind == kind, jobs.c.state == JobState.PENDING)
         return self._store.claim_rows(jobs, where, limit, lease, owner)
 
+    def extend(self, job_id: int, owner: str, seconds: float) -> bool:
+        """Keep a long job (a retrieve) ours for ``seconds`` more; False when another worker
+        has taken it (the lease ran out), which is then left to it."""
+        with self._store.transaction() as conn:
+            res = conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id)
+                .where(jobs.c.lease_owner == owner)
+                .values(lease_until=time.time() + seconds)
+            )
+        return bool(res.rowcount == 1)
+
     def finish(self, job_id: int, owner: str) -> None:
         with self._store.transaction() as conn:
             conn.execute(

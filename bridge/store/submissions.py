@@ -195,18 +195,6 @@ def sop_uids_of(store: Store, case_id: str) -> set[str]:
     return KnownUids(stored, store.uid_ref)
 
 
-def extend_job_lease(store: Store, job_id: int, owner: str, seconds: float) -> bool:
-    """Keep a long job (a retrieve) ours while it runs; False if another worker took it."""
-    with store.transaction() as conn:
-        res = conn.execute(
-            update(jobs)
-            .where(jobs.c.id == job_id)
-            .where(jobs.c.lease_owner == owner)
-            .values(lease_until=time.time() + seconds)
-        )
-    return res.rowcount == 1
-
-
 # -- change feeds (Orthanc watch mode) ------------------------------------------------------------
 def feed_exists(store: Store, name: str) -> bool:
     with store.engine.connect() as conn:

@@ -6,6 +6,7 @@ to which state; which manifest went out."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -589,3 +590,20 @@ def test_an_unreachable_pacs_is_retried_then_the_case_fails_with_the_reason(
     stage.once()
     case = store.get_case(case_id)
     assert case["state"] == CaseState.FAILED and "does not answer" in case["error"]
+
+
+def test_a_long_job_keeps_its_lease_only_while_it_is_still_the_owners(store):
+    """A retrieve renews its job's lease while it runs; once another worker has taken the job
+    (the lease ran out), the renewal says so and the job is not taken back."""
+    job_id = store.jobs.enqueue("retrieve", None, {})
+    (job,) = store.jobs.claim("retrieve", 1, 60, "first")
+    assert job.id == job_id
+    assert store.jobs.extend(job_id, "first", 120)
+    with store.transaction() as conn:
+        lease = conn.execute(select(jobs.c.lease_until, jobs.c.lease_owner)).one()
+    assert lease.lease_owner == "first" and lease.lease_until > time.time() + 90
+    with store.transaction() as conn:
+        conn.execute(jobs.update().values(lease_owner="second"))  # taken over
+    assert not store.jobs.extend(job_id, "first", 120)
+    with store.transaction() as conn:
+        assert conn.execute(select(jobs.c.lease_owner)).scalar_one() == "second"
