@@ -19,13 +19,15 @@ from bridge.config import Settings
 from bridge.domain.errors import StoreError
 from bridge.ingest.spool import Spool
 from bridge.store.repo import Store
-from bridge.web.admin_api import admin_router
+from bridge.web.audit_api import audit_router
 from bridge.web.cases_api import cases_router
 from bridge.web.console.auth import SignInRequired
 from bridge.web.console.pages import console_router, mount_static, templates
 from bridge.web.findings_api import findings_router
+from bridge.web.imports_api import imports_router
+from bridge.web.quarantine_api import quarantine_router
 from bridge.web.stow_in import stow_router
-from bridge.web.submit_api import imports_router, submit_router
+from bridge.web.studies_api import studies_router
 from bridge.web.tokens import Tokens
 
 
@@ -139,11 +141,12 @@ def create_app(settings: Settings, store: Store, spool: Spool) -> FastAPI:
 
     app.include_router(findings_router(settings, store, spool, tokens.need("findings")))
     app.include_router(stow_router(store, spool, tokens.need("findings")))
-    app.include_router(submit_router(settings, store, spool, tokens.need("submit")))
+    app.include_router(studies_router(settings, spool, tokens.need("submit")))
     app.include_router(imports_router(settings, store, spool, tokens.need("submit")))
-    app.include_router(admin_router(settings, store, spool, tokens))
+    app.include_router(quarantine_router(store, spool, tokens))
+    app.include_router(audit_router(settings, store, tokens.need("admin")))
     app.include_router(console_router(settings, store, spool))
     mount_static(app)
-    app.include_router(cases_router(store, tokens.need("read")))
+    app.include_router(cases_router(settings, store, spool, tokens))
 
     return app

@@ -152,7 +152,7 @@ def add_action_routes(
 
     @router.post("/submit/upload")
     async def upload(request: Request) -> Response:
-        from bridge.web.submit_api import import_upload_file
+        from bridge.web.imports_api import import_upload_file
 
         session = current(store, request)
         session.require("submit")
