@@ -169,9 +169,8 @@ class SyslogShipper:
     def ship(self, store: Any, owner: str, lease: float, batch: int = 200) -> int:
         """Send the events after the stored position; return how many were sent."""
         from bridge.store import audit
-        from bridge.store.submissions import advance_feed, take_feed
 
-        since = take_feed(store, self.feed, owner, lease, audit.last_id(store))
+        since = store.feeds.take(self.feed, owner, lease, audit.last_id(store))
         if since is None:
             return 0
         events = audit.after(store, since, batch)
@@ -182,5 +181,5 @@ class SyslogShipper:
         except OSError as exc:
             log.warning("audit.syslog_failed", error_type=type(exc).__name__, pending=len(events))
             return 0
-        advance_feed(store, self.feed, owner, int(events[-1]["id"]))
+        store.feeds.advance(self.feed, owner, int(events[-1]["id"]))
         return len(events)

@@ -21,7 +21,7 @@ from bridge.domain.errors import Kind, PacsRefusedError, PacsUnavailableError, S
 from bridge.logging import get_logger
 from bridge.store import audit
 from bridge.store.repo import Store
-from bridge.store.submissions import NewCase, advance_feed, create_case, feed_exists, take_feed
+from bridge.store.submissions import NewCase, create_case
 
 log = get_logger(__name__)
 
@@ -110,9 +110,9 @@ class OrthancWatcher:
     def poll(self, owner: str) -> int:
         """Handle the changes since the stored position; return the number of cases opened."""
         start = 0
-        if self.settings.watch.start_at == "now" and not feed_exists(self.store, self.feed):
+        if self.settings.watch.start_at == "now" and not self.store.feeds.exists(self.feed):
             start = self._last_seq()
-        since = take_feed(self.store, self.feed, owner, self.settings.worker.lease_seconds, start)
+        since = self.store.feeds.take(self.feed, owner, self.settings.worker.lease_seconds, start)
         if since is None:
             return 0  # another worker follows this feed
         opened = 0
@@ -131,7 +131,7 @@ class OrthancWatcher:
                 since = change.sequence_id
             if last > since:
                 since = last
-            advance_feed(self.store, self.feed, owner, since)
+            self.store.feeds.advance(self.feed, owner, since)
             if done or not changes:
                 return opened
 

@@ -36,6 +36,7 @@ from bridge.domain.states import (
     InstanceState,
     progress,
 )
+from bridge.store.feeds import Feeds
 from bridge.store.jobs import Jobs
 from bridge.store.reports import Reports
 from bridge.store.schema import (
@@ -165,6 +166,8 @@ class Store:
         self.jobs = Jobs(self)
         #: Reports and their way to the PACS (bridge/store/reports.py).
         self.reports = Reports(self)
+        #: Change feeds followed in watch mode (bridge/store/feeds.py).
+        self.feeds = Feeds(self)
         self._pg = engine.dialect.name == "postgresql"
         # SQLite has one writer at a time: queue our writers on a lock rather than on SQLite's
         # busy handler, which sleeps in steps of up to 100 ms (measured: half the listener's

@@ -18,11 +18,11 @@ from sqlalchemy.exc import IntegrityError
 
 from bridge.domain.errors import Kind, SubmitError
 from bridge.domain.states import CaseState
+from bridge.store.feeds import Feeds
 from bridge.store.repo import Store, new_case_id, new_case_row
 from bridge.store.schema import (
     case_studies,
     cases,
-    feed_positions,
     instances,
     jobs,
 )
@@ -140,7 +140,7 @@ def _insert_case(
         if new.retrieve is not None:
             store.jobs.insert(conn, RETRIEVE_JOB, case_id, new.retrieve)
         if feed is not None:
-            _move_feed(conn, *feed)
+            Feeds.move(conn, *feed)
 
 
 def finish_retrieve(store: Store, case_id: str, error: str | None = None) -> None:
@@ -193,62 +193,6 @@ def sop_uids_of(store: Store, case_id: str) -> set[str]:
             )
         ]
     return KnownUids(stored, store.uid_ref)
-
-
-# -- change feeds (Orthanc watch mode) ------------------------------------------------------------
-def feed_exists(store: Store, name: str) -> bool:
-    with store.engine.connect() as conn:
-        return (
-            conn.execute(select(feed_positions.c.name).where(feed_positions.c.name == name)).first()
-            is not None
-        )
-
-
-def take_feed(store: Store, name: str, owner: str, lease: float, start: int) -> int | None:
-    """Hold the feed's lease (one follower at a time); return its position, or None if another
-    follower holds it. A feed seen for the first time starts at ``start``."""
-    now = time.time()
-    with store.transaction() as conn:
-        row = conn.execute(select(feed_positions).where(feed_positions.c.name == name)).first()
-        if row is None:
-            conn.execute(
-                feed_positions.insert().values(
-                    name=name,
-                    last_seq=start,
-                    lease_owner=owner,
-                    lease_until=now + lease,
-                    updated_at=now,
-                )
-            )
-            return start
-        if row.lease_owner not in (None, owner) and (row.lease_until or 0) > now:
-            return None
-        conn.execute(
-            update(feed_positions)
-            .where(feed_positions.c.name == name)
-            .values(lease_owner=owner, lease_until=now + lease)
-        )
-        return int(row.last_seq)
-
-
-def _move_feed(conn: Any, name: str, owner: str, seq: int) -> None:
-    res = conn.execute(
-        update(feed_positions)
-        .where(feed_positions.c.name == name)
-        .where(feed_positions.c.lease_owner == owner)
-        .where(feed_positions.c.last_seq < seq)
-        .values(last_seq=seq, updated_at=time.time())
-    )
-    if res.rowcount != 1:
-        row = conn.execute(select(feed_positions).where(feed_positions.c.name == name)).first()
-        if row is None or row.lease_owner != owner:
-            raise SubmitError("the change feed is followed by another worker", kind=Kind.CONFLICT)
-
-
-def advance_feed(store: Store, name: str, owner: str, seq: int) -> None:
-    """Move the feed past changes that opened no case."""
-    with store.transaction() as conn:
-        _move_feed(conn, name, owner, seq)
 
 
 def review_free_text(

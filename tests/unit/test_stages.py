@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from bridge.config import ReadingSettings, SpoolSettings
-from bridge.domain.errors import PermanentForwardError, TransientForwardError
+from bridge.domain.errors import PermanentForwardError, SubmitError, TransientForwardError
 from bridge.domain.states import CaseState, InstanceState
 from bridge.forward.stow import StowOutcome
 from bridge.ingest.spool import DEID, RECEIVED, Spool
@@ -607,3 +607,20 @@ def test_a_long_job_keeps_its_lease_only_while_it_is_still_the_owners(store):
     assert not store.jobs.extend(job_id, "first", 120)
     with store.transaction() as conn:
         assert conn.execute(select(jobs.c.lease_owner)).scalar_one() == "second"
+
+
+def test_a_change_feed_is_followed_by_one_worker_at_a_time_and_only_moves_forward(store):
+    """The Orthanc change feed's position (watch mode): the first follower holds it, a second
+    is told no while the lease runs, the position only moves forward, and a follower that lost
+    the feed cannot move it."""
+    assert not store.feeds.exists("orthanc")
+    assert store.feeds.take("orthanc", "first", 60, start=40) == 40
+    assert store.feeds.exists("orthanc")
+    assert store.feeds.take("orthanc", "second", 60, start=0) is None
+    store.feeds.advance("orthanc", "first", 45)
+    assert store.feeds.take("orthanc", "first", 60, start=0) == 45
+    with pytest.raises(SubmitError) as err:
+        store.feeds.advance("orthanc", "second", 50)
+    assert err.value.kind == "conflict"
+    store.feeds.advance("orthanc", "first", 44)  # behind: nothing moves
+    assert store.feeds.take("orthanc", "first", 60, start=0) == 45
