@@ -108,10 +108,10 @@ class StoreCollector(Collector):
         by_state = GaugeMetricFamily("bridge_cases", "Cases per state", labels=["state"])
         try:
             now = time.time()
-            for state, (count, first) in self.store.queue_depths().items():
+            for state, (count, first) in self.store.instances.queue_depths().items():
                 depth.add_metric([state], count)
                 oldest.add_metric([state], max(0.0, now - first) if first else 0.0)
-            for state, count in self.store.case_state_counts().items():
+            for state, count in self.store.cases.state_counts().items():
                 by_state.add_metric([state], count)
         except Exception:  # noqa: BLE001, S110 - a scrape must not fail on a busy store
             pass

@@ -25,7 +25,7 @@ def list_cases(args: argparse.Namespace, settings: Settings) -> int:
     from bridge.web.schemas import case_out
 
     store = open_store(settings)
-    rows = [case_out(c) for c in store.list_cases(args.state, args.limit)]
+    rows = [case_out(c) for c in store.cases.listing(args.state, args.limit)]
     if args.json:
         print(json.dumps([r.model_dump() for r in rows], indent=2))
         return 0
@@ -42,7 +42,7 @@ def show_case(args: argparse.Namespace, settings: Settings) -> int:
     from bridge.runtime.service import open_store
     from bridge.web.schemas import case_out
 
-    c = open_store(settings).get_case(args.case_id)
+    c = open_store(settings).cases.get(args.case_id)
     if c is None:
         print(f"bridge: no case {args.case_id}", file=sys.stderr)
         return 1

@@ -153,7 +153,7 @@ def follow(store: Store, case_id: str, timeout: float) -> int:
     tty = sys.stdout.isatty()
     last = ""
     deadline = time.monotonic() + timeout
-    case = store.get_case(case_id)
+    case = store.cases.get(case_id)
     while case is not None:
         n = case["instances"]
         expected = case.get("expected_instances")
@@ -170,7 +170,7 @@ def follow(store: Store, case_id: str, timeout: float) -> int:
         if case["state"] in _FINAL or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-        case = store.get_case(case_id)
+        case = store.cases.get(case_id)
     if tty:
         print()
     if case is None:

@@ -147,6 +147,11 @@ class PacsRefusedError(PullError):
     """The PACS refuses the bridge: a setting on one side must change (the message says which)."""
 
 
+class PacsNotAcceptedError(PacsRefusedError):
+    """The PACS does not take this kind of query or object from the bridge (a presentation
+    context it did not accept)."""
+
+
 class StudyNotFoundError(PullError):
     """The PACS does not have the study."""
 

@@ -44,18 +44,18 @@ class Accepted:
 def accept_findings(
     store: Store, spool: Spool, options: FindingsSettings, case_id: str, findings: Findings
 ) -> Accepted:
-    case = store.get_case(case_id)
+    case = store.cases.get(case_id)
     if case is None:
         raise FindingsError("no such case", kind=Kind.NOT_FOUND)
     if case["state"] not in ACCEPTING:
         raise FindingsError(
             "the case has not been forwarded yet", kind=Kind.CONFLICT, case_state=case["state"]
         )
-    headers = store.vault_headers(case_id)
+    headers = store.vault.headers(case_id)
     if headers is None:
         raise FindingsError("the case has no original headers in the vault", kind=Kind.CONFLICT)
 
-    rows = store.case_rows(case_id)
+    rows = store.instances.of_case(case_id)
     by_pseudo: dict[str, Any] = {r.pseudo_sop_uid: r for r in rows if r.pseudo_sop_uid}
     unknown = [
         k.sop_instance_uid for k in findings.key_images if k.sop_instance_uid not in by_pseudo
@@ -76,7 +76,7 @@ def accept_findings(
                 frames=frames or 1,
             )
     # The original UIDs come from the vault (the state store keeps only references to them).
-    originals = store.uid_map_of(case_id)
+    originals = store.vault.uid_map(case_id)
 
     def evidence_of(r: Any) -> Evidence:
         sop, series = originals.get(r.pseudo_sop_uid), originals.get(r.pseudo_series_uid or "")
@@ -172,12 +172,12 @@ def accept_object(store: Store, spool: Spool, ds: Dataset, source: str) -> Accep
     operator sees it and it is not fetched again.
     """
     reader_uid = str(ds.get("SOPInstanceUID", ""))
-    case = store.case_by_pseudo_study(str(ds.get("StudyInstanceUID", "")))
+    case = store.cases.by_pseudo_study(str(ds.get("StudyInstanceUID", "")))
     if case is None:
         raise FindingsError(
             "the object belongs to a study the bridge never forwarded", kind=Kind.NOT_FOUND
         )
-    headers = store.vault_headers(case["id"])
+    headers = store.vault.headers(case["id"])
     if headers is None:
         raise FindingsError("the case has no original headers in the vault", kind=Kind.CONFLICT)
     try:
@@ -227,10 +227,10 @@ def reidentify_held(store: Store, spool: Spool, report: dict[str, Any]) -> dict[
     the report as it now is; raises :class:`FindingsError` when it still cannot be re-identified.
     A report whose file is already re-identified is returned unchanged."""
     ds = report_files.load(store, spool, report["file_name"])
-    case = store.get_case(report["case_id"])
+    case = store.cases.get(report["case_id"])
     if case is None or str(ds.get("StudyInstanceUID", "")) != case.get("pseudo_study_uid"):
         return report
-    headers = store.vault_headers(report["case_id"])
+    headers = store.vault.headers(report["case_id"])
     if headers is None:
         raise FindingsError("the case has no original headers in the vault", kind=Kind.CONFLICT)
     out = _reidentified(store, report["case_id"], ds, headers)
@@ -251,7 +251,7 @@ def reidentify_held(store: Store, spool: Spool, report: dict[str, Any]) -> dict[
 def _reidentified(store: Store, case_id: str, ds: Dataset, headers: dict[str, Any]) -> Dataset:
     """The reader's object mapped back through the case's vault (its own UIDs are new ones)."""
     own = {str(ds.get("SOPInstanceUID", "")), str(ds.get("SeriesInstanceUID", ""))}
-    return reidentify(ds, uid_map=store.uid_map_of(case_id), vault_headers=headers, own_uids=own)
+    return reidentify(ds, uid_map=store.vault.uid_map(case_id), vault_headers=headers, own_uids=own)
 
 
 def headers_ds(headers: dict[str, Any]) -> Dataset:

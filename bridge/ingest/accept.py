@@ -17,8 +17,9 @@ from pydicom.uid import UID
 
 from bridge import metrics
 from bridge.domain.errors import DatasetError, StoreError
+from bridge.domain.records import Received
 from bridge.ingest.spool import Spool
-from bridge.store.repo import Received, Store
+from bridge.store.repo import Store
 
 HEADER_TAGS = [
     "SOPClassUID",
@@ -87,7 +88,7 @@ def accept_file(
         case_id=origin.case_id,
     )
     try:
-        case_id, stale = store.record_received(rec)
+        case_id, stale = store.instances.record(rec)
     except StoreError:
         spool.remove("received", name)
         raise

@@ -269,7 +269,7 @@ def submit_media(
             result.case_id = create_case(store, new)
         except SubmitError as exc:
             case_id = str(exc.context.get("case_id", ""))
-            case = store.get_case(case_id) if case_id else None
+            case = store.cases.get(case_id) if case_id else None
             if case is None or case["source"] != "import" or case["state"] != "retrieving":
                 result.problem = str(exc)
                 out.append(result)
@@ -282,7 +282,7 @@ def submit_media(
             case_id=result.case_id,
         )
         result.imported, result.refused = import_study(store, spool, s, origin, progress)
-        if result.imported == 0 and not store.case_rows(result.case_id):
+        if result.imported == 0 and not store.instances.of_case(result.case_id):
             finish_retrieve(store, result.case_id, "import: no instance could be read")
             result.problem = "no instance could be read"
         else:

@@ -139,6 +139,14 @@ class PacsClient(Protocol):
         ``progress`` now and then while it runs (to keep the job's lease)."""
         ...
 
+    def store_report(
+        self, path: Path, sop_instance_uid: str, study_uid: str, patient_id: str
+    ) -> None:
+        """Store a report file into its original study, after checking that the study is in
+        the PACS and is ``patient_id``'s (ReturnSafetyError otherwise); TransientForwardError
+        is worth retrying, PermanentForwardError is not."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -1,4 +1,5 @@
-"""Pull over DICOMweb: QIDO-RS to search, WADO-RS to retrieve, streamed into the spool.
+"""The PACS over DICOMweb: QIDO-RS to search, WADO-RS to retrieve (streamed into the spool), and
+STOW-RS to store a returned report into its original study after a QIDO-RS safety check.
 
 Retrieval lists the study's instances first (QIDO-RS), then fetches each series whose instances
 are all missing in one multipart stream, and the missing instances of a partly fetched series one
@@ -18,7 +19,14 @@ from pydicom.dataset import Dataset
 
 from bridge import metrics
 from bridge.config import PacsSettings
-from bridge.domain.errors import PacsRefusedError, PacsUnavailableError, StudyNotFoundError
+from bridge.domain.errors import (
+    PacsRefusedError,
+    PacsUnavailableError,
+    PermanentForwardError,
+    ReturnSafetyError,
+    StudyNotFoundError,
+    TransientForwardError,
+)
 from bridge.logging import get_logger
 from bridge.peers.http import dicomweb_session
 from bridge.peers.multipart import boundary_of, split_parts
@@ -30,6 +38,7 @@ from bridge.peers.pacs import (
     StudyMatch,
     StudyQuery,
 )
+from bridge.peers.stow import TRANSIENT_HTTP, stow
 
 log = get_logger(__name__)
 
@@ -208,3 +217,45 @@ class DicomWebPacs:
     def _new_files(self) -> Iterator[Path]:
         while True:
             yield self.new_file()
+
+    # -- return -------------------------------------------------------------------------------
+    def store_report(
+        self, path: Path, sop_instance_uid: str, study_uid: str, patient_id: str
+    ) -> None:
+        """Store a report into its original study: the study must be in the PACS and be
+        ``patient_id``'s (else ReturnSafetyError: the report is held); TransientForwardError is
+        worth retrying, PermanentForwardError is not."""
+        self._check_target(study_uid, patient_id)
+        outcome = stow(self.session, self.url, [(sop_instance_uid, path)], self.timeout, "PACS")
+        if sop_instance_uid in outcome.stored:
+            return
+        reason, transient = outcome.failed.get(sop_instance_uid, ("PACS did not confirm", True))
+        if transient:
+            raise TransientForwardError("PACS did not store the report", reason=reason)
+        raise PermanentForwardError("PACS refused the report", reason=reason)
+
+    def _check_target(self, study_uid: str, patient_id: str) -> None:
+        try:
+            resp = self.session.get(
+                f"{self.url}/studies",
+                params={"StudyInstanceUID": study_uid, "includefield": "00100020"},
+                headers={"Accept": _DICOM_JSON},
+                timeout=self.timeout,
+            )
+        except requests.RequestException as exc:
+            raise TransientForwardError("PACS unreachable", error=type(exc).__name__) from None
+        if resp.status_code in TRANSIENT_HTTP or resp.status_code in (401, 403):
+            raise TransientForwardError("PACS answered an error", status=resp.status_code)
+        if resp.status_code == 204 or not resp.content:
+            raise ReturnSafetyError("the original study is not in the PACS")
+        if resp.status_code != 200:
+            raise TransientForwardError("PACS search failed", status=resp.status_code)
+        try:
+            found = resp.json()
+        except ValueError:
+            raise TransientForwardError("PACS answered malformed JSON") from None
+        if not found:
+            raise ReturnSafetyError("the original study is not in the PACS")
+        ids = {str((s.get("00100020", {}).get("Value") or [""])[0]) for s in found}
+        if ids != {patient_id}:
+            raise ReturnSafetyError("the PACS study belongs to another Patient ID")

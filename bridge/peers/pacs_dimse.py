@@ -14,7 +14,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.uid import UID
 from pynetdicom import AE, StoragePresentationContexts, _config, build_role, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelFind,
@@ -25,9 +27,14 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from bridge.config import Settings
 from bridge.domain.errors import (
     BridgeError,
+    PacsNotAcceptedError,
     PacsRefusedError,
     PacsUnavailableError,
+    PermanentForwardError,
+    PullError,
+    ReturnSafetyError,
     StudyNotFoundError,
+    TransientForwardError,
 )
 from bridge.logging import get_logger
 from bridge.peers import dimse_guard
@@ -57,6 +64,15 @@ _REJECTIONS = {
     (1, 7): "the PACS does not answer to the called AE title {called}: check BRIDGE_PACS__AE_TITLE",
 }
 _STATUS_OK = 0x0000
+
+
+def _not_accepted(model: str) -> str:
+    return (
+        f"the PACS does not accept {_MODELS.get(model) or UID(model).name} from the bridge: "
+        "enable it for the bridge's AE title in the PACS"
+    )
+
+
 _STATUS_DATASET = 0xC210
 _STATUS_RESOURCES = 0xA700
 
@@ -158,19 +174,13 @@ class DimsePacs:
             )
         if not assoc.is_established:
             if assoc.rejected_contexts and not assoc.accepted_contexts:
-                raise PacsRefusedError(
-                    f"the PACS does not accept {_MODELS.get(model, model)} from the bridge: "
-                    "enable it for the bridge's AE title in the PACS"
-                )
+                raise PacsNotAcceptedError(_not_accepted(model))
             raise PacsUnavailableError(
                 "the PACS is unreachable over DICOM", host=self.host, port=self.port
             )
         try:
             if not any(cx.abstract_syntax == model for cx in assoc.accepted_contexts):
-                raise PacsRefusedError(
-                    f"the PACS does not accept {_MODELS.get(model, model)} from the bridge: "
-                    "enable it for the bridge's AE title in the PACS"
-                )
+                raise PacsNotAcceptedError(_not_accepted(model))
             yield assoc
         finally:
             if assoc.is_established:
@@ -235,6 +245,44 @@ class DimsePacs:
 
     def instances(self, study_uid: str) -> list[tuple[str, str]]:
         return [(series, sop) for series, sop, _ in self._instances(study_uid)]
+
+    # -- return (C-FIND safety check, then C-STORE) ----------------------------------------------
+    def store_report(
+        self, path: Path, sop_instance_uid: str, study_uid: str, patient_id: str
+    ) -> None:
+        """Store a report into its original study: the study must be in the PACS and be
+        ``patient_id``'s (else ReturnSafetyError: the report is held). A PACS that does not
+        take the object's SOP class is PermanentForwardError; anything else the PACS or the
+        network may fix by itself (or once the administrator registered the bridge) is
+        TransientForwardError, retried."""
+        try:
+            self._check_target(study_uid, patient_id)
+            ds = dcmread(path)
+            with self._association(str(ds.SOPClassUID)) as assoc:
+                status = assoc.send_c_store(ds)
+        except PacsNotAcceptedError as exc:
+            raise PermanentForwardError(exc.message, **exc.context) from None
+        except PullError as exc:
+            raise TransientForwardError(exc.message, **exc.context) from None
+        if not status:
+            raise TransientForwardError("C-STORE to the PACS got no answer")
+        code = int(status.Status)
+        if code == _STATUS_OK or code & 0xF000 == 0xB000:  # success, or warning (stored)
+            return
+        if code & 0xFF00 == _STATUS_RESOURCES:
+            raise TransientForwardError("the PACS is out of resources", status=f"0x{code:04X}")
+        raise PermanentForwardError("the PACS refused the report", status=f"0x{code:04X}")
+
+    def _check_target(self, study_uid: str, patient_id: str) -> None:
+        query = Dataset()
+        query.QueryRetrieveLevel = "STUDY"
+        query.StudyInstanceUID = study_uid
+        query.PatientID = ""
+        ids = {str(d.get("PatientID", "")) for d in self._find(query)}
+        if not ids:
+            raise ReturnSafetyError("the original study is not in the PACS")
+        if ids != {patient_id}:
+            raise ReturnSafetyError("the PACS study belongs to another Patient ID")
 
     # -- C-MOVE / C-GET -----------------------------------------------------------------------
     def retrieve(

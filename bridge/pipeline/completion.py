@@ -1,7 +1,7 @@
 """Case completion: a study that has been quiet for ``study_stable_seconds`` is complete
 (``received``); a complete case moves with its instances (``bridge.domain.states.progress``), and
 one that became ``forwarded`` gets its manifest job and its audit event in the same transaction
-(``Store.advance_cases``)."""
+(``store.cases.advance``)."""
 
 from __future__ import annotations
 
@@ -30,10 +30,10 @@ class CaseCompletion:
         self.manifest_job = MANIFEST_JOB if send_manifests else None
 
     def once(self) -> bool:
-        completed = self.store.complete_stable_cases(self.stable_seconds)
+        completed = self.store.cases.complete_stable(self.stable_seconds)
         for case_id in completed:
             log.info("case.received", case_id=case_id)
-        forwarded = self.store.advance_cases(self.manifest_job, self.destination)
+        forwarded = self.store.cases.advance(self.manifest_job, self.destination)
         for case_id, version in forwarded:
             log.info("case.forwarded", case_id=case_id, version=version)
         return bool(completed or forwarded)

@@ -17,11 +17,12 @@ from typing import Any
 from bridge import metrics
 from bridge.deid.engine import Deidentifier, DeidResult, write_result
 from bridge.domain.errors import DeidError
+from bridge.domain.records import Deidentified
 from bridge.domain.states import InstanceState
 from bridge.ingest.spool import DEID, RECEIVED, Spool
 from bridge.logging import get_logger
 from bridge.store.leases import LeaseKeeper
-from bridge.store.repo import Deidentified, Store
+from bridge.store.repo import Store
 
 log = get_logger(__name__)
 
@@ -49,25 +50,25 @@ class Deidentify:
     def once(self) -> bool:
         lease = self.lease
         owner = self.store.new_owner()
-        rows = self.store.claim_instances(InstanceState.RECEIVED, BATCH, lease, owner)
+        rows = self.store.instances.claim(InstanceState.RECEIVED, BATCH, lease, owner)
         if not rows:
             return False
         pending = {r.id for r in rows}
 
         def renew() -> int:
-            return self.store.extend_leases(list(pending), owner, lease)
+            return self.store.instances.extend_leases(list(pending), owner, lease)
 
         done: list[tuple[Any, str, DeidResult]] = []
         last_record = time.monotonic()
         with LeaseKeeper(renew, lease, "deid"):
             for i, row in enumerate(rows):
                 if self.stopping.is_set():
-                    self.store.release([r.id for r in rows[i:]], owner)
+                    self.store.instances.release([r.id for r in rows[i:]], owner)
                     break
                 try:
                     out = self._deidentify(row, owner)
                 except Exception as exc:  # noqa: BLE001 - keep the instance, retry it later
-                    self.store.schedule_retry(
+                    self.store.instances.schedule_retry(
                         [row.id], owner, f"deid: {type(exc).__name__}", self.delay
                     )
                     metrics.RETRIES.labels(stage="deid").inc()
@@ -95,13 +96,15 @@ class Deidentify:
             write_result(result, tmp)
         except DeidError as exc:
             tmp.unlink(missing_ok=True)
-            self.store.mark_quarantined([row.id], owner, f"de-identification: {exc.message}")
+            self.store.instances.mark_quarantined(
+                [row.id], owner, f"de-identification: {exc.message}"
+            )
             metrics.INSTANCES_QUARANTINED.labels(stage="deid").inc()
             log.warning("deid.quarantined", case_id=row.case_id, instance=row.id, error=str(exc))
             return None
         except OSError as exc:
             tmp.unlink(missing_ok=True)
-            self.store.release([row.id], owner)
+            self.store.instances.release([row.id], owner)
             log.error("deid.io_error", case_id=row.case_id, error_type=type(exc).__name__)
             return None
         return self.spool.commit_tmp(tmp), result
@@ -110,12 +113,14 @@ class Deidentify:
         """Record a batch of de-identified instances in one transaction."""
         items = [(row, _record_of(result, name, self.spool)) for row, name, result in done]
         try:
-            recorded = self.store.mark_deidentified_many(items, owner)
+            recorded = self.store.instances.mark_deidentified_many(items, owner)
         except Exception as exc:  # noqa: BLE001 - as for one instance: retry the batch later
             for _, name, _ in done:  # not recorded: the originals are de-identified again
                 self.spool.remove(DEID, name)
             ids = [row.id for row, _, _ in done]
-            self.store.schedule_retry(ids, owner, f"deid: {type(exc).__name__}", self.delay)
+            self.store.instances.schedule_retry(
+                ids, owner, f"deid: {type(exc).__name__}", self.delay
+            )
             metrics.RETRIES.labels(stage="deid").inc(len(ids))
             log.error("deid.record_failed", instances=len(ids), error_type=type(exc).__name__)
             return

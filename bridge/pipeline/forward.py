@@ -18,10 +18,10 @@ from bridge import metrics
 from bridge.config import ReadingSettings
 from bridge.domain.errors import ForwardError, PermanentForwardError, TransientForwardError
 from bridge.domain.states import InstanceState
-from bridge.forward.stow import StowOutcome
 from bridge.ingest.spool import DEID, RECEIVED, Spool
 from bridge.logging import get_logger
 from bridge.peers.http import backoff
+from bridge.peers.stow import StowOutcome
 from bridge.store.leases import LeaseKeeper
 from bridge.store.repo import Store
 
@@ -51,7 +51,7 @@ class Forward:
     def once(self) -> bool:
         r = self.reading
         owner = self.store.new_owner()
-        rows = self.store.claim_instances(
+        rows = self.store.instances.claim(
             InstanceState.DEIDENTIFIED, r.stow_max_instances, self.lease, owner
         )
         if not rows:
@@ -63,7 +63,7 @@ class Forward:
                 break
             batch.append(row)
             total += row.size_bytes
-        self.store.release([row.id for row in rows[len(batch) :]], owner)
+        self.store.instances.release([row.id for row in rows[len(batch) :]], owner)
         try:
             self._send(batch, owner)
         except Exception as exc:  # noqa: BLE001 - keep the instances, retry them later
@@ -76,7 +76,7 @@ class Forward:
     def _send(self, batch: list[Any], owner: str) -> None:
         missing = [row for row in batch if not self.spool.path(DEID, row.deid_name).exists()]
         if missing:  # a lost de-identified copy is rebuilt from the original
-            self.store.reset_to_received([row.id for row in missing], owner)
+            self.store.instances.reset_to_received([row.id for row in missing], owner)
             log.warning("forward.deid_copy_missing", instances=len(missing))
             batch = [row for row in batch if row not in missing]
             if not batch:
@@ -86,7 +86,9 @@ class Forward:
         ids = [row.id for row in batch]
         try:
             renew = LeaseKeeper(
-                lambda: self.store.extend_leases(ids, owner, self.lease), self.lease, "stow"
+                lambda: self.store.instances.extend_leases(ids, owner, self.lease),
+                self.lease,
+                "stow",
             )
             with renew:
                 outcome = self.send(items)
@@ -98,7 +100,7 @@ class Forward:
                 for row in batch:
                     self._send([row], owner)
                 return
-            self.store.mark_quarantined([batch[0].id], owner, f"reading archive: {exc}")
+            self.store.instances.mark_quarantined([batch[0].id], owner, f"reading archive: {exc}")
             metrics.INSTANCES_QUARANTINED.labels(stage="forward").inc()
             log.warning("forward.quarantined", case_id=batch[0].case_id, error=str(exc))
             return
@@ -106,7 +108,7 @@ class Forward:
             self._retry(batch, owner, f"forward: {type(exc).__name__}")
             return
         stored = [by_uid[u] for u in outcome.stored if u in by_uid]
-        done = self.store.mark_forwarded([row.id for row in stored], owner)
+        done = self.store.instances.mark_forwarded([row.id for row in stored], owner)
         if len(done) < len(stored):  # another worker holds them now (our lease ran out)
             log.warning("forward.lease_lost", instances=len(stored) - len(done))
         for original, copy in done:
@@ -121,7 +123,9 @@ class Forward:
             if uid in by_uid:
                 (transient if is_transient else permanent).append((by_uid[uid], reason))
         for row, reason in permanent:
-            self.store.mark_quarantined([row.id], owner, f"reading archive rejected: {reason}")
+            self.store.instances.mark_quarantined(
+                [row.id], owner, f"reading archive rejected: {reason}"
+            )
             metrics.INSTANCES_QUARANTINED.labels(stage="forward").inc()
             log.warning("forward.rejected", case_id=row.case_id, instance=row.id, reason=reason)
         if transient:
@@ -132,6 +136,6 @@ class Forward:
         log.info("forward.batch", stored=len(stored), failed=len(outcome.failed), size=len(batch))
 
     def _retry(self, rows: list[Any], owner: str, error: str) -> None:
-        self.store.schedule_retry([row.id for row in rows], owner, error, self.delay)
+        self.store.instances.schedule_retry([row.id for row in rows], owner, error, self.delay)
         metrics.RETRIES.labels(stage="forward").inc(len(rows))
         log.warning("forward.retry", instances=len(rows), error=error)

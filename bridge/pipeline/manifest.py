@@ -45,7 +45,7 @@ class Manifests:
         owner = self.store.new_owner()
         jobs = self.store.jobs.claim(MANIFEST_JOB, 4, self.lease, owner)
         for job in jobs:
-            case = self.store.get_case(job.case_id)
+            case = self.store.cases.get(job.case_id)
             if case is None:
                 self.store.jobs.finish(job.id, owner)
                 continue

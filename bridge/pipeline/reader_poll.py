@@ -33,7 +33,7 @@ class ReaderPoll:
 
     def once(self) -> bool:
         taken = 0
-        for study in self.store.studies_awaiting_findings():
+        for study in self.store.cases.awaiting_findings():
             try:
                 for series, sop in self.find(study, self.store.reports.known_source_uids(study)):
                     ds = self.fetch(study, series, sop)

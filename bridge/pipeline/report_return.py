@@ -2,7 +2,7 @@
 PACS.
 
 Each report is re-identified if it was held at intake, and the very file to be sent is read and
-checked (``findings/returner.verify_file``: the original Study UID, the vault's Patient ID and
+checked (``findings/verify.verify_file``: the original Study UID, the vault's Patient ID and
 issuer, the report's own SOP UID) before ``deliver`` stores it (DICOMweb or DIMSE, after its own
 check that the target study exists and is this patient's). A failed check or a refusal holds the
 report with the reason; a passing failure is retried with backoff.
@@ -26,7 +26,7 @@ from bridge.domain.errors import (
 from bridge.domain.states import ReportState
 from bridge.findings import report_files
 from bridge.findings.intake import reidentify_held
-from bridge.findings.returner import verify_file
+from bridge.findings.verify import verify_file
 from bridge.ingest.spool import REPORTS, Spool
 from bridge.logging import get_logger
 from bridge.store import audit
@@ -64,7 +64,7 @@ class ReportReturn:
         claimed = self.store.jobs.claim(REPORT_JOB, 4, self.lease, owner)
         for job in claimed:
             report = self.store.reports.get(json.loads(job.payload)["report_id"])
-            headers = self.store.vault_headers(report["case_id"]) if report else None
+            headers = self.store.vault.headers(report["case_id"]) if report else None
             if report is None or headers is None:
                 self.store.jobs.finish(job.id, owner)
                 continue

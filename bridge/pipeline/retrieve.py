@@ -80,7 +80,7 @@ class Retrieve:
     def run(self, job: Any, owner: str) -> None:
         """Run one claimed retrieve job to its end (done, retry later, or case failed)."""
         store, spool = self.store, self.spool
-        case = store.get_case(job.case_id) if job.case_id else None
+        case = store.cases.get(job.case_id) if job.case_id else None
         if case is None or case["state"] != CaseState.RETRIEVING:
             store.jobs.finish(job.id, owner)
             return

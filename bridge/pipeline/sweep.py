@@ -29,9 +29,9 @@ class Sweep:
 
     def once(self) -> bool:
         self.spool.sweep(
-            lambda names: self.store.referenced_names(names, self.keep_forwarded),
+            lambda names: self.store.instances.referenced_names(names, self.keep_forwarded),
             2 * self.lease,
-            recorded=self.store.recorded_names,
+            recorded=self.store.instances.recorded_names,
         )
         done = self.store.reports.files_done_before(time.time() - self.retention)
         drop_report_files(self.store, self.spool, done)

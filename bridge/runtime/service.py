@@ -59,7 +59,7 @@ def open_store(settings: Settings, node_id: str | None = None, upgrade: bool = T
         uid_key = hmac.new(secret, b"bridge: references to original UIDs", "sha256").digest()
     store = Store(engine, node_id=node_id or node_name(settings), cipher=cipher, uid_key=uid_key)
     if upgrade:
-        store.reference_clear_uids()  # rows written before references were kept
+        store.vault.reference_clear_uids()  # rows written before references were kept
     return store
 
 
@@ -75,7 +75,7 @@ def serve(settings: Settings, config_file: Path | None = None, workers_here: boo
     spool = Spool(settings.spool_dir, settings.spool, store.node_id)
     spool.clean_partial()
     spool.clean_tmp()  # this process's own half-written files (uploads); workers clean theirs
-    spool.remove_orphans(store.spool_names(spool.prefix))
+    spool.remove_orphans(store.instances.spool_names(spool.prefix))
 
     pipeline: Pipeline | None = None
     workers: WorkerSupervisor | None = None

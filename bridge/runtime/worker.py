@@ -2,7 +2,7 @@
 
 Each loop claims rows in the state store with a lease, does its work, and records the result
 guarded by the lease; a crash at any point leaves the row claimable again once the lease
-expires (or at once on restart, see Store.release_own_leases). Every step is idempotent in
+expires (or at once on restart, see store.release_own_leases). Every step is idempotent in
 effect: de-identification is deterministic (keyed UIDs) and the archive overwrites a re-sent
 instance with identical content.
 """
@@ -21,15 +21,16 @@ from bridge.domain.errors import (
     BridgeError,
     PullError,
 )
-from bridge.findings.dimse_return import store_report_dimse
-from bridge.findings.poll import find_new_objects, retrieve
-from bridge.findings.returner import store_report
+from bridge.findings.reidentify import RETURNABLE_SOP_CLASSES
 from bridge.forward.manifest import post_manifest
-from bridge.forward.stow import stow
 from bridge.ingest.spool import Spool
 from bridge.logging import get_logger
+from bridge.peers.archive import ReadingArchive
 from bridge.peers.connect import make_pacs
 from bridge.peers.http import backoff, dicomweb_session, new_session
+from bridge.peers.pacs import PacsClient
+from bridge.peers.pacs_dicomweb import DicomWebPacs
+from bridge.peers.pacs_dimse import DimsePacs
 from bridge.pipeline.completion import CaseCompletion
 from bridge.pipeline.deidentify import Deidentify
 from bridge.pipeline.forward import Forward
@@ -51,10 +52,15 @@ class Pipeline:
         self.store = store
         self.spool = spool
         self.deidentifier = make_deidentifier(settings)
-        self.session = dicomweb_session(settings.reading)
+        r, lease = settings.reading, settings.worker.lease_seconds
+        self.archive = ReadingArchive(
+            dicomweb_session(settings.reading), r.dicomweb_url or "", r.timeout
+        )
         # The queue gets its own session: the archive's credentials never go to the webhook.
         self.queue_session = new_session(settings.reading.verify_tls)
-        self.pacs_session = dicomweb_session(settings.pacs)
+        #: Where reports go: the PACS over DICOMweb when it has a DICOMweb URL, else DIMSE
+        #: (built at the first report).
+        self._pacs_return: PacsClient | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._last_poll = float("-inf")
@@ -64,17 +70,13 @@ class Pipeline:
         self._shipper: Any = None
         #: One owner id for the life of this pipeline: it keeps the feed's lease across polls.
         self._watch_owner = store.new_owner()
-        # the stages, each given its peer as a function over this pipeline's sessions
-        r, lease = settings.reading, settings.worker.lease_seconds
-        archive = r.dicomweb_url or ""
+        # the stages, each given its peer
         secret = r.queue_secret.get_secret_value().encode() if r.queue_secret else None
         self.reader_poll = ReaderPoll(
             store,
             spool,
-            lambda study, known: find_new_objects(self.session, archive, study, known, r.timeout),
-            lambda study, series, sop: retrieve(
-                self.session, archive, study, series, sop, r.timeout
-            ),
+            lambda study, known: self.archive.find_objects(study, RETURNABLE_SOP_CLASSES, known),
+            self.archive.retrieve,
         )
         self.retrieve = Retrieve(
             store,
@@ -105,7 +107,7 @@ class Pipeline:
         self.forward = Forward(
             store,
             spool,
-            lambda items: stow(self.session, archive, items, r.timeout),
+            self.archive.store,
             r,
             lease,
             keep_originals=settings.spool.keep_forwarded,
@@ -145,9 +147,10 @@ class Pipeline:
         deadline = time.monotonic() + timeout
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
-        self.session.close()
+        self.archive.close()
         self.queue_session.close()
-        self.pacs_session.close()
+        if self._pacs_return is not None:
+            self._pacs_return.close()
 
     def _loop(self, name: str, fn: Callable[[], bool]) -> None:
         idle = self.settings.worker.poll_interval
@@ -260,19 +263,14 @@ class Pipeline:
         return self.report_return.once()
 
     def _deliver(self, path: Path, sop_uid: str, study_uid: str, patient_id: str) -> None:
-        pacs = self.settings.pacs
-        if pacs.dicomweb_url:
-            store_report(
-                self.pacs_session,
-                pacs.dicomweb_url,
-                path,
-                sop_uid,
-                study_uid,
-                patient_id,
-                pacs.timeout,
+        if self._pacs_return is None:
+            s = self.settings
+            self._pacs_return = (
+                DicomWebPacs(s.pacs, self.spool.new_tmp)
+                if s.pacs.dicomweb_url
+                else DimsePacs(s, self.spool.new_tmp)
             )
-        else:
-            store_report_dimse(self.settings, path, study_uid, patient_id)
+        self._pacs_return.store_report(path, sop_uid, study_uid, patient_id)
 
     def poll_once(self) -> bool:
         """Every ``reading.poll_seconds``: fetch what readers made in forwarded studies."""
@@ -293,7 +291,7 @@ def run_worker(settings: Settings, store: Store) -> int:
     released = store.release_own_leases()
     spool = Spool(settings.spool_dir, settings.spool, store.node_id)
     spool.clean_tmp()
-    spool.remove_orphans(store.spool_names(spool.prefix))
+    spool.remove_orphans(store.instances.spool_names(spool.prefix))
     pipeline = Pipeline(settings, store, spool)
     stop = threading.Event()
 

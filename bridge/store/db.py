@@ -55,8 +55,8 @@ def _sqlite_pragmas(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        # Write transactions (Store._tx) take the write lock up front; reads stay deferred and,
-        # in WAL mode, never block or wait.
+        # Write transactions (Store.transaction) take the write lock up front; reads stay
+        # deferred and, in WAL mode, never block or wait.
         immediate = conn.get_execution_options().get("sqlite_immediate", False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 

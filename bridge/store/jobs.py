@@ -44,7 +44,7 @@ class Jobs:
 
     def claim(self, kind: str, limit: int, lease: float, owner: str) -> list[Row[Any]]:
         where = and_(jobs.c.kind == kind, jobs.c.state == JobState.PENDING)
-        return self._store.claim_rows(jobs, where, limit, lease, owner)
+        return self._store.claim(jobs, where, limit, lease, owner)
 
     def extend(self, job_id: int, owner: str, seconds: float) -> bool:
         """Keep a long job (a retrieve) ours for ``seconds`` more; False when another worker

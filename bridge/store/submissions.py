@@ -18,8 +18,9 @@ from sqlalchemy.exc import IntegrityError
 
 from bridge.domain.errors import Kind, SubmitError
 from bridge.domain.states import CaseState
+from bridge.store.cases import new_case_id, new_case_row
 from bridge.store.feeds import Feeds
-from bridge.store.repo import Store, new_case_id, new_case_row
+from bridge.store.repo import Store
 from bridge.store.schema import (
     case_studies,
     cases,
@@ -192,7 +193,7 @@ def sop_uids_of(store: Store, case_id: str) -> set[str]:
                 select(instances.c.sop_instance_uid).where(instances.c.case_id == case_id)
             )
         ]
-    return KnownUids(stored, store.uid_ref)
+    return KnownUids(stored, store.vault.uid_ref)
 
 
 def review_free_text(

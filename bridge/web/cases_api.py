@@ -68,7 +68,7 @@ def cases_router(settings: Settings, store: Store, spool: Spool, tokens: Tokens)
         )
         with pacs(settings, spool) as client:
             case_id, _match = submit(settings, store, client, sub)
-        case = store.get_case(case_id)
+        case = store.cases.get(case_id)
         if case is None:  # pragma: no cover - just created
             raise HTTPException(500, "the case vanished")
         return JSONResponse(
@@ -81,7 +81,7 @@ def cases_router(settings: Settings, store: Store, spool: Spool, tokens: Tokens)
     def review_free_text(request: Request, case_id: str, body: FreeTextReview) -> dict[str, Any]:
         """Approve the case's free text to leave (as it is, or with the text given), when
         ``submit.free_text_review`` holds it; its manifest goes at once."""
-        case = store.get_case(case_id)
+        case = store.cases.get(case_id)
         if case is None:
             raise HTTPException(404, "no such case")
         question = case["question"] if body.question is None else body.question
@@ -99,12 +99,12 @@ def cases_router(settings: Settings, store: Store, spool: Spool, tokens: Tokens)
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         offset: Annotated[int, Query(ge=0)] = 0,
     ) -> list[CaseOut]:
-        rows = store.list_cases(state.value if state else None, limit, offset)
+        rows = store.cases.listing(state.value if state else None, limit, offset)
         return [case_out(c) for c in rows]
 
     @router.get("/cases/{case_id}", dependencies=read)
     def get_case(case_id: str) -> CaseOut:
-        c = store.get_case(case_id)
+        c = store.cases.get(case_id)
         if c is None:
             raise HTTPException(404, "no such case")
         return case_out(c)
@@ -113,9 +113,9 @@ def cases_router(settings: Settings, store: Store, spool: Spool, tokens: Tokens)
     def get_case_series(case_id: str) -> list[dict[str, Any]]:
         """Per series: instances by state; the burned-in text scan (frames, frames scanned in
         full, frames with text, regions masked); instances held, by reason."""
-        if store.get_case(case_id) is None:
+        if store.cases.get(case_id) is None:
             raise HTTPException(404, "no such case")
-        out = series_summary(store.case_rows(case_id))
+        out = series_summary(store.instances.of_case(case_id))
         return [
             {k: v for k, v in s.items() if k != "pseudo"} | {"series": s["pseudo"]} for s in out
         ]

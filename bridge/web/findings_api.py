@@ -49,7 +49,7 @@ def findings_router(settings: Settings, store: Store, spool: Spool, auth: Any) -
         """Findings addressed by the pseudonymized Study Instance UID the reader saw."""
         if not findings.study_instance_uid:
             raise HTTPException(422, "study_instance_uid is required on /api/v1/findings")
-        case = store.case_by_pseudo_study(findings.study_instance_uid)
+        case = store.cases.by_pseudo_study(findings.study_instance_uid)
         if case is None:
             raise HTTPException(404, "no case has this pseudonymized Study Instance UID")
         return _accept(case["id"], findings)

@@ -12,7 +12,7 @@ from bridge.store.repo import Store
 def act_on_instance(store: Store, spool: Spool, instance_id: int, action: str) -> str:
     """retry / release / discard a held instance; returns its case id (SubmitError 404/409)."""
     if action == "retry":
-        rows = store.case_rows_by_id(instance_id)
+        rows = store.instances.by_id(instance_id)
         deid = rows[0].deid_name if rows else None
         exists = bool(deid and spool.path(DEID, deid).exists())
         return quarantine.retry_instance(store, instance_id, exists)

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from bridge.domain.records import Deidentified
 from bridge.domain.states import InstanceState
 from bridge.store.db import make_engine, migrate, schema_status
-from bridge.store.repo import Deidentified, Store
+from bridge.store.repo import Store
 from bridge.store.schema import uid_map, vault_patients
 from tests.support.records import received
 
@@ -34,7 +35,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
 def _receive(store: Store, n: int, study: str = "1.2.3") -> str:
     case_id = ""
     for i in range(n):
-        case_id, _ = store.record_received(
+        case_id, _ = store.instances.record(
             received(study, "1.2.3.1", f"1.2.3.1.{i}", f"test.{i}.dcm")
         )
     return case_id
@@ -47,10 +48,10 @@ def test_concurrent_claims_never_overlap(store: Store):
 
     def worker() -> None:
         owner = store.new_owner()
-        while rows := store.claim_instances(InstanceState.RECEIVED, 5, 60, owner):
+        while rows := store.instances.claim(InstanceState.RECEIVED, 5, 60, owner):
             with lock:
                 got.append([r.id for r in rows])
-            store.mark_quarantined([r.id for r in rows], owner, "test")  # done with them
+            store.instances.mark_quarantined([r.id for r in rows], owner, "test")  # done with them
 
     threads = [threading.Thread(target=worker) for _ in range(6)]
     for t in threads:
@@ -74,7 +75,7 @@ def test_two_nodes_receiving_one_new_study_open_one_case(store: Store):
         for study in studies:
             barrier.wait()
             try:
-                case_id, _ = s.record_received(
+                case_id, _ = s.instances.record(
                     received(study, f"{study}.1", f"{study}.1.{tag}", f"{study}.{tag}.dcm")
                 )
                 got[study].add(case_id)
@@ -105,8 +106,8 @@ def test_a_held_instance_is_not_retried_into_a_second_open_case(store: Store):
 
     first = _receive(store, 1, study="1.2.5")
     owner = store.new_owner()
-    (row,) = store.claim_instances(InstanceState.RECEIVED, 1, 60, owner)
-    store.mark_quarantined([row.id], owner, "test")
+    (row,) = store.instances.claim(InstanceState.RECEIVED, 1, 60, owner)
+    store.instances.mark_quarantined([row.id], owner, "test")
     with store.transaction() as conn:
         conn.execute(update(cases).where(cases.c.id == first).values(state=CaseState.FAILED))
     second = create_case(store, NewCase("1.2.5", "dicomweb", "general", "routine", "q"))
@@ -123,7 +124,7 @@ def test_a_held_instance_is_not_retried_into_a_second_open_case(store: Store):
 def test_concurrent_vault_writes_for_one_patient(store: Store):
     case_id = _receive(store, 16)
     owner = store.new_owner()
-    rows = store.claim_instances(InstanceState.RECEIVED, 16, 60, owner)
+    rows = store.instances.claim(InstanceState.RECEIVED, 16, 60, owner)
     errors: list[BaseException] = []
 
     def deid(row) -> None:
@@ -143,7 +144,7 @@ def test_concurrent_vault_writes_for_one_patient(store: Store):
                 body_part="HEAD",
                 question="q",
             )
-            assert store.mark_deidentified(row, owner, rec)
+            assert store.instances.mark_deidentified(row, owner, rec)
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
 
@@ -156,7 +157,7 @@ def test_concurrent_vault_writes_for_one_patient(store: Store):
     with store.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(vault_patients)).scalar() == 1
         assert conn.execute(select(func.count()).select_from(uid_map)).scalar() == 18
-    case = store.get_case(case_id)
+    case = store.cases.get(case_id)
     assert case["instances"]["deidentified"] == 16 and case["pseudo_study_uid"] == "2.25.100"
 
 
@@ -236,6 +237,6 @@ def test_upgrade_from_the_first_schema_keeps_the_data(request, tmp_path):
         migrate(engine)
         current, head = schema_status(engine)
         assert current == head
-        case = Store(engine, node_id="new").get_case(case_id)
+        case = Store(engine, node_id="new").cases.get(case_id)
         assert case["instances"]["total"] == 3 and case["reports"] == []
         engine.dispose()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bridge.store.repo import Received
+from bridge.domain.records import Received
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 

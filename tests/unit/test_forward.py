@@ -7,8 +7,8 @@ import hmac
 import json
 
 from bridge.forward.manifest import encode, sign
-from bridge.forward.stow import MultipartBody, parse_response
 from bridge.peers.http import backoff
+from bridge.peers.stow import MultipartBody, parse_response
 
 
 def test_multipart_body_streams_exact_bytes(tmp_path):

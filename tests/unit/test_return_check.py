@@ -7,7 +7,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
 from bridge.domain.errors import ReturnSafetyError
-from bridge.findings.returner import verify_file
+from bridge.findings.verify import verify_file
 
 TARGET = {
     "study_uid": "1.2.3.4",

@@ -16,14 +16,15 @@ from sqlalchemy import select
 
 from bridge.config import ReadingSettings, SpoolSettings
 from bridge.domain.errors import PermanentForwardError, SubmitError, TransientForwardError
+from bridge.domain.records import Deidentified
 from bridge.domain.states import CaseState, InstanceState
-from bridge.forward.stow import StowOutcome
 from bridge.ingest.spool import DEID, RECEIVED, Spool
+from bridge.peers.stow import StowOutcome
 from bridge.pipeline.completion import MANIFEST_JOB, CaseCompletion, without_credentials
 from bridge.pipeline.forward import Forward
 from bridge.pipeline.manifest import Manifests
 from bridge.store.db import make_engine, migrate
-from bridge.store.repo import Deidentified, Store
+from bridge.store.repo import Store
 from bridge.store.schema import audit_events, instances, jobs
 from tests.support.records import received
 
@@ -54,11 +55,11 @@ def _ready(store: Store, spool: Spool, n: int, study: str = "1.2.3") -> str:
     for i in range(n):
         name = f"test.r{study}.{i}.dcm"
         spool.path(RECEIVED, name).write_bytes(b"original")
-        case_id, _ = store.record_received(
+        case_id, _ = store.instances.record(
             received(study, f"{study}.1", f"{study}.1.{i}", name, size=8, question="why")
         )
     owner = store.new_owner()
-    rows = store.claim_instances(InstanceState.RECEIVED, n, 60, owner)
+    rows = store.instances.claim(InstanceState.RECEIVED, n, 60, owner)
     items = []
     for row in rows:
         name = f"test.d{row.id}.dcm"
@@ -82,7 +83,7 @@ def _ready(store: Store, spool: Spool, n: int, study: str = "1.2.3") -> str:
                 ),
             )
         )
-    assert all(store.mark_deidentified_many(items, owner))
+    assert all(store.instances.mark_deidentified_many(items, owner))
     return case_id
 
 
@@ -186,10 +187,10 @@ def test_a_quiet_study_completes_and_moves_with_its_instances(store: Store, spoo
     case_id = _ready(store, spool, 2)
     stage = CaseCompletion(store, 0.0, READING.dicomweb_url, send_manifests=True)
     assert stage.once() is True
-    assert store.get_case(case_id)["state"] == CaseState.DEIDENTIFIED
+    assert store.cases.get(case_id)["state"] == CaseState.DEIDENTIFIED
     Forward(store, spool, Archive(), READING, 60).once()
     assert stage.once() is True
-    case = store.get_case(case_id)
+    case = store.cases.get(case_id)
     assert case["state"] == CaseState.FORWARDED and case["manifest_version"] == 1
     with store.engine.connect() as conn:
         queued = conn.execute(select(jobs.c.kind, jobs.c.case_id)).all()
@@ -208,7 +209,7 @@ def test_without_a_queue_no_manifest_is_queued(store: Store, spool: Spool) -> No
     stage.once()
     Forward(store, spool, Archive(), READING, 60).once()
     stage.once()
-    assert store.get_case(case_id)["state"] == CaseState.FORWARDED
+    assert store.cases.get(case_id)["state"] == CaseState.FORWARDED
     with store.engine.connect() as conn:
         assert conn.execute(select(jobs.c.id)).first() is None
 
@@ -249,7 +250,7 @@ def test_a_failed_post_is_retried_and_free_text_waits_for_review(
     waiting = Manifests(store, posted.append, READING, True, 60)
     waiting.once()
     assert posted == []
-    assert "review" in store.get_case(case_id)["error"]
+    assert "review" in store.cases.get(case_id)["error"]
 
     def down(_body: bytes) -> None:
         raise TransientForwardError("queue unreachable")
@@ -272,7 +273,7 @@ def _received_files(store: Store, spool: Spool, tmp_path: Path, n: int) -> Any:
     for i, path in enumerate(study.paths):
         name = f"test.r{i}.dcm"
         spool.path(RECEIVED, name).write_bytes(path.read_bytes())
-        store.record_received(
+        store.instances.record(
             received(
                 study.study_uid, study.series_uids[0], study.sop_uids[i], name, path.stat().st_size
             )
@@ -340,7 +341,7 @@ def test_a_stopping_worker_gives_its_claim_back(store: Store, spool: Spool, tmp_
     Deidentify(store, spool, _engine(), 60, lambda a: 60.0, stopping).once()
     assert _states(store) == {InstanceState.RECEIVED: 2}
     # released, not leased: another worker takes them at once
-    assert len(store.claim_instances(InstanceState.RECEIVED, 8, 60, store.new_owner())) == 2
+    assert len(store.instances.claim(InstanceState.RECEIVED, 8, 60, store.new_owner())) == 2
 
 
 # -- report return -----------------------------------------------------------------------------
@@ -359,7 +360,7 @@ def _reported_case(store: Store, spool: Spool, tmp_path: Path) -> tuple[Any, str
     completion.once()
     Forward(store, spool, Archive(), READING, 60).once()
     completion.once()
-    (case,) = store.list_cases(None, 10)
+    (case,) = store.cases.listing(None, 10)
     findings = Findings(
         reader={"name": "Lee^Ana", "organization": "Neuro Reading Group"},
         status="final",
@@ -392,7 +393,7 @@ def test_a_report_goes_to_the_original_study_checked(
     assert study_uid == study.study_uid == ds.StudyInstanceUID
     assert patient_id == ds.PatientID and not patient_id.startswith("SO-")
     assert sop == ds.SOPInstanceUID
-    case = store.get_case(case_id)
+    case = store.cases.get(case_id)
     assert case["state"] == CaseState.RETURNED
     assert all(r["state"] == "returned" for r in case["reports"])
     assert not any((spool.root / "reports").iterdir())  # retention 0: the files are gone
@@ -411,7 +412,7 @@ def test_a_pacs_that_refuses_holds_the_report_and_a_busy_one_is_tried_again(
         raise TransientForwardError("PACS busy", status=503)
 
     ReportReturn(store, spool, busy, 60, lambda a: 60.0).once()
-    reports = store.get_case(case_id)["reports"]
+    reports = store.cases.get(case_id)["reports"]
     assert reports and all(r["state"] == "pending" for r in reports)
 
     def wrong_patient(*_args: Any) -> None:
@@ -420,7 +421,7 @@ def test_a_pacs_that_refuses_holds_the_report_and_a_busy_one_is_tried_again(
     with store.transaction() as conn:
         conn.execute(jobs.update().values(next_attempt_at=0.0))
     ReportReturn(store, spool, wrong_patient, 60, lambda a: 60.0).once()
-    reports = store.get_case(case_id)["reports"]
+    reports = store.cases.get(case_id)["reports"]
     assert all(r["state"] == "held" for r in reports)
     assert all("another patient" in r["error"] for r in reports)
     assert any((spool.root / "reports").iterdir())  # kept for the operator
@@ -475,8 +476,8 @@ def test_the_readers_own_sr_is_fetched_once_and_taken_in(
 
     stage = ReaderPoll(store, spool, find, lambda *_: sr)
     assert stage.once() is True
-    (case,) = store.list_cases(None, 10)
-    case = store.get_case(case["id"])
+    (case,) = store.cases.listing(None, 10)
+    case = store.cases.get(case["id"])
     assert [r["source"] for r in case["reports"]] == ["archive"]
     assert stage.once() is False  # known now: not fetched again
     assert [s for s, _ in asked] == [study, study]
@@ -553,7 +554,7 @@ def test_a_submitted_study_is_pulled_into_its_case(
     pacs = FakePacs(study)
     stage = Retrieve(store, spool, lambda: pacs, 60, 3, lambda a: 60.0)
     assert stage.once() is True
-    case = store.get_case(case_id)
+    case = store.cases.get(case_id)
     assert case["state"] == CaseState.RECEIVED and case["instances"]["received"] == 3
     assert pacs.closed
     assert stage.once() is False  # the job is done
@@ -568,7 +569,7 @@ def test_a_study_the_pacs_does_not_have_fails_the_case_at_once(
     study = make_study(tmp_path / "pacs", 1, rows=32, columns=32)
     case_id = _submitted(store, "1.2.826.0.1.999")
     Retrieve(store, spool, lambda: FakePacs(study), 60, 3, lambda a: 60.0).once()
-    case = store.get_case(case_id)
+    case = store.cases.get(case_id)
     assert case["state"] == CaseState.FAILED and "no such study" in case["error"]
 
 
@@ -584,11 +585,11 @@ def test_an_unreachable_pacs_is_retried_then_the_case_fails_with_the_reason(
     down = FakePacs(study, fail=PacsUnavailableError("the PACS does not answer"))
     stage = Retrieve(store, spool, lambda: down, 60, 2, lambda a: 0.0)
     stage.once()
-    case = store.get_case(case_id)
+    case = store.cases.get(case_id)
     assert case["state"] == CaseState.RETRIEVING
     assert "does not answer" in case["error"] and "attempt 1, retrying" in case["error"]
     stage.once()
-    case = store.get_case(case_id)
+    case = store.cases.get(case_id)
     assert case["state"] == CaseState.FAILED and "does not answer" in case["error"]
 
 

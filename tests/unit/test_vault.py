@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from bridge.domain.errors import ConfigError, StoreError
+from bridge.domain.records import Received
 from bridge.store.db import make_engine, migrate
-from bridge.store.repo import Received, Store
+from bridge.store.repo import Store
 from bridge.store.vault_crypto import VaultCipher, new_key
 from bridge.store.vault_rotation import rotate_all
 
@@ -18,7 +19,7 @@ def _store(path, keys):
 
 
 def _fill(store: Store) -> str:
-    case_id, _ = store.record_received(
+    case_id, _ = store.instances.record(
         Received(
             "1.2.3",
             "1.2.3.4",
@@ -35,7 +36,7 @@ def _fill(store: Store) -> str:
         )
     )
     with store.transaction() as conn:  # the vault rows a de-identified instance writes
-        store._upsert_vault(
+        store.vault.record(
             conn,
             case_id,
             1.0,
@@ -58,19 +59,19 @@ def test_identities_are_unreadable_in_the_file_and_rotate(tmp_path):
         assert secret not in raw
     store = _store(db, [old])
     assert (
-        store.vault_headers(case_id)["00100010"]["Value"][0]["Alphabetic"] == "SECRETFAMILY^GIVEN"
+        store.vault.headers(case_id)["00100010"]["Value"][0]["Alphabetic"] == "SECRETFAMILY^GIVEN"
     )
-    assert store.uid_map_of(case_id) == {"2.25.111": "1.2.3.4.5.SECRETUID"}
+    assert store.vault.uid_map(case_id) == {"2.25.111": "1.2.3.4.5.SECRETUID"}
 
     # Rotation: the new key first, rotate, then the old key can go.
     rotated = _store(db, [new, old])
     assert rotate_all(rotated)["uid_map"] == 1
     only_new = _store(db, [new])
-    assert only_new.uid_map_of(case_id) == {"2.25.111": "1.2.3.4.5.SECRETUID"}
+    assert only_new.vault.uid_map(case_id) == {"2.25.111": "1.2.3.4.5.SECRETUID"}
     with pytest.raises(StoreError, match="cannot be decrypted"):
-        _store(db, [old]).uid_map_of(case_id)
+        _store(db, [old]).vault.uid_map(case_id)
     with pytest.raises(StoreError, match="set BRIDGE_VAULT__KEYS"):
-        _store(db, []).uid_map_of(case_id)
+        _store(db, []).vault.uid_map(case_id)
 
 
 def test_plaintext_vaults_are_encrypted_by_rotate(tmp_path):
@@ -79,7 +80,7 @@ def test_plaintext_vaults_are_encrypted_by_rotate(tmp_path):
     key = new_key()
     counts = rotate_all(_store(db, [key]))
     assert counts == {"vault_patients": 1, "vault_headers": 1, "uid_map": 1}
-    assert _store(db, [key]).uid_map_of(case_id) == {"2.25.111": "1.2.3.4.5.SECRETUID"}
+    assert _store(db, [key]).vault.uid_map(case_id) == {"2.25.111": "1.2.3.4.5.SECRETUID"}
     # (SQLite may keep freed pages; after a VACUUM nothing of the old values remains.)
     import sqlite3
 

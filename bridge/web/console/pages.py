@@ -73,7 +73,7 @@ def _ago(t: float | None) -> str:
 
 
 def visible_cases(store: Store, session: Session, **filters: str) -> list[dict[str, Any]]:
-    rows = store.list_cases(filters.get("state") or None, 1000)
+    rows = store.cases.listing(filters.get("state") or None, 1000)
     out = []
     now = time.time()
     for c in rows:
@@ -212,7 +212,7 @@ def console_router(settings: Settings, store: Store, spool: Spool) -> APIRouter:
     @router.get("/cases/{case_id}")
     def case_page(request: Request, case_id: str) -> HTMLResponse:
         session = current(store, request)
-        case = store.get_case(case_id)
+        case = store.cases.get(case_id)
         if case is None or (
             session.user.role == "submitter" and case.get("submitted_by") != session.user.username
         ):
@@ -274,7 +274,7 @@ def _timeline(case: dict[str, Any]) -> list[tuple[str, float | None]]:
 
 
 def _series(store: Store, case_id: str) -> list[dict[str, Any]]:
-    return series_summary(store.case_rows(case_id))
+    return series_summary(store.instances.of_case(case_id))
 
 
 def _manifest(case: dict[str, Any]) -> str:

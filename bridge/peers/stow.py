@@ -1,4 +1,5 @@
-"""STOW-RS to the reading archive: several instances per request, streamed from the spool.
+"""STOW-RS to a DICOMweb archive (the reading archive, the PACS for returned reports): several
+instances per request, streamed from the spool.
 
 The body is ``multipart/related; type="application/dicom"`` read part by part from the spool
 files (never the batch in memory), with a Content-Length so any server accepts it. The
@@ -118,8 +119,10 @@ def stow(
     base_url: str,
     items: Sequence[tuple[str, Path]],
     timeout: float,
+    peer: str = "reading archive",
 ) -> StowOutcome:
-    """Send ``items`` (pseudo SOP Instance UID, path) in one STOW-RS request.
+    """Send ``items`` (SOP Instance UID, path) in one STOW-RS request; ``peer`` names the
+    server in errors.
 
     Raises :class:`TransientForwardError` when the whole request should be retried and
     :class:`PermanentForwardError` when the archive refused the whole request.
@@ -135,16 +138,14 @@ def stow(
     try:
         resp = session.post(f"{base_url}/studies", data=body, headers=headers, timeout=timeout)
     except requests.RequestException as exc:
-        raise TransientForwardError(
-            "reading archive unreachable", error=type(exc).__name__
-        ) from None
+        raise TransientForwardError(f"{peer} unreachable", error=type(exc).__name__) from None
     finally:
         body.close()
         metrics.STOW_SECONDS.observe(time.monotonic() - started)
     status = resp.status_code
     if status in TRANSIENT_HTTP or status in (401, 403):
         # 401/403 are a configuration problem the admin fixes: keep the data and retry.
-        raise TransientForwardError("reading archive answered an error", status=status)
+        raise TransientForwardError(f"{peer} answered an error", status=status)
     payload: dict[str, Any] = {}
     if resp.content:
         try:
@@ -154,4 +155,4 @@ def stow(
             payload = {}
     if status in (200, 202, 409):
         return parse_response(payload, [u for u, _ in items], status)
-    raise PermanentForwardError("reading archive refused the request", status=status)
+    raise PermanentForwardError(f"{peer} refused the request", status=status)

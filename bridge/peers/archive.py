@@ -1,10 +1,14 @@
-"""Fetching what the reader made in the reading archive: QIDO-RS to find, WADO-RS to retrieve."""
+"""The reading archive over DICOMweb: de-identified instances go in by STOW-RS
+(:mod:`bridge.peers.stow`); what the readers made there comes back by QIDO-RS (find) and
+WADO-RS (retrieve)."""
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from email.parser import BytesParser
 from email.policy import HTTP
 from io import BytesIO
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -12,8 +16,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from bridge.domain.errors import TransientForwardError
-from bridge.findings.reidentify import RETURNABLE_SOP_CLASSES
-from bridge.forward.stow import TRANSIENT_HTTP
+from bridge.peers.stow import TRANSIENT_HTTP, StowOutcome, stow
 
 
 def _first(item: dict[str, Any], tag: str) -> str:
@@ -33,10 +36,43 @@ def _get(session: requests.Session, url: str, accept: str, timeout: float) -> re
     return resp
 
 
-def find_new_objects(
-    session: requests.Session, base_url: str, study_uid: str, known: set[str], timeout: float
+class ReadingArchive:
+    """One reading archive (``reading.dicomweb_url``) over the session given (its TLS and
+    credentials, keep-alive across requests)."""
+
+    def __init__(self, session: requests.Session, base_url: str, timeout: float) -> None:
+        self.session = session
+        self.base_url = base_url
+        self.timeout = timeout
+
+    def close(self) -> None:
+        self.session.close()
+
+    def store(self, items: Sequence[tuple[str, Path]]) -> StowOutcome:
+        """STOW-RS of ``items`` (pseudonymous SOP Instance UID, de-identified file)."""
+        return stow(self.session, self.base_url, items, self.timeout)
+
+    def find_objects(
+        self, study_uid: str, sop_classes: Collection[str], known: Collection[str]
+    ) -> list[tuple[str, str]]:
+        """(series UID, SOP Instance UID) of the study's instances of ``sop_classes`` that are
+        not in ``known``."""
+        return find_objects(
+            self.session, self.base_url, study_uid, sop_classes, known, self.timeout
+        )
+
+    def retrieve(self, study: str, series: str, sop: str) -> Dataset:
+        return retrieve(self.session, self.base_url, study, series, sop, self.timeout)
+
+
+def find_objects(
+    session: requests.Session,
+    base_url: str,
+    study_uid: str,
+    sop_classes: Collection[str],
+    known: Collection[str],
+    timeout: float,
 ) -> list[tuple[str, str]]:
-    """(series UID, SOP Instance UID) of SR/KOS/PDF instances in the study not yet known."""
     resp = _get(
         session,
         f"{base_url}/studies/{study_uid}/instances?includefield=00080016",
@@ -50,7 +86,7 @@ def find_new_objects(
     out = []
     for item in resp.json():
         sop = _first(item, "00080018")
-        if _first(item, "00080016") in RETURNABLE_SOP_CLASSES and sop and sop not in known:
+        if _first(item, "00080016") in sop_classes and sop and sop not in known:
             out.append((_first(item, "0020000E"), sop))
     return out
 
