@@ -82,7 +82,7 @@ def audit_cmd(args: argparse.Namespace, settings: Settings) -> int:
     from datetime import UTC, datetime
 
     from bridge.clock import iso_utc
-    from bridge.forward.audit_messages import to_dicom_xml, to_syslog
+    from bridge.peers.syslog import to_dicom_xml, to_syslog
     from bridge.runtime.service import open_store
     from bridge.store import audit
 

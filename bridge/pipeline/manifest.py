@@ -1,18 +1,23 @@
 """Manifest: the signed case manifest of a forwarded case, posted to the reading service's
-queue (webhook). It waits while the case's free text awaits a person's review
-(``submit.free_text_review``); a failed post is retried with backoff."""
+queue (webhook, bridge/peers/queue.py). It waits while the case's free text awaits a person's
+review (``submit.free_text_review``); a failed post is retried with backoff.
+
+The manifest carries only pseudonymous and clinical-routing data (case id, pseudonymous patient
+id, pseudonymized Study Instance UID, modality, body part, counts, the scrubbed clinical
+question, subspecialty and priority)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 
 import requests
 
 from bridge import metrics
+from bridge.clock import iso_utc
 from bridge.config import ReadingSettings
 from bridge.domain.errors import ForwardError
-from bridge.forward.manifest import build_manifest, encode
 from bridge.logging import get_logger
 from bridge.peers.http import backoff
 from bridge.pipeline.completion import MANIFEST_JOB
@@ -23,6 +28,44 @@ log = get_logger(__name__)
 
 #: Posts one encoded manifest to the queue.
 Post = Callable[[bytes], None]
+
+
+def build_manifest(case: dict[str, Any], version: int) -> dict[str, Any]:
+    counts = case["instances"]
+    return {
+        "schema": "secondopinion.case-manifest/1",
+        "case_id": case["id"],
+        "version": version,
+        "patient": {"pseudonymous_id": case["pseudo_patient_id"]},
+        "study": {
+            "study_instance_uid": case["pseudo_study_uid"],
+            "modalities": [m for m in (case["modalities"] or "").split("\\") if m],
+            "body_part": case["body_part"] or None,
+            "series_count": case["series"],
+            "instance_count": counts["forwarded"]
+            - sum(p["forwarded"] for p in case.get("priors", [])),
+        },
+        # Earlier studies of the same patient, same pseudonym and date shift, for comparison.
+        "priors": [
+            {"study_instance_uid": p["pseudo_study_uid"], "instance_count": p["forwarded"]}
+            for p in case.get("priors", [])
+            if p["pseudo_study_uid"]
+        ],
+        "clinical_question": case["question"] or "",
+        # The referring report, when one was submitted: scrubbed of the patient's identifiers.
+        "original_report": (
+            {"text": case["original_report"], "scrubbed": True}
+            if case.get("original_report")
+            else None
+        ),
+        "subspecialty": case["subspecialty"],
+        "priority": case["priority"],
+        "forwarded_at": iso_utc(case["forwarded_at"]),
+    }
+
+
+def encode(manifest: dict[str, Any]) -> bytes:
+    return json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
 
 
 class Manifests:

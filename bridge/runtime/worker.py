@@ -22,7 +22,6 @@ from bridge.domain.errors import (
     PullError,
 )
 from bridge.findings.reidentify import RETURNABLE_SOP_CLASSES
-from bridge.forward.manifest import post_manifest
 from bridge.ingest.spool import Spool
 from bridge.logging import get_logger
 from bridge.peers.archive import ReadingArchive
@@ -31,6 +30,8 @@ from bridge.peers.http import backoff, dicomweb_session, new_session
 from bridge.peers.pacs import PacsClient
 from bridge.peers.pacs_dicomweb import DicomWebPacs
 from bridge.peers.pacs_dimse import DimsePacs
+from bridge.peers.queue import ReadingQueue
+from bridge.pipeline.audit_ship import AuditShipping
 from bridge.pipeline.completion import CaseCompletion
 from bridge.pipeline.deidentify import Deidentify
 from bridge.pipeline.forward import Forward
@@ -56,8 +57,8 @@ class Pipeline:
         self.archive = ReadingArchive(
             dicomweb_session(settings.reading), r.dicomweb_url or "", r.timeout
         )
-        # The queue gets its own session: the archive's credentials never go to the webhook.
-        self.queue_session = new_session(settings.reading.verify_tls)
+        secret = r.queue_secret.get_secret_value().encode() if r.queue_secret else None
+        self.queue = ReadingQueue(new_session(r.verify_tls), r.queue_url or "", secret, r.timeout)
         #: Where reports go: the PACS over DICOMweb when it has a DICOMweb URL, else DIMSE
         #: (built at the first report).
         self._pacs_return: PacsClient | None = None
@@ -67,11 +68,10 @@ class Pipeline:
         self._last_watch = float("-inf")
         self._last_sweep = time.monotonic()  # the first sweep one period after start
         self._watcher: Any = None
-        self._shipper: Any = None
+        self._shipping: AuditShipping | None = None
         #: One owner id for the life of this pipeline: it keeps the feed's lease across polls.
         self._watch_owner = store.new_owner()
         # the stages, each given its peer
-        secret = r.queue_secret.get_secret_value().encode() if r.queue_secret else None
         self.reader_poll = ReaderPoll(
             store,
             spool,
@@ -117,9 +117,7 @@ class Pipeline:
         )
         self.manifests = Manifests(
             store,
-            lambda body: post_manifest(
-                self.queue_session, r.queue_url or "", body, secret, r.timeout
-            ),
+            self.queue.post,
             r,
             settings.submit.free_text_review,
             lease,
@@ -148,7 +146,7 @@ class Pipeline:
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
         self.archive.close()
-        self.queue_session.close()
+        self.queue.close()
         if self._pacs_return is not None:
             self._pacs_return.close()
 
@@ -200,23 +198,23 @@ class Pipeline:
         a = self.settings.audit
         if not a.syslog_host:
             return False
-        if self._shipper is None:
+        if self._shipping is None:
             import socket
 
-            from bridge.forward.audit_messages import SyslogShipper, SyslogTarget
+            from bridge.peers.syslog import Syslog, SyslogTarget
 
             tls = None
             if a.syslog_protocol == "tls":
                 from bridge.tls import client_context
 
                 tls = client_context(a.syslog_ca or True, a.syslog_client_cert, a.syslog_client_key)
-            self._shipper = SyslogShipper(
+            syslog = Syslog(
                 SyslogTarget(a.syslog_host, a.syslog_port, a.syslog_protocol, tls),
                 a.source_id or self.settings.dimse.ae_title,
                 socket.gethostname(),
             )
-        lease = self.settings.worker.lease_seconds
-        return bool(self._shipper.ship(self.store, self._watch_owner, lease))
+            self._shipping = AuditShipping(self.store, syslog, self.settings.worker.lease_seconds)
+        return self._shipping.once(self._watch_owner) > 0
 
     def watch_once(self) -> bool:
         """Every ``watch.poll_seconds``: open cases for new stable studies of the watched

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
 from bridge.config import Settings
-from bridge.forward.audit_messages import to_dicom_xml
+from bridge.peers.syslog import to_dicom_xml
 from bridge.store import audit
 from bridge.store.repo import Store
 

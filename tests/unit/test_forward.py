@@ -6,9 +6,10 @@ import hashlib
 import hmac
 import json
 
-from bridge.forward.manifest import encode, sign
 from bridge.peers.http import backoff
+from bridge.peers.queue import sign
 from bridge.peers.stow import MultipartBody, parse_response
+from bridge.pipeline.manifest import encode
 
 
 def test_multipart_body_streams_exact_bytes(tmp_path):

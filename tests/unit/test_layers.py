@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, ...]] = [
     # the HTTP API and the console
     ("bridge.web",),
     # the pipeline's stages
-    ("bridge.pipeline", "bridge.ingest", "bridge.forward", "bridge.findings"),
+    ("bridge.pipeline", "bridge.ingest", "bridge.findings"),
     # what the stages use: the state store, the de-identification engine, the remote systems
     ("bridge.store", "bridge.deid", "bridge.peers"),
     # shared utilities

@@ -625,3 +625,43 @@ def test_a_change_feed_is_followed_by_one_worker_at_a_time_and_only_moves_forwar
     assert err.value.kind == "conflict"
     store.feeds.advance("orthanc", "first", 44)  # behind: nothing moves
     assert store.feeds.take("orthanc", "first", 60, start=0) == 45
+
+
+class _Collector:
+    """A syslog collector that can be down: what it took, in order."""
+
+    feed = "syslog:udp:collector:514"
+
+    def __init__(self) -> None:
+        self.took: list[int] = []
+        self.down = False
+
+    def send(self, events: list[dict[str, Any]]) -> None:
+        if self.down:
+            raise ConnectionRefusedError
+        self.took += [int(e["id"]) for e in events]
+
+
+def test_the_audit_trail_is_shipped_in_order_once_and_waits_for_a_collector_that_is_down(store):
+    """Audit shipping: events recorded before the first run are not sent (the feed starts at the
+    end of the trail); new ones go in order and once; while the collector is down the position
+    stays, and everything goes once it is back; a second worker does not ship meanwhile."""
+    from bridge.pipeline.audit_ship import AuditShipping
+    from bridge.store import audit
+
+    audit.record(store, "admin", "sign-in")
+    collector = _Collector()
+    shipping = AuditShipping(store, collector, lease_seconds=60, batch=2)  # type: ignore[arg-type]
+    assert shipping.once("first") == 0
+    for _ in range(3):
+        audit.record(store, "admin", "case.viewed", case_id="c1")
+    assert shipping.once("first") == 2 and shipping.once("first") == 1
+    assert shipping.once("first") == 0
+    collector.down = True
+    audit.record(store, "admin", "sign-out")
+    assert shipping.once("first") == 0
+    assert shipping.once("second") == 0  # the first holds the feed
+    collector.down = False
+    assert shipping.once("first") == 1
+    ids = [e["id"] for e in audit.after(store, 0, 100)]
+    assert collector.took == ids[1:]

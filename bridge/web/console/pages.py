@@ -280,7 +280,7 @@ def _series(store: Store, case_id: str) -> list[dict[str, Any]]:
 def _manifest(case: dict[str, Any]) -> str:
     import json
 
-    from bridge.forward.manifest import build_manifest
+    from bridge.pipeline.manifest import build_manifest
 
     if not case.get("pseudo_study_uid"):
         return ""

@@ -3,9 +3,9 @@ as syslog messages (RFC 5424; the XML is the message, as PS3.15 A.5 / IHE ATNA t
 
 Participants are the console user (or the bridge's own agent), the bridge itself (its AE title)
 and, for case events, the case: its id and the pseudonymized Study Instance UID (no patient
-identity leaves in an audit message either). ``SyslogShipper`` sends new events to a collector
-(UDP or TCP, octet-counted framing per RFC 6587), durably: its position in the trail is kept in
-the state store, so a restart neither loses nor repeats a message.
+identity leaves in an audit message either). :class:`Syslog` sends messages to a collector (UDP,
+or TCP and TLS with octet-counted framing per RFC 6587 and RFC 5425); the stage that ships the
+trail, durably and in order, is bridge/pipeline/audit_ship.py.
 """
 
 from __future__ import annotations
@@ -16,10 +16,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from xml.etree import ElementTree as ET
-
-from bridge.logging import get_logger
-
-log = get_logger(__name__)
 
 # (EventID code, meaning, EventActionCode, EventTypeCode or None) per audit action.
 _EVENTS: dict[str, tuple[str, str, str, tuple[str, str] | None]] = {
@@ -138,17 +134,21 @@ class SyslogTarget:
     tls: ssl.SSLContext | None = None
 
 
-class SyslogShipper:
-    """Send the audit trail, in order, from where the last run stopped."""
+class Syslog:
+    """One syslog collector."""
 
     def __init__(self, target: SyslogTarget, source_id: str, hostname: str) -> None:
         self.target = target
         self.source_id = source_id
         self.hostname = hostname
+        #: The name of this collector's position in the audit trail (bridge/store/feeds.py).
         self.feed = f"syslog:{target.protocol}:{target.host}:{target.port}"
 
-    def _send(self, messages: list[str]) -> None:
+    def send(self, events: list[dict[str, Any]]) -> None:
+        """Send ``events`` as RFC 5424 messages, in order; OSError when the collector cannot
+        be reached."""
         t = self.target
+        messages = [to_syslog(e, self.source_id, self.hostname) for e in events]
         if t.protocol == "udp":
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
                 for m in messages:
@@ -165,21 +165,3 @@ class SyslogShipper:
                 s.sendall(f"{len(data)} ".encode() + data)  # octet counting (RFC 6587, 5425)
             if s is not raw:
                 s.close()
-
-    def ship(self, store: Any, owner: str, lease: float, batch: int = 200) -> int:
-        """Send the events after the stored position; return how many were sent."""
-        from bridge.store import audit
-
-        since = store.feeds.take(self.feed, owner, lease, audit.last_id(store))
-        if since is None:
-            return 0
-        events = audit.after(store, since, batch)
-        if not events:
-            return 0
-        try:
-            self._send([to_syslog(e, self.source_id, self.hostname) for e in events])
-        except OSError as exc:
-            log.warning("audit.syslog_failed", error_type=type(exc).__name__, pending=len(events))
-            return 0
-        store.feeds.advance(self.feed, owner, int(events[-1]["id"]))
-        return len(events)
