@@ -27,6 +27,7 @@ from bridge.logging import get_logger
 from bridge.peers.archive import ReadingArchive
 from bridge.peers.connect import make_pacs
 from bridge.peers.http import backoff, dicomweb_session, new_session
+from bridge.peers.orthanc_feed import OrthancFeed
 from bridge.peers.pacs import PacsClient
 from bridge.peers.pacs_dicomweb import DicomWebPacs
 from bridge.peers.pacs_dimse import DimsePacs
@@ -40,6 +41,7 @@ from bridge.pipeline.reader_poll import ReaderPoll
 from bridge.pipeline.report_return import ReportReturn
 from bridge.pipeline.retrieve import Retrieve
 from bridge.pipeline.sweep import Sweep
+from bridge.pipeline.watch import Watch
 from bridge.store.repo import Store
 
 log = get_logger(__name__)
@@ -67,7 +69,7 @@ class Pipeline:
         self._last_poll = float("-inf")
         self._last_watch = float("-inf")
         self._last_sweep = time.monotonic()  # the first sweep one period after start
-        self._watcher: Any = None
+        self._watch: Watch | None = None
         self._shipping: AuditShipping | None = None
         #: One owner id for the life of this pipeline: it keeps the feed's lease across polls.
         self._watch_owner = store.new_owner()
@@ -149,6 +151,8 @@ class Pipeline:
         self.queue.close()
         if self._pacs_return is not None:
             self._pacs_return.close()
+        if self._watch is not None:
+            self._watch.feed.close()
 
     def _loop(self, name: str, fn: Callable[[], bool]) -> None:
         idle = self.settings.worker.poll_interval
@@ -218,7 +222,7 @@ class Pipeline:
 
     def watch_once(self) -> bool:
         """Every ``watch.poll_seconds``: open cases for new stable studies of the watched
-        Orthanc (see bridge/ingest/watch.py)."""
+        Orthanc (see bridge/pipeline/watch.py)."""
         w = self.settings.watch
         if not w.orthanc_url:
             return False
@@ -226,12 +230,16 @@ class Pipeline:
         if now - self._last_watch < w.poll_seconds:
             return False
         self._last_watch = now
-        if self._watcher is None:
-            from bridge.ingest.watch import OrthancWatcher
-
-            self._watcher = OrthancWatcher(self.settings, self.store)
+        if self._watch is None:
+            feed = OrthancFeed(
+                w.orthanc_url,
+                w.username,
+                w.password.get_secret_value() if w.password else None,
+                self.settings.pacs.timeout,
+            )
+            self._watch = Watch(self.store, feed, w, self.settings.worker.lease_seconds)
         try:
-            opened = int(self._watcher.poll(self._watch_owner))
+            opened = self._watch.poll(self._watch_owner)
         except PullError as exc:
             log.warning("watch.failed", error=str(exc))
             return False

@@ -665,3 +665,53 @@ def test_the_audit_trail_is_shipped_in_order_once_and_waits_for_a_collector_that
     assert shipping.once("first") == 1
     ids = [e["id"] for e in audit.after(store, 0, 100)]
     assert collector.took == ids[1:]
+
+
+class _Feed:
+    """An Orthanc change feed: studies by Orthanc id, changes in order."""
+
+    name = "orthanc:http://pacs"
+
+    def __init__(self, studies: dict[str, Any], changes: list[tuple[int, str, str]]) -> None:
+        self.studies = studies
+        self.log = changes
+
+    def last_seq(self) -> int:
+        return self.log[-1][0] if self.log else 0
+
+    def changes(self, since: int, limit: int) -> tuple[list[Any], int, bool]:
+        from bridge.peers.orthanc_feed import Change
+
+        after = [Change(*c) for c in self.log if c[0] > since][:limit]
+        last = after[-1].seq if after else since
+        return after, last, last >= self.last_seq()
+
+    def facts(self, orthanc_id: str, with_source_aets: bool) -> Any:
+        return self.studies.get(orthanc_id)
+
+
+def test_watch_opens_one_case_per_matching_stable_study_and_only_once(store):
+    """Watch mode: a stable study that passes the filters opens a case to pull it; one that does
+    not, or a change of another kind, opens none; a later poll starts after what was handled,
+    and a study seen again while its case is open is skipped."""
+    from bridge.config import WatchSettings
+    from bridge.peers.orthanc_feed import StudyFacts
+    from bridge.pipeline.watch import Watch
+
+    def study(uid: str, modality: str) -> StudyFacts:
+        return StudyFacts(uid, "MR BRAIN", frozenset({modality}), frozenset(), 3)
+
+    feed = _Feed(
+        {"a": study("1.2.1", "MR"), "b": study("1.2.2", "CR"), "c": study("1.2.3", "MR")},
+        [(1, "NewInstance", "x"), (2, "StableStudy", "a"), (3, "StableStudy", "b")],
+    )
+    settings = WatchSettings(orthanc_url="http://pacs", modalities=("MR",), start_at="beginning")
+    watch = Watch(store, feed, settings, lease_seconds=60)  # type: ignore[arg-type]
+    assert watch.poll("w") == 1
+    opened = store.cases.listing()
+    assert [(c["original_study_uid"], c["source"]) for c in opened] == [("1.2.1", "watch")]
+    assert watch.poll("w") == 0  # nothing new
+    feed.log += [(4, "StableStudy", "c"), (5, "StableStudy", "a")]  # "a" again: its case is open
+    assert watch.poll("w") == 1
+    assert sorted(c["original_study_uid"] for c in store.cases.listing()) == ["1.2.1", "1.2.3"]
+    assert store.feeds.take(feed.name, "w", 60, start=0) == 5
