@@ -33,10 +33,10 @@ from bridge.domain.errors import (
     StudyNotFoundError,
 )
 from bridge.domain.states import CaseState
-from bridge.ingest.accept import Origin, accept_file
 from bridge.ingest.spool import Spool
 from bridge.logging import get_logger
 from bridge.peers.pacs import PacsClient
+from bridge.pipeline.intake import Origin, accept_file
 from bridge.store.repo import Store
 from bridge.store.submissions import (
     RETRIEVE_JOB,

@@ -23,7 +23,7 @@ from bridge.deid.engine import Deidentifier, write_result
 from bridge.deid.profile import build_profile
 from bridge.deid.pseudonyms import Pseudonymizer
 from bridge.domain.errors import DatasetError, DeidError
-from bridge.ingest.accept import read_header
+from bridge.pipeline.intake import read_header
 from bridge.sample import make_study
 
 EXAMPLES = int(os.environ.get("BRIDGE_FUZZ_EXAMPLES", "300"))

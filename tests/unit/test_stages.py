@@ -715,3 +715,38 @@ def test_watch_opens_one_case_per_matching_stable_study_and_only_once(store):
     assert watch.poll("w") == 1
     assert sorted(c["original_study_uid"] for c in store.cases.listing()) == ["1.2.1", "1.2.3"]
     assert store.feeds.take(feed.name, "w", 60, start=0) == 5
+
+
+def test_intake_spools_and_records_an_instance_and_a_resent_one_replaces_it(
+    store: Store, spool: Spool, tmp_path: Path
+) -> None:
+    """Intake (every way a study comes in): the file moves into spool/received and is recorded
+    in its study's case; the same instance sent again replaces the earlier copy (no second row,
+    no file left behind); a file that is not DICOM is refused and nothing of it is recorded or
+    spooled (the file stays the caller's)."""
+    from bridge.domain.errors import DatasetError
+    from bridge.pipeline.intake import Origin, accept_file
+    from bridge.sample import make_study
+
+    study = make_study(tmp_path / "study", 2, rows=16, columns=16)
+    origin = Origin(calling_aet="CT1", called_aet="SECONDOPINION")
+    sent = []
+    for p in study.paths + study.paths[:1]:  # the first instance twice
+        copy = spool.new_tmp()
+        copy.write_bytes(p.read_bytes())
+        sent.append(accept_file(store, spool, copy, origin))
+        assert not copy.exists()
+    assert len(set(sent)) == 1
+    rows = store.instances.of_case(sent[0])
+    assert len(rows) == 2 and {r.state for r in rows} == {InstanceState.RECEIVED}
+    assert sorted(p.name for p in spool.path(RECEIVED, "x").parent.iterdir()) == sorted(
+        r.spool_name for r in rows
+    )
+    junk = spool.new_tmp()
+    junk.write_bytes(b"not dicom at all")
+    with pytest.raises(DatasetError):
+        accept_file(store, spool, junk, origin)
+    assert junk.exists()
+    assert len(store.instances.of_case(sent[0])) == 2
+    assert len(list(spool.path(RECEIVED, "x").parent.iterdir())) == 2
+    assert store.cases.get(sent[0])["calling_aet"] == "CT1"

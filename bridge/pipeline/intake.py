@@ -1,10 +1,12 @@
-"""Take one completely received file into the spool and the state store.
+"""Intake: take one completely received file into the spool and the state store.
 
 Shared by every way a study comes in (C-STORE, C-GET, WADO-RS, Orthanc, media import): read the
 few attributes the pipeline needs, refuse what cannot be processed, move the file durably into
 ``spool/received`` and record it. Raises :class:`DatasetError` (C-STORE: 0xC210),
-:class:`SpoolFullError` / :class:`SpoolError` / :class:`StoreError` (0xA700); on any error the
-file is not kept.
+:class:`SpoolFullError` / :class:`SpoolError` / :class:`StoreError` (0xA700). On any error
+nothing of the file is recorded or left in the spool: a file refused before it was moved stays
+where it was, the caller's to delete (a retrieve) or to leave to pynetdicom (C-STORE); one moved
+before the store failed is deleted.
 """
 
 from __future__ import annotations
