@@ -1,5 +1,5 @@
 """Reader-object poll: the SR, KOS and PDF objects a reader made in a forwarded (pseudonymized)
-study of the reading archive are fetched and taken in (``findings/intake.accept_object``:
+study of the reading archive are fetched and taken in (``findings_intake.accept_object``:
 re-identified, queued for return to the PACS). An object refused is recorded as a held report,
 so that an operator sees it and it is not fetched again; an archive that cannot be reached ends
 the round (the next one tries again)."""
@@ -11,9 +11,9 @@ from collections.abc import Callable
 from pydicom.dataset import Dataset
 
 from bridge.domain.errors import FindingsError, TransientForwardError
-from bridge.findings.intake import accept_object
 from bridge.ingest.spool import Spool
 from bridge.logging import get_logger
+from bridge.pipeline.findings_intake import accept_object
 from bridge.store.repo import Store
 
 log = get_logger(__name__)

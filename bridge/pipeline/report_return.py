@@ -25,10 +25,10 @@ from bridge.domain.errors import (
 )
 from bridge.domain.states import ReportState
 from bridge.findings import report_files
-from bridge.findings.intake import reidentify_held
 from bridge.findings.verify import verify_file
 from bridge.ingest.spool import REPORTS, Spool
 from bridge.logging import get_logger
+from bridge.pipeline.findings_intake import reidentify_held
 from bridge.store import audit
 from bridge.store.repo import Store
 

@@ -350,9 +350,9 @@ def test_a_stopping_worker_gives_its_claim_back(store: Store, spool: Spool, tmp_
 def _reported_case(store: Store, spool: Spool, tmp_path: Path) -> tuple[Any, str]:
     """A study through de-identification and forwarding, then findings accepted for it."""
     from bridge.config import FindingsSettings
-    from bridge.findings.intake import accept_findings
     from bridge.findings.schema import Findings
     from bridge.pipeline.deidentify import Deidentify
+    from bridge.pipeline.findings_intake import accept_findings
 
     study = _received_files(store, spool, tmp_path, 2)
     Deidentify(store, spool, _engine(), 60, lambda a: 60.0).once()
@@ -371,6 +371,48 @@ def _reported_case(store: Store, spool: Spool, tmp_path: Path) -> tuple[Any, str
     )
     accept_findings(store, spool, FindingsSettings(), case["id"], findings)
     return study, case["id"]
+
+
+def test_findings_are_taken_only_for_a_forwarded_case_and_only_about_its_images(
+    store: Store, spool: Spool, tmp_path: Path
+) -> None:
+    """Findings intake: a case still being de-identified refuses findings (conflict), key
+    images must be the case's own pseudonymized instances (invalid otherwise), and accepted
+    findings become one pending report whose SR is in spool/reports."""
+    from bridge.config import FindingsSettings
+    from bridge.domain.errors import FindingsError
+    from bridge.findings.schema import Findings
+    from bridge.pipeline.deidentify import Deidentify
+    from bridge.pipeline.findings_intake import accept_findings
+
+    _received_files(store, spool, tmp_path, 2)
+    (case,) = store.cases.listing(None, 10)
+    base = {
+        "reader": {"name": "Lee^Ana", "organization": "Neuro Reading Group"},
+        "status": "final",
+        "findings": "No lesion.",
+        "impression": "Normal.",
+        "signed_at": "2026-12-02T10:00:00Z",
+    }
+    with pytest.raises(FindingsError) as err:
+        accept_findings(store, spool, FindingsSettings(), case["id"], Findings(**base))
+    assert err.value.kind == "conflict"
+    Deidentify(store, spool, _engine(), 60, lambda a: 60.0).once()
+    completion = CaseCompletion(store, 0.0, READING.dicomweb_url, send_manifests=False)
+    completion.once()
+    Forward(store, spool, Archive(), READING, 60).once()
+    completion.once()
+    stranger = Findings(**base, key_images=[{"sop_instance_uid": "2.25.999"}])
+    with pytest.raises(FindingsError) as err:
+        accept_findings(store, spool, FindingsSettings(), case["id"], stranger)
+    assert err.value.kind == "invalid" and "2.25.999" in str(err.value)
+    own = store.instances.of_case(case["id"])[0].pseudo_sop_uid
+    mine = Findings(**base, key_images=[{"sop_instance_uid": own}])
+    accepted = accept_findings(store, spool, FindingsSettings(), case["id"], mine)
+    reports = store.cases.get(case["id"])["reports"]
+    assert accepted.report_id in [r["id"] for r in reports]
+    assert {r["state"] for r in reports} == {"pending"}  # the SR, with its KOS and PDF
+    assert any((spool.root / "reports").iterdir())
 
 
 def test_a_report_goes_to_the_original_study_checked(
