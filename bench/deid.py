@@ -28,7 +28,7 @@ CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "pse
 
 def rate(files: list[Path], **pixels: str) -> float:
     settings = Settings(deid={"pixels": pixels} if pixels else {})  # type: ignore[arg-type]
-    engine = make_deidentifier(settings)
+    engine = make_deidentifier(settings.deid)
     engine.deidentify_file(files[0])  # load the detector model outside the timing
     t = time.perf_counter()
     for f in files:

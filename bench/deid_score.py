@@ -49,7 +49,7 @@ def _init() -> None:
     from bridge.config import Settings
     from bridge.deid.build import make_deidentifier
 
-    _engine = make_deidentifier(Settings())
+    _engine = make_deidentifier(Settings().deid)
 
 
 def _one(path: str) -> tuple[str, bytes | None, str, float, dict[str, int]]:

@@ -202,7 +202,7 @@ def bridge_deid_rate(files: list[Path]) -> float:
     from bridge.deid.build import make_deidentifier
     from bridge.deid.engine import write_result
 
-    engine = make_deidentifier(Settings(deid={"pixels": {"default": "pass"}}))  # type: ignore[arg-type]
+    engine = make_deidentifier(Settings(deid={"pixels": {"default": "pass"}}).deid)  # type: ignore[arg-type]
     out = Path(tempfile.mkdtemp(prefix="bench-deid-out-"))
     t = time.perf_counter()
     for i, f in enumerate(files):

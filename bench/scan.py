@@ -34,7 +34,7 @@ def deid_rate(files: list[Path], threads: int, prefilter: bool) -> float:
     from bridge.deid.build import make_deidentifier
 
     settings = Settings(deid={"pixels": {"default": "mask", "prefilter": prefilter}})  # type: ignore[arg-type]
-    engine = make_deidentifier(settings)
+    engine = make_deidentifier(settings.deid)
     engine.deidentify_file(files[0])  # models loaded outside the timing
     t = time.perf_counter()
     with ThreadPoolExecutor(threads) as pool:

@@ -45,7 +45,7 @@ def deid_offline(args: argparse.Namespace, settings: Settings) -> int:
 
     if not args.in_dir.is_dir():
         raise ConfigError(f"not a folder: {args.in_dir}")
-    engine = make_deidentifier(settings, args.profile)
+    engine = make_deidentifier(settings.deid, args.profile)
     from collections import Counter
 
     files = sorted(p for p in args.in_dir.rglob("*") if p.is_file())

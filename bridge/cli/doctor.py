@@ -167,7 +167,7 @@ def _echo(settings: Settings) -> Check:
     from bridge.peers.pacs_dimse import dimse_tls_args
 
     try:
-        tls = dimse_tls_args(settings)
+        tls = dimse_tls_args(settings.pacs)
     except ConfigError as exc:
         return Check("PACS C-ECHO", FAIL, exc.message, "check BRIDGE_PACS__CLIENT_CERT/__KEY")
     assoc = ae.associate(pacs.host, pacs.port, ae_title=pacs.ae_title, tls_args=tls)
@@ -356,7 +356,7 @@ def _pixels(settings: Settings) -> Check:
             "off: high-risk images are held",
             "BRIDGE_DEID__PIXELS__DETECTOR=db",
         )
-    cleaner = make_pixel_cleaner(settings)
+    cleaner = make_pixel_cleaner(settings.deid.pixels)
     if not cleaner.detector.available():
         return Check(
             "burned-in text detector",

@@ -76,7 +76,7 @@ def find(args: argparse.Namespace, settings: Settings) -> int:
         modality=args.modality,
         limit=args.limit,
     )
-    client = make_pacs(settings, _no_files)
+    client = make_pacs(settings.pacs, settings.dimse, _no_files)
     try:
         matches = client.search(query)
     finally:
@@ -111,8 +111,8 @@ def _no_files() -> Path:
 
 def submit_cmd(args: argparse.Namespace, settings: Settings) -> int:
     from bridge.ingest.spool import Spool
-    from bridge.ingest.submit import Submission, submit
     from bridge.peers.connect import make_pacs
+    from bridge.pipeline.submit import Submission, submit
     from bridge.runtime.service import open_store
 
     if bool(args.study_uid) == bool(args.accession):
@@ -122,10 +122,10 @@ def submit_cmd(args: argparse.Namespace, settings: Settings) -> int:
     report = args.report_file.read() if args.report_file else None
     store = open_store(settings)
     spool = Spool(settings.spool_dir, settings.spool, store.node_id)
-    client = make_pacs(settings, spool.new_tmp)
+    client = make_pacs(settings.pacs, settings.dimse, spool.new_tmp)
     try:
         case_id, match = submit(
-            settings,
+            settings.submit,
             store,
             client,
             Submission(
@@ -215,14 +215,14 @@ def import_cmd(args: argparse.Namespace, settings: Settings) -> int:
     """``bridge import PATH``: one case per study found on the media."""
     from bridge.ingest.media import opened, scan, submit_media
     from bridge.ingest.spool import Spool
-    from bridge.ingest.submit import Submission, validate
+    from bridge.pipeline.submit import Submission, validate
     from bridge.runtime.service import open_store
 
     if not args.list:
         if not args.question:
             raise SubmitError("--question is required to submit (or use --list)", kind=Kind.INVALID)
         validate(
-            settings,
+            settings.submit,
             Submission(
                 question=args.question,
                 subspecialty=args.subspecialty,

@@ -1,8 +1,9 @@
-"""Build the de-identification engine from settings (one place for the worker and the CLI)."""
+"""Build the de-identification engine from its settings section (one place for the worker and
+the CLI)."""
 
 from __future__ import annotations
 
-from bridge.config import Settings
+from bridge.config import DeidSettings, PixelSettings
 from bridge.deid.engine import Deidentifier
 from bridge.deid.pixels.clean import PixelCleaner, PixelPolicy
 from bridge.deid.pixels.detect import Prefilter, make_detector
@@ -23,8 +24,7 @@ class NoDetector:
         return []
 
 
-def make_pixel_cleaner(settings: Settings) -> PixelCleaner:
-    cfg = settings.deid.pixels
+def make_pixel_cleaner(cfg: PixelSettings) -> PixelCleaner:
     policy = PixelPolicy(
         default=cfg.default,
         modalities=dict(cfg.modalities),
@@ -42,14 +42,14 @@ def make_pixel_cleaner(settings: Settings) -> PixelCleaner:
     return PixelCleaner(policy, detector, refine, prefilter=prefilter, threads=cfg.frame_threads)
 
 
-def make_deidentifier(settings: Settings, profile: str | None = None) -> Deidentifier:
-    secret = settings.deid.secret.get_secret_value() if settings.deid.secret else ""
+def make_deidentifier(deid: DeidSettings, profile: str | None = None) -> Deidentifier:
+    secret = deid.secret.get_secret_value() if deid.secret else ""
     if len(secret) < 16:
         raise ConfigError("BRIDGE_DEID__SECRET (at least 16 characters) is required")
     return Deidentifier(
-        build_profile(profile or settings.deid.profile, settings.deid.options),
-        Pseudonymizer(secret.encode(), settings.deid.pseudonym_prefix),
-        settings.deid.method_text,
-        pixels=make_pixel_cleaner(settings),
-        stream_above=settings.deid.stream_above_bytes,
+        build_profile(profile or deid.profile, deid.options),
+        Pseudonymizer(secret.encode(), deid.pseudonym_prefix),
+        deid.method_text,
+        pixels=make_pixel_cleaner(deid.pixels),
+        stream_above=deid.stream_above_bytes,
     )

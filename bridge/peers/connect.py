@@ -7,20 +7,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from bridge.config import Settings
+from bridge.config import DimseSettings, PacsSettings
 from bridge.domain.errors import ConfigError
 from bridge.peers.pacs import PacsClient
 from bridge.peers.pacs_dicomweb import DicomWebPacs
 from bridge.peers.pacs_dimse import DimsePacs
 
 
-def make_pacs(settings: Settings, new_file: Callable[[], Path]) -> PacsClient:
-    """``new_file``: where a retrieved instance may be written (the spool's own temp area)."""
-    pacs = settings.pacs
+def make_pacs(pacs: PacsSettings, dimse: DimseSettings, new_file: Callable[[], Path]) -> PacsClient:
+    """``dimse``: the bridge's own AE (calling AE title, C-MOVE destination, PDU size);
+    ``new_file``: where a retrieved instance may be written (the spool's own temp area)."""
     if pacs.dicomweb_url and pacs.protocol != "dimse":
         return DicomWebPacs(pacs, new_file)
     if pacs.ae_title and pacs.host and pacs.port and pacs.protocol != "dicomweb":
-        return DimsePacs(settings, new_file)
+        return DimsePacs(pacs, dimse, new_file)
     raise ConfigError(
         "no way to reach the PACS: set BRIDGE_PACS__DICOMWEB_URL, or BRIDGE_PACS__AE_TITLE, "
         "__HOST and __PORT"

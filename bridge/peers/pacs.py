@@ -125,6 +125,9 @@ class RetrieveOutcome:
 
 class PacsClient(Protocol):
     protocol: str
+    #: How a study this client pulls came in (a case's source): pull:dicomweb, pull:c-move,
+    #: pull:c-get.
+    source: str
 
     def search(self, query: StudyQuery) -> list[StudyMatch]: ...
 

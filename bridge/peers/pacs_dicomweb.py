@@ -51,6 +51,7 @@ _READ = 64 * 1024
 
 class DicomWebPacs:
     protocol = "dicomweb"
+    source = "pull:dicomweb"
 
     def __init__(self, settings: PacsSettings, new_file: Callable[[], Path]) -> None:
         if not settings.dicomweb_url:

@@ -24,7 +24,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelMove,
 )
 
-from bridge.config import Settings
+from bridge.config import DimseSettings, PacsSettings
 from bridge.domain.errors import (
     BridgeError,
     PacsNotAcceptedError,
@@ -105,9 +105,8 @@ def _retrieve_failure(code: int, destination: str | None) -> BridgeError:
     return PacsRefusedError("the PACS refused the retrieve", status=f"0x{code:04X}")
 
 
-def dimse_tls_args(settings: Settings) -> tuple[Any, str] | None:
+def dimse_tls_args(pacs: PacsSettings) -> tuple[Any, str] | None:
     """pynetdicom's ``tls_args`` for associations to the PACS (None: plain TCP)."""
-    pacs = settings.pacs
     if not pacs.dimse_tls or not pacs.host:
         return None
     from bridge.tls import client_context
@@ -118,20 +117,22 @@ def dimse_tls_args(settings: Settings) -> tuple[Any, str] | None:
 class DimsePacs:
     protocol = "dimse"
 
-    def __init__(self, settings: Settings, new_file: Callable[[], Path]) -> None:
-        pacs = settings.pacs
+    def __init__(
+        self, pacs: PacsSettings, dimse: DimseSettings, new_file: Callable[[], Path]
+    ) -> None:
         if not (pacs.ae_title and pacs.host and pacs.port):
             raise PacsRefusedError("set BRIDGE_PACS__AE_TITLE, __HOST and __PORT")
         self.called = pacs.ae_title
         self.host = pacs.host
         self.port = pacs.port
         self.timeout = pacs.timeout
-        self.calling = settings.dimse.ae_title
-        self.destination = pacs.move_destination or settings.dimse.ae_title
+        self.calling = dimse.ae_title
+        self.destination = pacs.move_destination or dimse.ae_title
         self.retrieve_mode = pacs.dimse_retrieve
+        self.source = f"pull:{pacs.dimse_retrieve}"
         self.new_file = new_file
-        self.tls_args = dimse_tls_args(settings)
-        self.max_pdu = settings.dimse.max_pdu_bytes
+        self.tls_args = dimse_tls_args(pacs)
+        self.max_pdu = dimse.max_pdu_bytes
         dimse_guard.install()  # C-GET brings instances over this association: bounded PDUs
 
     def close(self) -> None:

@@ -54,7 +54,7 @@ class Pipeline:
         self.settings = settings
         self.store = store
         self.spool = spool
-        self.deidentifier = make_deidentifier(settings)
+        self.deidentifier = make_deidentifier(settings.deid)
         r, lease = settings.reading, settings.worker.lease_seconds
         self.archive = ReadingArchive(
             dicomweb_session(settings.reading), r.dicomweb_url or "", r.timeout
@@ -83,7 +83,7 @@ class Pipeline:
         self.retrieve = Retrieve(
             store,
             spool,
-            lambda: make_pacs(settings, spool.new_tmp),
+            lambda: make_pacs(settings.pacs, settings.dimse, spool.new_tmp),
             lease,
             settings.submit.retrieve_attempts,
             self._delay,
@@ -274,7 +274,7 @@ class Pipeline:
             self._pacs_return = (
                 DicomWebPacs(s.pacs, self.spool.new_tmp)
                 if s.pacs.dicomweb_url
-                else DimsePacs(s, self.spool.new_tmp)
+                else DimsePacs(s.pacs, s.dimse, self.spool.new_tmp)
             )
         self._pacs_return.store_report(path, sop_uid, study_uid, patient_id)
 

@@ -34,7 +34,7 @@ RETRIEVE_JOB = "retrieve"
 @dataclass(frozen=True)
 class PriorStudy:
     study_uid: str
-    #: How it was confirmed to be the same patient's (see ingest.submit.same_patient).
+    #: How it was confirmed to be the same patient's (see pipeline.submit.same_patient).
     matched_by: str
 
 

@@ -17,7 +17,7 @@ from bridge.domain.errors import SubmitError
 from bridge.domain.states import CaseState
 from bridge.domain.vocabulary import Priority, Subspecialty
 from bridge.ingest.spool import Spool
-from bridge.ingest.submit import Submission, submit
+from bridge.pipeline.submit import Submission, submit
 from bridge.store import audit
 from bridge.store.repo import Store
 from bridge.store.submissions import review_free_text as review
@@ -67,7 +67,7 @@ def cases_router(settings: Settings, store: Store, spool: Spool, tokens: Tokens)
             priors=body.priors,
         )
         with pacs(settings, spool) as client:
-            case_id, _match = submit(settings, store, client, sub)
+            case_id, _match = submit(settings.submit, store, client, sub)
         case = store.cases.get(case_id)
         if case is None:  # pragma: no cover - just created
             raise HTTPException(500, "the case vanished")

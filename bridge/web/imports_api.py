@@ -16,7 +16,7 @@ from bridge.config import Settings
 from bridge.domain.errors import SubmitError
 from bridge.domain.vocabulary import Priority, Subspecialty
 from bridge.ingest.spool import Spool
-from bridge.ingest.submit import Submission, validate
+from bridge.pipeline.submit import Submission, validate
 from bridge.store.repo import Store
 from bridge.web.bodies import file_chunks, save_body
 from bridge.web.errors import http_error
@@ -25,7 +25,7 @@ from bridge.web.errors import http_error
 def _check_upload(settings: Settings, question: str, subspecialty: str, priority: str) -> None:
     try:
         validate(
-            settings,
+            settings.submit,
             Submission(
                 question=question, subspecialty=subspecialty, priority=priority, study_uid="-"
             ),

@@ -20,7 +20,7 @@ from bridge.web.errors import http_error
 @contextmanager
 def pacs(settings: Settings, spool: Spool) -> Iterator[PacsClient]:
     try:
-        client = make_pacs(settings, spool.new_tmp)
+        client = make_pacs(settings.pacs, settings.dimse, spool.new_tmp)
     except ConfigError as exc:
         raise HTTPException(503, exc.message) from None
     try:

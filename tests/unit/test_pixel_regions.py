@@ -261,7 +261,7 @@ def test_the_detector_model_is_loaded_once_per_process():
     from bridge.config import Settings
     from bridge.deid.build import make_pixel_cleaner
 
-    cleaner = make_pixel_cleaner(Settings())
+    cleaner = make_pixel_cleaner(Settings().deid.pixels)
     assert cleaner.prefilter is not None and cleaner.refine is not None
     sessions = {
         id(d._load())  # type: ignore[attr-defined]

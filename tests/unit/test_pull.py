@@ -10,10 +10,10 @@ import pytest
 
 from bridge.config import Settings
 from bridge.domain.errors import Kind, PacsUnavailableError, SubmitError
-from bridge.ingest.submit import Submission, validate
 from bridge.peers.multipart import boundary_of, split_parts
 from bridge.peers.pacs import StudyQuery
 from bridge.peers.pacs_dimse import _retrieve_failure
+from bridge.pipeline.submit import Submission, validate
 
 
 def _body(boundary: bytes, parts: list[bytes], close: bool = True) -> bytes:
@@ -71,7 +71,7 @@ def test_study_date_range_values():
 def test_submissions_are_checked_before_the_pacs_is_asked():
     settings = Settings(_env_file=None)
     ok = Submission(question="Surgery?", study_uid="1.2.3")
-    validate(settings, ok)
+    validate(settings.submit, ok)
     cases = [
         (Submission(question=" ", study_uid="1.2.3"), "question is empty"),
         (Submission(question="q" * 2001, study_uid="1.2.3"), "longer than 2000"),
@@ -85,7 +85,7 @@ def test_submissions_are_checked_before_the_pacs_is_asked():
     ]
     for sub, message in cases:
         with pytest.raises(SubmitError, match=message) as info:
-            validate(settings, sub)
+            validate(settings.submit, sub)
         assert info.value.kind is Kind.INVALID
 
 
@@ -126,7 +126,7 @@ class _Pacs:
 def test_a_prior_is_the_same_patient_never_the_same_patient_id_alone():
     """Issue #15, 5: exact Patient ID + issuer where both studies have an issuer; where either
     has none, Patient ID + birth date + sex, all present on both; otherwise not sent."""
-    from bridge.ingest.submit import find_priors
+    from bridge.pipeline.submit import find_priors
 
     settings = Settings(_env_file=None)
     main = _study("1.1", "20240101", issuer="HOSP-A", birth="19610417", sex="F")
@@ -138,7 +138,7 @@ def test_a_prior_is_the_same_patient_never_the_same_patient_id_alone():
         _study("2.5", "20230105", birth="19610417"),  # no issuer, no sex: not confirmed
         _study("2.6", "20230106", birth="19610417", sex="M"),  # no issuer, other sex
     ]
-    found = find_priors(settings, _Pacs([main, *others]), main, 10)
+    found = find_priors(settings.submit, _Pacs([main, *others]), main, 10)
     assert {p.match.study_uid: p.matched_by for p in found.priors} == {
         "2.1": "patient_id+issuer",
         "2.4": "patient_id+birth_date+sex",
@@ -146,12 +146,12 @@ def test_a_prior_is_the_same_patient_never_the_same_patient_id_alone():
     assert found.unmatched == 4  # 2.2, 2.3, 2.5, 2.6: same Patient ID, patient not confirmed
     # The main study without an issuer: only birth date and sex can confirm, on every candidate.
     bare = _study("1.1", "20240101", birth="19610417", sex="F")
-    found = find_priors(settings, _Pacs([bare, *others]), bare, 10)
+    found = find_priors(settings.submit, _Pacs([bare, *others]), bare, 10)
     assert {p.match.study_uid: p.matched_by for p in found.priors} == {
         "2.2": "patient_id+birth_date+sex",
         "2.4": "patient_id+birth_date+sex",
     }
     # ... and with neither birth date nor sex on it, nothing is sent as a prior.
     blank = _study("1.1", "20240101")
-    found = find_priors(settings, _Pacs([blank, *others]), blank, 10)
+    found = find_priors(settings.submit, _Pacs([blank, *others]), blank, 10)
     assert found.priors == [] and found.unmatched == 6

@@ -286,7 +286,7 @@ def _engine() -> Any:
     from bridge.deid.build import make_deidentifier
 
     settings = Settings(deid={"secret": "s" * 24, "pixels": {"default": "pass"}}, _env_file=None)
-    return make_deidentifier(settings, "basic")
+    return make_deidentifier(settings.deid, "basic")
 
 
 def test_deidentify_writes_pseudonymized_copies_and_records_them(

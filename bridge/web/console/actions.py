@@ -122,8 +122,8 @@ def add_action_routes(
 
     @router.post("/submit")
     async def submit_case(request: Request) -> Response:
-        from bridge.ingest.submit import Submission, submit
         from bridge.peers.connect import make_pacs
+        from bridge.pipeline.submit import Submission, submit
 
         session = current(store, request)
         session.require("submit")
@@ -139,9 +139,9 @@ def add_action_routes(
             priors=int(str(form.get("priors", "0") or "0")),
         )
         try:
-            client = make_pacs(settings, spool.new_tmp)
+            client = make_pacs(settings.pacs, settings.dimse, spool.new_tmp)
             try:
-                case_id, _ = submit(settings, store, client, sub)
+                case_id, _ = submit(settings.submit, store, client, sub)
             finally:
                 client.close()
         except (SubmitError, PullError, ConfigError) as exc:
@@ -211,7 +211,7 @@ def _search(settings: Settings, spool: Spool, q: dict[str, str]) -> list[dict[st
         modality=q["modality"],
         limit=200,
     )
-    client = make_pacs(settings, spool.new_tmp)
+    client = make_pacs(settings.pacs, settings.dimse, spool.new_tmp)
     try:
         return [m.as_dict() for m in client.search(query)]
     finally:

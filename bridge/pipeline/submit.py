@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bridge.config import Settings
+from bridge.config import SubmitSettings
 from bridge.deid.scrub import identifying_tokens, scrub_text
 from bridge.domain.errors import Kind, SubmitError
 from bridge.domain.vocabulary import PRIORITIES, SUBSPECIALTIES
@@ -36,9 +36,8 @@ class Submission:
     priors: int = 0
 
 
-def validate(settings: Settings, sub: Submission) -> None:
+def validate(limits: SubmitSettings, sub: Submission) -> None:
     """Refuse a submission that cannot be sent, before anything is asked of the PACS (422)."""
-    limits = settings.submit
     if not sub.question.strip():
         raise SubmitError("the clinical question is empty", kind=Kind.INVALID)
     if len(sub.question) > limits.question_max:
@@ -107,7 +106,9 @@ def same_patient(main: StudyMatch, other: StudyMatch) -> str | None:
     return None
 
 
-def find_priors(settings: Settings, client: PacsClient, match: StudyMatch, count: int) -> Priors:
+def find_priors(
+    limits: SubmitSettings, client: PacsClient, match: StudyMatch, count: int
+) -> Priors:
     """The ``count`` most recent earlier studies of the same patient (see :func:`same_patient`),
     sharing a modality with ``match`` unless ``submit.priors_match`` is "any"."""
     if count <= 0:
@@ -128,7 +129,7 @@ def find_priors(settings: Settings, client: PacsClient, match: StudyMatch, count
         if day and not (when[0] and when < (day, time)):
             continue
         same_kind = not (mods and other.modalities) or bool(mods & set(other.modalities))
-        if settings.submit.priors_match == "modality" and not same_kind:
+        if limits.priors_match == "modality" and not same_kind:
             continue
         matched_by = same_patient(match, other)
         if matched_by is None:
@@ -139,19 +140,13 @@ def find_priors(settings: Settings, client: PacsClient, match: StudyMatch, count
     return Priors([p for _, p in found[:count]], unmatched)
 
 
-def source_of(client: PacsClient, settings: Settings) -> str:
-    if client.protocol == "dicomweb":
-        return "pull:dicomweb"
-    return f"pull:{settings.pacs.dimse_retrieve}"
-
-
 def submit(
-    settings: Settings, store: Store, client: PacsClient, sub: Submission
+    limits: SubmitSettings, store: Store, client: PacsClient, sub: Submission
 ) -> tuple[str, StudyMatch]:
     """Open a case for the study and queue its retrieve; return (case id, the PACS's study)."""
-    validate(settings, sub)
+    validate(limits, sub)
     match = find_one(client, sub.study_uid.strip(), sub.accession.strip())
-    found = find_priors(settings, client, match, sub.priors)
+    found = find_priors(limits, client, match, sub.priors)
     priors = [p.match for p in found.priors]
     tokens = identifying_tokens(match.dataset)
     report = sub.original_report.strip() if sub.original_report else None
@@ -159,7 +154,7 @@ def submit(
         store,
         NewCase(
             study_uid=match.study_uid,
-            source=source_of(client, settings),
+            source=client.source,
             subspecialty=sub.subspecialty,
             priority=sub.priority,
             question=scrub_text(sub.question, tokens),
@@ -179,7 +174,7 @@ def submit(
         sub.submitted_by or "api",
         "case.submitted",
         case_id=case_id,
-        source=source_of(client, settings),
+        source=client.source,
         subspecialty=sub.subspecialty,
         priority=sub.priority,
         priors=len(priors),
@@ -188,7 +183,7 @@ def submit(
     log.info(
         "case.submitted",
         case_id=case_id,
-        source=source_of(client, settings),
+        source=client.source,
         subspecialty=sub.subspecialty,
         priority=sub.priority,
         priors=len(priors),
