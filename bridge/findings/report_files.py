@@ -19,8 +19,8 @@ from typing import Any
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
-from bridge.ingest.spool import REPORTS, Spool
 from bridge.store.repo import Store
+from bridge.store.spool import REPORTS, Spool
 
 MAGIC = b"SO-ENC1\n"
 

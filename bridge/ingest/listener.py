@@ -35,11 +35,11 @@ from pynetdicom.transport import ThreadedAssociationServer
 from bridge import metrics
 from bridge.config import Settings
 from bridge.domain.errors import DatasetError, SpoolError, SpoolFullError, StoreError
-from bridge.ingest.spool import Spool
 from bridge.logging import get_logger
 from bridge.peers import dimse_guard
 from bridge.pipeline.intake import Origin, accept_file, read_header
 from bridge.store.repo import Store
+from bridge.store.spool import Spool
 
 log = get_logger(__name__)
 

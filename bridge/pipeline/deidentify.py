@@ -19,10 +19,10 @@ from bridge.deid.engine import Deidentifier, DeidResult, write_result
 from bridge.domain.errors import DeidError
 from bridge.domain.records import Deidentified
 from bridge.domain.states import InstanceState
-from bridge.ingest.spool import DEID, RECEIVED, Spool
 from bridge.logging import get_logger
 from bridge.store.leases import LeaseKeeper
 from bridge.store.repo import Store
+from bridge.store.spool import DEID, RECEIVED, Spool
 
 log = get_logger(__name__)
 

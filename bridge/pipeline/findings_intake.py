@@ -23,9 +23,9 @@ from bridge.findings.sr import (
     build_key_object_selection,
     build_report,
 )
-from bridge.ingest.spool import REPORTS, Spool
 from bridge.logging import get_logger
 from bridge.store.repo import Store
+from bridge.store.spool import REPORTS, Spool
 
 log = get_logger(__name__)
 

@@ -18,12 +18,12 @@ from bridge import metrics
 from bridge.config import ReadingSettings
 from bridge.domain.errors import ForwardError, PermanentForwardError, TransientForwardError
 from bridge.domain.states import InstanceState
-from bridge.ingest.spool import DEID, RECEIVED, Spool
 from bridge.logging import get_logger
 from bridge.peers.http import backoff
 from bridge.peers.stow import StowOutcome
 from bridge.store.leases import LeaseKeeper
 from bridge.store.repo import Store
+from bridge.store.spool import DEID, RECEIVED, Spool
 
 log = get_logger(__name__)
 

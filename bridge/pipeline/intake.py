@@ -20,8 +20,8 @@ from pydicom.uid import UID
 from bridge import metrics
 from bridge.domain.errors import DatasetError, StoreError
 from bridge.domain.records import Received
-from bridge.ingest.spool import Spool
 from bridge.store.repo import Store
+from bridge.store.spool import Spool
 
 HEADER_TAGS = [
     "SOPClassUID",

@@ -11,10 +11,10 @@ from collections.abc import Callable
 from pydicom.dataset import Dataset
 
 from bridge.domain.errors import FindingsError, TransientForwardError
-from bridge.ingest.spool import Spool
 from bridge.logging import get_logger
 from bridge.pipeline.findings_intake import accept_object
 from bridge.store.repo import Store
+from bridge.store.spool import Spool
 
 log = get_logger(__name__)
 

@@ -26,11 +26,11 @@ from bridge.domain.errors import (
 from bridge.domain.states import ReportState
 from bridge.findings import report_files
 from bridge.findings.verify import verify_file
-from bridge.ingest.spool import REPORTS, Spool
 from bridge.logging import get_logger
 from bridge.pipeline.findings_intake import reidentify_held
 from bridge.store import audit
 from bridge.store.repo import Store
+from bridge.store.spool import REPORTS, Spool
 
 log = get_logger(__name__)
 

@@ -33,11 +33,11 @@ from bridge.domain.errors import (
     StudyNotFoundError,
 )
 from bridge.domain.states import CaseState
-from bridge.ingest.spool import Spool
 from bridge.logging import get_logger
 from bridge.peers.pacs import PacsClient
 from bridge.pipeline.intake import Origin, accept_file
 from bridge.store.repo import Store
+from bridge.store.spool import Spool
 from bridge.store.submissions import (
     RETRIEVE_JOB,
     finish_retrieve,

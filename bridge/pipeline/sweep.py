@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import time
 
-from bridge.ingest.spool import Spool
 from bridge.pipeline.report_return import drop_report_files
 from bridge.store.repo import Store
+from bridge.store.spool import Spool
 
 
 class Sweep:

@@ -22,12 +22,12 @@ import uvicorn
 from bridge.config import Settings
 from bridge.domain.errors import ConfigError, StoreError
 from bridge.ingest.listener import Listener
-from bridge.ingest.spool import Spool
 from bridge.logging import get_logger
 from bridge.runtime.supervisor import WorkerSupervisor
 from bridge.runtime.worker import Pipeline, run_worker
 from bridge.store.db import make_engine, migrate, schema_status
 from bridge.store.repo import Store
+from bridge.store.spool import Spool
 from bridge.web.app import create_app
 
 log = get_logger(__name__)

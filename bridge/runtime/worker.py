@@ -22,7 +22,6 @@ from bridge.domain.errors import (
     PullError,
 )
 from bridge.findings.reidentify import RETURNABLE_SOP_CLASSES
-from bridge.ingest.spool import Spool
 from bridge.logging import get_logger
 from bridge.peers.archive import ReadingArchive
 from bridge.peers.connect import make_pacs
@@ -43,6 +42,7 @@ from bridge.pipeline.retrieve import Retrieve
 from bridge.pipeline.sweep import Sweep
 from bridge.pipeline.watch import Watch
 from bridge.store.repo import Store
+from bridge.store.spool import Spool
 
 log = get_logger(__name__)
 

@@ -17,8 +17,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from bridge import __version__, metrics
 from bridge.config import Settings
 from bridge.domain.errors import StoreError
-from bridge.ingest.spool import Spool
 from bridge.store.repo import Store
+from bridge.store.spool import Spool
 from bridge.web.audit_api import audit_router
 from bridge.web.cases_api import cases_router
 from bridge.web.console.auth import SignInRequired

@@ -16,10 +16,10 @@ from bridge.config import Settings
 from bridge.domain.errors import SubmitError
 from bridge.domain.states import CaseState
 from bridge.domain.vocabulary import Priority, Subspecialty
-from bridge.ingest.spool import Spool
 from bridge.pipeline.submit import Submission, submit
 from bridge.store import audit
 from bridge.store.repo import Store
+from bridge.store.spool import Spool
 from bridge.store.submissions import review_free_text as review
 from bridge.web.errors import http_error
 from bridge.web.pacs import pacs

@@ -10,9 +10,9 @@ from pydantic import BaseModel
 from bridge.config import Settings
 from bridge.domain.errors import FindingsError
 from bridge.findings.schema import Findings
-from bridge.ingest.spool import Spool
 from bridge.pipeline.findings_intake import accept_findings
 from bridge.store.repo import Store
+from bridge.store.spool import Spool
 from bridge.web.errors import http_error
 
 

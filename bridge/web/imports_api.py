@@ -15,9 +15,9 @@ from fastapi.responses import JSONResponse
 from bridge.config import Settings
 from bridge.domain.errors import SubmitError
 from bridge.domain.vocabulary import Priority, Subspecialty
-from bridge.ingest.spool import Spool
 from bridge.pipeline.submit import Submission, validate
 from bridge.store.repo import Store
+from bridge.store.spool import Spool
 from bridge.web.bodies import file_chunks, save_body
 from bridge.web.errors import http_error
 
@@ -129,7 +129,7 @@ def _import_upload(
     priority: str,
     submitted_by: str,
 ) -> dict[str, Any]:
-    from bridge.ingest.media import opened, scan, submit_media
+    from bridge.pipeline.media_import import opened, scan, submit_media
 
     if not zipfile.is_zipfile(path):
         raise HTTPException(415, "the upload is not a ZIP file")

@@ -11,9 +11,9 @@ from fastapi import HTTPException
 
 from bridge.config import Settings
 from bridge.domain.errors import ConfigError, PullError, StudyNotFoundError, SubmitError
-from bridge.ingest.spool import Spool
 from bridge.peers.connect import make_pacs
 from bridge.peers.pacs import PacsClient
+from bridge.store.spool import Spool
 from bridge.web.errors import http_error
 
 

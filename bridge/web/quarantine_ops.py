@@ -4,9 +4,9 @@ the spool files that go with it. The caller checks the role and records the audi
 from __future__ import annotations
 
 from bridge.domain.errors import Kind, SubmitError
-from bridge.ingest.spool import DEID, Spool
 from bridge.store import quarantine
 from bridge.store.repo import Store
+from bridge.store.spool import DEID, Spool
 
 
 def act_on_instance(store: Store, spool: Spool, instance_id: int, action: str) -> str:

@@ -21,11 +21,11 @@ from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
 from bridge.domain.errors import FindingsError, PacsUnavailableError
-from bridge.ingest.spool import Spool
 from bridge.logging import get_logger
 from bridge.peers.multipart import boundary_of, chunks_of, split_parts
 from bridge.pipeline.findings_intake import accept_object
 from bridge.store.repo import Store
+from bridge.store.spool import Spool
 from bridge.web.bodies import save_body
 
 log = get_logger(__name__)

@@ -9,8 +9,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query
 
 from bridge.config import Settings
-from bridge.ingest.spool import Spool
 from bridge.peers.pacs import StudyQuery
+from bridge.store.spool import Spool
 from bridge.web.pacs import pacs
 
 

@@ -7,7 +7,7 @@ import tempfile
 
 from bridge.config import Settings
 from bridge.domain.errors import Kind
-from bridge.ingest.spool import Spool
+from bridge.store.spool import Spool
 
 
 def test_leftover_folders_in_partial_are_cleaned_at_start(tmp_path):
@@ -46,7 +46,7 @@ def test_a_zip_import_stops_at_the_free_space_floor_and_leaves_nothing(tmp_path)
     import pytest
 
     from bridge.domain.errors import SubmitError
-    from bridge.ingest.media import opened
+    from bridge.pipeline.media_import import opened
 
     archive = tmp_path / "media.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:

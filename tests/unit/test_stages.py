@@ -18,7 +18,6 @@ from bridge.config import ReadingSettings, SpoolSettings
 from bridge.domain.errors import PermanentForwardError, SubmitError, TransientForwardError
 from bridge.domain.records import Deidentified
 from bridge.domain.states import CaseState, InstanceState
-from bridge.ingest.spool import DEID, RECEIVED, Spool
 from bridge.peers.stow import StowOutcome
 from bridge.pipeline.completion import MANIFEST_JOB, CaseCompletion, without_credentials
 from bridge.pipeline.forward import Forward
@@ -26,6 +25,7 @@ from bridge.pipeline.manifest import Manifests
 from bridge.store.db import make_engine, migrate
 from bridge.store.repo import Store
 from bridge.store.schema import audit_events, instances, jobs
+from bridge.store.spool import DEID, RECEIVED, Spool
 from tests.support.records import received
 
 READING = ReadingSettings(

@@ -19,9 +19,9 @@ from bridge.domain.errors import (
     PullError,
     SubmitError,
 )
-from bridge.ingest.spool import Spool
 from bridge.store import audit, quarantine
 from bridge.store.repo import Store
+from bridge.store.spool import Spool
 from bridge.store.submissions import review_free_text
 from bridge.web.console.auth import current
 from bridge.web.errors import http_error, status_of

@@ -24,10 +24,10 @@ from bridge.clock import iso_utc
 from bridge.config import Settings
 from bridge.domain.states import CaseState
 from bridge.domain.vocabulary import PRIORITIES, SUBSPECIALTIES
-from bridge.ingest.spool import Spool
 from bridge.store import audit
 from bridge.store.accounts import audit_name, close_session, open_session, sign_in
 from bridge.store.repo import Store
+from bridge.store.spool import Spool
 from bridge.store.submissions import free_text_waits
 from bridge.web.console.auth import (
     COOKIE,

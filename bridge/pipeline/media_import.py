@@ -23,11 +23,11 @@ from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
 from bridge.domain.errors import DatasetError, Kind, SubmitError
-from bridge.ingest.spool import Spool
 from bridge.logging import get_logger
 from bridge.pipeline.intake import Origin, accept_file, read_header
 from bridge.store import audit
 from bridge.store.repo import Store
+from bridge.store.spool import Spool
 
 log = get_logger(__name__)
 
