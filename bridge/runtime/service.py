@@ -23,6 +23,7 @@ from bridge.config import Settings
 from bridge.domain.errors import ConfigError, StoreError
 from bridge.ingest.listener import Listener
 from bridge.logging import get_logger
+from bridge.peers.connect import make_pacs
 from bridge.runtime.supervisor import WorkerSupervisor
 from bridge.runtime.worker import Pipeline, run_worker
 from bridge.store.db import make_engine, migrate, schema_status
@@ -88,7 +89,12 @@ def serve(settings: Settings, config_file: Path | None = None, workers_here: boo
     listener = Listener(settings, store, spool)
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(settings, store, spool),
+            create_app(
+                settings,
+                store,
+                spool,
+                lambda: make_pacs(settings.pacs, settings.dimse, spool.new_tmp),
+            ),
             host=settings.http.host,
             port=settings.http.port,
             log_config=None,

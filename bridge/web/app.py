@@ -25,13 +25,16 @@ from bridge.web.console.auth import SignInRequired
 from bridge.web.console.pages import console_router, mount_static, templates
 from bridge.web.findings_api import findings_router
 from bridge.web.imports_api import imports_router
+from bridge.web.pacs import OpenPacs
 from bridge.web.quarantine_api import quarantine_router
 from bridge.web.stow_in import stow_router
 from bridge.web.studies_api import studies_router
 from bridge.web.tokens import Tokens
 
 
-def create_app(settings: Settings, store: Store, spool: Spool) -> FastAPI:
+def create_app(settings: Settings, store: Store, spool: Spool, open_pacs: OpenPacs) -> FastAPI:
+    """The HTTP API and the console; ``open_pacs`` opens a client of the hospital PACS for a
+    search or a submission."""
     app = FastAPI(
         title="SECONDOPINION bridge",
         version=__version__,
@@ -141,12 +144,12 @@ def create_app(settings: Settings, store: Store, spool: Spool) -> FastAPI:
 
     app.include_router(findings_router(settings, store, spool, tokens.need("findings")))
     app.include_router(stow_router(store, spool, tokens.need("findings")))
-    app.include_router(studies_router(settings, spool, tokens.need("submit")))
+    app.include_router(studies_router(open_pacs, tokens.need("submit")))
     app.include_router(imports_router(settings, store, spool, tokens.need("submit")))
     app.include_router(quarantine_router(store, spool, tokens))
     app.include_router(audit_router(settings, store, tokens.need("admin")))
-    app.include_router(console_router(settings, store, spool))
+    app.include_router(console_router(settings, store, spool, open_pacs))
     mount_static(app)
-    app.include_router(cases_router(settings, store, spool, tokens))
+    app.include_router(cases_router(settings, store, spool, tokens, open_pacs))
 
     return app

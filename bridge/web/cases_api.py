@@ -22,7 +22,7 @@ from bridge.store.repo import Store
 from bridge.store.spool import Spool
 from bridge.store.submissions import review_free_text as review
 from bridge.web.errors import http_error
-from bridge.web.pacs import pacs
+from bridge.web.pacs import OpenPacs, pacs
 from bridge.web.schemas import CaseOut, case_out
 from bridge.web.series import series_summary
 from bridge.web.tokens import Tokens
@@ -50,7 +50,9 @@ class FreeTextReview(BaseModel):
     original_report: str | None = Field(None, max_length=1_000_000)
 
 
-def cases_router(settings: Settings, store: Store, spool: Spool, tokens: Tokens) -> APIRouter:
+def cases_router(
+    settings: Settings, store: Store, spool: Spool, tokens: Tokens, open_pacs: OpenPacs
+) -> APIRouter:
     router = APIRouter(prefix="/api/v1", tags=["cases"])
     read = [Depends(tokens.need("read"))]
 
@@ -66,7 +68,7 @@ def cases_router(settings: Settings, store: Store, spool: Spool, tokens: Tokens)
             submitted_by=getattr(request.state, "actor", "api"),
             priors=body.priors,
         )
-        with pacs(settings, spool) as client:
+        with pacs(open_pacs) as client:
             case_id, _match = submit(settings.submit, store, client, sub)
         case = store.cases.get(case_id)
         if case is None:  # pragma: no cover - just created

@@ -1,26 +1,28 @@
 """The hospital PACS for one request (a search, a submission), its errors as HTTP answers: 404
 the PACS has no such study, 409 the accession number is ambiguous, 502 the PACS cannot be
-reached or refuses the bridge (the reason says what to change), 503 no PACS configured."""
+reached or refuses the bridge (the reason says what to change), 503 no PACS configured.
+
+The client comes from ``open_pacs``, the factory the runtime gives the web app."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from fastapi import HTTPException
 
-from bridge.config import Settings
 from bridge.domain.errors import ConfigError, PullError, StudyNotFoundError, SubmitError
-from bridge.peers.connect import make_pacs
 from bridge.peers.pacs import PacsClient
-from bridge.store.spool import Spool
 from bridge.web.errors import http_error
+
+#: Opens a client of the hospital PACS (ConfigError: none configured).
+OpenPacs = Callable[[], PacsClient]
 
 
 @contextmanager
-def pacs(settings: Settings, spool: Spool) -> Iterator[PacsClient]:
+def pacs(open_pacs: OpenPacs) -> Iterator[PacsClient]:
     try:
-        client = make_pacs(settings.pacs, settings.dimse, spool.new_tmp)
+        client = open_pacs()
     except ConfigError as exc:
         raise HTTPException(503, exc.message) from None
     try:

@@ -8,13 +8,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 
-from bridge.config import Settings
 from bridge.peers.pacs import StudyQuery
-from bridge.store.spool import Spool
-from bridge.web.pacs import pacs
+from bridge.web.pacs import OpenPacs, pacs
 
 
-def studies_router(settings: Settings, spool: Spool, auth: Any) -> APIRouter:
+def studies_router(open_pacs: OpenPacs, auth: Any) -> APIRouter:
     router = APIRouter(prefix="/api/v1", tags=["studies"], dependencies=[Depends(auth)])
 
     @router.get("/studies")
@@ -41,7 +39,7 @@ def studies_router(settings: Settings, spool: Spool, auth: Any) -> APIRouter:
         )
         if query.date_from and query.date_to and query.date_from > query.date_to:
             raise HTTPException(422, "date_from is after date_to")
-        with pacs(settings, spool) as client:
+        with pacs(open_pacs) as client:
             return [m.as_dict() for m in client.search(query)]
 
     return router

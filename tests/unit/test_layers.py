@@ -192,3 +192,19 @@ def test_the_checker_sees_a_cycle_and_an_upward_import() -> None:
     assert _cycles(graph) == [["bridge.a", "bridge.b"]]
     assert _layer("bridge.store.repo") > _layer("bridge.web.app")
     assert _layer("bridge.domain.errors") > _layer("bridge.store.repo")
+
+
+#: The factories that build a peer from the settings: only the runtime (the wiring) and the
+#: command line (which is its own wiring for one command) call them; every other module is
+#: given the client, or a function that opens one.
+FACTORIES = {"bridge.peers.connect", "bridge.deid.build"}
+
+
+def test_only_the_wiring_builds_peers_and_the_engine() -> None:
+    builders = sorted(
+        f"{m} -> {d}"
+        for m, deps in _graph().items()
+        for d in deps
+        if d in FACTORIES and not m.startswith(("bridge.runtime", "bridge.cli"))
+    )
+    assert builders == []

@@ -25,13 +25,19 @@ from bridge.store.spool import Spool
 from bridge.store.submissions import review_free_text
 from bridge.web.console.auth import current
 from bridge.web.errors import http_error, status_of
+from bridge.web.pacs import OpenPacs
 from bridge.web.quarantine_ops import act_on_instance, act_on_report
 
 Page = Callable[..., HTMLResponse]
 
 
 def add_action_routes(
-    router: APIRouter, settings: Settings, store: Store, spool: Spool, page: Page
+    router: APIRouter,
+    settings: Settings,
+    store: Store,
+    spool: Spool,
+    page: Page,
+    open_pacs: OpenPacs,
 ) -> None:
     @router.get("/quarantine")
     def quarantine_page(request: Request, done: str = "") -> HTMLResponse:
@@ -115,14 +121,13 @@ def add_action_routes(
         error = ""
         if any(query.values()):
             try:
-                results = _search(settings, spool, query)
+                results = _search(open_pacs, query)
             except (BridgeError, ValueError) as exc:
                 error = str(exc)
         return page("submit.html", session, query=query, results=results, error=error)
 
     @router.post("/submit")
     async def submit_case(request: Request) -> Response:
-        from bridge.peers.connect import make_pacs
         from bridge.pipeline.submit import Submission, submit
 
         session = current(store, request)
@@ -139,7 +144,7 @@ def add_action_routes(
             priors=int(str(form.get("priors", "0") or "0")),
         )
         try:
-            client = make_pacs(settings.pacs, settings.dimse, spool.new_tmp)
+            client = open_pacs()
             try:
                 case_id, _ = submit(settings.submit, store, client, sub)
             finally:
@@ -198,8 +203,7 @@ def add_action_routes(
         return page("audit.html", session, events=events, action=action, case_id=case_id)
 
 
-def _search(settings: Settings, spool: Spool, q: dict[str, str]) -> list[dict[str, Any]]:
-    from bridge.peers.connect import make_pacs
+def _search(open_pacs: OpenPacs, q: dict[str, str]) -> list[dict[str, Any]]:
     from bridge.peers.pacs import StudyQuery
 
     query = StudyQuery(
@@ -211,7 +215,7 @@ def _search(settings: Settings, spool: Spool, q: dict[str, str]) -> list[dict[st
         modality=q["modality"],
         limit=200,
     )
-    client = make_pacs(settings.pacs, settings.dimse, spool.new_tmp)
+    client = open_pacs()
     try:
         return [m.as_dict() for m in client.search(query)]
     finally:

@@ -38,6 +38,7 @@ from bridge.web.console.auth import (
     set_cookie,
 )
 from bridge.web.console.throttle import SignInThrottle
+from bridge.web.pacs import OpenPacs
 from bridge.web.series import series_summary
 
 HERE = Path(__file__).parent
@@ -92,7 +93,9 @@ def visible_cases(store: Store, session: Session, **filters: str) -> list[dict[s
     return out
 
 
-def console_router(settings: Settings, store: Store, spool: Spool) -> APIRouter:
+def console_router(
+    settings: Settings, store: Store, spool: Spool, open_pacs: OpenPacs
+) -> APIRouter:
     from bridge.web.console.actions import add_action_routes
 
     env = templates()
@@ -230,7 +233,7 @@ def console_router(settings: Settings, store: Store, spool: Spool) -> APIRouter:
             text_review=free_text_waits(case, settings.submit.free_text_review),
         )
 
-    add_action_routes(router, settings, store, spool, page)
+    add_action_routes(router, settings, store, spool, page, open_pacs)
     return router
 
 
