@@ -543,11 +543,23 @@ class FakePacs:
     """A PACS that holds one study (files on disk) and retrieves what it is asked for."""
 
     protocol = "dicomweb"
+    source = "pull:dicomweb"
 
     def __init__(self, study: Any, fail: Exception | None = None) -> None:
         self.study = study
         self.fail = fail
         self.closed = False
+
+    def search(self, query: Any) -> list[Any]:
+        from pydicom import dcmread
+
+        from bridge.peers.pacs import StudyMatch
+
+        ds = dcmread(self.study.paths[0], stop_before_pixels=True)
+        ds.NumberOfStudyRelatedInstances = len(self.study.paths)
+        found = query.study_uid in ("", self.study.study_uid)
+        found = found and query.accession in ("", ds.get("AccessionNumber", ""))
+        return [StudyMatch(self.study.study_uid, ds)] if found else []
 
     def retrieve(self, study_uid: str, have: set[str], sink: Any, progress: Any = None) -> Any:
         import shutil
@@ -792,3 +804,107 @@ def test_intake_spools_and_records_an_instance_and_a_resent_one_replaces_it(
     assert len(store.instances.of_case(sent[0])) == 2
     assert len(list(spool.path(RECEIVED, "x").parent.iterdir())) == 2
     assert store.cases.get(sent[0])["calling_aet"] == "CT1"
+
+
+def test_the_sweep_deletes_what_nobody_needs_and_sets_aside_what_nobody_recorded(
+    store: Store, spool: Spool, tmp_path: Path
+) -> None:
+    """Sweep: after two leases, the original of a forwarded instance goes (not with
+    keep_forwarded), a received file no record names goes to spool/orphans, and the file of a
+    received instance still on its way stays."""
+    import os
+
+    from bridge.pipeline.sweep import Sweep
+
+    _ready(store, spool, 1)
+    Forward(store, spool, Archive(), READING, 60, keep_originals=True).once()
+    forwarded = {r.spool_name for r in store.instances.claim(InstanceState.FORWARDED, 9, 60, "x")}
+    waiting = spool.path(RECEIVED, "test.waiting.dcm")
+    waiting.write_bytes(b"on its way")
+    store.instances.record(received("1.2.9", "1.2.9.1", "1.2.9.1.1", waiting.name, 10))
+    lost = spool.path(RECEIVED, "test.lost.dcm")
+    lost.write_bytes(b"acknowledged, record rolled back")
+    old = time.time() - 3600
+    for f in spool.path(RECEIVED, "x").parent.iterdir():
+        os.utime(f, (old, old))
+    Sweep(store, spool, 60, keep_forwarded=False, report_retention_days=0).once()
+    left = {p.name for p in spool.path(RECEIVED, "x").parent.iterdir()}
+    assert left == {waiting.name} and not forwarded & left
+    assert (spool.root / "orphans" / lost.name).exists()
+
+
+def test_media_import_opens_one_case_per_study_and_reports_what_it_could_not_read(
+    store: Store, spool: Spool, tmp_path: Path
+) -> None:
+    """Media import (a patient's CD or a ZIP, unpacked): one case per study with every readable
+    instance, the question scrubbed of the study's own identifiers, a file that is not DICOM
+    counted and left out; importing the same media again while its case is open is refused."""
+    from bridge.pipeline.media_import import scan, submit_media
+    from bridge.sample import make_study
+
+    media = tmp_path / "cd"
+    make_study(media / "a", 2, rows=16, columns=16)
+    make_study(media / "b", 1, rows=16, columns=16)
+    (media / "README.TXT").write_text("Patient CD")
+    found = scan(media)
+    assert len(found.studies) == 2 and found.not_dicom == 1
+    (first, second) = submit_media(
+        store,
+        spool,
+        list(found.studies.values()),
+        question="Second opinion for PLANTEDFAMILY please",
+        subspecialty="neuro",
+        priority="routine",
+        submitted_by="desk",
+    )
+    assert sorted([first.imported, second.imported]) == [1, 2]
+    for result in (first, second):
+        case = store.cases.get(result.case_id or "")
+        assert case is not None and case["source"] == "import" and case["state"] == "received"
+        assert len(store.instances.of_case(case["id"])) == result.imported
+        assert "PLANTEDFAMILY" not in case["question"] and "Second opinion" in case["question"]
+    again = submit_media(
+        store,
+        spool,
+        list(found.studies.values())[:1],
+        question="again",
+        subspecialty="neuro",
+        priority="routine",
+        submitted_by="desk",
+    )
+    assert again[0].problem and again[0].imported == 0
+
+
+def test_a_submission_opens_a_case_that_pulls_the_study_with_the_question_scrubbed(
+    store: Store, spool: Spool, tmp_path: Path
+) -> None:
+    """Submit: the study is found in the PACS by its UID, the case opens in "retrieving" with a
+    retrieve job, the question is kept without the patient's name, and the source says how it
+    will be pulled; the same study again while its case is open is a conflict."""
+    from bridge.config import SubmitSettings
+    from bridge.pipeline.submit import Submission, submit
+    from bridge.sample import make_study
+
+    study = make_study(tmp_path / "pacs", 2, rows=16, columns=16)
+    pacs = FakePacs(study)
+    sub = Submission(
+        question="Is PLANTEDFAMILY's lesion benign?",
+        subspecialty="neuro",
+        study_uid=study.study_uid,
+        submitted_by="dr-a",
+    )
+    case_id, match = submit(SubmitSettings(), store, pacs, sub)  # type: ignore[arg-type]
+    case = store.cases.get(case_id)
+    assert match.study_uid == study.study_uid
+    assert (case["state"], case["source"], case["subspecialty"]) == (
+        "retrieving",
+        "pull:dicomweb",
+        "neuro",
+    )
+    assert "PLANTEDFAMILY" not in case["question"] and "lesion benign" in case["question"]
+    with store.engine.connect() as conn:
+        kinds = [r.kind for r in conn.execute(select(jobs).where(jobs.c.case_id == case_id))]
+    assert kinds == ["retrieve"]
+    with pytest.raises(SubmitError) as err:
+        submit(SubmitSettings(), store, pacs, sub)  # type: ignore[arg-type]
+    assert err.value.kind == "conflict"
