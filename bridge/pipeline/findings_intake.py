@@ -10,7 +10,6 @@ from pydicom.dataset import Dataset
 from bridge.config import FindingsSettings
 from bridge.domain.errors import FindingsError, Kind
 from bridge.domain.states import CaseState
-from bridge.findings import report_files
 from bridge.findings.pdf import build_pdf_document
 from bridge.findings.reidentify import reidentify, returned_uid
 from bridge.findings.schema import Findings, Status
@@ -24,6 +23,7 @@ from bridge.findings.sr import (
     build_report,
 )
 from bridge.logging import get_logger
+from bridge.store import report_files
 from bridge.store.repo import Store
 from bridge.store.spool import REPORTS, Spool
 

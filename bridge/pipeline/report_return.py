@@ -24,11 +24,10 @@ from bridge.domain.errors import (
     TransientForwardError,
 )
 from bridge.domain.states import ReportState
-from bridge.findings import report_files
 from bridge.findings.verify import verify_file
 from bridge.logging import get_logger
 from bridge.pipeline.findings_intake import reidentify_held
-from bridge.store import audit
+from bridge.store import audit, report_files
 from bridge.store.repo import Store
 from bridge.store.spool import REPORTS, Spool
 

@@ -291,8 +291,8 @@ def _manifest(case: dict[str, Any]) -> str:
 
 
 def _reports(store: Store, spool: Spool, case: dict[str, Any]) -> list[dict[str, Any]]:
-    from bridge.findings import report_files
     from bridge.findings.render import sr_lines
+    from bridge.store import report_files
 
     out = []
     for r in case.get("reports", []):
