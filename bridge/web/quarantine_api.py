@@ -8,11 +8,11 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 
 from bridge.domain.errors import SubmitError
+from bridge.pipeline.quarantine import act_on_instance, act_on_report
 from bridge.store import audit, quarantine
 from bridge.store.repo import Store
 from bridge.store.spool import Spool
 from bridge.web.errors import http_error
-from bridge.web.quarantine_ops import act_on_instance, act_on_report
 from bridge.web.tokens import Tokens
 
 

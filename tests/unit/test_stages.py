@@ -908,3 +908,87 @@ def test_a_submission_opens_a_case_that_pulls_the_study_with_the_question_scrubb
     with pytest.raises(SubmitError) as err:
         submit(SubmitSettings(), store, pacs, sub)  # type: ignore[arg-type]
     assert err.value.kind == "conflict"
+
+
+def test_quarantine_actions_retry_release_and_discard_a_held_instance(
+    store: Store, spool: Spool, tmp_path: Path
+) -> None:
+    from bridge.pipeline.deidentify import Deidentify
+    from bridge.pipeline.quarantine import act_on_instance
+    from bridge.store.quarantine import BURNED_IN
+
+    _received_files(store, spool, tmp_path, 3)
+    with store.engine.connect() as conn:
+        names = conn.execute(select(instances.c.spool_name).order_by(instances.c.id)).scalars()
+        names = list(names)
+    for name in names[:2]:
+        spool.path(RECEIVED, name).write_bytes(b"not DICOM at all")
+    Deidentify(store, spool, _engine(), 60, lambda a: 60.0).once()
+    with store.engine.connect() as conn:
+        held = [
+            r.id
+            for r in conn.execute(
+                select(instances.c.id).where(instances.c.state == InstanceState.QUARANTINED)
+            )
+        ]
+    assert len(held) == 2
+
+    # Release is only for an instance held for possible burned-in text.
+    with pytest.raises(SubmitError) as refused:
+        act_on_instance(store, spool, held[0], "release")
+    assert refused.value.kind == "conflict"
+    assert BURNED_IN  # the reason release looks for
+
+    # Retry: back to received, tried again from the start.
+    act_on_instance(store, spool, held[0], "retry")
+    with store.engine.connect() as conn:
+        state = conn.execute(select(instances.c.state).where(instances.c.id == held[0])).scalar()
+    assert state == InstanceState.RECEIVED
+
+    # Discard: the instance is discarded and its received copy leaves the spool.
+    act_on_instance(store, spool, held[1], "discard")
+    with store.engine.connect() as conn:
+        state = conn.execute(select(instances.c.state).where(instances.c.id == held[1])).scalar()
+    assert state == InstanceState.DISCARDED
+    assert not spool.path(RECEIVED, names[1]).exists()
+
+    # Anything else, or an instance that is not held: not found.
+    for instance_id, action in ((held[0], "forward"), (held[0], "discard")):
+        with pytest.raises(SubmitError) as unknown:
+            act_on_instance(store, spool, instance_id, action)
+        assert unknown.value.kind == "not_found"
+
+
+def test_quarantine_actions_retry_or_discard_a_held_report(
+    store: Store, spool: Spool, tmp_path: Path
+) -> None:
+    from bridge.domain.errors import ReturnSafetyError
+    from bridge.pipeline.quarantine import act_on_report
+    from bridge.pipeline.report_return import ReportReturn
+
+    _study, case_id = _reported_case(store, spool, tmp_path)
+
+    def wrong_patient(*_args: Any) -> None:
+        raise ReturnSafetyError("the PACS study belongs to another patient")
+
+    ReportReturn(store, spool, wrong_patient, 60, lambda a: 60.0).once()
+    (held,) = store.cases.get(case_id)["reports"]
+    assert held["state"] == "held"
+
+    # Retry: pending again, and tried on the next round (here: refused again, held again).
+    assert act_on_report(store, held["id"], "retry") == case_id
+    assert store.cases.get(case_id)["reports"][0]["state"] == "pending"
+    with pytest.raises(SubmitError) as not_held:
+        act_on_report(store, held["id"], "discard")  # only a held report can be discarded
+    assert not_held.value.kind == "not_found"
+    ReportReturn(store, spool, wrong_patient, 60, lambda a: 60.0).once()
+    assert store.cases.get(case_id)["reports"][0]["state"] == "held"
+
+    # Discard: never sent afterwards; an unknown action is refused.
+    assert act_on_report(store, held["id"], "discard") == case_id
+    sent: list[Any] = []
+    ReportReturn(store, spool, lambda *a: sent.append(a), 60, lambda a: 60.0).once()
+    assert store.cases.get(case_id)["reports"][0]["state"] == "discarded" and not sent
+    with pytest.raises(SubmitError) as unknown:
+        act_on_report(store, held["id"], "resend")
+    assert unknown.value.kind == "not_found"

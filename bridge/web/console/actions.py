@@ -19,6 +19,7 @@ from bridge.domain.errors import (
     PullError,
     SubmitError,
 )
+from bridge.pipeline.quarantine import act_on_instance, act_on_report
 from bridge.store import audit, quarantine
 from bridge.store.repo import Store
 from bridge.store.spool import Spool
@@ -26,7 +27,6 @@ from bridge.store.submissions import review_free_text
 from bridge.web.console.auth import current
 from bridge.web.errors import http_error, status_of
 from bridge.web.pacs import OpenPacs
-from bridge.web.quarantine_ops import act_on_instance, act_on_report
 
 Page = Callable[..., HTMLResponse]
 

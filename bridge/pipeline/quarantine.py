@@ -1,5 +1,7 @@
-"""Quarantine decisions, shared by the console and the API: the state change in the store and
-the spool files that go with it. The caller checks the role and records the audit event."""
+"""Quarantine actions, a stage the console and the API both call: an administrator retries,
+releases or discards a held instance, retries or discards a held report. The state change is the
+store's (``store/quarantine.py``), the spool files that go with it are removed here. The caller
+checks the role and records the audit event."""
 
 from __future__ import annotations
 
