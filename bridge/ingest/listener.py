@@ -2,14 +2,16 @@
 
 The C-STORE handler only spools and records: pynetdicom streams the dataset to a file in
 ``spool/partial`` (never the whole study in memory), the handler reads the few attributes it
-needs, moves the file durably into ``spool/received``, records the instance, and only then
-answers Success. No network call, no de-identification here: that is the workers' job.
+needs, moves the file durably into ``spool/received``, appends the instance's record to the
+intake journal (``store/journal.py``, synced), and only then answers Success; the journal's
+thread records it in the state store moments later. No network call, no de-identification
+here: that is the workers' job.
 
 Statuses (PS3.4 Annex B and pynetdicom ``apps/common.py`` conventions):
 
-* 0x0000 Success: the instance is on disk (fsynced) and recorded in the state store.
-* 0xA700 Refused: Out of Resources: spool quota reached, disk full, or the state store
-  could not record the instance (nothing half-written is kept).
+* 0x0000 Success: the instance is on disk (fsynced) and its record in the journal (synced).
+* 0xA700 Refused: Out of Resources: spool quota reached, disk full, or the journal could not
+  take the record (nothing half-written is kept).
 * 0xC210 Error: Cannot Understand: the dataset cannot be decoded, or it lacks a valid
   SOP Class UID, SOP Instance UID or Study Instance UID.
 * 0xA900 Error: Data Set Does Not Match SOP Class: the dataset's SOP Class / Instance UIDs
@@ -37,8 +39,8 @@ from bridge.config import Settings
 from bridge.domain.errors import DatasetError, SpoolError, SpoolFullError, StoreError
 from bridge.logging import get_logger
 from bridge.peers import dimse_guard
-from bridge.pipeline.intake import Origin, accept_file, read_header
-from bridge.store.repo import Store
+from bridge.pipeline.intake import Origin, journal_file, read_header
+from bridge.store.journal import IntakeJournal
 from bridge.store.spool import Spool
 
 log = get_logger(__name__)
@@ -63,9 +65,9 @@ def storage_contexts() -> list[str]:
 class Listener:
     """Owns the pynetdicom AE and its server thread."""
 
-    def __init__(self, settings: Settings, store: Store, spool: Spool) -> None:
+    def __init__(self, settings: Settings, journal: IntakeJournal, spool: Spool) -> None:
         self.settings = settings
-        self.store = store
+        self.journal = journal
         self.spool = spool
         self._server: ThreadedAssociationServer | None = None
 
@@ -240,7 +242,7 @@ class Listener:
             question=route.question if route else "",
         )
         try:
-            case_id = accept_file(self.store, self.spool, path, origin, header)
+            journal_file(self.journal, self.spool, path, origin, header)
         except SpoolFullError as exc:
             log.warning("store.refused", reason=exc.message)
             metrics.INSTANCES_FAILED.labels(stage="receive").inc()
@@ -249,5 +251,5 @@ class Listener:
             log.error("store.failed", error=str(exc))
             metrics.INSTANCES_FAILED.labels(stage="receive").inc()
             return STATUS_OUT_OF_RESOURCES
-        log.debug("store.accepted", case_id=case_id)
+        log.debug("store.accepted")
         return STATUS_SUCCESS

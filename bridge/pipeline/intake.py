@@ -2,12 +2,13 @@
 
 Shared by every way a study comes in (C-STORE, C-GET, WADO-RS, Orthanc, media import): read the
 few attributes the pipeline needs, refuse what cannot be processed, move the file durably into
-``spool/received`` and record it. Raises :class:`DatasetError` (C-STORE: 0xC210),
-:class:`SpoolFullError` / :class:`SpoolError` / :class:`StoreError` (0xA700). On any error
-nothing of the file is recorded or left in the spool: a file refused before it was moved stays
-where it was, the caller's to delete (a retrieve) or to leave to pynetdicom (C-STORE); one moved
-before the store failed is deleted.
-"""
+``spool/received`` and record it: in the state store at once (:func:`accept_file`), or, on the
+C-STORE path where the sender waits for each answer, in the intake journal
+(:func:`journal_file`, ``store/journal.py``), which the state store takes in batches. Raises
+:class:`DatasetError` (C-STORE: 0xC210), :class:`SpoolFullError` / :class:`SpoolError` /
+:class:`StoreError` (0xA700). On any error nothing of the file is recorded or left in the spool:
+a file refused before it was moved stays where it was, the caller's to delete (a retrieve) or to
+leave to pynetdicom (C-STORE); one moved before the store failed is deleted."""
 
 from __future__ import annotations
 
@@ -20,8 +21,9 @@ from pydicom.uid import UID
 from bridge import metrics
 from bridge.domain.errors import DatasetError, StoreError
 from bridge.domain.records import Received
+from bridge.store.journal import IntakeJournal
 from bridge.store.repo import Store
-from bridge.store.spool import Spool
+from bridge.store.spool import RECEIVED, Spool
 
 HEADER_TAGS = [
     "SOPClassUID",
@@ -66,15 +68,8 @@ def read_header(path: Path) -> dict[str, str]:
     return header
 
 
-def accept_file(
-    store: Store, spool: Spool, path: Path, origin: Origin, header: dict[str, str] | None = None
-) -> str:
-    """Spool and record ``path`` (moved, not copied); return the case id."""
-    if header is None:
-        header = read_header(path)
-    size = path.stat().st_size
-    name = spool.adopt(path)
-    rec = Received(
+def _received(name: str, size: int, origin: Origin, header: dict[str, str]) -> Received:
+    return Received(
         study_uid=header["StudyInstanceUID"],
         series_uid=header["SeriesInstanceUID"],
         sop_instance_uid=header["SOPInstanceUID"],
@@ -89,13 +84,39 @@ def accept_file(
         question=origin.question,
         case_id=origin.case_id,
     )
+
+
+def accept_file(
+    store: Store, spool: Spool, path: Path, origin: Origin, header: dict[str, str] | None = None
+) -> str:
+    """Spool and record ``path`` (moved, not copied); return the case id."""
+    if header is None:
+        header = read_header(path)
+    size = path.stat().st_size
+    name = spool.adopt(path)
     try:
-        case_id, stale = store.instances.record(rec)
+        case_id, stale = store.instances.record(_received(name, size, origin, header))
     except StoreError:
-        spool.remove("received", name)
+        spool.remove(RECEIVED, name)
         raise
     for area, old in stale:
         spool.remove(area, old)
     metrics.INSTANCES_RECEIVED.inc()
     metrics.BYTES_RECEIVED.inc(size)
     return case_id
+
+
+def journal_file(
+    journal: IntakeJournal, spool: Spool, path: Path, origin: Origin, header: dict[str, str]
+) -> None:
+    """The C-STORE path: spool ``path`` and append its record to the intake journal (durable on
+    return); the journal's thread records it in the state store moments later."""
+    size = path.stat().st_size
+    name = spool.adopt(path)
+    try:
+        journal.append(_received(name, size, origin, header))
+    except StoreError:
+        spool.remove(RECEIVED, name)
+        raise
+    metrics.INSTANCES_RECEIVED.inc()
+    metrics.BYTES_RECEIVED.inc(size)

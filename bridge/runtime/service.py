@@ -2,8 +2,9 @@
 
 SIGTERM / SIGINT: stop accepting associations and HTTP requests, let running associations
 finish (``dimse.shutdown_grace``), let the workers finish or release what they hold, exit 0.
-Nothing acknowledged is lost: every acknowledged instance is on disk and in the state store,
-and whatever a worker had claimed is released (or its lease expires) for the next start.
+Nothing acknowledged is lost: every acknowledged instance is on disk and in the intake journal
+(recorded in the state store before the process ends, or at the next start), and whatever a
+worker had claimed is released (or its lease expires) for the next start.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from bridge.peers.connect import make_pacs
 from bridge.runtime.supervisor import WorkerSupervisor
 from bridge.runtime.worker import Pipeline, run_worker
 from bridge.store.db import make_engine, migrate, schema_status
+from bridge.store.journal import IntakeJournal, run_applier
 from bridge.store.repo import Store
 from bridge.store.spool import Spool
 from bridge.web.app import create_app
@@ -76,6 +78,8 @@ def serve(settings: Settings, config_file: Path | None = None, workers_here: boo
     spool = Spool(settings.spool_dir, settings.spool, store.node_id)
     spool.clean_partial()
     spool.clean_tmp()  # this process's own half-written files (uploads); workers clean theirs
+    journal = IntakeJournal(spool, store)
+    replayed = journal.apply()  # what the last run acknowledged but had not yet recorded
     spool.remove_orphans(store.instances.spool_names(spool.prefix))
 
     pipeline: Pipeline | None = None
@@ -86,7 +90,7 @@ def serve(settings: Settings, config_file: Path | None = None, workers_here: boo
         pipeline = Pipeline(settings, store, spool)
     else:
         workers = WorkerSupervisor(settings.worker.processes, config_file)
-    listener = Listener(settings, store, spool)
+    listener = Listener(settings, journal, spool)
     server = uvicorn.Server(
         uvicorn.Config(
             create_app(
@@ -117,6 +121,11 @@ def serve(settings: Settings, config_file: Path | None = None, workers_here: boo
 
     http_thread = threading.Thread(target=server.run, name="http", daemon=True)
     http_thread.start()
+    journal_stop = threading.Event()
+    journal_thread = threading.Thread(
+        target=run_applier, args=(journal, journal_stop), name="journal", daemon=True
+    )
+    journal_thread.start()
     listener.start()
     if pipeline is not None:
         pipeline.start()
@@ -127,6 +136,8 @@ def serve(settings: Settings, config_file: Path | None = None, workers_here: boo
         time.sleep(0.05)
     if not server.started:
         listener.shutdown(0)
+        journal_stop.set()
+        journal_thread.join(30)
         if pipeline is not None:
             pipeline.stop()
         if workers is not None:
@@ -137,10 +148,14 @@ def serve(settings: Settings, config_file: Path | None = None, workers_here: boo
         dimse_port=listener.port,
         http_port=settings.http.port,
         released_leases=released,
+        journal_replayed=replayed,
     )
     stop.wait()
 
     listener.shutdown(settings.dimse.shutdown_grace)
+    journal_stop.set()  # records what is left in the journal, then ends
+    journal_thread.join(30)
+    journal.close()
     server.should_exit = True
     if pipeline is not None:
         pipeline.stop()

@@ -9,9 +9,9 @@ and owner, so a late or duplicate worker changes nothing.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import case as sql_case
 from sqlalchemy import func, select, update
@@ -22,10 +22,13 @@ from bridge.domain.errors import StoreError
 from bridge.domain.records import Deidentified, Received
 from bridge.domain.states import OPEN_CASE_STATES, CaseState, InstanceState
 from bridge.store.cases import new_case_id, new_case_row
-from bridge.store.schema import case_studies, cases, instances
+from bridge.store.schema import case_studies, cases, feed_positions, instances
+from bridge.store.spool import DEID, RECEIVED
 
 if TYPE_CHECKING:
     from bridge.store.repo import Store
+
+_T = TypeVar("_T")
 
 
 class Instances:
@@ -39,12 +42,55 @@ class Instances:
         spool files ``(area, name)`` the caller removes.
         """
         now = time.time()
+
+        def one(conn: Connection) -> tuple[str, list[tuple[str, str]]]:
+            return self._record(conn, rec, now)
+
+        return self._in_case_transaction(one)
+
+    def record_journal(
+        self, journal: str, seq: int, recs: Sequence[tuple[Received, float]]
+    ) -> list[tuple[str, str]] | None:
+        """Record a segment of the intake journal (instances with the time each was received)
+        in one transaction, which also moves the journal's position (a row of
+        ``feed_positions`` named ``journal``) to ``seq``. Returns the stale spool files to
+        remove, or None when the segment was recorded before (replayed after a crash between
+        this commit and the segment's deletion): each segment is recorded exactly once."""
+
+        def batch(conn: Connection) -> list[tuple[str, str]] | None:
+            position = conn.execute(
+                select(feed_positions.c.last_seq).where(feed_positions.c.name == journal)
+            ).first()
+            if position is not None and position.last_seq >= seq:
+                return None
+            stale = self._record_many(conn, recs)
+            values = {"last_seq": seq, "updated_at": time.time()}
+            if position is None:
+                conn.execute(feed_positions.insert().values(name=journal, **values))
+            else:
+                conn.execute(
+                    update(feed_positions).where(feed_positions.c.name == journal).values(**values)
+                )
+            return stale
+
+        return self._in_case_transaction(batch)
+
+    def journal_position(self, journal: str) -> int:
+        """The last journal segment recorded (0: none)."""
+        with self._store.engine.connect() as conn:
+            seq = conn.execute(
+                select(feed_positions.c.last_seq).where(feed_positions.c.name == journal)
+            ).scalar()
+        return int(seq or 0)
+
+    def _in_case_transaction(self, work: Callable[[Connection], _T]) -> _T:
         # One open case per study: the database's unique index decides between nodes; the
         # process lock only spares this process's own associations the retry.
         with self._store.case_lock:
             for attempt in (1, 2):
                 try:
-                    return self._record(rec, now)
+                    with self._store.transaction() as conn:
+                        return work(conn)
                 except IntegrityError as exc:
                     # another node opened the study's case between our look and our insert:
                     # it is there now, and the second attempt joins it
@@ -58,53 +104,111 @@ class Instances:
                     ) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _record(self, rec: Received, now: float) -> tuple[str, list[tuple[str, str]]]:
-        with self._store.transaction() as conn:
-            case_id = self._case_for_study(conn, rec, now)
-            sop_ref = self._store.vault.uid_ref(rec.sop_instance_uid)
-            old = conn.execute(
-                select(instances.c.id, instances.c.spool_name, instances.c.deid_name)
-                .where(instances.c.case_id == case_id)
-                .where(instances.c.sop_instance_uid.in_([sop_ref, rec.sop_instance_uid]))
-            ).first()
-            values: dict[str, Any] = {
-                "deid_name": None,
-                "sop_class_uid": rec.sop_class_uid,
-                "study_uid": rec.study_uid,
-                "released": 0,
-                "series_uid": self._store.vault.uid_ref(rec.series_uid),
-                "modality": rec.modality,
-                "state": InstanceState.RECEIVED,
-                "size_bytes": rec.size_bytes,
-                "spool_name": rec.spool_name,
-                "attempts": 0,
-                "next_attempt_at": 0.0,
-                "lease_owner": None,
-                "lease_until": None,
-                "error": None,
-                "updated_at": now,
-            }
-            if old is None:
-                conn.execute(
-                    instances.insert().values(
-                        case_id=case_id,
-                        sop_instance_uid=sop_ref,
-                        received_at=now,
-                        **values,
+    def _record_many(
+        self, conn: Connection, recs: Sequence[tuple[Received, float]]
+    ) -> list[tuple[str, str]]:
+        """:meth:`_record` for many instances at once, as a few statements: each study's case
+        looked up once, the earlier copies of all of them in one query, the new rows inserted
+        together. A SOP instance sent twice in the batch keeps its last copy."""
+        stale: list[tuple[str, str]] = []
+        last: dict[tuple[str, str], tuple[Received, float]] = {}
+        for rec, at in recs:
+            key = (rec.study_uid, rec.sop_instance_uid)
+            if key in last:
+                stale.append((RECEIVED, last[key][0].spool_name))
+            last[key] = (rec, at)
+        by_case: dict[str, list[tuple[Received, float]]] = {}
+        opened: dict[tuple[str, str | None], str] = {}
+        for rec, at in last.values():
+            group = (rec.study_uid, rec.case_id)
+            if group not in opened:
+                newest = max(t for r, t in last.values() if (r.study_uid, r.case_id) == group)
+                opened[group] = self._case_for_study(conn, rec, newest)
+            by_case.setdefault(opened[group], []).append((rec, at))
+        uid_ref = self._store.vault.uid_ref
+        for case_id, items in by_case.items():
+            refs = {uid_ref(rec.sop_instance_uid): (rec, at) for rec, at in items}
+            existing: dict[str, Any] = {}
+            keys = [*refs, *(rec.sop_instance_uid for rec, _ in items)]
+            for i in range(0, len(keys), 400):
+                for row in conn.execute(
+                    select(
+                        instances.c.id,
+                        instances.c.sop_instance_uid,
+                        instances.c.spool_name,
+                        instances.c.deid_name,
                     )
-                )
-                stale: list[tuple[str, str]] = []
-            else:
-                values["sop_instance_uid"] = sop_ref
+                    .where(instances.c.case_id == case_id)
+                    .where(instances.c.sop_instance_uid.in_(keys[i : i + 400]))
+                ):
+                    existing[row.sop_instance_uid] = row
+            new_rows = []
+            for ref, (rec, at) in refs.items():
+                values = self._row_values(rec, at)
+                old = existing.get(ref) or existing.get(rec.sop_instance_uid)
+                if old is None:
+                    new_rows.append(
+                        {"case_id": case_id, "sop_instance_uid": ref, "received_at": at, **values}
+                    )
+                    continue
+                values["sop_instance_uid"] = ref
                 conn.execute(update(instances).where(instances.c.id == old.id).values(**values))
-                stale = [
+                stale += [
                     (area, name)
-                    for area, name in (
-                        ("received", old.spool_name),
-                        ("deid", old.deid_name),
-                    )
-                    if name
+                    for area, name in ((RECEIVED, old.spool_name), (DEID, old.deid_name))
+                    if name and name != rec.spool_name
                 ]
+            if new_rows:
+                conn.execute(instances.insert(), new_rows)
+        return stale
+
+    def _row_values(self, rec: Received, now: float) -> dict[str, Any]:
+        return {
+            "deid_name": None,
+            "sop_class_uid": rec.sop_class_uid,
+            "study_uid": rec.study_uid,
+            "released": 0,
+            "series_uid": self._store.vault.uid_ref(rec.series_uid),
+            "modality": rec.modality,
+            "state": InstanceState.RECEIVED,
+            "size_bytes": rec.size_bytes,
+            "spool_name": rec.spool_name,
+            "attempts": 0,
+            "next_attempt_at": 0.0,
+            "lease_owner": None,
+            "lease_until": None,
+            "error": None,
+            "updated_at": now,
+        }
+
+    def _record(
+        self, conn: Connection, rec: Received, now: float
+    ) -> tuple[str, list[tuple[str, str]]]:
+        case_id = self._case_for_study(conn, rec, now)
+        sop_ref = self._store.vault.uid_ref(rec.sop_instance_uid)
+        old = conn.execute(
+            select(instances.c.id, instances.c.spool_name, instances.c.deid_name)
+            .where(instances.c.case_id == case_id)
+            .where(instances.c.sop_instance_uid.in_([sop_ref, rec.sop_instance_uid]))
+        ).first()
+        values = self._row_values(rec, now)
+        if old is None:
+            conn.execute(
+                instances.insert().values(
+                    case_id=case_id,
+                    sop_instance_uid=sop_ref,
+                    received_at=now,
+                    **values,
+                )
+            )
+            return case_id, []
+        values["sop_instance_uid"] = sop_ref
+        conn.execute(update(instances).where(instances.c.id == old.id).values(**values))
+        stale = [
+            (area, name)
+            for area, name in ((RECEIVED, old.spool_name), (DEID, old.deid_name))
+            if name and name != rec.spool_name
+        ]
         return case_id, stale
 
     def _case_for_study(self, conn: Connection, rec: Received, now: float) -> str:

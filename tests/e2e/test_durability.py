@@ -129,6 +129,48 @@ def test_kill9_during_receive_loses_nothing_acknowledged(
     assert list((spool / "received").iterdir()) == []  # originals deleted once forwarded
 
 
+def test_killed_between_journal_and_acknowledgement(tmp_path: Path, reading, make_bridge):
+    """Issue #17: the listener dies right after the 8th instance's journal record is durable,
+    before that C-STORE is answered. The sender saw 7 acknowledged; after the restart those 7
+    and the 8th (journalled, never acknowledged) are recorded from the journal, and the
+    sender's retry of the whole study leaves every instance once."""
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    env = bridge_env(reading, None, BRIDGE_STUDY_STABLE_SECONDS="30")
+    bridge = make_bridge(
+        {**env, "BRIDGE_TEST_KILL_AFTER_APPENDS": "8", "PYTHONPATH": str(root)},
+        command=(sys.executable, "-m", "tests.support.crash_after_journal"),
+        args=(),
+    )
+    study = make_study(tmp_path / "journal", 20, seed=13, rows=64, columns=64)
+    out = storescu(bridge.dimse_port, study.paths, check=False)
+    assert len(acknowledged(out.stdout)) == 7
+    assert bridge.process is not None and bridge.process.wait(10) == -signal.SIGKILL
+    assert _db_counts(bridge, study.study_uid) == (0, 0)  # nothing was in the store yet
+
+    bridge = make_bridge(
+        env, name=bridge.workdir.name, dimse_port=bridge.dimse_port, http_port=bridge.http_port
+    )
+    deadline = time.monotonic() + 10
+    while bridge.log().count('"event": "bridge.started"') < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert '"journal_replayed": 8' in bridge.log()
+    assert _db_counts(bridge, study.study_uid) == (8, 8)
+    journal = bridge.workdir / "data" / "spool" / "journal"
+    assert [f for f in journal.rglob("*") if f.is_file()] == []
+
+    assert len(acknowledged(storescu(bridge.dimse_port, study.paths).stdout)) == 20
+    case = bridge.wait_case(
+        lambda c: (
+            c["original_study_instance_uid"] == study.study_uid and c["instances"]["total"] == 20
+        ),
+        timeout=30,
+    )
+    assert case["instances"]["total"] == 20
+    assert _db_counts(bridge, study.study_uid) == (20, 20)
+
+
 def test_kill9_while_forwarding_and_archive_outage(tmp_path: Path, make_bridge, tmp_path_factory):
     # A reading archive of our own, so that it can be stopped and started.
     archive = Orthanc("OUTAGE", tmp_path_factory.mktemp("outage"), aet="OUTAGE").start()

@@ -38,6 +38,8 @@ class BridgeProcess:
     ca: str | None = None
     #: The command line after ``bridge`` (``serve --no-workers``: listener and HTTP only).
     args: tuple[str, ...] = ("serve",)
+    #: Instead of ``bridge``: another program taking ``args`` (a test driver).
+    command: tuple[str, ...] = (BRIDGE_BIN,)
 
     @property
     def url(self) -> str:
@@ -69,7 +71,7 @@ class BridgeProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [BRIDGE_BIN, *self.args],
+            [*self.command, *self.args],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=self.full_env(),

@@ -24,11 +24,12 @@ def test_leftover_folders_in_partial_are_cleaned_at_start(tmp_path):
 def test_the_listener_leaves_the_process_temporary_directory_alone(tmp_path):
     from bridge.ingest.listener import Listener
     from bridge.runtime.service import open_store
+    from bridge.store.journal import IntakeJournal
 
     before = tempfile.gettempdir()
     settings = Settings(data_dir=tmp_path)
     spool = Spool(tmp_path / "spool", settings.spool, node_id="n1")
-    Listener(settings, open_store(settings), spool)
+    Listener(settings, IntakeJournal(spool, open_store(settings)), spool)
     assert tempfile.gettempdir() == before
     assert str(spool.root) not in tempfile.gettempdir()
     # pynetdicom still streams received datasets into this node's partial folder
