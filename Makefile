@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test stop deps venv lint format clean bench bench-scan bench-deid profile deid-score scrub-score fuzz
+.PHONY: demo test stop deps venv lint format clean bench bench-ingest bench-scan bench-deid profile deid-score scrub-score fuzz
 
 demo: deps venv  ## start hospital PACS + reading archive + bridge, push a planted study, show it de-identified
 	bash deploy/demo/demo.sh
@@ -47,6 +47,9 @@ scrub-score: venv  ## free-text scrubbing on two sets of planted sentences (docs
 bench: deps venv  ## the bridge next to Orthanc and dcmtk: ingest, end to end, memory, de-identification, scale-out (docs/bench.md)
 	$(VENV)/bin/python bench/run.py
 	$(VENV)/bin/python bench/scan.py
+
+bench-ingest: deps venv  ## C-STORE ingest alone: storescp, Orthanc and the bridge, 1 and 4 associations (docs/bench-ingest.md)
+	$(VENV)/bin/python bench/ingest.py
 
 bench-scan: deps venv  ## the burned-in text scan: 200-slice CT end to end vs direct, slices/s on 1 and 2 threads (docs/bench-scan.md)
 	$(VENV)/bin/python bench/scan.py

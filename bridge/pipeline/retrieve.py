@@ -36,6 +36,7 @@ from bridge.domain.states import CaseState
 from bridge.logging import get_logger
 from bridge.peers.pacs import PacsClient
 from bridge.pipeline.intake import Origin, accept_file
+from bridge.store.journal import wait_recorded
 from bridge.store.repo import Store
 from bridge.store.spool import Spool
 from bridge.store.submissions import (
@@ -49,6 +50,8 @@ log = get_logger(__name__)
 
 #: Seconds between attempts while the spool is full.
 _PAUSE = 2.0
+#: Seconds a finished C-MOVE waits for the intake journal to record what it brought.
+JOURNAL_WAIT = 30.0
 
 
 class Retrieve:
@@ -166,6 +169,11 @@ class Retrieve:
                 f"{outcome.failed} instance(s) not sent by the PACS; asking again"
             )
             _retry_or_fail(self, job, owner, missing)
+            return
+        # What the PACS sent by C-MOVE came in through the listener, journalled: the case stays
+        # "retrieving" (so that those instances join it) until the journal is recorded.
+        if not wait_recorded(spool.root, JOURNAL_WAIT):
+            _retry_or_fail(self, job, owner, StoreError("the received instances are not recorded"))
             return
         problems = list(outcome.warnings)
         if refused:

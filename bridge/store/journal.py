@@ -92,6 +92,25 @@ def pending_names(spool_root: Path) -> set[str]:
     return names
 
 
+def wait_recorded(spool_root: Path, timeout: float) -> bool:
+    """Wait until every journal segment on disk now (any node's, the one being written
+    included) is recorded in the state store: what a C-MOVE brought in is then in its case.
+    False when ``timeout`` passed first (the store is down, or no listener is running)."""
+    root = spool_root / JOURNAL
+    if not root.is_dir():
+        return True
+    folders = [folder for folder in root.iterdir() if folder.is_dir()]
+    waiting = [path for folder in folders for _, path in _segments(folder)]
+    deadline = time.monotonic() + timeout
+    while waiting:
+        waiting = [path for path in waiting if path.exists()]
+        if waiting and time.monotonic() > deadline:
+            return False
+        if waiting:
+            time.sleep(0.02)
+    return True
+
+
 class IntakeJournal:
     """This node's journal: :meth:`append` from the associations' threads, :meth:`apply` from
     one thread."""
@@ -237,4 +256,4 @@ def run_applier(journal: IntakeJournal, stop: threading.Event, gather: float = 0
             return
 
 
-__all__ = ["JOURNAL", "IntakeJournal", "pending_names", "run_applier"]
+__all__ = ["JOURNAL", "IntakeJournal", "pending_names", "run_applier", "wait_recorded"]

@@ -199,3 +199,24 @@ def test_the_sweep_keeps_what_the_journal_has_yet_to_record(store: Store, spool:
     assert spool.path(RECEIVED, "test.1.2.10.1.0.dcm").exists()
     assert (spool.root / "orphans" / "test.stray.dcm").exists()
     assert journal.apply() == 1
+
+
+def test_a_finished_pull_can_wait_until_the_journal_is_recorded(store: Store, spool: Spool) -> None:
+    """A C-MOVE's instances come in through the listener: the retrieve waits for the journal
+    before its case leaves "retrieving", else they would open a case of their own."""
+    from bridge.store.journal import wait_recorded
+
+    journal = IntakeJournal(spool, store)
+    assert wait_recorded(spool.root, 0.1)  # nothing journalled
+    journal.append(_rec(spool, "1.2.11", "1.2.11.1.0"))
+    assert not wait_recorded(spool.root, 0.1)  # no applier running: times out
+    stop = threading.Event()
+    thread = threading.Thread(target=run_applier, args=(journal, stop, 0.01))
+    thread.start()
+    try:
+        journal.append(_rec(spool, "1.2.11", "1.2.11.1.1"))
+        assert wait_recorded(spool.root, 10)
+        assert len(_rows(store)) == 2
+    finally:
+        stop.set()
+        thread.join(10)
