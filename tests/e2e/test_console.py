@@ -95,8 +95,15 @@ def test_console_end_to_end(tmp_path, browser, hospital, reading, webhook, make_
     study = make_study(tmp_path / "ct", 4, rows=64, columns=64, accession="ACC-CONSOLE")
     storescu(bridge.dimse_port, study.paths)
     page.goto(f"{bridge.url}/cases")
-    _reload_until(page, "forwarded")
+    # (acknowledged instances reach the state store moments after their Success: wait for
+    # the case's own row, not for a word the page may show anyway)
+    deadline = time.monotonic() + 90
+    while not (cases := bridge.api("/cases")):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    _reload_until(page, cases[0]["id"])
     case = bridge.wait_forwarded(4)
+    _reload_until(page, "forwarded")
     page.click(f"text={case['id']}")
     assert "PLANTEDFAMILY" not in page.inner_text("pre.manifest")
     assert page.inner_text("#case-state") == "forwarded"
