@@ -3,29 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydicom.dataset import Dataset
 
 from bridge.config import FindingsSettings
 from bridge.domain.errors import FindingsError, Kind
 from bridge.domain.states import CaseState
-from bridge.findings.pdf import build_pdf_document
 from bridge.findings.reidentify import reidentify, returned_uid
 from bridge.findings.schema import Findings, Status
-from bridge.findings.sr import (
-    BASIC_TEXT_SR,
-    ENHANCED_SR,
-    Evidence,
-    KeyImageRef,
-    SectionCodes,
-    build_key_object_selection,
-    build_report,
-)
 from bridge.logging import get_logger
 from bridge.store import report_files
 from bridge.store.repo import Store
 from bridge.store.spool import REPORTS, Spool
+
+if TYPE_CHECKING:
+    from bridge.findings.sr import Evidence
 
 log = get_logger(__name__)
 
@@ -44,6 +37,18 @@ class Accepted:
 def accept_findings(
     store: Store, spool: Spool, options: FindingsSettings, case_id: str, findings: Findings
 ) -> Accepted:
+    # imported here: the SR and PDF builders (highdicom, fpdf, Pillow) cost every process that
+    # never builds a report ~0.5 s at start-up and their memory (issue #17)
+    from bridge.findings.sr import (
+        BASIC_TEXT_SR,
+        ENHANCED_SR,
+        Evidence,
+        KeyImageRef,
+        SectionCodes,
+        build_key_object_selection,
+        build_report,
+    )
+
     case = store.cases.get(case_id)
     if case is None:
         raise FindingsError("no such case", kind=Kind.NOT_FOUND)
@@ -132,6 +137,8 @@ def accept_findings(
             )
         )
     if options.pdf:
+        from bridge.findings.pdf import build_pdf_document
+
         objects.append(
             build_pdf_document(
                 findings=findings, headers=headers, case_id=case_id, number=len(earlier) + 1
