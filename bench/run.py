@@ -320,8 +320,9 @@ def main() -> int:
             "## 1. C-STORE ingest (storescu, one association, until every instance is "
             "acknowledged)",
             "",
-            "The bridge acknowledges an instance once it is fsynced in the spool and recorded "
-            'in the state store; storescp and Orthanc do not fsync. "bridge" runs as '
+            "The bridge acknowledges an instance once it is fsynced in the spool and its "
+            "record synced in the intake journal (recorded in the state store moments later); "
+            'storescp and Orthanc do not fsync. "bridge" runs as '
             "deployed: its worker process de-identifies and forwards (to a reading Orthanc on "
             'the same machine) while the study arrives, all on the same cores; "listener '
             'alone" is `serve --no-workers`, nothing else running.',
