@@ -77,6 +77,11 @@ class SpoolCollector(Collector):
         full = GaugeMetricFamily(
             "bridge_spool_full", "1 when new instances are refused (quota or free-space floor)"
         )
+        journal = GaugeMetricFamily(
+            "bridge_journal_segments",
+            "Intake journal segments (any node's) not yet recorded in the state store: above 2 "
+            "for long, the store is not taking what the listener acknowledged",
+        )
         try:
             total = sum(
                 f.stat().st_size
@@ -84,14 +89,18 @@ class SpoolCollector(Collector):
                 for f in (self.root / area).iterdir()
             )
             room = shutil.disk_usage(self.root).free
+            folder = self.root / "journal"  # store/journal.py: journal/<node>/<seq>.jsonl
+            segments = len(list(folder.glob("*/*.jsonl"))) if folder.is_dir() else 0
         except OSError:
             return
         used.add_metric([], total)
         free.add_metric([], room)
         full.add_metric([], int(room < self.floor or bool(self.quota and total >= self.quota)))
+        journal.add_metric([], segments)
         yield used
         yield free
         yield full
+        yield journal
 
 
 class StoreCollector(Collector):

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 import sqlalchemy
 
 from bridge.deid.pseudonyms import Pseudonymizer
@@ -159,6 +160,8 @@ def test_killed_between_journal_and_acknowledgement(tmp_path: Path, reading, mak
     assert _db_counts(bridge, study.study_uid) == (8, 8)
     journal = bridge.workdir / "data" / "spool" / "journal"
     assert [f for f in journal.rglob("*") if f.is_file()] == []
+    metrics = requests.get(f"{bridge.url}/metrics", timeout=10).text
+    assert "bridge_journal_segments 0.0" in metrics
 
     assert len(acknowledged(storescu(bridge.dimse_port, study.paths).stdout)) == 20
     case = bridge.wait_case(

@@ -220,3 +220,19 @@ def test_a_finished_pull_can_wait_until_the_journal_is_recorded(store: Store, sp
     finally:
         stop.set()
         thread.join(10)
+
+
+def test_the_metrics_show_what_the_journal_has_yet_to_record(store: Store, spool: Spool) -> None:
+    from bridge.metrics import SpoolCollector
+
+    def segments() -> float:
+        collector = SpoolCollector(spool.root, 0, 0)
+        (metric,) = [m for m in collector.collect() if m.name == "bridge_journal_segments"]
+        return float(metric.samples[0].value)
+
+    journal = IntakeJournal(spool, store)
+    assert segments() == 0
+    journal.append(_rec(spool, "1.2.12", "1.2.12.1.0"))
+    assert segments() == 1
+    journal.apply()
+    assert segments() == 0
