@@ -133,8 +133,9 @@ def test_kill9_during_receive_loses_nothing_acknowledged(
 def test_killed_between_journal_and_acknowledgement(tmp_path: Path, reading, make_bridge):
     """Issue #17: the listener dies right after the 8th instance's journal record is durable,
     before that C-STORE is answered. The sender saw 7 acknowledged; after the restart those 7
-    and the 8th (journalled, never acknowledged) are recorded from the journal, and the
-    sender's retry of the whole study leaves every instance once."""
+    and the 8th (journalled, never acknowledged) are in the store, what the journal's thread
+    had not yet recorded taken from the journal, and the sender's retry of the whole study
+    leaves every instance once."""
     import sys
 
     root = Path(__file__).resolve().parents[2]
@@ -148,7 +149,9 @@ def test_killed_between_journal_and_acknowledgement(tmp_path: Path, reading, mak
     out = storescu(bridge.dimse_port, study.paths, check=False)
     assert len(acknowledged(out.stdout)) == 7
     assert bridge.process is not None and bridge.process.wait(10) == -signal.SIGKILL
-    assert _db_counts(bridge, study.study_uid) == (0, 0)  # nothing was in the store yet
+    # what the journal's thread had recorded before the kill (it runs every ~50 ms)
+    before, distinct = _db_counts(bridge, study.study_uid)
+    assert before == distinct and before <= 8
 
     bridge = make_bridge(
         env, name=bridge.workdir.name, dimse_port=bridge.dimse_port, http_port=bridge.http_port
@@ -156,7 +159,7 @@ def test_killed_between_journal_and_acknowledgement(tmp_path: Path, reading, mak
     deadline = time.monotonic() + 10
     while bridge.log().count('"event": "bridge.started"') < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert '"journal_replayed": 8' in bridge.log()
+    assert f'"journal_replayed": {8 - before}' in bridge.log()
     assert _db_counts(bridge, study.study_uid) == (8, 8)
     journal = bridge.workdir / "data" / "spool" / "journal"
     assert [f for f in journal.rglob("*") if f.is_file()] == []
