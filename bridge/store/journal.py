@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 from bridge.domain.errors import StoreError
 from bridge.domain.records import Received
 from bridge.logging import get_logger
-from bridge.store.spool import RECEIVED, Spool
+from bridge.store.spool import RECEIVED, Spool, fsync_path
 
 if TYPE_CHECKING:
     from bridge.store.repo import Store
@@ -49,14 +49,6 @@ log = get_logger(__name__)
 #: The journals' folder in the spool; each node writes its own sub-folder.
 JOURNAL = "journal"
 _SUFFIX = ".jsonl"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _segments(folder: Path) -> list[tuple[int, Path]]:
@@ -160,7 +152,7 @@ class IntakeJournal:
     def _open(self) -> None:
         path = self.folder / f"{self._seq:012d}{_SUFFIX}"
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        _fsync_dir(self.folder)  # the segment's name is durable before any record in it
+        fsync_path(self.folder)  # the segment's name is durable before any record in it
 
     def _sync_to(self, mine: int) -> None:
         with self._sync:

@@ -45,7 +45,7 @@ _AREAS = ("partial", RECEIVED, DEID, REPORTS, "tmp", ORPHANS)
 _REMEASURE = 1.0
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
     """fsync a file or a directory (to make a rename durable)."""
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -213,7 +213,7 @@ class Spool:
         name = f"{self.prefix}{uuid.uuid4().hex}.dcm"
         dst = self.root / RECEIVED / name
         try:
-            _fsync(src)
+            fsync_path(src)
             try:
                 os.replace(src, dst)
             except OSError as exc:
@@ -222,10 +222,10 @@ class Spool:
                 # another filesystem (a library's temp file): copy, make durable, then rename
                 tmp = self.new_tmp()
                 shutil.copyfile(src, tmp)
-                _fsync(tmp)
+                fsync_path(tmp)
                 os.replace(tmp, dst)
                 src.unlink()
-            _fsync(dst.parent)
+            fsync_path(dst.parent)
         except OSError as exc:
             raise SpoolError("cannot store a received instance", error=exc.strerror) from exc
         with self._lock:
@@ -240,9 +240,9 @@ class Spool:
         name = tmp.name
         dst = self.path(area, name)
         size = tmp.stat().st_size
-        _fsync(tmp)
+        fsync_path(tmp)
         os.replace(tmp, dst)
-        _fsync(dst.parent)
+        fsync_path(dst.parent)
         with self._lock:
             self._used += size
         return name

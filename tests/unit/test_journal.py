@@ -14,27 +14,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from bridge.config import SpoolSettings
 from bridge.domain.errors import StoreError
 from bridge.domain.records import Received
-from bridge.store.db import make_engine, migrate
 from bridge.store.journal import IntakeJournal, pending_names, run_applier
 from bridge.store.repo import Store
 from bridge.store.schema import cases, instances
 from bridge.store.spool import RECEIVED, Spool
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    engine = make_engine(f"sqlite:///{tmp_path / 'state.sqlite3'}")
-    migrate(engine)
-    yield Store(engine, node_id="test")
-    engine.dispose()
-
-
-@pytest.fixture
-def spool(tmp_path: Path) -> Spool:
-    return Spool(tmp_path / "spool", SpoolSettings(min_free_bytes=0), "test")
 
 
 def _rec(spool: Spool, study: str, sop: str, name: str | None = None) -> Received:

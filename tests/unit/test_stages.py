@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from bridge.config import ReadingSettings, SpoolSettings
+from bridge.config import ReadingSettings
 from bridge.domain.errors import PermanentForwardError, SubmitError, TransientForwardError
 from bridge.domain.records import Deidentified
 from bridge.domain.states import CaseState, InstanceState
@@ -22,7 +22,6 @@ from bridge.peers.stow import StowOutcome
 from bridge.pipeline.completion import MANIFEST_JOB, CaseCompletion, without_credentials
 from bridge.pipeline.forward import Forward
 from bridge.pipeline.manifest import Manifests
-from bridge.store.db import make_engine, migrate
 from bridge.store.repo import Store
 from bridge.store.schema import audit_events, instances, jobs
 from bridge.store.spool import DEID, RECEIVED, Spool
@@ -34,19 +33,6 @@ READING = ReadingSettings(
     stow_max_instances=10,
     retry_initial=5.0,
 )
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    engine = make_engine(f"sqlite:///{tmp_path / 'state.sqlite3'}")
-    migrate(engine)
-    yield Store(engine, node_id="test")
-    engine.dispose()
-
-
-@pytest.fixture
-def spool(tmp_path: Path) -> Spool:
-    return Spool(tmp_path / "spool", SpoolSettings(min_free_bytes=0), "test")
 
 
 def _ready(store: Store, spool: Spool, n: int, study: str = "1.2.3") -> str:
