@@ -8,8 +8,11 @@ STAMP := $(VENV)/.installed
 demo: deps venv  ## start hospital PACS + reading archive + bridge, push a planted study, show it de-identified
 	bash deploy/demo/demo.sh
 
+#: pytest-xdist workers for `make test` (TEST_WORKERS=0: one process, in collection order).
+TEST_WORKERS ?= 4
+
 test: deps venv  ## the whole test suite against real Orthanc, dcmtk, SQLite and PostgreSQL
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist worksteal
 
 stop:  ## stop the demo's services
 	bash deploy/demo/stop.sh

@@ -30,6 +30,13 @@ DEID_SECRET = "test-secret-0123456789abcdef"  # noqa: S105 - a test fixture
 QUEUE_SECRET = b"queue-secret-abcdef"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests marked ``slow`` first: `make test` spreads the suite over several pytest-xdist
+    workers that take tests in this order, and a long test started last would run alone at the
+    end while the other workers idle."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def _need_peers() -> None:
     if shutil.which("storescu") is None or dicomweb_plugin() is None:
         pytest.fail("dcmtk and orthanc-dicomweb are required: run `make test` (it installs them)")

@@ -43,6 +43,10 @@ def leaks(ds: Dataset, planted: Iterable[str]) -> list[str]:
 
 JAVA = [
     "java",
+    # The client compiler alone and one GC thread: half the CPU of the default JVM for a
+    # validation that runs once per process (the suite runs on two cores shared by many tests).
+    "-XX:TieredStopAtLevel=1",
+    "-XX:+UseSerialGC",
     "-Djdk.xml.xpathExprOpLimit=0",
     "-Djdk.xml.xpathExprGrpLimit=0",
     "-Djdk.xml.xpathTotalOpLimit=0",
