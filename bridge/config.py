@@ -420,6 +420,29 @@ class FindingsSettings(BaseModel):
     report_retention_days: float = Field(7.0, ge=0)
 
 
+class Hl7Settings(BaseModel):
+    """Results to the EHR: every report returned to the PACS also goes to the hospital's
+    interface engine or RIS as an HL7 v2.5.1 ORU^R01 over MLLP."""
+
+    model_config = _FROZEN
+
+    #: The interface engine's MLLP listener; empty: no ORU is sent.
+    host: str = ""
+    port: int = Field(2575, ge=1, le=65535)
+    #: MSH-3 and MSH-4 (this bridge), MSH-5 and MSH-6 (the receiver), as its engine expects.
+    sending_application: str = Field("SECONDOPINION", max_length=180)
+    sending_facility: str = Field("", max_length=180)
+    receiving_application: str = Field("", max_length=180)
+    receiving_facility: str = Field("", max_length=180)
+    #: MSH-11: P production, T training, D debugging.
+    processing_id: Literal["P", "T", "D"] = "P"
+    #: Seconds to connect and to wait for the ACK.
+    timeout: float = Field(30.0, gt=0)
+    #: The hospital PACS's DICOMweb root as the EHR reaches it: the ORU then points at the SR
+    #: with a WADO-RS URL (OBX of type RP); empty: it names the SR by its SOP Instance UID.
+    wado_rs_url: str = ""
+
+
 class SpoolSettings(BaseModel):
     """The on-disk spool of received and de-identified instances."""
 
@@ -499,6 +522,7 @@ class Settings(BaseSettings):
     pacs: PacsSettings = PacsSettings()
     reading: ReadingSettings = ReadingSettings()
     findings: FindingsSettings = FindingsSettings()
+    hl7: Hl7Settings = Hl7Settings()
     spool: SpoolSettings = SpoolSettings()
     worker: WorkerSettings = WorkerSettings()
     submit: SubmitSettings = SubmitSettings()

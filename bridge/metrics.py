@@ -48,6 +48,11 @@ ASSOCIATIONS_REJECTED = Counter(
 )
 MANIFESTS_SENT = Counter("bridge_manifests_sent", "Case manifests accepted by the queue")
 REPORTS_RETURNED = Counter("bridge_reports_returned", "Reports stored into the hospital PACS")
+EHR_MESSAGES = Counter(
+    "bridge_ehr_messages",
+    "ORU^R01 results to the EHR: delivered (AA), held (refused or invalid), retry",
+    ["outcome"],
+)
 WADO_SECONDS = Histogram(
     "bridge_wado_seconds",
     "Duration of WADO-RS retrieves from the hospital PACS (a series or an instance)",
@@ -152,6 +157,7 @@ def scrape(store: Store, spool: SpoolCollector | None = None) -> bytes:
             WADO_SECONDS,
             INSTANCES_PULLED,
             REPORTS_RETURNED,
+            EHR_MESSAGES,
         ):
             registry.register(collector)
     registry.register(StoreCollector(store))

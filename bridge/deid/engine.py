@@ -121,6 +121,9 @@ VAULT_KEYWORDS = (
     "AccessionNumber",
     "IssuerOfAccessionNumberSequence",
     "StudyDescription",
+    # the original order, for the results sent to the EHR (HL7 ORC/OBR)
+    "PlacerOrderNumberImagingServiceRequest",
+    "FillerOrderNumberImagingServiceRequest",
 )
 
 

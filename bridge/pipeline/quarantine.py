@@ -1,5 +1,6 @@
 """Quarantine actions, a stage the console and the API both call: an administrator retries,
-releases or discards a held instance, retries or discards a held report. The state change is the
+releases or discards a held instance, retries or discards a held report, sends a report's
+held ORU^R01 to the EHR again. The state change is the
 store's (``store/quarantine.py``), the spool files that go with it are removed here. The caller
 checks the role and records the audit event."""
 
@@ -29,9 +30,12 @@ def act_on_instance(store: Store, spool: Spool, instance_id: int, action: str) -
 
 
 def act_on_report(store: Store, report_id: int, action: str) -> str:
-    """retry / discard a report held on return; returns its case id."""
+    """retry / discard a report held on return, retry-ehr its ORU held by the EHR; returns its
+    case id."""
     if action == "retry":
         return quarantine.retry_report(store, report_id)
     if action == "discard":
         return quarantine.discard_report(store, report_id)
-    raise SubmitError("unknown action: retry or discard", kind=Kind.NOT_FOUND)
+    if action == "retry-ehr":
+        return quarantine.retry_ehr(store, report_id)
+    raise SubmitError("unknown action: retry, discard or retry-ehr", kind=Kind.NOT_FOUND)

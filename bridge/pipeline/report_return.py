@@ -24,6 +24,7 @@ from bridge.domain.errors import (
     TransientForwardError,
 )
 from bridge.domain.states import ReportState
+from bridge.findings.oru import carries_report
 from bridge.findings.verify import verify_file
 from bridge.logging import get_logger
 from bridge.pipeline.findings_intake import reidentify_held
@@ -49,6 +50,7 @@ class ReportReturn:
         lease_seconds: float,
         delay: Callable[[int], float],
         keep_files: bool = True,
+        then: str | None = None,
     ) -> None:
         self.store = store
         self.spool = spool
@@ -57,6 +59,9 @@ class ReportReturn:
         self.delay = delay
         #: False (``findings.report_retention_days = 0``): a returned report's file goes at once.
         self.keep_files = keep_files
+        #: A job queued with each report returned (the ORU to the EHR, see ehr_results.py);
+        #: that stage then deletes the file when it is not kept.
+        self.then = then
 
     def once(self) -> bool:
         owner = self.store.new_owner()
@@ -99,9 +104,10 @@ class ReportReturn:
                 metrics.RETRIES.labels(stage="return").inc()
                 log.warning("report.retry", case_id=report["case_id"], error=str(exc))
                 continue
-            self.store.reports.finish(report["id"], ReportState.RETURNED)
+            then = self.then if carries_report(report["sop_class_uid"]) else None
+            self.store.reports.finish(report["id"], ReportState.RETURNED, then=then)
             self.store.jobs.finish(job.id, owner)
-            if not self.keep_files:
+            if not self.keep_files and self.then is None:
                 drop_report_files(self.store, self.spool, [(report["id"], report["file_name"])])
             audit.record(
                 self.store,

@@ -21,11 +21,13 @@ from bridge.domain.errors import (
     BridgeError,
     PullError,
 )
+from bridge.findings.oru import Endpoints
 from bridge.findings.reidentify import RETURNABLE_SOP_CLASSES
 from bridge.logging import get_logger
 from bridge.peers.archive import ReadingArchive
 from bridge.peers.connect import make_pacs
 from bridge.peers.http import backoff, dicomweb_session, new_session
+from bridge.peers.mllp import MllpClient
 from bridge.peers.orthanc_feed import OrthancFeed
 from bridge.peers.pacs import PacsClient
 from bridge.peers.pacs_dicomweb import DicomWebPacs
@@ -34,6 +36,7 @@ from bridge.peers.queue import ReadingQueue
 from bridge.pipeline.audit_ship import AuditShipping
 from bridge.pipeline.completion import CaseCompletion
 from bridge.pipeline.deidentify import Deidentify
+from bridge.pipeline.ehr_results import ResultsToEhr
 from bridge.pipeline.forward import Forward
 from bridge.pipeline.manifest import Manifests
 from bridge.pipeline.reader_poll import ReaderPoll
@@ -41,6 +44,7 @@ from bridge.pipeline.report_return import ReportReturn
 from bridge.pipeline.retrieve import Retrieve
 from bridge.pipeline.sweep import Sweep
 from bridge.pipeline.watch import Watch
+from bridge.store.jobs import ORU_JOB
 from bridge.store.repo import Store
 from bridge.store.spool import Spool
 
@@ -102,6 +106,24 @@ class Pipeline:
             lease,
             self._delay,
             keep_files=settings.findings.report_retention_days > 0,
+            then=ORU_JOB if settings.hl7.host else None,
+        )
+        h = settings.hl7
+        self.ehr_results = ResultsToEhr(
+            store,
+            spool,
+            MllpClient(h.host, h.port, h.timeout).send,
+            Endpoints(
+                h.sending_application,
+                h.sending_facility,
+                h.receiving_application,
+                h.receiving_facility,
+                h.processing_id,
+                h.wado_rs_url,
+            ),
+            lease,
+            self._delay,
+            keep_files=settings.findings.report_retention_days > 0,
         )
         self.deidentify = Deidentify(
             store, spool, self.deidentifier, lease, self._delay, stopping=self._stop
@@ -135,6 +157,7 @@ class Pipeline:
         ]
         loops += [("cases", self.cases_once), ("manifests", self.manifests_once)]
         loops += [("reports", self.reports_once), ("poll", self.poll_once)]
+        loops += [("ehr", self.ehr_once)]
         loops += [("retrieve", self.retrieve_once), ("watch", self.watch_once)]
         loops += [("audit", self.audit_once), ("sweep", self.sweep_once)]
         for name, fn in loops:
@@ -175,6 +198,7 @@ class Pipeline:
             moved = [
                 self.retrieve_once(),
                 self.reports_once(),
+                self.ehr_once(),
                 self.deid_once(),
                 self.forward_once(),
                 self.cases_once(),
@@ -267,6 +291,10 @@ class Pipeline:
         if not pacs.dicomweb_url and not (pacs.ae_title and pacs.host and pacs.port):
             return False
         return self.report_return.once()
+
+    def ehr_once(self) -> bool:
+        """Send returned reports to the EHR as ORU^R01 (see bridge/pipeline/ehr_results.py)."""
+        return bool(self.settings.hl7.host) and self.ehr_results.once()
 
     def _deliver(self, path: Path, sop_uid: str, study_uid: str, patient_id: str) -> None:
         if self._pacs_return is None:

@@ -18,8 +18,12 @@ from sqlalchemy import and_, func, select, update
 from sqlalchemy import case as sql_case
 from sqlalchemy.engine import Connection, Row
 
-from bridge.domain.states import MOVING_STATES, CaseState, InstanceState, progress
-from bridge.store.schema import audit_events, case_studies, cases, instances, reports
+from bridge.domain.states import MOVING_STATES, CaseState, InstanceState, JobState, progress
+from bridge.store.jobs import ORU_JOB
+from bridge.store.schema import audit_events, case_studies, cases, instances, jobs, reports
+
+#: A report's ORU job state as the case shows it (see pipeline/ehr_results.py).
+_EHR_STATE = {JobState.PENDING: "pending", JobState.DONE: "delivered", JobState.FAILED: "held"}
 
 if TYPE_CHECKING:
     from bridge.store.repo import Store
@@ -277,4 +281,13 @@ class Cases:
                 select(reports).where(reports.c.case_id == row.id).order_by(reports.c.id)
             )
         ]
+        ehr: dict[Any, Row[Any]] = {}
+        for job in conn.execute(
+            select(jobs).where(jobs.c.case_id == row.id).where(jobs.c.kind == ORU_JOB)
+        ):
+            ehr[json.loads(job.payload).get("report_id")] = job
+        for r in d["reports"]:
+            oru = ehr.get(r["id"])
+            r["ehr"] = None if oru is None else _EHR_STATE[oru.state]
+            r["ehr_error"] = None if oru is None or oru.state == JobState.DONE else oru.last_error
         return d

@@ -14,6 +14,10 @@ from sqlalchemy.engine import Connection, Row
 from bridge.domain.states import JobState
 from bridge.store.schema import jobs
 
+#: A report's ORU^R01 to the EHR (pipeline/ehr_results.py); the case page and the quarantine
+#: show these jobs as the report's result delivery.
+ORU_JOB = "oru"
+
 if TYPE_CHECKING:
     from bridge.store.repo import Store
 
@@ -81,6 +85,24 @@ class Jobs:
                     attempts=jobs.c.attempts + (1 if count else 0),
                     next_attempt_at=time.time() + delay,
                     last_error=error[:1000],
+                    lease_owner=None,
+                    lease_until=None,
+                )
+            )
+
+    def fail(self, job_id: int, owner: str, error: str) -> None:
+        """The job will not succeed by trying again (a receiver refused it): failed with the
+        reason, for an operator."""
+        with self._store.transaction() as conn:
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id)
+                .where(jobs.c.lease_owner == owner)
+                .values(
+                    state=JobState.FAILED,
+                    attempts=jobs.c.attempts + 1,
+                    last_error=error[:1000],
+                    done_at=time.time(),
                     lease_owner=None,
                     lease_until=None,
                 )

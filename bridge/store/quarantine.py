@@ -8,13 +8,15 @@ when the return's safety check fails (study missing, another patient). Actions:
   de-identified copy is still there); a report is queued for return again;
 - release (instances held for possible burned-in text only): an operator looked at the pixels;
   de-identified again without the pixel scan;
-- discard: not sent (an instance) or not returned (a report); its spool files are removed.
+- discard: not sent (an instance) or not returned (a report); its spool files are removed;
+- retry-ehr: a report's ORU^R01 the EHR refused (``results`` below) is sent again.
 
 A failed case whose held instances are retried, released or discarded moves on again.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -22,11 +24,13 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from bridge.domain.errors import Kind, SubmitError
-from bridge.domain.states import CaseState, InstanceState, ReportState
+from bridge.domain.states import CaseState, InstanceState, JobState, ReportState
+from bridge.store.jobs import ORU_JOB
 from bridge.store.repo import Store
 from bridge.store.schema import (
     cases,
     instances,
+    jobs,
     reports,
 )
 
@@ -71,9 +75,24 @@ def held(store: Store, limit: int = 500) -> dict[str, list[dict[str, Any]]]:
                 .limit(limit)
             )
         ]
+        results = [
+            {
+                "report_id": json.loads(r.payload).get("report_id"),
+                "case_id": r.case_id,
+                "error": r.last_error,
+                "held_at": r.done_at,
+            }
+            for r in conn.execute(
+                select(jobs)
+                .where(jobs.c.kind == ORU_JOB)
+                .where(jobs.c.state == JobState.FAILED)
+                .order_by(jobs.c.done_at.desc())
+                .limit(limit)
+            )
+        ]
     for i in inst:
         i["releasable"] = BURNED_IN in (i["error"] or "")
-    return {"instances": inst, "reports": reps}
+    return {"instances": inst, "reports": reps, "results": results}
 
 
 def _held_instance(conn: Any, instance_id: int) -> Any:
@@ -203,3 +222,25 @@ def discard_report(store: Store, report_id: int) -> str:
             update(reports).where(reports.c.id == report_id).values(state=ReportState.DISCARDED)
         )
     return str(row.case_id)
+
+
+def retry_ehr(store: Store, report_id: int) -> str:
+    """Send a report's held ORU^R01 again (the same message control ID)."""
+    with store.transaction() as conn:
+        held = [
+            r
+            for r in conn.execute(
+                select(jobs).where(jobs.c.kind == ORU_JOB).where(jobs.c.state == JobState.FAILED)
+            )
+            if json.loads(r.payload).get("report_id") == report_id
+        ]
+        if not held:
+            raise SubmitError(
+                "no held result for this report", kind=Kind.NOT_FOUND, report=report_id
+            )
+        conn.execute(
+            update(jobs)
+            .where(jobs.c.id == held[0].id)
+            .values(state=JobState.PENDING, next_attempt_at=0.0, last_error=None, done_at=None)
+        )
+    return str(held[0].case_id)

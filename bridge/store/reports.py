@@ -156,8 +156,15 @@ class Reports:
         with self._store.transaction() as conn:
             conn.execute(update(reports).where(reports.c.id == report_id).values(file_name=""))
 
-    def finish(self, report_id: int, state: ReportState, error: str | None = None) -> None:
-        """Record a report's fate; a case whose reports are all returned becomes returned."""
+    def finish(
+        self,
+        report_id: int,
+        state: ReportState,
+        error: str | None = None,
+        then: str | None = None,
+    ) -> None:
+        """Record a report's fate; a case whose reports are all returned becomes returned.
+        ``then``: a job of that kind queued for the report in the same transaction."""
         now = time.time()
         with self._store.transaction() as conn:
             row = conn.execute(select(reports.c.case_id).where(reports.c.id == report_id)).one()
@@ -182,3 +189,5 @@ class Reports:
             elif state == ReportState.HELD:
                 values["error"] = f"report held: {error}"[:1000]
             conn.execute(update(cases).where(cases.c.id == row.case_id).values(**values))
+            if then is not None:
+                self._store.jobs.insert(conn, then, row.case_id, {"report_id": report_id})

@@ -30,6 +30,10 @@ class ReportOut(BaseModel):
     error: str | None
     created_at: str
     returned_at: str | None
+    #: Its ORU^R01 to the EHR: pending, delivered, held; None when no ORU is sent.
+    ehr: str | None = None
+    #: Why the ORU waits (the last attempt's error) or was held (the receiver's reason).
+    ehr_error: str | None = None
 
 
 class PriorOut(BaseModel):
@@ -132,6 +136,8 @@ def case_out(c: dict[str, Any]) -> CaseOut:
                 error=r["error"],
                 created_at=iso_utc(r["created_at"]) or "",
                 returned_at=iso_utc(r["returned_at"]),
+                ehr=r.get("ehr"),
+                ehr_error=r.get("ehr_error"),
             )
             for r in c.get("reports", [])
         ],

@@ -455,6 +455,68 @@ def test_a_pacs_that_refuses_holds_the_report_and_a_busy_one_is_tried_again(
     assert any((spool.root / "reports").iterdir())  # kept for the operator
 
 
+def test_a_returned_report_goes_to_the_ehr_once_refused_ones_are_held_scrubbed(
+    store: Store, spool: Spool, tmp_path: Path
+) -> None:
+    """Results to the EHR: the ORU job is queued with the SR's return (not the KOS's or PDF's);
+    an unreachable receiver means a retry, a refusal holds it with the receiver's reason
+    scrubbed of the patient's identity, and an accepted one is done with its file dropped when
+    reports are not kept."""
+    from pydicom import dcmread
+
+    from bridge.domain.errors import PermanentForwardError
+    from bridge.findings.oru import Endpoints, control_id
+    from bridge.pipeline.ehr_results import ResultsToEhr
+    from bridge.pipeline.report_return import ReportReturn
+    from bridge.store.jobs import ORU_JOB
+
+    study, case_id = _reported_case(store, spool, tmp_path)
+    ReportReturn(
+        store, spool, lambda *a: None, 60, lambda a: 60.0, keep_files=False, then=ORU_JOB
+    ).once()
+    reports = store.cases.get(case_id)["reports"]
+    (sr,) = [r for r in reports if r["ehr"] is not None]  # the SR only, not the KOS or PDF
+    assert sr["ehr"] == "pending" and sr["state"] == "returned"
+    file = spool.root / "reports" / sr["file_name"]
+    assert file.is_file()  # left for the ORU
+    sent: list[tuple[str, str]] = []
+    answer: list[Exception | None] = [TransientForwardError("HL7 receiver unreachable")]
+
+    def send(message: str, ctrl: str) -> None:
+        sent.append((message, ctrl))
+        if answer[0] is not None:
+            raise answer[0]
+
+    ends = Endpoints("SECONDOPINION", "H", "RIS", "H")
+    stage = ResultsToEhr(store, spool, send, ends, 60, lambda a: 0.0, keep_files=False)
+    assert stage.once() is True
+    (sr,) = [r for r in store.cases.get(case_id)["reports"] if r["ehr"] is not None]
+    assert sr["ehr"] == "pending" and "unreachable" in sr["ehr_error"]
+    patient_id = str(dcmread(study.paths[0], stop_before_pixels=True).PatientID)
+    answer[0] = PermanentForwardError(
+        "HL7 receiver refused the result", ack="AE", reason=f"no patient {patient_id}"
+    )
+    stage.once()
+    (sr,) = [r for r in store.cases.get(case_id)["reports"] if r["ehr"] is not None]
+    assert sr["ehr"] == "held" and "refused" in sr["ehr_error"]
+    assert patient_id not in sr["ehr_error"]
+    assert stage.once() is False  # held is final until an operator acts
+    assert len(sent) == 2 and sent[0][1] == sent[1][1] == control_id(sr["sop_instance_uid"])
+    message = sent[0][0]
+    assert f"PID|1||{patient_id}" in message and "ORU^R01" in message
+
+    # a second report, accepted: done, and its file goes (retention 0)
+    with store.transaction() as conn:
+        conn.execute(
+            jobs.update().where(jobs.c.kind == ORU_JOB).values(state="pending", next_attempt_at=0.0)
+        )
+    answer[0] = None
+    stage.once()
+    (sr,) = [r for r in store.cases.get(case_id)["reports"] if r["ehr"] is not None]
+    assert sr["ehr"] == "delivered" and sr["ehr_error"] is None
+    assert not file.exists()
+
+
 # -- reader-object poll ------------------------------------------------------------------------
 
 

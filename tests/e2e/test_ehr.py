@@ -1,0 +1,163 @@
+"""Results to the EHR (issue #18): a returned report goes to the hospital's RIS as an HL7 v2.5.1
+ORU^R01 over MLLP, received here by a real MLLP server (hl7apy's) and checked with hl7apy's
+v2.5.1 validator; the receiver away, then accepting, then refusing."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+import requests
+from hl7apy.consts import VALIDATION_LEVEL
+from hl7apy.parser import parse_message
+from pydicom import dcmread
+
+from bridge.sample import make_study
+from conftest import bridge_env
+from tests.e2e.conftest import study_instances
+from tests.e2e.test_findings import findings, post
+from tests.support.hl7 import MllpReceiver
+from tests.support.peers import storescu
+
+pytestmark = pytest.mark.e2e
+
+
+def _segments(er7: str) -> dict[str, list[list[str]]]:
+    out: dict[str, list[list[str]]] = {}
+    for seg in er7.replace("\n", "\r").split("\r"):
+        if seg:
+            out.setdefault(seg[:3], []).append(seg.split("|"))
+    return out
+
+
+def _report(bridge, case_id: str, sop_uid: str) -> dict:
+    return next(
+        r for r in bridge.api(f"/cases/{case_id}")["reports"] if r["sop_instance_uid"] == sop_uid
+    )
+
+
+def _wait_report(bridge, case_id: str, sop_uid: str, predicate, timeout: float = 90.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        report = _report(bridge, case_id, sop_uid)
+        if predicate(report):
+            return report
+        time.sleep(0.25)
+    raise TimeoutError(f"report {sop_uid}: {report}")
+
+
+def test_report_goes_to_the_ris_as_oru_delivered_once_retried_and_held(
+    tmp_path, hospital, reading, make_bridge
+):
+    with socket.socket() as s:  # the RIS's port, nobody listening yet
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    bridge = make_bridge(
+        bridge_env(
+            reading,
+            None,
+            BRIDGE_PACS__DICOMWEB_URL=hospital.dicomweb,
+            BRIDGE_HL7__HOST="127.0.0.1",
+            BRIDGE_HL7__PORT=str(port),
+            BRIDGE_HL7__RECEIVING_APPLICATION="RIS",
+            BRIDGE_HL7__RECEIVING_FACILITY="GENERAL",
+            BRIDGE_HL7__WADO_RS_URL=hospital.dicomweb,
+            BRIDGE_HL7__TIMEOUT="5",
+        )
+    )
+    study = make_study(tmp_path / "s", 3, rows=32, columns=32)
+    original = dcmread(study.paths[0], stop_before_pixels=True)
+    for p in study.paths:
+        requests.post(f"{hospital.url}/instances", data=p.read_bytes(), timeout=30)
+    storescu(bridge.dimse_port, study.paths)
+    case = bridge.wait_forwarded(3)
+    seen = study_instances(reading, case["pseudonymized_study_instance_uid"])
+    key = str(seen[0].SOPInstanceUID)
+
+    # 1. The RIS is away: the report is in the PACS, its ORU waits and is tried again.
+    r = post(bridge, f"/cases/{case['id']}/findings", findings(key, "final"))
+    assert r.status_code == 202, r.text
+    sr_uid = r.json()["sop_instance_uid"]
+    pending = _wait_report(bridge, case["id"], sr_uid, lambda x: x["ehr_error"])
+    assert pending["state"] == "returned" and pending["ehr"] == "pending", pending["ehr_error"]
+    assert "unreachable" in pending["ehr_error"]
+
+    # 2. The RIS comes up: the ORU arrives once, valid v2.5.1, the original patient and order.
+    ris = MllpReceiver("AA", port=port)
+    try:
+        done = _wait_report(bridge, case["id"], sr_uid, lambda x: x["ehr"] == "delivered")
+        assert done["ehr_error"] is None
+        assert len(ris.received) == 1
+        er7 = ris.received[0]
+        # v2.5.1 gives RP.1 199 characters at most, which a WADO-RS URL with three UIDs
+        # outgrows: the pointer is shortened for the length check, everything else strict
+        checked = "\r".join(
+            "|".join(f[:5] + ["URL^" + f[5].partition("^")[2]] + f[6:])
+            if f[0] == "OBX" and f[2] == "RP"
+            else "|".join(f)
+            for f in (seg.split("|") for seg in er7.split("\r"))
+        )
+        msg = parse_message(
+            checked,
+            validation_level=VALIDATION_LEVEL.STRICT,
+            find_groups=True,
+            force_validation=True,
+        )
+        assert msg.validate()
+        seg = _segments(er7)
+        assert seg["MSH"][0][4:6] == ["RIS", "GENERAL"]
+        assert seg["PID"][0][3].split("^")[0] == original.PatientID
+        assert seg["PID"][0][5].split("^")[0] == str(original.PatientName).split("^")[0]
+        assert seg["PID"][0][7] == original.PatientBirthDate
+        assert seg["OBR"][0][3] == original.AccessionNumber
+        assert seg["OBR"][0][25] == "F"
+        obx = {o[3].split("^")[0]: o for o in seg["OBX"]}
+        assert obx["18782-3"][5].split("~") == [
+            "8 mm enhancing lesion in the left frontal lobe.",
+            "Key image 1: lesion",
+        ]
+        assert obx["19005-8"][5] == "Findings favour a low-grade glioma."
+        assert obx["18783-1"][5] == "MR spectroscopy; neurosurgical review."
+        assert "Minor discrepancy" in obx["AGREEMENT"][5]
+        # the pointer is a WADO-RS URL the EHR can fetch the SR from, in the ORIGINAL study
+        assert obx["SR"][5] == sr_uid
+        url = obx["SRURL"][5].split("^")[0]
+        assert f"/studies/{original.StudyInstanceUID}/" in url and url.endswith(sr_uid)
+        got = requests.get(
+            url, headers={"Accept": "multipart/related; type=application/dicom"}, timeout=30
+        )
+        assert got.status_code == 200 and sr_uid.encode() in got.content
+        # nothing of the pseudonymous side in the message
+        assert case["pseudonymized_study_instance_uid"] not in er7
+        assert case["pseudonymous_patient_id"] not in er7
+
+        # 3. An amendment the RIS refuses: held with its reason, scrubbed of the patient.
+        ris.code, ris.text = "AE", f"Unknown order for {original.PatientID}"
+        r = post(bridge, f"/cases/{case['id']}/findings", findings(key, "amended"))
+        assert r.status_code == 202, r.text
+        amended_uid = r.json()["sop_instance_uid"]
+        held = _wait_report(bridge, case["id"], amended_uid, lambda x: x["ehr"] == "held")
+        assert "refused" in held["ehr_error"] and "Unknown order" in held["ehr_error"]
+        assert original.PatientID not in held["ehr_error"]
+        assert len(ris.received) == 2
+        assert _segments(ris.received[1])["OBR"][0][25] == "C"
+        time.sleep(2)  # nothing is sent again: delivered and held are final
+        assert len(ris.received) == 2
+        # the operator sees it held, fixes the order at the RIS and sends it again
+        (waiting,) = bridge.api("/quarantine")["results"]
+        assert waiting["report_id"] == held["id"] and "Unknown order" in waiting["error"]
+        ris.code = "AA"
+        r = post(bridge, f"/quarantine/reports/{held['id']}/retry-ehr", {})
+        assert r.status_code == 200, r.text
+        _wait_report(bridge, case["id"], amended_uid, lambda x: x["ehr"] == "delivered")
+        assert len(ris.received) == 3 and bridge.api("/quarantine")["results"] == []
+        # the resend is the same message to the RIS: the same control ID
+        assert ris.received[2].split("|")[9] == ris.received[1].split("|")[9]
+        r = post(bridge, f"/quarantine/reports/{held['id']}/retry-ehr", {})
+        assert r.status_code == 404 and "no held result" in r.text
+    finally:
+        ris.stop()
+    metrics = requests.get(f"{bridge.url}/metrics", timeout=30).text
+    assert 'bridge_ehr_messages_total{outcome="delivered"} 2.0' in metrics
+    assert 'bridge_ehr_messages_total{outcome="held"} 1.0' in metrics
