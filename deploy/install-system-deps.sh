@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what the bridge's demo and tests need from Debian, if missing:
 # Orthanc + its DICOMweb plugin (hospital PACS and reading archive), dcmtk (storescu & co),
-# the SR validators dicom3tools and PixelMed, Tesseract (burned-in text), Chromium (console tests).
+# the SR validators dicom3tools and PixelMed, Tesseract (burned-in text), Chromium (console tests),
+# poppler-utils (the tests read the report PDFs' text and look at them as pictures).
 set -euo pipefail
 
 need=()
@@ -17,9 +18,10 @@ command -v tesseract >/dev/null 2>&1 || need+=(tesseract-ocr)
 [ -f /usr/share/tesseract-ocr/5/tessdata/eng.traineddata ] || need+=(tesseract-ocr-eng)
 # The web console's browser tests drive Debian's Chromium (headless) with Playwright.
 [ -x /usr/bin/chromium ] || need+=(chromium)
+command -v pdftoppm >/dev/null 2>&1 && command -v pdftotext >/dev/null 2>&1 || need+=(poppler-utils)
 
 if [ ${#need[@]} -eq 0 ]; then
-  echo "system packages: orthanc, orthanc-dicomweb, dcmtk, dicom3tools, pixelmed, tesseract, chromium present"
+  echo "system packages: orthanc, orthanc-dicomweb, dcmtk, dicom3tools, pixelmed, tesseract, chromium, poppler present"
   exit 0
 fi
 

@@ -39,3 +39,16 @@ AGREEMENT_TEXT = {
     Agreement.MAJOR_DISCREPANCY: "Major discrepancy with the original report.",
     Agreement.NOT_ASSESSED: "Agreement with the original report not assessed.",
 }
+
+#: The agreement in words a patient follows, opening the summary for the patient.
+AGREEMENT_PLAIN = {
+    Agreement.CONCORDANT: "The second opinion agrees with the original report.",
+    Agreement.MINOR_DISCREPANCY: (
+        "The second opinion differs from the original report in a minor point."
+    ),
+    Agreement.MAJOR_DISCREPANCY: (
+        "The second opinion differs from the original report in an important point: "
+        "please discuss it with your doctor."
+    ),
+    Agreement.NOT_ASSESSED: "The second opinion was not compared with the original report.",
+}

@@ -10,7 +10,8 @@ report the reader made as an SR goes out the same way as one built from JSON fin
     ORC  RE, placer and filler order numbers of the original order
     OBR  18748-4^Diagnostic Imaging Report^LN, study date, result status F / P / C
     OBX  TX per section: 18782-3 findings, 19005-8 impression, 18783-1 recommendations,
-         AGREEMENT (local code) the agreement with the original report
+         AGREEMENT (local code) the agreement with the original report; first, SUMMARY (local
+         code) the summary for the patient with the agreement in plain words, when given
     OBX  the SR itself: ST, its SOP Instance UID; and RP, a WADO-RS URL of the SR in the
          hospital PACS, when configured
 
@@ -37,6 +38,7 @@ FINDINGS = "18782-3^Radiology Study observation (narrative)^LN"
 IMPRESSION = "19005-8^Radiology Impression (narrative)^LN"
 RECOMMENDATION = "18783-1^Radiology Study recommendation (narrative)^LN"
 AGREEMENT = "AGREEMENT^Agreement with the original report^L"
+SUMMARY = "SUMMARY^Summary for the patient^L"
 SR_UID = "SR^Structured report SOP Instance UID^L"
 SR_URL = "SRURL^Structured report WADO-RS URL^L"
 
@@ -51,6 +53,7 @@ _SECTIONS = {
     "121074": "recommendations",
     "121075": "recommendations",
     "18783-1": "recommendations",
+    "121111": "summary",
 }
 _AGREEMENTS = frozenset(AGREEMENT_TEXT.values())
 
@@ -127,6 +130,7 @@ def texts(sr: Dataset) -> dict[str, list[str]]:
         "impression": [],
         "recommendations": [],
         "agreement": [],
+        "summary": [],
     }
     for section, value in _walk(sr.get("ContentSequence", []) or [], "findings"):
         value = value.strip()
@@ -229,6 +233,7 @@ def build_oru(
     observed = _dicom_ts(sr.get("ContentDate"), sr.get("ContentTime"))
     n = 0
     for key, code in (
+        ("summary", SUMMARY),
         ("findings", FINDINGS),
         ("impression", IMPRESSION),
         ("recommendations", RECOMMENDATION),

@@ -15,7 +15,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from bridge.dicom import set_file_meta
-from bridge.findings.schema import AGREEMENT_TEXT, Findings, Status
+from bridge.findings.schema import AGREEMENT_PLAIN, AGREEMENT_TEXT, Findings, Status
 from bridge.findings.sr import MANUFACTURER, SERIES_NUMBER, STUDY_KEYWORDS
 
 ENCAPSULATED_PDF = UID("1.2.840.10008.5.1.4.1.1.104.1")
@@ -45,6 +45,31 @@ def render_pdf(findings: Findings, title: str) -> bytes:
         new_x="LMARGIN",
         new_y="NEXT",
     )
+    if findings.patient_summary.strip():
+        # first, apart from the technical report: what a patient and their doctor read
+        pdf.ln(4)
+        pdf.set_fill_color(235, 242, 250)
+        pdf.set_font("Helvetica", "B", 12)
+        pdf.cell(0, 8, "Summary for the patient", new_x="LMARGIN", new_y="NEXT", fill=True)
+        pdf.set_font("Helvetica", "", 12)
+        plain = AGREEMENT_PLAIN[findings.agreement]
+        pdf.multi_cell(
+            0,
+            6.5,
+            _latin1(f"{plain}\n\n{findings.patient_summary.strip()}"),
+            new_x="LMARGIN",
+            new_y="NEXT",
+            fill=True,
+        )
+        pdf.ln(2)
+        pdf.set_font("Helvetica", "I", 9)
+        pdf.multi_cell(
+            0,
+            5,
+            "The technical report for the doctors follows.",
+            new_x="LMARGIN",
+            new_y="NEXT",
+        )
     for heading, text in (
         ("Findings", findings.findings),
         (

@@ -6,11 +6,13 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from bridge.domain.vocabulary import AGREEMENT_TEXT, Agreement, Status
+from bridge.domain.vocabulary import AGREEMENT_PLAIN, AGREEMENT_TEXT, Agreement, Status
 
-__all__ = ["AGREEMENT_TEXT", "Agreement", "Findings", "Status"]
+__all__ = ["AGREEMENT_PLAIN", "AGREEMENT_TEXT", "Agreement", "Findings", "Status"]
 
 MAX_TEXT = 64 * 1024
+#: A summary for the patient is a few plain sentences, not a second report.
+MAX_SUMMARY = 4096
 
 
 class Reader(BaseModel):
@@ -61,6 +63,11 @@ class Findings(BaseModel):
                     "findings": "8 mm enhancing lesion in the left frontal lobe.",
                     "impression": "Findings favour a low-grade glioma.",
                     "recommendations": "MR spectroscopy; neurosurgical review.",
+                    "patient_summary": (
+                        "A small spot was seen in the front of the brain. It is most likely a "
+                        "slow-growing tumour. More scans and a visit to a brain surgeon are "
+                        "advised."
+                    ),
                     "agreement": "minor_discrepancy",
                     "key_images": [{"sop_instance_uid": "2.25.1234", "note": "lesion"}],
                     "signed_at": "2026-11-28T10:15:00Z",
@@ -74,6 +81,13 @@ class Findings(BaseModel):
     findings: str = Field("", max_length=MAX_TEXT)
     impression: str = Field("", max_length=MAX_TEXT)
     recommendations: str = Field("", max_length=MAX_TEXT)
+    #: In plain language, for the patient and the treating physician: shown first in the PDF
+    #: and the EHR result, in its own section of the SR.
+    patient_summary: str = Field(
+        "",
+        max_length=MAX_SUMMARY,
+        description="plain-language summary for the patient (at most 4,096 characters)",
+    )
     agreement: Agreement = Agreement.NOT_ASSESSED
     key_images: list[KeyImage] = Field(default_factory=list, max_length=1000)
     signed_at: datetime

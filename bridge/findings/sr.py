@@ -10,6 +10,8 @@ Content tree (DICOM PS3.16 TID 2000, TID 1001, TID 2002)::
       HAS OBS CONTEXT  CODE  (121005, DCM, "Observer Type") = (121006, DCM, "Person")
       HAS OBS CONTEXT  PNAME (121008, DCM, "Person Observer Name") = reader
       HAS OBS CONTEXT  TEXT  (121009, DCM, "Person Observer's Organization Name")
+      CONTAINS CONTAINER Summary          TEXT (121111 Summary): the summary for the patient and
+                                          the agreement in plain words (when a summary is given)
       CONTAINS CONTAINER Findings         TEXT (121071 Finding), IMAGE (121080 Best illustration)
       CONTAINS CONTAINER Impressions      TEXT (121073 Impression), incl. the agreement statement
       CONTAINS CONTAINER Recommendations  TEXT (121075 Recommendation)
@@ -42,7 +44,7 @@ from pydicom.uid import UID
 from pydicom.valuerep import DA, DT, TM
 
 from bridge import __version__
-from bridge.findings.schema import AGREEMENT_TEXT, Findings, Status
+from bridge.findings.schema import AGREEMENT_PLAIN, AGREEMENT_TEXT, Findings, Status
 
 SERIES_DESCRIPTION = "Second opinion"
 SERIES_NUMBER = 9901
@@ -58,6 +60,8 @@ EN_US = CodedConcept("en-US", "RFC5646", "English (United States)")
 FINDING = CodedConcept("121071", "DCM", "Finding")
 IMPRESSION = CodedConcept("121073", "DCM", "Impression")
 RECOMMENDATION = CodedConcept("121075", "DCM", "Recommendation")
+#: CID 7001 heading and CID 7002 element of the summary for the patient.
+SUMMARY = CodedConcept("121111", "DCM", "Summary")
 BEST_ILLUSTRATION = CodedConcept("121080", "DCM", "Best illustration of finding")
 KOS_TITLE = CodedConcept("113000", "DCM", "Of Interest")
 BASIC_TEXT_SR = UID("1.2.840.10008.5.1.4.1.1.88.11")
@@ -172,7 +176,13 @@ def build_content(
                 )
             )
     impressions = [findings.impression, AGREEMENT_TEXT[findings.agreement]]
+    summary = (
+        [findings.patient_summary, AGREEMENT_PLAIN[findings.agreement]]
+        if findings.patient_summary.strip()
+        else []
+    )
     for s in (
+        _text_section(SUMMARY, SUMMARY, summary),
         sec,
         _text_section(h_impressions, IMPRESSION, impressions),
         _text_section(h_recommendations, RECOMMENDATION, [findings.recommendations]),

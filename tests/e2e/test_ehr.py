@@ -76,7 +76,9 @@ def test_report_goes_to_the_ris_as_oru_delivered_once_retried_and_held(
     key = str(seen[0].SOPInstanceUID)
 
     # 1. The RIS is away: the report is in the PACS, its ORU waits and is tried again.
-    r = post(bridge, f"/cases/{case['id']}/findings", findings(key, "final"))
+    summary = "A small spot in the brain, most likely slow-growing. More scans are advised."
+    body = findings(key, "final") | {"patient_summary": summary}
+    r = post(bridge, f"/cases/{case['id']}/findings", body)
     assert r.status_code == 202, r.text
     sr_uid = r.json()["sop_instance_uid"]
     pending = _wait_report(bridge, case["id"], sr_uid, lambda x: x["ehr_error"])
@@ -113,6 +115,10 @@ def test_report_goes_to_the_ris_as_oru_delivered_once_retried_and_held(
         assert seg["OBR"][0][3] == original.AccessionNumber
         assert seg["OBR"][0][25] == "F"
         obx = {o[3].split("^")[0]: o for o in seg["OBX"]}
+        # the summary for the patient first, the agreement in plain words after it
+        assert seg["OBX"][0][3].startswith("SUMMARY^")
+        assert obx["SUMMARY"][5].split("~")[0] == summary
+        assert "minor point" in obx["SUMMARY"][5]
         assert obx["18782-3"][5].split("~") == [
             "8 mm enhancing lesion in the left frontal lobe.",
             "Key image 1: lesion",

@@ -46,6 +46,7 @@ def _findings(status: str) -> Findings:
             "impression": "Glioma.",
             "recommendations": "",
             "agreement": "concordant",
+            "patient_summary": "A spot in the brain, most likely a slow-growing tumour.",
             "key_images": [{"sop_instance_uid": "2.25.1"}],
             "signed_at": "2026-11-28T10:15:00Z",
         }
@@ -117,7 +118,8 @@ def test_loinc_section_headings(case, tmp_path):
         for s in back.ContentSequence
         if s.ValueType == "CONTAINER"
     ]
-    assert headings == ["18782-3", "19005-8"]
+    # the summary for the patient keeps its DICOM heading (CID 7001 has no LOINC one for it)
+    assert headings == ["121111", "18782-3", "19005-8"]
 
 
 def test_the_console_renders_the_report_as_text(case, tmp_path):
