@@ -443,6 +443,27 @@ class Hl7Settings(BaseModel):
     wado_rs_url: str = ""
 
 
+class FhirSettings(BaseModel):
+    """Results to the EHR as FHIR R4: every report SR returned to the PACS is also POSTed to the
+    hospital's FHIR server as a transaction Bundle (Patient, ImagingStudy, DiagnosticReport)."""
+
+    model_config = _FROZEN
+
+    #: The FHIR server's base URL (the transaction is POSTed to it); empty: nothing is sent.
+    url: str = ""
+    #: A static bearer token; or OAuth 2.0 client credentials below.
+    token: SecretStr | None = None
+    token_url: str = ""
+    client_id: str = ""
+    client_secret: SecretStr | None = None
+    scope: str = ""
+    timeout: float = Field(30.0, gt=0)
+    verify_tls: bool = True
+    #: The identifier system of the hospital's Patient IDs (e.g. its MRN system URI); empty: the
+    #: DICOM Issuer of Patient ID as ``urn:oid:`` (an OID) or ``urn:dicom:issuer:<issuer>``.
+    patient_system: str = ""
+
+
 class SpoolSettings(BaseModel):
     """The on-disk spool of received and de-identified instances."""
 
@@ -523,6 +544,7 @@ class Settings(BaseSettings):
     reading: ReadingSettings = ReadingSettings()
     findings: FindingsSettings = FindingsSettings()
     hl7: Hl7Settings = Hl7Settings()
+    fhir: FhirSettings = FhirSettings()
     spool: SpoolSettings = SpoolSettings()
     worker: WorkerSettings = WorkerSettings()
     submit: SubmitSettings = SubmitSettings()

@@ -50,8 +50,9 @@ MANIFESTS_SENT = Counter("bridge_manifests_sent", "Case manifests accepted by th
 REPORTS_RETURNED = Counter("bridge_reports_returned", "Reports stored into the hospital PACS")
 EHR_MESSAGES = Counter(
     "bridge_ehr_messages",
-    "ORU^R01 results to the EHR: delivered (AA), held (refused or invalid), retry",
-    ["outcome"],
+    "Results to the EHR by channel (hl7: ORU^R01 over MLLP, fhir: DiagnosticReport): "
+    "delivered, held (refused or invalid), retry",
+    ["channel", "outcome"],
 )
 WADO_SECONDS = Histogram(
     "bridge_wado_seconds",

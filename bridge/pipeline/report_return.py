@@ -11,7 +11,7 @@ report with the reason; a passing failure is retried with backoff.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pydicom.dataset import Dataset
@@ -50,7 +50,7 @@ class ReportReturn:
         lease_seconds: float,
         delay: Callable[[int], float],
         keep_files: bool = True,
-        then: str | None = None,
+        then: Sequence[str] = (),
     ) -> None:
         self.store = store
         self.spool = spool
@@ -59,9 +59,9 @@ class ReportReturn:
         self.delay = delay
         #: False (``findings.report_retention_days = 0``): a returned report's file goes at once.
         self.keep_files = keep_files
-        #: A job queued with each report returned (the ORU to the EHR, see ehr_results.py);
-        #: that stage then deletes the file when it is not kept.
-        self.then = then
+        #: Jobs queued with each report SR returned (its results to the EHR, see
+        #: ehr_results.py); those stages then delete the file when it is not kept.
+        self.then = tuple(then)
 
     def once(self) -> bool:
         owner = self.store.new_owner()
@@ -104,10 +104,10 @@ class ReportReturn:
                 metrics.RETRIES.labels(stage="return").inc()
                 log.warning("report.retry", case_id=report["case_id"], error=str(exc))
                 continue
-            then = self.then if carries_report(report["sop_class_uid"]) else None
+            then = self.then if carries_report(report["sop_class_uid"]) else ()
             self.store.reports.finish(report["id"], ReportState.RETURNED, then=then)
             self.store.jobs.finish(job.id, owner)
-            if not self.keep_files and self.then is None:
+            if not self.keep_files and not then:
                 drop_report_files(self.store, self.spool, [(report["id"], report["file_name"])])
             audit.record(
                 self.store,

@@ -26,6 +26,7 @@ from bridge.findings.reidentify import RETURNABLE_SOP_CLASSES
 from bridge.logging import get_logger
 from bridge.peers.archive import ReadingArchive
 from bridge.peers.connect import make_pacs
+from bridge.peers.fhir import FhirClient
 from bridge.peers.http import backoff, dicomweb_session, new_session
 from bridge.peers.mllp import MllpClient
 from bridge.peers.orthanc_feed import OrthancFeed
@@ -36,7 +37,7 @@ from bridge.peers.queue import ReadingQueue
 from bridge.pipeline.audit_ship import AuditShipping
 from bridge.pipeline.completion import CaseCompletion
 from bridge.pipeline.deidentify import Deidentify
-from bridge.pipeline.ehr_results import ResultsToEhr
+from bridge.pipeline.ehr_results import ResultsToEhr, ResultsToFhir
 from bridge.pipeline.forward import Forward
 from bridge.pipeline.manifest import Manifests
 from bridge.pipeline.reader_poll import ReaderPoll
@@ -44,7 +45,7 @@ from bridge.pipeline.report_return import ReportReturn
 from bridge.pipeline.retrieve import Retrieve
 from bridge.pipeline.sweep import Sweep
 from bridge.pipeline.watch import Watch
-from bridge.store.jobs import ORU_JOB
+from bridge.store.jobs import FHIR_JOB, ORU_JOB
 from bridge.store.repo import Store
 from bridge.store.spool import Spool
 
@@ -106,7 +107,9 @@ class Pipeline:
             lease,
             self._delay,
             keep_files=settings.findings.report_retention_days > 0,
-            then=ORU_JOB if settings.hl7.host else None,
+            then=[
+                k for k, on in ((ORU_JOB, settings.hl7.host), (FHIR_JOB, settings.fhir.url)) if on
+            ],
         )
         h = settings.hl7
         self.ehr_results = ResultsToEhr(
@@ -124,6 +127,26 @@ class Pipeline:
             lease,
             self._delay,
             keep_files=settings.findings.report_retention_days > 0,
+        )
+        f = settings.fhir
+        self.fhir = FhirClient(
+            new_session(f.verify_tls),
+            f.url,
+            f.timeout,
+            token=f.token.get_secret_value() if f.token else "",
+            token_url=f.token_url,
+            client_id=f.client_id,
+            client_secret=f.client_secret.get_secret_value() if f.client_secret else "",
+            scope=f.scope,
+        )
+        self.fhir_results = ResultsToFhir(
+            store,
+            spool,
+            self.fhir.post_bundle,
+            lease,
+            self._delay,
+            keep_files=settings.findings.report_retention_days > 0,
+            patient_system=f.patient_system,
         )
         self.deidentify = Deidentify(
             store, spool, self.deidentifier, lease, self._delay, stopping=self._stop
@@ -157,7 +180,7 @@ class Pipeline:
         ]
         loops += [("cases", self.cases_once), ("manifests", self.manifests_once)]
         loops += [("reports", self.reports_once), ("poll", self.poll_once)]
-        loops += [("ehr", self.ehr_once)]
+        loops += [("ehr", self.ehr_once), ("fhir", self.fhir_once)]
         loops += [("retrieve", self.retrieve_once), ("watch", self.watch_once)]
         loops += [("audit", self.audit_once), ("sweep", self.sweep_once)]
         for name, fn in loops:
@@ -172,6 +195,7 @@ class Pipeline:
             t.join(max(0.0, deadline - time.monotonic()))
         self.archive.close()
         self.queue.close()
+        self.fhir.close()
         if self._pacs_return is not None:
             self._pacs_return.close()
         if self._watch is not None:
@@ -199,6 +223,7 @@ class Pipeline:
                 self.retrieve_once(),
                 self.reports_once(),
                 self.ehr_once(),
+                self.fhir_once(),
                 self.deid_once(),
                 self.forward_once(),
                 self.cases_once(),
@@ -295,6 +320,10 @@ class Pipeline:
     def ehr_once(self) -> bool:
         """Send returned reports to the EHR as ORU^R01 (see bridge/pipeline/ehr_results.py)."""
         return bool(self.settings.hl7.host) and self.ehr_results.once()
+
+    def fhir_once(self) -> bool:
+        """POST returned reports to the EHR's FHIR server (see bridge/pipeline/ehr_results.py)."""
+        return bool(self.settings.fhir.url) and self.fhir_results.once()
 
     def _deliver(self, path: Path, sop_uid: str, study_uid: str, patient_id: str) -> None:
         if self._pacs_return is None:

@@ -19,7 +19,7 @@ from sqlalchemy import case as sql_case
 from sqlalchemy.engine import Connection, Row
 
 from bridge.domain.states import MOVING_STATES, CaseState, InstanceState, JobState, progress
-from bridge.store.jobs import ORU_JOB
+from bridge.store.jobs import FHIR_JOB, ORU_JOB, RESULT_JOBS
 from bridge.store.schema import audit_events, case_studies, cases, instances, jobs, reports
 
 #: A report's ORU job state as the case shows it (see pipeline/ehr_results.py).
@@ -281,13 +281,16 @@ class Cases:
                 select(reports).where(reports.c.case_id == row.id).order_by(reports.c.id)
             )
         ]
-        ehr: dict[Any, Row[Any]] = {}
+        sent: dict[tuple[str, Any], Row[Any]] = {}
         for job in conn.execute(
-            select(jobs).where(jobs.c.case_id == row.id).where(jobs.c.kind == ORU_JOB)
+            select(jobs).where(jobs.c.case_id == row.id).where(jobs.c.kind.in_(RESULT_JOBS))
         ):
-            ehr[json.loads(job.payload).get("report_id")] = job
+            sent[(job.kind, json.loads(job.payload).get("report_id"))] = job
         for r in d["reports"]:
-            oru = ehr.get(r["id"])
-            r["ehr"] = None if oru is None else _EHR_STATE[oru.state]
-            r["ehr_error"] = None if oru is None or oru.state == JobState.DONE else oru.last_error
+            for kind, field in ((ORU_JOB, "ehr"), (FHIR_JOB, "fhir")):
+                res = sent.get((kind, r["id"]))
+                r[field] = None if res is None else _EHR_STATE[res.state]
+                r[f"{field}_error"] = (
+                    None if res is None or res.state == JobState.DONE else res.last_error
+                )
         return d

@@ -17,6 +17,10 @@ from bridge.store.schema import jobs
 #: A report's ORU^R01 to the EHR (pipeline/ehr_results.py); the case page and the quarantine
 #: show these jobs as the report's result delivery.
 ORU_JOB = "oru"
+#: A report's FHIR transaction (DiagnosticReport) to the EHR.
+FHIR_JOB = "fhir"
+#: The jobs that deliver a returned report's results to the EHR.
+RESULT_JOBS = (ORU_JOB, FHIR_JOB)
 
 if TYPE_CHECKING:
     from bridge.store.repo import Store

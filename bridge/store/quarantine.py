@@ -25,7 +25,7 @@ from sqlalchemy.exc import IntegrityError
 
 from bridge.domain.errors import Kind, SubmitError
 from bridge.domain.states import CaseState, InstanceState, JobState, ReportState
-from bridge.store.jobs import ORU_JOB
+from bridge.store.jobs import ORU_JOB, RESULT_JOBS
 from bridge.store.repo import Store
 from bridge.store.schema import (
     cases,
@@ -77,6 +77,7 @@ def held(store: Store, limit: int = 500) -> dict[str, list[dict[str, Any]]]:
         ]
         results = [
             {
+                "channel": "hl7" if r.kind == ORU_JOB else "fhir",
                 "report_id": json.loads(r.payload).get("report_id"),
                 "case_id": r.case_id,
                 "error": r.last_error,
@@ -84,7 +85,7 @@ def held(store: Store, limit: int = 500) -> dict[str, list[dict[str, Any]]]:
             }
             for r in conn.execute(
                 select(jobs)
-                .where(jobs.c.kind == ORU_JOB)
+                .where(jobs.c.kind.in_(RESULT_JOBS))
                 .where(jobs.c.state == JobState.FAILED)
                 .order_by(jobs.c.done_at.desc())
                 .limit(limit)
@@ -225,12 +226,15 @@ def discard_report(store: Store, report_id: int) -> str:
 
 
 def retry_ehr(store: Store, report_id: int) -> str:
-    """Send a report's held ORU^R01 again (the same message control ID)."""
+    """Send a report's held results again (the ORU with the same message control ID, the FHIR
+    transaction with the same conditional creates)."""
     with store.transaction() as conn:
         held = [
             r
             for r in conn.execute(
-                select(jobs).where(jobs.c.kind == ORU_JOB).where(jobs.c.state == JobState.FAILED)
+                select(jobs)
+                .where(jobs.c.kind.in_(RESULT_JOBS))
+                .where(jobs.c.state == JobState.FAILED)
             )
             if json.loads(r.payload).get("report_id") == report_id
         ]
@@ -240,7 +244,7 @@ def retry_ehr(store: Store, report_id: int) -> str:
             )
         conn.execute(
             update(jobs)
-            .where(jobs.c.id == held[0].id)
+            .where(jobs.c.id.in_([r.id for r in held]))
             .values(state=JobState.PENDING, next_attempt_at=0.0, last_error=None, done_at=None)
         )
     return str(held[0].case_id)

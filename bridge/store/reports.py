@@ -5,6 +5,7 @@ reason, or discarded. A case whose reports are all returned is returned."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, or_, select, update
@@ -161,10 +162,10 @@ class Reports:
         report_id: int,
         state: ReportState,
         error: str | None = None,
-        then: str | None = None,
+        then: Sequence[str] = (),
     ) -> None:
         """Record a report's fate; a case whose reports are all returned becomes returned.
-        ``then``: a job of that kind queued for the report in the same transaction."""
+        ``then``: jobs of these kinds queued for the report in the same transaction."""
         now = time.time()
         with self._store.transaction() as conn:
             row = conn.execute(select(reports.c.case_id).where(reports.c.id == report_id)).one()
@@ -189,5 +190,5 @@ class Reports:
             elif state == ReportState.HELD:
                 values["error"] = f"report held: {error}"[:1000]
             conn.execute(update(cases).where(cases.c.id == row.case_id).values(**values))
-            if then is not None:
-                self._store.jobs.insert(conn, then, row.case_id, {"report_id": report_id})
+            for kind in then:
+                self._store.jobs.insert(conn, kind, row.case_id, {"report_id": report_id})

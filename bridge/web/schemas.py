@@ -34,6 +34,9 @@ class ReportOut(BaseModel):
     ehr: str | None = None
     #: Why the ORU waits (the last attempt's error) or was held (the receiver's reason).
     ehr_error: str | None = None
+    #: Its FHIR DiagnosticReport: pending, delivered, held; None when none is sent.
+    fhir: str | None = None
+    fhir_error: str | None = None
 
 
 class PriorOut(BaseModel):
@@ -138,6 +141,8 @@ def case_out(c: dict[str, Any]) -> CaseOut:
                 returned_at=iso_utc(r["returned_at"]),
                 ehr=r.get("ehr"),
                 ehr_error=r.get("ehr_error"),
+                fhir=r.get("fhir"),
+                fhir_error=r.get("fhir_error"),
             )
             for r in c.get("reports", [])
         ],

@@ -1,9 +1,12 @@
 """Results to the EHR (issue #18): a returned report goes to the hospital's RIS as an HL7 v2.5.1
 ORU^R01 over MLLP, received here by a real MLLP server (hl7apy's) and checked with hl7apy's
-v2.5.1 validator; the receiver away, then accepting, then refusing."""
+v2.5.1 validator, and to its FHIR server as a transaction (a real HTTP server validating with
+fhir.resources and honouring conditional creates, tests/support/fhir.py); the receivers away,
+then accepting, then refusing, then accepting what an operator sends again."""
 
 from __future__ import annotations
 
+import base64
 import socket
 import time
 
@@ -17,6 +20,7 @@ from bridge.sample import make_study
 from conftest import bridge_env
 from tests.e2e.conftest import study_instances
 from tests.e2e.test_findings import findings, post
+from tests.support.fhir import CLIENT, FhirServer
 from tests.support.hl7 import MllpReceiver
 from tests.support.peers import storescu
 
@@ -47,8 +51,15 @@ def _wait_report(bridge, case_id: str, sop_uid: str, predicate, timeout: float =
     raise TimeoutError(f"report {sop_uid}: {report}")
 
 
-def test_report_goes_to_the_ris_as_oru_delivered_once_retried_and_held(
-    tmp_path, hospital, reading, make_bridge
+@pytest.fixture
+def fhir():
+    server = FhirServer()
+    yield server
+    server.stop()
+
+
+def test_report_goes_to_the_ris_and_the_fhir_server_once_retried_and_held(
+    tmp_path, hospital, reading, make_bridge, fhir
 ):
     with socket.socket() as s:  # the RIS's port, nobody listening yet
         s.bind(("127.0.0.1", 0))
@@ -64,6 +75,11 @@ def test_report_goes_to_the_ris_as_oru_delivered_once_retried_and_held(
             BRIDGE_HL7__RECEIVING_FACILITY="GENERAL",
             BRIDGE_HL7__WADO_RS_URL=hospital.dicomweb,
             BRIDGE_HL7__TIMEOUT="5",
+            BRIDGE_FHIR__URL=fhir.url,
+            BRIDGE_FHIR__TOKEN_URL=f"{fhir.url}/token",
+            BRIDGE_FHIR__CLIENT_ID=CLIENT[0],
+            BRIDGE_FHIR__CLIENT_SECRET=CLIENT[1],
+            BRIDGE_FINDINGS__PDF="true",
         )
     )
     study = make_study(tmp_path / "s", 3, rows=32, columns=32)
@@ -138,26 +154,61 @@ def test_report_goes_to_the_ris_as_oru_delivered_once_retried_and_held(
         assert case["pseudonymized_study_instance_uid"] not in er7
         assert case["pseudonymous_patient_id"] not in er7
 
+        # the FHIR server has the patient, the ORIGINAL study and the report, with its PDF
+        _wait_report(bridge, case["id"], sr_uid, lambda x: x["fhir"] == "delivered")
+        assert {k: len(v) for k, v in fhir.resources.items()} == {
+            "Patient": 1,
+            "ImagingStudy": 1,
+            "DiagnosticReport": 1,
+        }
+        (patient,) = fhir.resources["Patient"].values()
+        assert patient["identifier"][0]["value"] == original.PatientID
+        (study_res,) = fhir.resources["ImagingStudy"].values()
+        assert study_res["identifier"][0]["value"] == f"urn:oid:{original.StudyInstanceUID}"
+        (dr,) = fhir.resources["DiagnosticReport"].values()
+        assert dr["status"] == "final" and dr["identifier"][0]["value"] == f"urn:oid:{sr_uid}"
+        forms = {f["contentType"].split(";")[0]: f for f in dr["presentedForm"]}
+        assert base64.b64decode(forms["application/pdf"]["data"]).startswith(b"%PDF")
+        assert summary in base64.b64decode(forms["text/plain"]["data"]).decode()
+        assert case["pseudonymous_patient_id"] not in str(fhir.transactions)
+
         # 3. An amendment the RIS refuses: held with its reason, scrubbed of the patient.
         ris.code, ris.text = "AE", f"Unknown order for {original.PatientID}"
+        fhir.answer = (422, f"Patient {original.PatientID} is merged")
         r = post(bridge, f"/cases/{case['id']}/findings", findings(key, "amended"))
         assert r.status_code == 202, r.text
         amended_uid = r.json()["sop_instance_uid"]
         held = _wait_report(bridge, case["id"], amended_uid, lambda x: x["ehr"] == "held")
         assert "refused" in held["ehr_error"] and "Unknown order" in held["ehr_error"]
         assert original.PatientID not in held["ehr_error"]
+        held = _wait_report(bridge, case["id"], amended_uid, lambda x: x["fhir"] == "held")
+        assert "422" in held["fhir_error"] and "is merged" in held["fhir_error"]
+        assert original.PatientID not in held["fhir_error"]
         assert len(ris.received) == 2
         assert _segments(ris.received[1])["OBR"][0][25] == "C"
         time.sleep(2)  # nothing is sent again: delivered and held are final
         assert len(ris.received) == 2
         # the operator sees it held, fixes the order at the RIS and sends it again
-        (waiting,) = bridge.api("/quarantine")["results"]
-        assert waiting["report_id"] == held["id"] and "Unknown order" in waiting["error"]
-        ris.code = "AA"
+        waiting = bridge.api("/quarantine")["results"]
+        assert {(w["channel"], w["report_id"]) for w in waiting} == {
+            ("hl7", held["id"]),
+            ("fhir", held["id"]),
+        }
+        ris.code, fhir.answer = "AA", None
         r = post(bridge, f"/quarantine/reports/{held['id']}/retry-ehr", {})
         assert r.status_code == 200, r.text
-        _wait_report(bridge, case["id"], amended_uid, lambda x: x["ehr"] == "delivered")
+        _wait_report(
+            bridge,
+            case["id"],
+            amended_uid,
+            lambda x: x["ehr"] == "delivered" and x["fhir"] == "delivered",
+        )
         assert len(ris.received) == 3 and bridge.api("/quarantine")["results"] == []
+        assert {k: len(v) for k, v in fhir.resources.items()} == {
+            "Patient": 1,
+            "ImagingStudy": 1,
+            "DiagnosticReport": 2,
+        }
         # the resend is the same message to the RIS: the same control ID
         assert ris.received[2].split("|")[9] == ris.received[1].split("|")[9]
         r = post(bridge, f"/quarantine/reports/{held['id']}/retry-ehr", {})
@@ -165,5 +216,8 @@ def test_report_goes_to_the_ris_as_oru_delivered_once_retried_and_held(
     finally:
         ris.stop()
     metrics = requests.get(f"{bridge.url}/metrics", timeout=30).text
-    assert 'bridge_ehr_messages_total{outcome="delivered"} 2.0' in metrics
-    assert 'bridge_ehr_messages_total{outcome="held"} 1.0' in metrics
+    for channel in ("hl7", "fhir"):
+        assert (
+            f'bridge_ehr_messages_total{{channel="{channel}",outcome="delivered"}} 2.0' in metrics
+        )
+        assert f'bridge_ehr_messages_total{{channel="{channel}",outcome="held"}} 1.0' in metrics

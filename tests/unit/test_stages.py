@@ -472,7 +472,7 @@ def test_a_returned_report_goes_to_the_ehr_once_refused_ones_are_held_scrubbed(
 
     study, case_id = _reported_case(store, spool, tmp_path)
     ReportReturn(
-        store, spool, lambda *a: None, 60, lambda a: 60.0, keep_files=False, then=ORU_JOB
+        store, spool, lambda *a: None, 60, lambda a: 60.0, keep_files=False, then=[ORU_JOB]
     ).once()
     reports = store.cases.get(case_id)["reports"]
     (sr,) = [r for r in reports if r["ehr"] is not None]  # the SR only, not the KOS or PDF
@@ -515,6 +515,44 @@ def test_a_returned_report_goes_to_the_ehr_once_refused_ones_are_held_scrubbed(
     (sr,) = [r for r in store.cases.get(case_id)["reports"] if r["ehr"] is not None]
     assert sr["ehr"] == "delivered" and sr["ehr_error"] is None
     assert not file.exists()
+
+
+def test_a_report_file_stays_until_every_channel_to_the_ehr_has_it(
+    store: Store, spool: Spool, tmp_path: Path
+) -> None:
+    """ORU and FHIR both queued with the return; with reports not kept, the file goes only
+    once the second of them is delivered; the FHIR transaction is built from the same file."""
+    from bridge.findings.oru import Endpoints
+    from bridge.pipeline.ehr_results import ResultsToEhr, ResultsToFhir
+    from bridge.pipeline.report_return import ReportReturn
+    from bridge.store.jobs import FHIR_JOB, ORU_JOB
+
+    _study, case_id = _reported_case(store, spool, tmp_path)
+    ReportReturn(
+        store,
+        spool,
+        lambda *a: None,
+        60,
+        lambda a: 60.0,
+        keep_files=False,
+        then=[ORU_JOB, FHIR_JOB],
+    ).once()
+    (sr,) = [r for r in store.cases.get(case_id)["reports"] if r["ehr"] is not None]
+    assert (sr["ehr"], sr["fhir"]) == ("pending", "pending")
+    file = spool.root / "reports" / sr["file_name"]
+    bundles: list[dict[str, Any]] = []
+    ResultsToEhr(
+        store, spool, lambda m, c: None, Endpoints("S", "H", "R", "H"), 60, lambda a: 0.0, False
+    ).once()
+    assert file.is_file()  # the FHIR server does not have it yet
+    ResultsToFhir(store, spool, bundles.append, 60, lambda a: 0.0, keep_files=False).once()
+    assert not file.exists()
+    (sr,) = [r for r in store.cases.get(case_id)["reports"] if r["ehr"] is not None]
+    assert (sr["ehr"], sr["fhir"]) == ("delivered", "delivered")
+    (bundle,) = bundles
+    report = bundle["entry"][2]["resource"]
+    assert report["identifier"][0]["value"] == f"urn:oid:{sr['sop_instance_uid']}"
+    assert report["conclusion"].startswith("Normal study.")
 
 
 # -- reader-object poll ------------------------------------------------------------------------
