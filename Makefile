@@ -12,7 +12,7 @@ demo: deps venv  ## start hospital PACS + reading archive + bridge, push a plant
 TEST_WORKERS ?= 4
 
 test: deps venv  ## the whole test suite against real Orthanc, dcmtk, SQLite and PostgreSQL
-	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist load
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist load --maxschedchunk 1 --durations 15
 
 stop:  ## stop the demo's services
 	bash deploy/demo/stop.sh

@@ -30,11 +30,16 @@ DEID_SECRET = "test-secret-0123456789abcdef"  # noqa: S105 - a test fixture
 QUEUE_SECRET = b"queue-secret-abcdef"
 
 
+def _seconds(item: pytest.Item) -> float:
+    mark = item.get_closest_marker("slow")
+    return 0.0 if mark is None else float(mark.args[0] if mark.args else 30)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The tests marked ``slow`` first: `make test` spreads the suite over several pytest-xdist
-    workers that take tests in this order, and a long test started last would run alone at the
-    end while the other workers idle."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """The tests marked ``slow(seconds)`` first, the longest first: `make test` hands tests one
+    at a time (``--maxschedchunk 1``) to whichever pytest-xdist worker is free, in this order,
+    and a long test started last would run alone at the end while the other workers idle."""
+    items.sort(key=lambda item: -_seconds(item))
 
 
 def _need_peers() -> None:

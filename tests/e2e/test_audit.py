@@ -71,7 +71,7 @@ def _user_add(bridge, name: str) -> None:
     add_user(bridge, name, "a-long-enough-password")
 
 
-@pytest.mark.slow
+@pytest.mark.slow(35)
 def test_audit_trail_to_syslog_and_exports(tmp_path, reading, make_bridge):
     collector = Collector()
     try:
@@ -133,7 +133,7 @@ def test_audit_trail_to_syslog_and_exports(tmp_path, reading, make_bridge):
         collector.stop()
 
 
-@pytest.mark.slow
+@pytest.mark.slow(40)
 def test_audit_messages_over_tls_to_an_atna_collector(tmp_path, reading, make_bridge):
     """Issue #15, 12: IHE ATNA wants syslog over TLS (RFC 5425), both nodes authenticated.
     The collector requires a client certificate from its CA; the bridge verifies the collector

@@ -64,7 +64,7 @@ def _reload_until(page, text: str, timeout: float = 90) -> None:
         page.reload()
 
 
-@pytest.mark.slow
+@pytest.mark.slow(80)
 def test_console_end_to_end(tmp_path, browser, hospital, reading, webhook, make_bridge):
     shots = ROOT / SHOTS if SHOTS else tmp_path
     bridge = make_bridge(

@@ -75,7 +75,7 @@ def identifying_values(path: Path) -> list[str]:
 @pytest.mark.parametrize(
     ("corpus", "count"), [(CORPUS, 71), (VALIDATION, 83)], ids=["tuned-on", "never-seen"]
 )
-@pytest.mark.slow
+@pytest.mark.slow(190)
 def test_shared_corpus_through_the_bridge(tmp_path, reading, make_bridge, corpus, count):
     if not corpus.is_dir():
         pytest.skip(f"../shared/corpus/{corpus.name} is absent")

@@ -71,7 +71,7 @@ def _restart(make_bridge, bridge: BridgeProcess) -> BridgeProcess:
     )
 
 
-@pytest.mark.slow
+@pytest.mark.slow(30)
 def test_kill9_during_receive_loses_nothing_acknowledged(
     tmp_path: Path, reading, make_bridge, database
 ):
@@ -221,7 +221,7 @@ def test_sigterm_with_work_in_flight_exits_cleanly(tmp_path: Path, reading, make
     assert count_study(reading, pseudo_study) == 40
 
 
-@pytest.mark.slow
+@pytest.mark.slow(125)
 def test_kill9_trials_across_the_stages(tmp_path: Path, hospital, reading, webhook, make_bridge):
     """20 kill -9 trials per run, at random moments of each stage (receive, de-identification,
     STOW, manifest, report return): after each restart, every acknowledged instance reaches

@@ -7,7 +7,6 @@ then accepting, then refusing, then accepting what an operator sends again."""
 from __future__ import annotations
 
 import base64
-import socket
 import time
 
 import pytest
@@ -22,6 +21,7 @@ from tests.e2e.conftest import study_instances
 from tests.e2e.test_findings import findings, post
 from tests.support.fhir import CLIENT, FhirServer
 from tests.support.hl7 import MllpReceiver
+from tests.support.orthanc import free_port
 from tests.support.peers import storescu
 
 pytestmark = pytest.mark.e2e
@@ -58,12 +58,11 @@ def fhir():
     server.stop()
 
 
+@pytest.mark.slow(30)
 def test_report_goes_to_the_ris_and_the_fhir_server_once_retried_and_held(
     tmp_path, hospital, reading, make_bridge, fhir
 ):
-    with socket.socket() as s:  # the RIS's port, nobody listening yet
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # the RIS's port, nobody listening yet
     bridge = make_bridge(
         bridge_env(
             reading,

@@ -29,7 +29,7 @@ def _cli(bridge, *args):
     )
 
 
-@pytest.mark.slow
+@pytest.mark.slow(45)
 def test_import_a_disc_and_a_zip(tmp_path, reading, make_bridge):
     bridge = make_bridge(bridge_env(reading, None, BRIDGE_SUBMIT__UPLOAD_MAX_BYTES="2000000"))
     # A disc: two studies behind a DICOMDIR, plus the viewer software discs carry.

@@ -93,7 +93,7 @@ class PhaseProxy:
             self.server = None
 
 
-@pytest.mark.slow
+@pytest.mark.slow(145)
 def test_a_minute_of_outage_on_both_sides(tmp_path, hospital, reading, make_bridge):
     archive = PhaseProxy(reading.url, delay=4)
     pacs = PhaseProxy(hospital.url, delay=4)

@@ -461,7 +461,7 @@ def test_an_interrupted_retrieve_resumes_without_fetching_again(
         proxy.stop()
 
 
-@pytest.mark.slow
+@pytest.mark.slow(35)
 def test_a_full_spool_pauses_pulls_and_loses_nothing(tmp_path, hospital, reading, make_bridge):
     """A spool quota smaller than the study: the pull pauses (DICOMweb: the sink refuses; C-MOVE:
     our listener answers 0xA700 to the PACS), forwarding frees room, the pull resumes with what

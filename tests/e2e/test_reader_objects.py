@@ -91,7 +91,7 @@ def _in_hospital(hospital, sop_uid: str) -> Dataset:
     )
 
 
-@pytest.mark.slow
+@pytest.mark.slow(45)
 def test_reader_sr_in_archive_is_polled_and_returned(tmp_path, hospital, reading, make_bridge):
     bridge = make_bridge(
         bridge_env(

@@ -42,7 +42,7 @@ def _count(engine: Engine, case_id: str, condition: str, table: str = "instances
         return int(conn.execute(text(sql), {"c": case_id}).scalar_one())
 
 
-@pytest.mark.slow
+@pytest.mark.slow(40)
 def test_a_killed_worker_node_loses_nothing_and_nothing_is_delivered_twice(
     tmp_path: Path, reading: Orthanc, webhook: WebhookReceiver, postgres_url: str
 ) -> None:
@@ -181,7 +181,7 @@ class _SlowArchive:
         self.server.shutdown()
 
 
-@pytest.mark.slow
+@pytest.mark.slow(40)
 def test_a_lease_shorter_than_the_work_is_renewed_and_nothing_is_done_twice(
     tmp_path: Path, reading: Orthanc
 ) -> None:

@@ -35,7 +35,7 @@ def _wait_following(bridge, timeout: float = 60.0) -> None:
     raise TimeoutError("the bridge does not follow the feed")
 
 
-@pytest.mark.slow
+@pytest.mark.slow(45)
 def test_watch_submits_matching_stable_studies_once(tmp_path, hospital, reading, make_bridge):
     bridge = make_bridge(
         bridge_env(

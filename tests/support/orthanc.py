@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -18,10 +19,27 @@ ORTHANC_BINARY = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
 PLUGIN_DIRS = ("/usr/share/orthanc/plugins", "/usr/lib/orthanc/plugins")
 
 
+#: Listening ports come from below the kernel's ephemeral range (32768-60999 here), so that no
+#: outgoing connection is handed a port chosen for a server that has not bound it yet, and from
+#: a block of their own per pytest-xdist worker, so that two workers never choose the same one.
+PORT_BASE = 20000
+PORT_BLOCK = 1500
+_ports = itertools.count()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    base = PORT_BASE + (index % 8) * PORT_BLOCK
+    for _ in range(PORT_BLOCK):
+        port = base + next(_ports) % PORT_BLOCK
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # taken by something else on this machine
+            return port
+    raise RuntimeError(f"no free port in {base}-{base + PORT_BLOCK - 1}")
 
 
 def dicomweb_plugin() -> str | None:

@@ -3,7 +3,6 @@ and the MLLP client against hl7apy's own MLLP server."""
 
 from __future__ import annotations
 
-import socket
 from datetime import UTC, datetime
 
 import pytest
@@ -22,6 +21,7 @@ from bridge.findings.sr import Evidence, KeyImageRef, build_report
 from bridge.peers.mllp import MllpClient, parse_ack
 from bridge.sample import make_study
 from tests.support.hl7 import MllpReceiver
+from tests.support.orthanc import free_port
 
 ENDS = Endpoints("SECONDOPINION", "GENERAL", "RIS", "GENERAL")
 NOW = datetime(2026, 12, 3, 10, 15, tzinfo=UTC)
@@ -151,9 +151,7 @@ def test_mllp_accepted_refused_and_unreachable(report):
             MllpClient("127.0.0.1", refused.port, 10).send(er7, "OTHER")
     finally:
         refused.stop()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     with pytest.raises(TransientForwardError, match="unreachable"):
         MllpClient("127.0.0.1", port, 2).send(er7, ctrl)
 
