@@ -464,6 +464,25 @@ class FhirSettings(BaseModel):
     patient_system: str = ""
 
 
+class TurnaroundSettings(BaseModel):
+    """When a case is due, by priority: hours after its arrival by which its first report
+    should be back in the PACS. A case still waiting after that is past due: counted in the
+    metrics, shown in the console, and logged once (``case.past_due``). 0: never due."""
+
+    model_config = _FROZEN
+
+    stat_hours: float = Field(4.0, ge=0)
+    urgent_hours: float = Field(24.0, ge=0)
+    routine_hours: float = Field(120.0, ge=0)
+
+    def due_hours(self) -> dict[str, float]:
+        return {
+            "stat": self.stat_hours,
+            "urgent": self.urgent_hours,
+            "routine": self.routine_hours,
+        }
+
+
 class SpoolSettings(BaseModel):
     """The on-disk spool of received and de-identified instances."""
 
@@ -545,6 +564,7 @@ class Settings(BaseSettings):
     findings: FindingsSettings = FindingsSettings()
     hl7: Hl7Settings = Hl7Settings()
     fhir: FhirSettings = FhirSettings()
+    turnaround: TurnaroundSettings = TurnaroundSettings()
     spool: SpoolSettings = SpoolSettings()
     worker: WorkerSettings = WorkerSettings()
     submit: SubmitSettings = SubmitSettings()

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from bridge.domain.turnaround import summarize
 
 if TYPE_CHECKING:
     from bridge.store.repo import Store
@@ -109,11 +111,17 @@ class SpoolCollector(Collector):
         yield journal
 
 
-class StoreCollector(Collector):
-    """Queue depth per stage, oldest pending age, and cases by state, read at scrape time."""
+#: Turnaround medians are taken over the cases that arrived in this many days.
+TURNAROUND_DAYS = 30
 
-    def __init__(self, store: Store) -> None:
+
+class StoreCollector(Collector):
+    """Queue depth per stage, oldest pending age, cases by state, and turnaround (medians over
+    the last 30 days, cases past due), read at scrape time."""
+
+    def __init__(self, store: Store, due_hours: Mapping[str, float] | None = None) -> None:
         self.store = store
+        self.due_hours = dict(due_hours or {})
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         depth = GaugeMetricFamily("bridge_queue_depth", "Instances per state", labels=["state"])
@@ -121,6 +129,18 @@ class StoreCollector(Collector):
             "bridge_queue_oldest_seconds", "Age of the oldest instance per state", labels=["state"]
         )
         by_state = GaugeMetricFamily("bridge_cases", "Cases per state", labels=["state"])
+        groups = ["subspecialty", "priority"]
+        past_due = GaugeMetricFamily(
+            "bridge_cases_past_due",
+            "Cases still waiting for their report after their due time (turnaround.*_hours)",
+            labels=groups,
+        )
+        turnaround = GaugeMetricFamily(
+            "bridge_turnaround_seconds",
+            f"Median time of the cases that arrived in the last {TURNAROUND_DAYS} days: "
+            "arrival to forwarded, forwarded to first report returned",
+            labels=["interval", *groups],
+        )
         try:
             now = time.time()
             for state, (count, first) in self.store.instances.queue_depths().items():
@@ -128,14 +148,28 @@ class StoreCollector(Collector):
                 oldest.add_metric([state], max(0.0, now - first) if first else 0.0)
             for state, count in self.store.cases.state_counts().items():
                 by_state.add_metric([state], count)
+            since = now - TURNAROUND_DAYS * 86400
+            for g in summarize(self.store.cases.times(since), self.due_hours, now):
+                key = [g.subspecialty, g.priority]
+                past_due.add_metric(key, len(g.past_due))
+                if g.to_forwarded is not None:
+                    turnaround.add_metric(["arrival_to_forwarded", *key], g.to_forwarded)
+                if g.to_returned is not None:
+                    turnaround.add_metric(["forwarded_to_returned", *key], g.to_returned)
         except Exception:  # noqa: BLE001, S110 - a scrape must not fail on a busy store
             pass
         yield depth
         yield oldest
         yield by_state
+        yield past_due
+        yield turnaround
 
 
-def scrape(store: Store, spool: SpoolCollector | None = None) -> bytes:
+def scrape(
+    store: Store,
+    spool: SpoolCollector | None = None,
+    due_hours: Mapping[str, float] | None = None,
+) -> bytes:
     """The exposition for /metrics: this process, the worker processes, and the store gauges."""
     registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -161,7 +195,7 @@ def scrape(store: Store, spool: SpoolCollector | None = None) -> bytes:
             EHR_MESSAGES,
         ):
             registry.register(collector)
-    registry.register(StoreCollector(store))
+    registry.register(StoreCollector(store, due_hours))
     if spool is not None:
         registry.register(spool)
     return generate_latest(registry)

@@ -44,6 +44,7 @@ from bridge.pipeline.reader_poll import ReaderPoll
 from bridge.pipeline.report_return import ReportReturn
 from bridge.pipeline.retrieve import Retrieve
 from bridge.pipeline.sweep import Sweep
+from bridge.pipeline.turnaround import PastDue
 from bridge.pipeline.watch import Watch
 from bridge.store.jobs import FHIR_JOB, ORU_JOB
 from bridge.store.repo import Store
@@ -148,6 +149,8 @@ class Pipeline:
             keep_files=settings.findings.report_retention_days > 0,
             patient_system=f.patient_system,
         )
+        self.past_due = PastDue(store, settings.turnaround.due_hours())
+        self._last_due = float("-inf")
         self.deidentify = Deidentify(
             store, spool, self.deidentifier, lease, self._delay, stopping=self._stop
         )
@@ -180,7 +183,7 @@ class Pipeline:
         ]
         loops += [("cases", self.cases_once), ("manifests", self.manifests_once)]
         loops += [("reports", self.reports_once), ("poll", self.poll_once)]
-        loops += [("ehr", self.ehr_once), ("fhir", self.fhir_once)]
+        loops += [("ehr", self.ehr_once), ("fhir", self.fhir_once), ("due", self.due_once)]
         loops += [("retrieve", self.retrieve_once), ("watch", self.watch_once)]
         loops += [("audit", self.audit_once), ("sweep", self.sweep_once)]
         for name, fn in loops:
@@ -320,6 +323,15 @@ class Pipeline:
     def ehr_once(self) -> bool:
         """Send returned reports to the EHR as ORU^R01 (see bridge/pipeline/ehr_results.py)."""
         return bool(self.settings.hl7.host) and self.ehr_results.once()
+
+    def due_once(self) -> bool:
+        """Every ten poll intervals (at most 30 s): log each case newly past its due time
+        (bridge/pipeline/turnaround.py)."""
+        now = time.monotonic()
+        if now - self._last_due < min(30.0, 10 * self.settings.worker.poll_interval):
+            return False
+        self._last_due = now
+        return self.past_due.once()
 
     def fhir_once(self) -> bool:
         """POST returned reports to the EHR's FHIR server (see bridge/pipeline/ehr_results.py)."""

@@ -19,6 +19,7 @@ from sqlalchemy import case as sql_case
 from sqlalchemy.engine import Connection, Row
 
 from bridge.domain.states import MOVING_STATES, CaseState, InstanceState, JobState, progress
+from bridge.domain.turnaround import CaseTimes
 from bridge.store.jobs import FHIR_JOB, ORU_JOB, RESULT_JOBS
 from bridge.store.schema import audit_events, case_studies, cases, instances, jobs, reports
 
@@ -182,6 +183,41 @@ class Cases:
                 .limit(1)
             ).first()
         return self.get(row.id) if row else None
+
+    def times(self, since: float = 0.0, open_only: bool = False) -> list[CaseTimes]:
+        """Arrival, forwarding and first report returned of the cases that arrived after
+        ``since`` (``open_only``: no report returned yet, never alerted as past due)."""
+        first_return = (
+            select(reports.c.case_id, func.min(reports.c.returned_at).label("returned"))
+            .where(reports.c.returned_at.is_not(None))
+            .group_by(reports.c.case_id)
+            .subquery()
+        )
+        query = (
+            select(
+                cases.c.id,
+                cases.c.subspecialty,
+                cases.c.priority,
+                cases.c.state,
+                cases.c.created_at,
+                cases.c.forwarded_at,
+                first_return.c.returned,
+            )
+            .outerjoin(first_return, first_return.c.case_id == cases.c.id)
+            .where(cases.c.created_at >= since)
+        )
+        if open_only:
+            query = query.where(first_return.c.returned.is_(None)).where(
+                cases.c.due_alerted_at.is_(None)
+            )
+        with self._store.engine.connect() as conn:
+            return [CaseTimes(*r) for r in conn.execute(query)]
+
+    def mark_due_alerted(self, case_ids: Sequence[str]) -> None:
+        with self._store.transaction() as conn:
+            conn.execute(
+                update(cases).where(cases.c.id.in_(case_ids)).values(due_alerted_at=time.time())
+            )
 
     def state_counts(self) -> dict[str, int]:
         with self._store.engine.connect() as conn:

@@ -70,6 +70,8 @@ cases = Table(
     Column("original_report", Text, nullable=True),
     #: Who submitted the case (API token holder, console user, CLI user); None for pushes.
     Column("submitted_by", String(64), nullable=True),
+    #: When the case was first reported past its due time (turnaround.*_hours): alerted once.
+    Column("due_alerted_at", Float, nullable=True),
 )
 
 #: At most one open case per study, whichever node or process opens it: the database refuses a

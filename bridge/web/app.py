@@ -129,7 +129,8 @@ def create_app(settings: Settings, store: Store, spool: Spool, open_pacs: OpenPa
 
         @app.get("/metrics", tags=["health"], dependencies=guard(settings.http.metrics))
         def metrics_endpoint() -> Response:
-            return Response(metrics.scrape(store, spool_gauges), media_type=CONTENT_TYPE_LATEST)
+            body = metrics.scrape(store, spool_gauges, settings.turnaround.due_hours())
+            return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     if settings.http.api_docs != "off":
         docs_deps = guard(settings.http.api_docs)

@@ -6,6 +6,7 @@ errors as in :mod:`bridge.web.pacs`), and the approval of a case's free text hel
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -15,7 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from bridge.config import Settings
 from bridge.domain.errors import SubmitError
 from bridge.domain.states import CaseState
+from bridge.domain.turnaround import summarize
 from bridge.domain.vocabulary import Priority, Subspecialty
+from bridge.metrics import TURNAROUND_DAYS
 from bridge.pipeline.submit import Submission, submit
 from bridge.store import audit
 from bridge.store.repo import Store
@@ -103,6 +106,30 @@ def cases_router(
     ) -> list[CaseOut]:
         rows = store.cases.listing(state.value if state else None, limit, offset)
         return [case_out(c) for c in rows]
+
+    @router.get("/turnaround", dependencies=read)
+    def turnaround() -> dict[str, Any]:
+        """Per subspecialty and priority, over the cases that arrived in the last 30 days: how
+        many, the median seconds from arrival to forwarded and from forwarded to the first
+        report returned, and the open cases past their due time."""
+        now = time.time()
+        due = settings.turnaround.due_hours()
+        groups = summarize(store.cases.times(now - TURNAROUND_DAYS * 86400), due, now)
+        return {
+            "days": TURNAROUND_DAYS,
+            "due_hours": due,
+            "groups": [
+                {
+                    "subspecialty": g.subspecialty,
+                    "priority": g.priority,
+                    "cases": g.cases,
+                    "arrival_to_forwarded_seconds": g.to_forwarded,
+                    "forwarded_to_returned_seconds": g.to_returned,
+                    "past_due": g.past_due,
+                }
+                for g in groups
+            ],
+        }
 
     @router.get("/cases/{case_id}", dependencies=read)
     def get_case(case_id: str) -> CaseOut:

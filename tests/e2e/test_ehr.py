@@ -79,6 +79,7 @@ def test_report_goes_to_the_ris_and_the_fhir_server_once_retried_and_held(
             BRIDGE_FHIR__CLIENT_ID=CLIENT[0],
             BRIDGE_FHIR__CLIENT_SECRET=CLIENT[1],
             BRIDGE_FINDINGS__PDF="true",
+            BRIDGE_TURNAROUND__ROUTINE_HOURS="0.001",  # due 3.6 s after arrival
         )
     )
     study = make_study(tmp_path / "s", 3, rows=32, columns=32)
@@ -87,6 +88,21 @@ def test_report_goes_to_the_ris_and_the_fhir_server_once_retried_and_held(
         requests.post(f"{hospital.url}/instances", data=p.read_bytes(), timeout=30)
     storescu(bridge.dimse_port, study.paths)
     case = bridge.wait_forwarded(3)
+
+    # 0. Turnaround: the case is past due before its report is back, alerted once
+    deadline = time.monotonic() + 30
+    while case["id"] not in str(bridge.api("/turnaround")["groups"]):
+        assert time.monotonic() < deadline, bridge.api("/turnaround")
+        time.sleep(0.5)
+    (group,) = bridge.api("/turnaround")["groups"]
+    assert (group["priority"], group["past_due"]) == ("routine", [case["id"]])
+    assert group["arrival_to_forwarded_seconds"] > 0
+    assert group["forwarded_to_returned_seconds"] is None
+    deadline = time.monotonic() + 30
+    while "case.past_due" not in bridge.log():
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    assert bridge.log().count("case.past_due") == 1
     seen = study_instances(reading, case["pseudonymized_study_instance_uid"])
     key = str(seen[0].SOPInstanceUID)
 
@@ -214,7 +230,13 @@ def test_report_goes_to_the_ris_and_the_fhir_server_once_retried_and_held(
         assert r.status_code == 404 and "no held result" in r.text
     finally:
         ris.stop()
+    # the report is back: no longer past due, and the second interval is measured
+    (group,) = bridge.api("/turnaround")["groups"]
+    assert group["past_due"] == [] and group["forwarded_to_returned_seconds"] > 0
+    assert bridge.log().count("case.past_due") == 1
     metrics = requests.get(f"{bridge.url}/metrics", timeout=30).text
+    assert 'bridge_cases_past_due{priority="routine",subspecialty="general"} 0.0' in metrics
+    assert 'bridge_turnaround_seconds{interval="forwarded_to_returned"' in metrics
     for channel in ("hl7", "fhir"):
         assert (
             f'bridge_ehr_messages_total{{channel="{channel}",outcome="delivered"}} 2.0' in metrics

@@ -23,7 +23,9 @@ from starlette.concurrency import run_in_threadpool
 from bridge.clock import iso_utc
 from bridge.config import Settings
 from bridge.domain.states import CaseState
+from bridge.domain.turnaround import summarize
 from bridge.domain.vocabulary import PRIORITIES, SUBSPECIALTIES
+from bridge.metrics import TURNAROUND_DAYS
 from bridge.store import audit
 from bridge.store.accounts import audit_name, close_session, open_session, sign_in
 from bridge.store.repo import Store
@@ -59,8 +61,22 @@ def templates() -> Environment:
     )
     env.filters["when"] = lambda t: (iso_utc(t) or "").replace("T", " ").replace("Z", " UTC")
     env.filters["ago"] = _ago
+    env.filters["duration"] = _duration
     env.globals.update(subspecialties=SUBSPECIALTIES, priorities=PRIORITIES)
     return env
+
+
+def _duration(seconds: float | None) -> str:
+    """A median turnaround as people say it: 42 s, 12 min, 3.5 h, 2.1 days; — for none."""
+    if seconds is None:
+        return "—"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
 
 
 def _ago(t: float | None) -> str:
@@ -206,6 +222,18 @@ def console_router(
         rows = visible_cases(store, session, **filters)
         counts = _counts(visible_cases(store, session))
         return page("cases.html", session, cases=rows, filters=filters, counts=counts)
+
+    @router.get("/turnaround")
+    def turnaround_page(request: Request) -> HTMLResponse:
+        session = current(store, request)
+        now = time.time()
+        due = settings.turnaround.due_hours()
+        groups = summarize(store.cases.times(now - TURNAROUND_DAYS * 86400), due, now)
+        visible = {c["id"] for c in visible_cases(store, session)}
+        rows = [  # counts for everyone; the cases themselves for whoever may see them
+            {"group": g, "links": [c for c in g.past_due if c in visible]} for g in groups
+        ]
+        return page("turnaround.html", session, rows=rows, due=due, days=TURNAROUND_DAYS)
 
     @router.get("/cases/counts.json")
     def counts_json(request: Request) -> JSONResponse:
