@@ -208,6 +208,12 @@ def test_console_end_to_end(tmp_path, browser, hospital, reading, webhook, make_
     page.goto(f"{bridge.url}/cases")
     page.screenshot(path=str(shots / "console-cases.png"), full_page=True)
 
+    # Turnaround: the cases of this test by subspecialty and priority, none past due.
+    page.goto(f"{bridge.url}/turnaround")
+    table = page.inner_text("table.turnaround")
+    assert "Arrival → forwarded" in table and "Forwarded → report" in table
+    assert "routine" in table and "No case" not in table
+
     # The audit trail names who did what.
     page.goto(f"{bridge.url}/audit")
     text = page.inner_text("table.audit")
