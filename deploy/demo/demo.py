@@ -4,6 +4,8 @@ what arrives at the reading archive. Run by deploy/demo/demo.sh (``make demo``).
 from __future__ import annotations
 
 import argparse
+import base64
+import json
 import sys
 import time
 from io import BytesIO
@@ -37,6 +39,37 @@ def flatten(ds: Dataset, prefix: str = "") -> dict[str, tuple[str, str]]:
             val = str(elem.value)
             out[key] = (name, val if len(val) <= 48 else val[:45] + "...")
     return out
+
+
+def show_ehr(folder: Path) -> None:
+    """Step 7: what the hospital's RIS and FHIR server received, and the PDF."""
+    print("\n7. The result reaches the treating physician's EHR")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if list(folder.glob("oru-*.hl7")) and list(folder.glob("fhir-*.json")):
+            break
+        time.sleep(0.5)
+    orus = sorted(folder.glob("oru-*.hl7"))
+    if not orus:
+        print("   no ORU^R01 yet; see var/demo/bridge.log")
+        return
+    print(f"   The RIS received an ORU^R01 over MLLP ({orus[-1]}), acknowledged AA:")
+    for line in orus[-1].read_text().splitlines():
+        print(f"     {line[:110]}{'...' if len(line) > 110 else ''}")
+    bundles = sorted(folder.glob("fhir-*.json"))
+    if bundles:
+        bundle = json.loads(bundles[-1].read_text())
+        report = bundle["entry"][2]["resource"]
+        print(f"   The FHIR server received a transaction ({bundles[-1]}):")
+        print(
+            f"     DiagnosticReport {report['code']['coding'][0]['code']} status "
+            f"{report['status']}, conclusion: {report.get('conclusion', '')[:80]!r}"
+        )
+        for form in report.get("presentedForm", []):
+            if form["contentType"] == "application/pdf":
+                pdf = folder.parent / "second-opinion.pdf"
+                pdf.write_bytes(base64.b64decode(form["data"]))
+                print(f"     the PDF, summary for the patient first: {pdf}")
 
 
 def main() -> int:
@@ -146,6 +179,10 @@ def main() -> int:
         "impression": "Findings favour a low-grade glioma.",
         "recommendations": "MR spectroscopy; neurosurgical review.",
         "agreement": "minor_discrepancy",
+        "patient_summary": (
+            "A small spot was seen in the front of the brain. It is most likely a slow-growing "
+            "tumour. More scans and a visit to a brain surgeon are advised."
+        ),
         "key_images": [{"sop_instance_uid": key["SOPInstanceUID"], "note": "lesion"}],
         "signed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -179,6 +216,8 @@ def main() -> int:
             f"   patient {tags.get('PatientName')} / {tags.get('PatientID')} "
             f"(re-identified from the vault), verification {tags.get('VerificationFlag')}"
         )
+
+    show_ehr(Path(args.work) / "ehr")
 
     print("\nLook for yourself:")
     print(f"   hospital PACS:    {HOSPITAL}/app/explorer.html")

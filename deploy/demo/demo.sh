@@ -29,7 +29,7 @@ wait_http() {  # url seconds (with the venv's Python: no curl needed)
   echo "timed out waiting for $1" >&2; return 1
 }
 
-for p in 8142 4342 8143 4343 8080 11112; do
+for p in 8142 4342 8143 4343 8080 11112 2575 8144; do
   if port_busy $p && ! ls "$DEMO"/*.pid >/dev/null 2>&1; then
     echo "port $p is in use by another program; stop it or run 'make stop' first" >&2; exit 1
   fi
@@ -43,6 +43,7 @@ start "hospital PACS (Orthanc)" "$DEMO/hospital.pid" "$DEMO/hospital.log" /usr/s
 start "reading archive (Orthanc)" "$DEMO/reading.pid" "$DEMO/reading.log" /usr/sbin/Orthanc "$ROOT/deploy/demo/reading-orthanc.json"
 wait_http http://127.0.0.1:8142/system 30
 wait_http http://127.0.0.1:8143/system 30
+start "hospital EHR (RIS on MLLP :2575, FHIR on :8144)" "$DEMO/ehr.pid" "$DEMO/ehr.log" "$ROOT/.venv/bin/python" "$ROOT/deploy/demo/ehr.py" "$DEMO/ehr"
 
 export BRIDGE_DATA_DIR="$DEMO/bridge"
 export BRIDGE_DEID__SECRET="$(cat "$DEMO/secret")"
@@ -51,6 +52,12 @@ export BRIDGE_READING__DICOMWEB_URL=http://127.0.0.1:8143/dicom-web
 export BRIDGE_PACS__DICOMWEB_URL=http://127.0.0.1:8142/dicom-web
 export BRIDGE_STUDY_STABLE_SECONDS=5
 export BRIDGE_LOG_FORMAT=console
+# results to the EHR: ORU^R01 to the RIS, a FHIR transaction, a PDF with the summary
+export BRIDGE_HL7__HOST=127.0.0.1 BRIDGE_HL7__PORT=2575 BRIDGE_HL7__RECEIVING_APPLICATION=RIS
+export BRIDGE_HL7__WADO_RS_URL=http://127.0.0.1:8142/dicom-web
+export BRIDGE_FHIR__URL=http://127.0.0.1:8144 BRIDGE_FHIR__TOKEN_URL=http://127.0.0.1:8144/token
+export BRIDGE_FHIR__CLIENT_ID=secondopinion BRIDGE_FHIR__CLIENT_SECRET=client-secret
+export BRIDGE_FINDINGS__PDF=true
 start "bridge" "$DEMO/bridge.pid" "$DEMO/bridge.log" "$ROOT/.venv/bin/bridge" serve
 wait_http http://127.0.0.1:8080/healthz 30
 

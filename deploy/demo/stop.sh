@@ -2,7 +2,7 @@
 # `make stop`: end the demo's services (SIGTERM, then SIGKILL after 20 s).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-for pidfile in var/demo/bridge.pid var/demo/hospital.pid var/demo/reading.pid; do
+for pidfile in var/demo/bridge.pid var/demo/ehr.pid var/demo/hospital.pid var/demo/reading.pid; do
   [ -f "$pidfile" ] || continue
   pid=$(cat "$pidfile")
   if kill -0 "$pid" 2>/dev/null; then

@@ -24,7 +24,7 @@ CLIENT = ("secondopinion", "client-secret")
 
 
 class FhirServer:
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.resources: dict[str, dict[str, dict[str, Any]]] = {}
         self.transactions: list[dict[str, Any]] = []
         #: None: accept; else (status, diagnostics) for the next transactions.
@@ -75,7 +75,7 @@ class FhirServer:
                     return
                 self._send(200, outer._apply(doc))
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
