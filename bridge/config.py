@@ -438,6 +438,12 @@ class Hl7Settings(BaseModel):
     processing_id: Literal["P", "T", "D"] = "P"
     #: Seconds to connect and to wait for the ACK.
     timeout: float = Field(30.0, gt=0)
+    #: MLLP over TLS (IHE ITI TLS): the receiver is verified against ``ca`` (or the system's
+    #: CAs); with a client certificate the bridge shows its own.
+    tls: bool = False
+    ca: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
     #: The hospital PACS's DICOMweb root as the EHR reaches it: the ORU then points at the SR
     #: with a WADO-RS URL (OBX of type RP); empty: it names the SR by its SOP Instance UID.
     wado_rs_url: str = ""

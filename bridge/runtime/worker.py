@@ -49,6 +49,7 @@ from bridge.pipeline.watch import Watch
 from bridge.store.jobs import FHIR_JOB, ORU_JOB
 from bridge.store.repo import Store
 from bridge.store.spool import Spool
+from bridge.tls import client_context
 
 log = get_logger(__name__)
 
@@ -116,7 +117,12 @@ class Pipeline:
         self.ehr_results = ResultsToEhr(
             store,
             spool,
-            MllpClient(h.host, h.port, h.timeout).send,
+            MllpClient(
+                h.host,
+                h.port,
+                h.timeout,
+                client_context(h.ca or True, h.client_cert, h.client_key) if h.tls else None,
+            ).send,
             Endpoints(
                 h.sending_application,
                 h.sending_facility,
@@ -261,8 +267,6 @@ class Pipeline:
 
             tls = None
             if a.syslog_protocol == "tls":
-                from bridge.tls import client_context
-
                 tls = client_context(a.syslog_ca or True, a.syslog_client_cert, a.syslog_client_key)
             syslog = Syslog(
                 SyslogTarget(a.syslog_host, a.syslog_port, a.syslog_protocol, tls),

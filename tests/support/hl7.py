@@ -1,8 +1,10 @@
-"""A real MLLP receiver for the tests: hl7apy's MLLPServer (a TCP server) standing in for the
-hospital's interface engine or RIS, answering each ORU^R01 with an ACK of a chosen code."""
+"""A real MLLP receiver for the tests: hl7apy's MLLPServer (a TCP server, optionally TLS)
+standing in for the hospital's interface engine or RIS, answering each ORU^R01 with an ACK of a
+chosen code."""
 
 from __future__ import annotations
 
+import ssl
 import threading
 from socketserver import ThreadingTCPServer
 
@@ -14,7 +16,13 @@ class MllpReceiver:
     """Answers with MSA-1 = ``code`` and MSA-3 = ``text`` (``code`` None: closes without an
     answer). ``received`` holds each message as it arrived; both may change while it runs."""
 
-    def __init__(self, code: str | None = "AA", text: str = "", port: int = 0) -> None:
+    def __init__(
+        self,
+        code: str | None = "AA",
+        text: str = "",
+        port: int = 0,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.code = code
         self.text = text
         self.received: list[str] = []
@@ -34,6 +42,14 @@ class MllpReceiver:
 
         ThreadingTCPServer.allow_reuse_address = True
         self.server = MLLPServer("127.0.0.1", port, {"ORU^R01^ORU_R01": (Handler,)})
+        if tls is not None:  # MLLP over TLS: each connection wrapped as it is accepted
+            accept = self.server.get_request
+
+            def get_request() -> tuple[ssl.SSLSocket, object]:
+                sock, addr = accept()
+                return tls.wrap_socket(sock, server_side=True), addr
+
+            self.server.get_request = get_request  # type: ignore[method-assign]
         self.port: int = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 

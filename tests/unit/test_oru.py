@@ -161,3 +161,35 @@ def test_parse_ack_reads_err_when_msa_has_no_text():
     assert (ack.code, ack.control_id, ack.text) == ("AR", "X", "Bad PID")
     with pytest.raises(TransientForwardError):
         parse_ack(b"hello")
+
+
+def test_mllp_over_tls_verifies_the_receiver_and_shows_the_bridges_certificate(report, tmp_path):
+    import ssl
+
+    from bridge.tls import client_context
+    from tests.support.certs import issue, make_ca
+
+    sr, original = report
+    er7 = build_oru(sr, original, "final", ENDS, NOW)
+    ctrl = control_id(str(sr.SOPInstanceUID))
+    ca = make_ca(tmp_path / "pki")
+    ris_pair = issue(tmp_path / "pki", "ris", ca)
+    bridge_pair = issue(tmp_path / "pki", "bridge", ca, server=False)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(ris_pair.cert, ris_pair.key)
+    ctx.load_verify_locations(cafile=ca[0].cert)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ris = MllpReceiver("AA", tls=ctx)
+    try:
+        client = client_context(str(ca[0].cert), str(bridge_pair.cert), str(bridge_pair.key))
+        ack = MllpClient("127.0.0.1", ris.port, 10, client).send(er7, ctrl)
+        assert ack.code == "AA" and len(ris.received) == 1
+        # a receiver the bridge's CA did not sign gets nothing
+        other = make_ca(tmp_path / "other", "other-ca")
+        with pytest.raises(TransientForwardError, match="unreachable"):
+            MllpClient("127.0.0.1", ris.port, 10, client_context(str(other[0].cert))).send(
+                er7, ctrl
+            )
+        assert len(ris.received) == 1
+    finally:
+        ris.stop()
