@@ -275,7 +275,7 @@ def validate(er7: str) -> str:
     """Empty when ``er7`` is a valid v2.5.1 ORU^R01 (hl7apy's strict validation), else what is
     wrong: the structure and the fields' names, never their values."""
     from hl7apy.consts import VALIDATION_LEVEL
-    from hl7apy.exceptions import HL7apyException
+    from hl7apy.exceptions import HL7apyException, ValidationError
     from hl7apy.parser import parse_message
 
     # v2.5.1 gives a reference pointer (RP.1) 199 characters, which a WADO-RS URL with three
@@ -295,8 +295,10 @@ def validate(er7: str) -> str:
             force_validation=True,
         )
         msg.validate()
-    except HL7apyException as exc:
+    except ValidationError as exc:  # names the structure, e.g. a missing segment
         return f"{type(exc).__name__}: {str(exc)[:200]}"
+    except HL7apyException as exc:  # others quote the offending value: a name, an ID...
+        return type(exc).__name__
     except Exception as exc:  # noqa: BLE001 - the parser raises plain errors on broken input
         return f"not an HL7 message ({type(exc).__name__})"
     return ""

@@ -125,6 +125,14 @@ def test_validate_names_what_is_wrong():
     )
     assert "OBR" in validate(no_obr)
     assert validate("PID|1\r") != ""
+    # a value too long for its field is named by the error, never quoted (it may be a name)
+    long_name = (
+        "MSH|^~\\&|A|B|C|D|20261203||ORU^R01^ORU_R01|1|P|2.5.1\rPID|||1^^^H||"
+        + "PLANTEDNAME" * 30
+        + "^J\rOBR|1|||18748-4^X^LN\r"
+    )
+    problem = validate(long_name)
+    assert problem and "PLANTEDNAME" not in problem
 
 
 # -- the MLLP client against hl7apy's MLLP server --------------------------------------------
