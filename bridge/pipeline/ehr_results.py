@@ -20,12 +20,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydicom.dataset import Dataset
+from pydicom.uid import EncapsulatedPDFStorage
 
 from bridge import metrics
 from bridge.deid.scrub import identifying_tokens, scrub_text
 from bridge.domain.errors import PermanentForwardError, StoreError, TransientForwardError
 from bridge.findings.fhir import build_bundle
-from bridge.findings.oru import Endpoints, build_oru, control_id, validate
+from bridge.findings.oru import Endpoints, build_oru, carries_report, control_id, validate
 from bridge.logging import get_logger
 from bridge.store import audit, report_files
 from bridge.store.jobs import FHIR_JOB, ORU_JOB, RESULT_JOBS
@@ -39,8 +40,6 @@ log = get_logger(__name__)
 Send = Callable[[str, str], object]
 #: POSTs one FHIR transaction Bundle; raises Permanent- or TransientForwardError.
 Post = Callable[[dict[str, Any]], object]
-
-_PDF = "1.2.840.10008.5.1.4.1.1.104.1"
 
 
 class _Results:
@@ -203,15 +202,12 @@ class ResultsToFhir(_Results):
         rows = self.store.cases.get(report["case_id"]) or {}
         after = [r for r in rows.get("reports", []) if r["id"] > report["id"]]
         for r in after:
-            if r["sop_class_uid"] == _PDF and r["file_name"]:
+            if r["sop_class_uid"] == EncapsulatedPDFStorage and r["file_name"]:
                 try:
                     ds = report_files.load(self.store, self.spool, r["file_name"])
                 except (OSError, StoreError):
                     return None
                 return bytes(ds.EncapsulatedDocument).rstrip(b"\0") or None
-            if (
-                r["sop_class_uid"].startswith("1.2.840.10008.5.1.4.1.1.88.")
-                and r["sop_class_uid"] != "1.2.840.10008.5.1.4.1.1.88.59"
-            ):
+            if carries_report(r["sop_class_uid"]):  # the next SR's own objects
                 return None
         return None
