@@ -164,14 +164,14 @@ def _echo(settings: Settings) -> Check:
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
     ae.add_requested_context(Verification)
     from bridge.domain.errors import ConfigError
-    from bridge.peers.pacs_dimse import dimse_tls_args
+    from bridge.peers.pacs_dimse import associate, dimse_tls_args
 
     try:
         tls = dimse_tls_args(settings.pacs)
     except ConfigError as exc:
         return Check("PACS C-ECHO", FAIL, exc.message, "check BRIDGE_PACS__CLIENT_CERT/__KEY")
-    assoc = ae.associate(pacs.host, pacs.port, ae_title=pacs.ae_title, tls_args=tls)
-    if assoc.is_rejected:
+    assoc, rejection = associate(ae, pacs.host, pacs.port, ae_title=pacs.ae_title, tls_args=tls)
+    if rejection is not None:
         return Check(
             "PACS C-ECHO",
             FAIL,

@@ -372,6 +372,38 @@ def test_a_guarded_pacs_credentials_and_called_ae_title(tmp_path, reading, make_
         pacs.stop()
 
 
+def test_a_called_ae_title_refusal_is_never_reported_as_unreachable(tmp_path):
+    """Orthanc rejects a wrong called AE title and closes the connection at once; pynetdicom
+    3.0 then sometimes (about 3 in 100 here) reports the association aborted though the
+    A-ASSOCIATE-RJ arrived. The bridge reads the rejection itself: every try names the
+    setting to fix, none says "unreachable"."""
+    from bridge.config import DimseSettings, PacsSettings
+    from bridge.domain.errors import PacsRefusedError
+    from bridge.peers.pacs import StudyQuery
+    from bridge.peers.pacs_dimse import DimsePacs
+
+    pacs = Orthanc(
+        "CHECKED", tmp_path / "checked", aet="CHECKEDPACS", extra={"DicomCheckCalledAet": True}
+    ).start()
+    try:
+        client = DimsePacs(
+            PacsSettings(ae_title="NOTTHEPACS", host="127.0.0.1", port=pacs.dicom_port),
+            DimseSettings(),
+            lambda: tmp_path / "unused.dcm",
+        )
+        messages = set()
+        for _ in range(200):
+            with pytest.raises(PacsRefusedError) as refused:
+                client.search(StudyQuery(accession="ANY"))
+            messages.add(refused.value.message)
+        assert messages == {
+            "the PACS does not answer to the called AE title NOTTHEPACS: check "
+            "BRIDGE_PACS__AE_TITLE"
+        }
+    finally:
+        pacs.stop()
+
+
 class _CuttingProxy:
     """A real HTTP proxy in front of the PACS's DICOMweb that breaks the first series-level
     retrieve halfway through its body (a network cut), and records every path asked for."""
