@@ -384,6 +384,10 @@ class ReadingSettings(DicomWebPeer):
 
     queue_url: str | None = None
     queue_secret: SecretStr | None = None
+    #: The reading archive's DICOMweb root as the readers reach it, given in the worklist's
+    #: workitems as each input study's WADO-RS RetrieveURL (default: dicomweb_url, without
+    #: credentials).
+    retrieve_url: str | None = None
     #: Seconds between polls of the archive (QIDO-RS) for SR/KOS/PDF the reader made; 0 = off.
     poll_seconds: float = Field(60.0, ge=0)
     #: STOW-RS batching: at most this many instances / bytes per request.

@@ -50,6 +50,11 @@ ASSOCIATIONS_REJECTED = Counter(
 )
 MANIFESTS_SENT = Counter("bridge_manifests_sent", "Case manifests accepted by the queue")
 REPORTS_RETURNED = Counter("bridge_reports_returned", "Reports stored into the hospital PACS")
+WORKLIST_CHANGES = Counter(
+    "bridge_worklist_changes",
+    "Reading worklist state changes made by the reading side (claimed: IN PROGRESS)",
+    ["state"],
+)
 EHR_MESSAGES = Counter(
     "bridge_ehr_messages",
     "Results to the EHR by channel (hl7: ORU^R01 over MLLP, fhir: DiagnosticReport): "
@@ -116,8 +121,8 @@ TURNAROUND_DAYS = 30
 
 
 class StoreCollector(Collector):
-    """Queue depth per stage, oldest pending age, cases by state, and turnaround (medians over
-    the last 30 days, cases past due), read at scrape time."""
+    """Queue depth per stage, oldest pending age, cases and workitems by state, and turnaround
+    (medians over the last 30 days, cases past due), read at scrape time."""
 
     def __init__(self, store: Store, due_hours: Mapping[str, float] | None = None) -> None:
         self.store = store
@@ -129,6 +134,9 @@ class StoreCollector(Collector):
             "bridge_queue_oldest_seconds", "Age of the oldest instance per state", labels=["state"]
         )
         by_state = GaugeMetricFamily("bridge_cases", "Cases per state", labels=["state"])
+        workitems = GaugeMetricFamily(
+            "bridge_workitems", "Reading worklist items per UPS state", labels=["state"]
+        )
         groups = ["subspecialty", "priority"]
         past_due = GaugeMetricFamily(
             "bridge_cases_past_due",
@@ -148,6 +156,8 @@ class StoreCollector(Collector):
                 oldest.add_metric([state], max(0.0, now - first) if first else 0.0)
             for state, count in self.store.cases.state_counts().items():
                 by_state.add_metric([state], count)
+            for state, count in self.store.workitems.state_counts().items():
+                workitems.add_metric([state], count)
             since = now - TURNAROUND_DAYS * 86400
             for g in summarize(self.store.cases.times(since), self.due_hours, now):
                 key = [g.subspecialty, g.priority]
@@ -161,6 +171,7 @@ class StoreCollector(Collector):
         yield depth
         yield oldest
         yield by_state
+        yield workitems
         yield past_due
         yield turnaround
 
@@ -193,6 +204,7 @@ def scrape(
             INSTANCES_PULLED,
             REPORTS_RETURNED,
             EHR_MESSAGES,
+            WORKLIST_CHANGES,
         ):
             registry.register(collector)
     registry.register(StoreCollector(store, due_hours))

@@ -23,6 +23,8 @@ keyword fields that hold case ids, pseudonymous ids, counts and statuses only.
     │   │                             the setting to change (HTTP 502)
     │   └── StudyNotFoundError        no such study in the PACS (HTTP 404)
     ├── SubmitError               a submission is invalid or conflicts with an open case
+    ├── WorklistError             a workitem change is refused: no such workitem (404), not
+    │                             allowed in its state or by this performer (409), malformed
     └── FindingsError             findings cannot be accepted
         └── ReturnSafetyError     the PACS study is missing or belongs to another patient: hold
 
@@ -161,5 +163,12 @@ class StudyNotFoundError(PullError):
 class SubmitError(BridgeError):
     """A submission is invalid, names what does not exist, conflicts with an open case, or is
     too large for the limits or the disk."""
+
+    kind = Kind.INVALID
+
+
+class WorklistError(BridgeError):
+    """A reading worklist request refused: no such workitem (not_found), not allowed from the
+    workitem's state or without its transaction UID (conflict), or malformed (invalid)."""
 
     kind = Kind.INVALID

@@ -21,7 +21,15 @@ from sqlalchemy.engine import Connection, Row
 from bridge.domain.states import MOVING_STATES, CaseState, InstanceState, JobState, progress
 from bridge.domain.turnaround import CaseTimes
 from bridge.store.jobs import FHIR_JOB, ORU_JOB, RESULT_JOBS
-from bridge.store.schema import audit_events, case_studies, cases, instances, jobs, reports
+from bridge.store.schema import (
+    audit_events,
+    case_studies,
+    cases,
+    instances,
+    jobs,
+    reports,
+    workitems,
+)
 
 #: A report's ORU job state as the case shows it (see pipeline/ehr_results.py).
 _EHR_STATE = {JobState.PENDING: "pending", JobState.DONE: "delivered", JobState.FAILED: "held"}
@@ -125,6 +133,7 @@ class Cases:
                     became_forwarded.append((r.id, version))
                     if manifest_job:
                         self._store.jobs.insert(conn, manifest_job, r.id, {"version": version})
+                    self._store.workitems.create(conn, r.id, now)
                     fwd = counts[r.id].get(InstanceState.FORWARDED, 0)
                     self._forwarded_event(conn, r.id, fwd, destination, now)
         return became_forwarded
@@ -317,6 +326,8 @@ class Cases:
                 select(reports).where(reports.c.case_id == row.id).order_by(reports.c.id)
             )
         ]
+        item = conn.execute(select(workitems).where(workitems.c.case_id == row.id)).first()
+        d["workitem"] = dict(item._mapping) if item else None
         sent: dict[tuple[str, Any], Row[Any]] = {}
         for job in conn.execute(
             select(jobs).where(jobs.c.case_id == row.id).where(jobs.c.kind.in_(RESULT_JOBS))

@@ -6,7 +6,8 @@ work (:meth:`Store.transaction`), and a repository per aggregate, each in its ow
 - ``store.vault`` (vault.py): the map from pseudonyms back to the patient;
 - ``store.jobs`` (jobs.py): the outbox of durable side effects (manifests, returns, webhooks);
 - ``store.reports`` (reports.py): reports on their way to the PACS;
-- ``store.feeds`` (feeds.py): change feeds followed in watch mode, the audit shipper's position.
+- ``store.feeds`` (feeds.py): change feeds followed in watch mode, the audit shipper's position;
+- ``store.workitems`` (workitems.py): the reading worklist, a workitem per forwarded case.
 
 Work is shared by leases (:meth:`Store.claim`); accounts, audit and submissions live beside.
 """
@@ -37,6 +38,7 @@ from bridge.store.reports import Reports
 from bridge.store.schema import feed_positions, instances, jobs
 from bridge.store.vault import Vault
 from bridge.store.vault_crypto import VaultCipher
+from bridge.store.workitems import Workitems
 
 
 def _writer_lock_file(engine: Engine) -> int | None:
@@ -83,6 +85,7 @@ class Store:
         self.jobs = Jobs(self)
         self.reports = Reports(self)
         self.feeds = Feeds(self)
+        self.workitems = Workitems(self)
         self._pg = engine.dialect.name == "postgresql"
         # SQLite has one writer at a time: queue our writers on a lock rather than on SQLite's
         # busy handler, which sleeps in steps of up to 100 ms (measured: half the listener's

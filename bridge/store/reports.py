@@ -62,6 +62,7 @@ class Reports:
                 .values(state=CaseState.FINDINGS_RECEIVED, updated_at=now)
             )
             self._store.jobs.insert(conn, "report", case_id, {"report_id": report_id})
+            self._store.workitems.settle(conn, case_id, status, now)
         return report_id
 
     def known_source_uids(self, pseudo_study_uid: str) -> set[str]:

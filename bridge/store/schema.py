@@ -191,6 +191,29 @@ reports = Table(
     Column("returned_at", Float, nullable=True),
 )
 
+workitems = Table(
+    "workitems",
+    metadata,
+    #: The reading worklist (UPS-RS): one Unified Procedure Step per forwarded case.
+    Column("uid", String(64), primary_key=True),
+    Column("case_id", String(32), ForeignKey("cases.id"), nullable=False, unique=True),
+    Column("state", String(16), nullable=False, index=True),
+    #: SHA-256 of the claiming performer's Transaction UID (never returned to anyone).
+    Column("transaction_hash", String(64), nullable=True),
+    #: The API token that claimed it, and when.
+    Column("performer", String(64), nullable=True),
+    Column("claimed_at", Float, nullable=True),
+    #: When it became COMPLETED or CANCELED; a cancellation's reason as the reader gave it.
+    Column("ended_at", Float, nullable=True),
+    Column("cancel_reason", Text, nullable=True),
+    #: A cancellation requested while IN PROGRESS: by which token, when, why.
+    Column("cancel_requested_by", String(64), nullable=True),
+    Column("cancel_requested_at", Float, nullable=True),
+    Column("cancel_request_reason", Text, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
 feed_positions = Table(
     "feed_positions",
     metadata,

@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from bridge import __version__, metrics
 from bridge.config import Settings
 from bridge.domain.errors import StoreError
+from bridge.pipeline.worklist import Worklist
 from bridge.store.repo import Store
 from bridge.store.spool import Spool
 from bridge.web.audit_api import audit_router
@@ -30,6 +31,7 @@ from bridge.web.quarantine_api import quarantine_router
 from bridge.web.stow_in import stow_router
 from bridge.web.studies_api import studies_router
 from bridge.web.tokens import Tokens
+from bridge.web.worklist_api import worklist_router
 
 
 def create_app(settings: Settings, store: Store, spool: Spool, open_pacs: OpenPacs) -> FastAPI:
@@ -145,6 +147,13 @@ def create_app(settings: Settings, store: Store, spool: Spool, open_pacs: OpenPa
 
     app.include_router(findings_router(settings, store, spool, tokens.need("findings")))
     app.include_router(stow_router(store, spool, tokens.need("findings")))
+    worklist = Worklist(
+        store,
+        settings.reading.retrieve_url or settings.reading.dicomweb_url,
+        settings.turnaround.due_hours(),
+        settings.submit.free_text_review,
+    )
+    app.include_router(worklist_router(worklist, tokens.need("findings")))
     app.include_router(studies_router(open_pacs, tokens.need("submit")))
     app.include_router(imports_router(settings, store, spool, tokens.need("submit")))
     app.include_router(quarantine_router(store, spool, tokens))

@@ -49,6 +49,20 @@ class PriorOut(BaseModel):
     forwarded: int
 
 
+class WorkitemOut(BaseModel):
+    """The case in the reading worklist (UPS-RS): SCHEDULED, IN PROGRESS, COMPLETED, CANCELED."""
+
+    uid: str
+    state: str
+    #: The API token that claimed it, and when.
+    performer: str | None
+    claimed_at: str | None
+    ended_at: str | None
+    #: Why it was canceled, or why its cancellation was asked while in progress.
+    cancel_reason: str | None
+    cancel_requested_at: str | None
+
+
 class CaseOut(BaseModel):
     """A case as the API shows it. Original UIDs are shown to authenticated hospital users."""
 
@@ -87,6 +101,8 @@ class CaseOut(BaseModel):
     completed_at: str | None
     forwarded_at: str | None
     reports: list[ReportOut]
+    #: The case in the reading worklist (None: not forwarded yet).
+    workitem: WorkitemOut | None = None
 
 
 def case_out(c: dict[str, Any]) -> CaseOut:
@@ -146,4 +162,19 @@ def case_out(c: dict[str, Any]) -> CaseOut:
             )
             for r in c.get("reports", [])
         ],
+        workitem=_workitem_out(c.get("workitem")),
+    )
+
+
+def _workitem_out(w: dict[str, Any] | None) -> WorkitemOut | None:
+    if w is None:
+        return None
+    return WorkitemOut(
+        uid=w["uid"],
+        state=w["state"],
+        performer=w["performer"],
+        claimed_at=iso_utc(w["claimed_at"]),
+        ended_at=iso_utc(w["ended_at"]),
+        cancel_reason=w["cancel_reason"] or w["cancel_request_reason"],
+        cancel_requested_at=iso_utc(w["cancel_requested_at"]),
     )

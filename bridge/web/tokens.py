@@ -2,8 +2,9 @@
 
 ``BRIDGE_API_TOKEN`` is the administrator's token; ``BRIDGE_API_TOKENS`` adds named tokens with
 a role each: ``viewer`` (read cases and the quarantine), ``submitter`` (also search the PACS and
-submit studies), ``reader`` (the reading platform: post findings and STOW-RS its objects, nothing
-else), ``admin`` (everything). Every token is compared in constant time, all of them every time.
+submit studies), ``reader`` (the reading platform: post findings, STOW-RS its objects and work the
+reading worklist, nothing else), ``admin`` (everything). Every token is compared in constant
+time, all of them every time.
 401: no or unknown token; 403: a known token whose role does not allow the call.
 """
 
@@ -27,7 +28,7 @@ GRANTS = {
 _WHAT = {
     "read": "read cases",
     "submit": "search the PACS or submit studies",
-    "findings": "post findings or reader objects",
+    "findings": "post findings or reader objects, or work the reading worklist",
     "admin": "act on the quarantine or read the audit trail",
 }
 _bearer = HTTPBearer(auto_error=False)

@@ -8,6 +8,7 @@ import base64
 import json
 import sys
 import time
+import uuid
 from io import BytesIO
 from pathlib import Path
 
@@ -70,6 +71,59 @@ def show_ehr(folder: Path) -> None:
                 pdf = folder.parent / "second-opinion.pdf"
                 pdf.write_bytes(base64.b64decode(form["data"]))
                 print(f"     the PDF, summary for the patient first: {pdf}")
+
+
+def _state(state: str, txn: str) -> dict[str, object]:
+    return {
+        "00741000": {"vr": "CS", "Value": [state]},
+        "00081195": {"vr": "UI", "Value": [txn]},
+    }
+
+
+def claim_workitem(auth: dict[str, str], pseudo_study: str) -> tuple[str, str] | None:
+    """The reading side's view: find the case's workitem and claim it (IN PROGRESS)."""
+    r = requests.get(
+        f"{BRIDGE}/dicom-web/workitems",
+        params={"ProcedureStepState": "SCHEDULED", "StudyInstanceUID": pseudo_study},
+        headers=auth,
+        timeout=30,
+    )
+    if r.status_code != 200:
+        print(f"   no workitem for the case ({r.status_code}); see var/demo/bridge.log")
+        return None
+    item = Dataset.from_json(r.json()[0])
+    uid = str(item.SOPInstanceUID)
+    inputs = item.InputInformationSequence
+    print(
+        f"   GET /dicom-web/workitems: {item.ProcedureStepLabel}, "
+        f"{item.ScheduledProcedureStepPriority} priority, due {item.ExpectedCompletionDateTime}"
+    )
+    print(f"     question: {item.CommentsOnTheScheduledProcedureStep!r}")
+    print(
+        f"     input: {sum(len(i.ReferencedSOPSequence) for i in inputs)} instances at "
+        f"{inputs[0].WADORSRetrievalSequence[0].RetrieveURL}"
+    )
+    txn = f"2.25.{uuid.uuid4().int}"
+    r = requests.put(
+        f"{BRIDGE}/dicom-web/workitems/{uid}/state",
+        json=_state("IN PROGRESS", txn),
+        headers=auth,
+        timeout=30,
+    )
+    print(f"   claimed with a transaction UID of its own: {r.status_code}, IN PROGRESS")
+    return uid, txn
+
+
+def complete_workitem(auth: dict[str, str], uid: str, txn: str) -> None:
+    r = requests.put(
+        f"{BRIDGE}/dicom-web/workitems/{uid}/state",
+        json=_state("COMPLETED", txn),
+        headers=auth,
+        timeout=30,
+    )
+    got = requests.get(f"{BRIDGE}/dicom-web/workitems/{uid}", headers=auth, timeout=30)
+    state = Dataset.from_json(got.json()[0]).ProcedureStepState if got.ok else "?"
+    print(f"   the worklist item, completed by the reading hub: {r.status_code}, {state}")
 
 
 def main() -> int:
@@ -170,7 +224,9 @@ def main() -> int:
         "descriptions once cleaned)"
     )
 
-    print("\n6. The subspecialist's findings come back (POST /api/v1/cases/{id}/findings)")
+    print("\n6. The reading hub takes the case from the bridge's worklist (UPS-RS)")
+    workitem = claim_workitem(auth, pseudo_study)
+    print("   The subspecialist's findings come back (POST /api/v1/cases/{id}/findings)")
     key = requests.get(f"{READING}/instances/{found[0]}/simplified-tags", timeout=30).json()
     body = {
         "reader": {"name": "Ana Lee", "organization": "Neuro Reading Group"},
@@ -197,6 +253,8 @@ def main() -> int:
             break
         time.sleep(0.5)
     print(f"   case {case['id']}: {case['state']}")
+    if workitem:
+        complete_workitem(auth, *workitem)
     sr_uid = case["reports"][0]["sop_instance_uid"]
     hit = requests.post(
         f"{HOSPITAL}/tools/find",

@@ -108,6 +108,7 @@ def test_console_end_to_end(tmp_path, browser, hospital, reading, webhook, make_
     page.click(f"text={case['id']}")
     assert "PLANTEDFAMILY" not in page.inner_text("pre.manifest")
     assert page.inner_text("#case-state") == "forwarded"
+    assert page.inner_text("#workitem").startswith("SCHEDULED")  # in the reading worklist
 
     # Findings come back; the study is not in the PACS yet, so the report is held. The admin
     # stores the study into the PACS and retries the report from the quarantine page.
@@ -133,6 +134,8 @@ def test_console_end_to_end(tmp_path, browser, hospital, reading, webhook, make_
     _reload_until(page, '<span class="badge state-returned" id="case-state">returned</span>')
     assert "8 mm enhancing lesion in the left frontal lobe." in page.inner_text("div.sr")
     assert "Findings favour a low-grade glioma." in page.inner_text("div.sr")
+    # Final findings that came without a claim complete the case's worklist item.
+    assert page.inner_text("#workitem").startswith("COMPLETED")
     page.screenshot(path=str(shots / "console-case.png"), full_page=True)
     # ... and the audit trail of that case, exported as DICOM Audit Messages.
     from xml.etree import ElementTree as ET

@@ -240,3 +240,59 @@ def test_upgrade_from_the_first_schema_keeps_the_data(request, tmp_path):
         case = Store(engine, node_id="new").cases.get(case_id)
         assert case["instances"]["total"] == 3 and case["reports"] == []
         engine.dispose()
+
+
+def test_worklist_one_claim_wins_and_findings_complete_an_unclaimed_workitem(store: Store):
+    """Eight readers claim one workitem at once: one claim, seven conflicts. A final report
+    completes a workitem nobody claimed, never one a reader holds."""
+    from bridge.domain.errors import Kind, WorklistError
+    from bridge.domain.worklist import UpsState, change_state
+    from bridge.store.workitems import transaction_hash
+
+    claimed_case, open_case = _receive(store, 1, "1.2.3"), _receive(store, 1, "1.2.4")
+    with store.transaction() as conn:
+        for case_id in (claimed_case, open_case):
+            store.workitems.create(conn, case_id, 0.0)
+            store.workitems.create(conn, case_id, 0.0)  # a case forwarded again keeps its one
+    uid = store.workitems.of_case(claimed_case)["uid"]
+    outcomes: list[str] = []
+
+    def claim(n: int) -> None:
+        txn = f"2.25.{n}"
+
+        def decide(item, has_findings):
+            return change_state(
+                UpsState(item["state"]),
+                "IN PROGRESS",
+                item["transaction_hash"],
+                transaction_hash(txn),
+                has_findings,
+            )
+
+        try:
+            store.workitems.change(uid, decide, actor=f"reader{n}", transaction_uid=txn)
+            outcomes.append("claimed")
+        except WorklistError as exc:
+            assert exc.kind == Kind.CONFLICT
+            outcomes.append("conflict")
+
+    threads = [threading.Thread(target=claim, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["claimed"] + ["conflict"] * 7
+    assert store.workitems.state_counts() == {"IN PROGRESS": 1, "SCHEDULED": 1}
+
+    for case_id in (claimed_case, open_case):
+        store.reports.add(
+            case_id,
+            source="findings",
+            status="final",
+            sop_class_uid="1.2.840.10008.5.1.4.1.1.88.22",
+            sop_instance_uid=f"2.25.9{len(case_id)}{case_id[:4]}",
+            series_instance_uid="2.25.8",
+            file_name=f"{case_id}.dcm",
+        )
+    assert store.workitems.of_case(claimed_case)["state"] == "IN PROGRESS"
+    assert store.workitems.of_case(open_case)["state"] == "COMPLETED"

@@ -1,0 +1,107 @@
+"""The reading worklist's rules (PS3.4 Annex CC) and its search keys, without a server."""
+
+from __future__ import annotations
+
+import calendar
+
+import pytest
+
+from bridge.domain.errors import Kind, WorklistError
+from bridge.domain.worklist import UpsState, change_state, request_cancel
+from bridge.pipeline.worklist import parse_query
+
+S, P, C, X = UpsState.SCHEDULED, UpsState.IN_PROGRESS, UpsState.COMPLETED, UpsState.CANCELED
+MINE, THEIRS = "hash-a", "hash-b"
+
+
+def _kind(fn, *args) -> Kind:
+    with pytest.raises(WorklistError) as err:
+        fn(*args)
+    return err.value.kind
+
+
+@pytest.mark.parametrize(
+    ("current", "requested", "held", "findings", "state", "warned"),
+    [
+        (S, "IN PROGRESS", None, False, P, False),  # a claim
+        (P, "IN PROGRESS", MINE, False, None, True),  # the same claim again
+        (P, "COMPLETED", MINE, True, C, False),
+        (P, "CANCELED", MINE, False, X, False),  # the performer gives it up
+        (C, "COMPLETED", MINE, True, None, True),  # said twice
+        (X, "CANCELED", MINE, False, None, True),
+    ],
+)
+def test_allowed_changes(current, requested, held, findings, state, warned):
+    change = change_state(current, requested, held, MINE, findings)
+    assert change.state == state and bool(change.warning) == warned
+
+
+@pytest.mark.parametrize(
+    ("current", "requested", "held", "findings", "kind", "words"),
+    [
+        (P, "IN PROGRESS", THEIRS, False, Kind.CONFLICT, "another reader"),  # second claim
+        (P, "COMPLETED", THEIRS, True, Kind.CONFLICT, "another reader"),
+        (P, "COMPLETED", MINE, False, Kind.CONFLICT, "no findings"),
+        (S, "COMPLETED", None, True, Kind.CONFLICT, "not yet IN PROGRESS"),
+        (S, "CANCELED", None, False, Kind.CONFLICT, "not yet IN PROGRESS"),
+        (C, "CANCELED", MINE, True, Kind.CONFLICT, "can no longer change"),
+        (C, "COMPLETED", THEIRS, True, Kind.CONFLICT, "can no longer change"),
+        (X, "IN PROGRESS", None, False, Kind.CONFLICT, "can no longer change"),
+        (S, "SCHEDULED", None, False, Kind.INVALID, "SCHEDULED"),
+        (S, "DONE", None, False, Kind.INVALID, "ProcedureStepState"),
+    ],
+)
+def test_refused_changes(current, requested, held, findings, kind, words):
+    with pytest.raises(WorklistError) as err:
+        change_state(current, requested, held, MINE, findings)
+    assert err.value.kind == kind and words in err.value.message
+
+
+def test_a_change_needs_a_transaction_uid():
+    assert _kind(change_state, S, "IN PROGRESS", None, "", False) == Kind.INVALID
+
+
+def test_cancellation_requests():
+    assert request_cancel(S).state == X
+    kept = request_cancel(P)
+    assert kept.state is None and "asked to cancel" in (kept.warning or "")
+    assert request_cancel(X).state is None and request_cancel(X).warning
+    assert _kind(request_cancel, C) == Kind.CONFLICT
+
+
+def test_search_keys_by_keyword_or_tag():
+    q = parse_query(
+        [
+            ("00741000", "SCHEDULED,IN PROGRESS"),
+            ("ScheduledProcedureStepPriority", "HIGH"),
+            ("WorklistLabel", "neuro"),
+            ("ScheduledProcedureStepStartDateTime", "20261201-20261202"),
+            ("PatientName", "X*"),
+            ("includefield", "all"),
+            ("limit", "5"),
+            ("offset", "2"),
+        ]
+    )
+    f = q.filters
+    assert list(f.states) == ["SCHEDULED", "IN PROGRESS"]
+    assert list(f.priorities) == ["stat"] and list(f.subspecialties) == ["neuro"]
+    assert f.start_from == calendar.timegm((2026, 12, 1, 0, 0, 0))
+    assert f.start_to == calendar.timegm((2026, 12, 2, 23, 59, 59))
+    assert (f.limit, f.offset) == (5, 2)
+    assert q.ignored == ("PatientName",)
+
+
+@pytest.mark.parametrize(
+    ("params", "words"),
+    [
+        ([("ProcedureStepState", "DONE")], "ProcedureStepState"),
+        ([("ScheduledProcedureStepPriority", "URGENT")], "HIGH, MEDIUM, LOW"),
+        ([("ScheduledProcedureStepStartDateTime", "yesterday")], "date"),
+        ([("ScheduledProcedureStepStartDateTime", "20261341")], "valid date"),
+        ([("limit", "-1")], "whole number"),
+    ],
+)
+def test_bad_search_values_are_named(params, words):
+    with pytest.raises(WorklistError) as err:
+        parse_query(params)
+    assert err.value.kind == Kind.INVALID and words in err.value.message
