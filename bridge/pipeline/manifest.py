@@ -4,7 +4,7 @@ review (``submit.free_text_review``); a failed post is retried with backoff.
 
 The manifest carries only pseudonymous and clinical-routing data (case id, pseudonymous patient
 id, pseudonymized Study Instance UID, modality, body part, counts, the scrubbed clinical
-question, subspecialty and priority)."""
+question, subspecialty and priority, the UID of the case's reading worklist item)."""
 
 from __future__ import annotations
 
@@ -61,6 +61,8 @@ def build_manifest(case: dict[str, Any], version: int) -> dict[str, Any]:
         "subspecialty": case["subspecialty"],
         "priority": case["priority"],
         "forwarded_at": iso_utc(case["forwarded_at"]),
+        # The case's item in the reading worklist (UPS-RS /dicom-web/workitems/{uid}).
+        "workitem_uid": (case.get("workitem") or {}).get("uid"),
     }
 
 

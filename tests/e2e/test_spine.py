@@ -85,6 +85,8 @@ def test_study_arrives_deidentified(tmp_path, reading, webhook, make_bridge, dat
     assert manifest["patient"]["pseudonymous_id"] == case["pseudonymous_patient_id"]
     assert manifest["subspecialty"] == "general"
     assert "glioma" in manifest["clinical_question"]
+    # ... and names the case's item in the reading worklist (UPS-RS), for services using both.
+    assert manifest["workitem_uid"] == bridge.api(f"/cases/{case['id']}")["workitem"]["uid"]
     low = raw.decode().lower()
     assert [p for p in study.planted if p.lower() in low] == []
     assert webhook.bad_signatures == 0
