@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import requests
 from dicomweb_client.api import DICOMwebClient
+from pydicom.config import strict_reading
 from pydicom.dataset import Dataset
 
 from bridge.sample import make_study
@@ -41,7 +42,7 @@ class ReadingSide:
     def items(self, **params: str) -> list[Dataset]:
         r = self.search(**params)
         assert r.status_code in (200, 204), r.text
-        return [] if r.status_code == 204 else [Dataset.from_json(d) for d in r.json()]
+        return [] if r.status_code == 204 else [_read(d) for d in r.json()]
 
     def get(self, uid: str) -> Dataset:
         r = requests.get(f"{self.root}/{uid}", headers=self.headers, timeout=30)
@@ -49,7 +50,7 @@ class ReadingSide:
         assert r.headers["content-type"].startswith("application/dicom+json")
         (item,) = r.json()
         assert "00081195" not in item  # the Transaction UID is never given out
-        return Dataset.from_json(item)
+        return _read(item)
 
     def state(self, uid: str, state: str, transaction: str | None) -> requests.Response:
         body: dict[str, Any] = {"00741000": {"vr": "CS", "Value": [state]}}
@@ -70,6 +71,12 @@ class ReadingSide:
             headers={**self.headers, "Content-Type": "application/dicom+json"},
             timeout=30,
         )
+
+
+def _read(item: dict[str, Any]) -> Dataset:
+    """A workitem as DICOM, every value checked against its VR (length, characters)."""
+    with strict_reading():
+        return Dataset.from_json(item)
 
 
 def _txn() -> str:
