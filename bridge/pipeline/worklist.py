@@ -174,6 +174,11 @@ class Worklist:
         return out
 
     def get(self, uid: str) -> dict[str, Any]:
+        return self.dataset(*self._listed(uid)).to_json_dict()
+
+    def _listed(self, uid: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The workitem and its case, if the reading side may see it (a case whose free text
+        waits for review is not listed, so not there to claim either)."""
         item = self.store.workitems.get(uid)
         case = self.store.cases.get(item["case_id"]) if item else None
         if item is None or case is None or free_text_waits(case, self.free_text_review):
@@ -181,14 +186,14 @@ class Worklist:
                 "no workitem has this UID (the bridge makes one per forwarded case)",
                 kind=Kind.NOT_FOUND,
             )
-        return self.dataset(item, case).to_json_dict()
+        return item, case
 
     # -- change -------------------------------------------------------------------------------
     def change_state(
         self, uid: str, requested: str, transaction_uid: str, actor: str
     ) -> tuple[str, Change]:
         """A Change State request; (the state it is in now, the outcome)."""
-        self.get(uid)  # a workitem not listed (free text under review) is not there to claim
+        self._listed(uid)
         given = transaction_hash(transaction_uid) if transaction_uid.strip() else ""
 
         def decide(item: dict[str, Any], has_findings: bool) -> Change:
@@ -206,7 +211,7 @@ class Worklist:
         return str(item["state"]), outcome
 
     def request_cancel(self, uid: str, reason: str | None, actor: str) -> tuple[str, Change]:
-        self.get(uid)
+        self._listed(uid)
         item, outcome = self.store.workitems.change(
             uid,
             lambda item, _findings: request_cancel(UpsState(item["state"])),

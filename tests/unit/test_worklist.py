@@ -5,6 +5,7 @@ from __future__ import annotations
 import calendar
 
 import pytest
+from pydicom.dataset import Dataset
 
 from bridge.domain.errors import Kind, WorklistError
 from bridge.domain.worklist import UpsState, change_state, request_cancel
@@ -105,3 +106,55 @@ def test_bad_search_values_are_named(params, words):
     with pytest.raises(WorklistError) as err:
         parse_query(params)
     assert err.value.kind == Kind.INVALID and words in err.value.message
+
+
+def _forwarded_case(store, question: str) -> str:
+    """A case as completion leaves it: forwarded, with its workitem."""
+    import time
+
+    from sqlalchemy import update
+
+    from bridge.store.schema import cases
+    from tests.support.records import received
+
+    case_id, _ = store.instances.record(
+        received("1.2.3", "1.2.3.1", "1.2.3.1.1", "x.dcm", question=question)
+    )
+    with store.transaction() as conn:
+        conn.execute(
+            update(cases)
+            .where(cases.c.id == case_id)
+            .values(
+                forwarded_at=time.time(),
+                pseudo_study_uid="2.25.1",
+                pseudo_patient_id="SO-ABC123",
+                question=question,
+            )
+        )
+        store.workitems.create(conn, case_id, time.time())
+    return case_id
+
+
+def test_a_case_whose_free_text_waits_is_not_on_the_worklist(store):
+    from bridge.pipeline.worklist import Worklist, parse_query
+
+    question = "Second opinion on a lesion; compare with the outside MR of last spring, please"
+    case_id = _forwarded_case(store, question)
+    uid = store.workitems.of_case(case_id)["uid"]
+    held = Worklist(store, None, {"routine": 120.0}, free_text_review=True)
+    assert held.search(parse_query([])) == []
+    with pytest.raises(WorklistError) as err:
+        held.change_state(uid, "IN PROGRESS", "2.25.7", "reader")
+    assert err.value.kind == Kind.NOT_FOUND
+    assert store.workitems.of_case(case_id)["state"] == "SCHEDULED"
+
+    shown = Worklist(store, "https://u:p@archive.example/dicom-web/", {"routine": 120.0}, False)
+    (item,) = shown.search(parse_query([]))
+    assert "00081195" not in item
+    ds = Dataset.from_json(item)
+    assert ds.CommentsOnTheScheduledProcedureStep == question
+    reason = ds.ReferencedRequestSequence[0].ReasonForTheRequestedProcedure
+    assert len(reason) == 64 and reason.endswith("...")  # LO: the whole question is above
+    assert ds.ExpectedCompletionDateTime  # due: 120 hours after arrival
+    assert ds.InputInformationSequence == []  # nothing forwarded in this sketch of a case
+    assert shown.retrieve_url == "https://archive.example/dicom-web"  # no credentials given out
