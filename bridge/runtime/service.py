@@ -25,6 +25,7 @@ from bridge.domain.errors import ConfigError, StoreError
 from bridge.ingest.listener import Listener
 from bridge.logging import get_logger
 from bridge.peers.connect import make_pacs
+from bridge.runtime.activity import Activity
 from bridge.runtime.supervisor import WorkerSupervisor
 from bridge.runtime.worker import Pipeline, run_worker
 from bridge.store.db import make_engine, migrate, schema_status
@@ -61,6 +62,7 @@ def open_store(settings: Settings, node_id: str | None = None, upgrade: bool = T
         secret = settings.deid.secret.get_secret_value().encode()
         uid_key = hmac.new(secret, b"bridge: references to original UIDs", "sha256").digest()
     store = Store(engine, node_id=node_id or node_name(settings), cipher=cipher, uid_key=uid_key)
+    store.on_write = Activity(settings.data_dir / "activity").mark
     if upgrade:
         store.vault.reference_clear_uids()  # rows written before references were kept
     return store

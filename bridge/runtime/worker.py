@@ -46,6 +46,7 @@ from bridge.pipeline.retrieve import Retrieve
 from bridge.pipeline.sweep import Sweep
 from bridge.pipeline.turnaround import PastDue
 from bridge.pipeline.watch import Watch
+from bridge.runtime.activity import Activity, Gate
 from bridge.store.jobs import FHIR_JOB, ORU_JOB
 from bridge.store.repo import Store
 from bridge.store.spool import Spool
@@ -72,6 +73,7 @@ class Pipeline:
         #: (built at the first report).
         self._pacs_return: PacsClient | None = None
         self._stop = threading.Event()
+        self.activity = Activity(settings.data_dir / "activity")
         self._threads: list[threading.Thread] = []
         self._last_poll = float("-inf")
         self._last_watch = float("-inf")
@@ -211,8 +213,14 @@ class Pipeline:
             self._watch.feed.close()
 
     def _loop(self, name: str, fn: Callable[[], bool]) -> None:
+        """Run ``fn`` until stopped; when it found nothing to do, wait a poll interval, and ask
+        again only once this node wrote something or a few intervals passed (``Gate``)."""
         idle = self.settings.worker.poll_interval
+        gate, busy = Gate(self.activity, idle), True
         while not self._stop.is_set():
+            if not gate.due(busy):
+                self._stop.wait(idle)
+                continue
             try:
                 busy = fn()
             except BridgeError as exc:

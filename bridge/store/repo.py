@@ -19,7 +19,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
@@ -86,6 +86,8 @@ class Store:
         self.reports = Reports(self)
         self.feeds = Feeds(self)
         self.workitems = Workitems(self)
+        #: Called after each write transaction commits (``bridge.runtime.activity``).
+        self.on_write: Callable[[], None] | None = None
         self._pg = engine.dialect.name == "postgresql"
         # SQLite has one writer at a time: queue our writers on a lock rather than on SQLite's
         # busy handler, which sleeps in steps of up to 100 ms (measured: half the listener's
@@ -97,12 +99,15 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
-        """A write transaction: the unit of work every repository writes in."""
+        """A write transaction: the unit of work every repository writes in. After it commits,
+        ``on_write`` (set by the runtime) tells this node's idle workers to look again."""
         lock = self._write_lock or nullcontext()
         with lock, _flocked(self._lock_file), self.engine.connect() as conn:
             conn.execution_options(sqlite_immediate=True)
             with conn.begin():
                 yield conn
+        if self.on_write is not None:
+            self.on_write()
 
     def has_any(self, stmt: Any) -> bool:
         """A read outside any write transaction: idle pollers never take SQLite's write lock."""

@@ -1,0 +1,45 @@
+"""Idle worker loops ask the database again only when this node wrote something, or every few
+poll intervals (work due by the clock, writes by other nodes)."""
+
+from __future__ import annotations
+
+import os
+
+from bridge.runtime.activity import QUIET_POLLS, Activity, Gate
+from bridge.store.db import make_engine, migrate
+from bridge.store.repo import Store
+
+
+def test_a_write_opens_the_gate_and_quiet_ones_open_it_every_few_intervals(tmp_path):
+    activity = Activity(tmp_path / "activity")
+    now = [100.0]
+    gate = Gate(activity, 0.2, clock=lambda: now[0])
+    assert gate.due(busy=False)  # the first look
+    assert not gate.due(busy=False)  # nothing changed
+    assert gate.due(busy=True)  # it found work last time: at once again
+    now[0] += 0.2 * (QUIET_POLLS - 1)
+    assert not gate.due(busy=False)
+    now[0] += 0.2
+    assert gate.due(busy=False)  # quiet for QUIET_POLLS intervals: ask anyway
+
+    store = Store(make_engine(f"sqlite:///{tmp_path / 'state.sqlite3'}"), node_id="t")
+    migrate(store.engine)
+    store.on_write = activity.mark
+    os.utime(activity.path, ns=(0, 0))  # long ago
+    gate.due(busy=False)
+    assert not gate.due(busy=False)
+    with store.transaction():
+        pass  # any write transaction of this node's processes
+    assert gate.due(busy=False)
+    assert not gate.due(busy=False)
+
+
+def test_without_the_file_loops_just_poll(tmp_path):
+    activity = Activity(tmp_path / "missing-dir" / "activity")
+    activity.mark()  # never raises
+    now = [0.0]
+    gate = Gate(activity, 0.1, clock=lambda: now[0])
+    assert gate.due(busy=False)
+    assert not gate.due(busy=False)
+    now[0] += 0.1 * QUIET_POLLS
+    assert gate.due(busy=False)
