@@ -520,7 +520,8 @@ class WorkerSettings(BaseModel):
 
     #: Threads de-identifying instances.
     deid_threads: int = Field(2, ge=1, le=32)
-    #: Seconds between polls of the state store when idle.
+    #: Seconds between looks when idle; the state store is asked again only once this node
+    #: wrote something or after five intervals (``bridge/runtime/activity.py``).
     poll_interval: float = Field(0.2, gt=0)
     #: Seconds a claim on an instance or job lasts before another worker may take it.
     lease_seconds: float = Field(300.0, gt=0)
