@@ -82,6 +82,47 @@ class Workitems:
         if res.rowcount:
             self._audit(conn, case_id, "worklist.completed", "system", now, {"by": "findings"})
 
+    def offer_again(self, case_id: str, actor: str) -> str:
+        """A CANCELED workitem's case back on the worklist: a new workitem (a UPS that ended
+        stays ended, so it gets a new UID), SCHEDULED. Returns the new UID."""
+        now = time.time()
+        with self._store.transaction() as conn:
+            row = conn.execute(
+                select(workitems).where(workitems.c.case_id == case_id).with_for_update()
+            ).first()
+            if row is None:
+                raise WorklistError(
+                    "the case is not on the reading worklist (it has not been forwarded)",
+                    kind=Kind.NOT_FOUND,
+                )
+            if row.state != UpsState.CANCELED:
+                raise WorklistError(
+                    f"only a canceled workitem is offered again; this one is {row.state}",
+                    kind=Kind.CONFLICT,
+                )
+            uid = f"2.25.{uuid.uuid4().int}"
+            conn.execute(
+                update(workitems)
+                .where(workitems.c.case_id == case_id)
+                .values(
+                    uid=uid,
+                    state=UpsState.SCHEDULED,
+                    transaction_hash=None,
+                    performer=None,
+                    claimed_at=None,
+                    ended_at=None,
+                    cancel_reason=None,
+                    cancel_requested_by=None,
+                    cancel_requested_at=None,
+                    cancel_request_reason=None,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            detail = {"workitem": uid, "canceled_workitem": row.uid}
+            self._audit(conn, case_id, "worklist.offered_again", actor, now, detail)
+        return uid
+
     # -- read ---------------------------------------------------------------------------------
     def get(self, uid: str) -> dict[str, Any] | None:
         with self._store.engine.connect() as conn:

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from bridge.config import Settings
-from bridge.domain.errors import SubmitError
+from bridge.domain.errors import SubmitError, WorklistError
 from bridge.domain.states import CaseState
 from bridge.domain.turnaround import summarize
 from bridge.domain.vocabulary import Priority, Subspecialty
@@ -97,6 +97,18 @@ def cases_router(
             raise http_error(exc, context=False) from None
         audit.record(store, request.state.actor, "case.free_text_reviewed", case_id=case_id)
         return {"case_id": case_id, "reviewed": True}
+
+    @router.post(
+        "/cases/{case_id}/workitem/offer-again", dependencies=[Depends(tokens.need("admin"))]
+    )
+    def offer_again(request: Request, case_id: str) -> dict[str, Any]:
+        """Put a case whose reading worklist item was canceled back on the worklist: a new
+        workitem, SCHEDULED (404: not on the worklist; 409: its workitem is not canceled)."""
+        try:
+            uid = store.workitems.offer_again(case_id, request.state.actor)
+        except WorklistError as exc:
+            raise http_error(exc) from None
+        return {"case_id": case_id, "workitem_uid": uid, "state": "SCHEDULED"}
 
     @router.get("/cases", dependencies=read)
     def list_cases(

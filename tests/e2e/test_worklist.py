@@ -8,6 +8,7 @@ read by pydicom, as a reading platform's own client makes them."""
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from typing import Any
 
@@ -19,7 +20,7 @@ from pydicom.dataset import Dataset
 
 from bridge.sample import make_study
 from conftest import bridge_env
-from tests.helpers import leaks
+from tests.helpers import add_user, leaks
 from tests.support.peers import BridgeProcess, storescu
 
 pytestmark = pytest.mark.e2e
@@ -95,6 +96,7 @@ def test_the_reading_side_works_the_worklist(tmp_path, hospital, reading, make_b
             reading,
             None,
             BRIDGE_PACS__DICOMWEB_URL=hospital.dicomweb,
+            BRIDGE_HTTP__SECURE_COOKIES="false",
             BRIDGE_API_TOKENS=json.dumps(
                 [
                     {"name": "reading-hub", "token": READER, "role": "reader"},
@@ -248,15 +250,63 @@ def test_the_reading_side_works_the_worklist(tmp_path, hospital, reading, make_b
     _refused(side.state(second.SOPInstanceUID, "IN PROGRESS", _txn()), 409, "CANCELED")
     assert side.search(ProcedureStepState="SCHEDULED").status_code == 204
 
+    # The hospital's administrator offers the canceled case again: a new workitem, SCHEDULED
+    # (an ended one stays ended); only a canceled one can be offered again.
+    admin = {"Authorization": f"Bearer {bridge.token}"}
+    again_url = f"{bridge.url}/api/v1/cases/{cases[1]['id']}/workitem/offer-again"
+    assert (
+        requests.post(
+            again_url, headers={"Authorization": f"Bearer {READER}"}, timeout=30
+        ).status_code
+        == 403
+    )
+    # ... from the case page ("Offer again", an administrator's form with its CSRF token).
+    add_user(bridge, "ada", "correct horse battery", "admin")
+    console = requests.Session()
+    r = console.post(
+        f"{bridge.url}/login",
+        data={"username": "ada", "password": "correct horse battery", "next": "/cases"},
+        timeout=60,
+    )
+    assert r.status_code == 200, r.text
+    page = console.get(f"{bridge.url}/cases/{cases[1]['id']}", timeout=30).text
+    assert "Offer again" in page
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    r = console.post(f"{bridge.url}/cases/{cases[1]['id']}/workitem/offer-again", data={})
+    assert r.status_code == 403  # no CSRF token, nothing done
+    r = console.post(
+        f"{bridge.url}/cases/{cases[1]['id']}/workitem/offer-again", data={"csrf": csrf}
+    )
+    assert r.status_code == 200 and "Offer again" not in r.text  # back on the case page
+    offered = bridge.api(f"/cases/{cases[1]['id']}")["workitem"]["uid"]
+    assert offered != second.SOPInstanceUID
+    assert [w.SOPInstanceUID for w in side.items(ProcedureStepState="SCHEDULED")] == [offered]
+    assert (
+        requests.get(
+            f"{side.root}/{second.SOPInstanceUID}", headers=side.headers, timeout=30
+        ).status_code
+        == 404
+    )
+    r = requests.post(again_url, headers=admin, timeout=30)
+    assert r.status_code == 409 and "SCHEDULED" in r.json()["detail"]
+    r = requests.post(
+        f"{bridge.url}/api/v1/cases/{case['id']}/workitem/offer-again", headers=admin, timeout=30
+    )
+    assert r.status_code == 409 and "COMPLETED" in r.json()["detail"]
+    assert side.cancel(offered, "still not ours").status_code == 202
+
     # What the operator sees: the case's worklist state, the audit trail, the metrics.
     seen = bridge.api(f"/cases/{case['id']}")["workitem"]
     assert seen["state"] == "COMPLETED" and seen["performer"] == "api:reading-hub"
     other = bridge.api(f"/cases/{cases[1]['id']}")["workitem"]
-    assert other["state"] == "CANCELED" and other["cancel_reason"] == "outside our subspecialty"
+    assert other["state"] == "CANCELED" and other["cancel_reason"] == "still not ours"
+    assert other["uid"] == offered
     actions = [e["action"] for e in bridge.api(f"/audit?case_id={case['id']}")]
+    offered_actions = [e["action"] for e in bridge.api(f"/audit?case_id={cases[1]['id']}")]
+    assert "worklist.offered_again" in offered_actions
     assert "worklist.claimed" in actions and "worklist.completed" in actions
     metrics = requests.get(f"{bridge.url}/metrics", timeout=30).text
     assert 'bridge_workitems{state="COMPLETED"} 1.0' in metrics
-    assert 'bridge_workitems{state="CANCELED"} 1.0' in metrics
+    assert 'bridge_workitems{state="CANCELED"} 1.0' in metrics  # the one offered again
     assert "worklist.state" in bridge.log()
     assert not [p for p in studies[0].identity if p.lower() in bridge.log().lower()]

@@ -18,6 +18,7 @@ from bridge.domain.errors import (
     ConfigError,
     PullError,
     SubmitError,
+    WorklistError,
 )
 from bridge.pipeline.quarantine import act_on_instance, act_on_report
 from bridge.store import audit, quarantine
@@ -95,6 +96,18 @@ def add_action_routes(
         except SubmitError as exc:
             raise http_error(exc, context=False) from None
         audit.record(store, session.user.username, "case.free_text_reviewed", case_id=case_id)
+        return RedirectResponse(f"/cases/{case_id}", status_code=303)
+
+    @router.post("/cases/{case_id}/workitem/offer-again")
+    async def offer_again(request: Request, case_id: str) -> Response:
+        """An administrator puts a case whose worklist item was canceled back on the worklist."""
+        session = current(store, request)
+        session.require("admin")
+        session.check_csrf(await request.form())
+        try:
+            store.workitems.offer_again(case_id, session.user.username)
+        except WorklistError as exc:
+            raise http_error(exc) from None
         return RedirectResponse(f"/cases/{case_id}", status_code=303)
 
     @router.get("/submit")
