@@ -36,6 +36,12 @@ class Change:
     warning: str | None = None
 
 
+def unknown_workitem() -> WorklistError:
+    return WorklistError(
+        "no workitem has this UID (the bridge makes one per forwarded case)", kind=Kind.NOT_FOUND
+    )
+
+
 def _conflict(reason: str) -> WorklistError:
     return WorklistError(reason, kind=Kind.CONFLICT)
 

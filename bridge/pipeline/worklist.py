@@ -27,7 +27,13 @@ from pydicom.dataset import Dataset
 
 from bridge.domain.errors import Kind, WorklistError
 from bridge.domain.turnaround import due_at
-from bridge.domain.worklist import Change, UpsState, change_state, request_cancel
+from bridge.domain.worklist import (
+    Change,
+    UpsState,
+    change_state,
+    request_cancel,
+    unknown_workitem,
+)
 from bridge.pipeline.completion import without_credentials
 from bridge.store.repo import Store
 from bridge.store.submissions import free_text_waits
@@ -182,10 +188,7 @@ class Worklist:
         item = self.store.workitems.get(uid)
         case = self.store.cases.get(item["case_id"]) if item else None
         if item is None or case is None or free_text_waits(case, self.free_text_review):
-            raise WorklistError(
-                "no workitem has this UID (the bridge makes one per forwarded case)",
-                kind=Kind.NOT_FOUND,
-            )
+            raise unknown_workitem()
         return item, case
 
     # -- change -------------------------------------------------------------------------------
@@ -205,9 +208,7 @@ class Worklist:
                 has_findings,
             )
 
-        item, outcome = self.store.workitems.change(
-            uid, decide, actor=actor, transaction_uid=transaction_uid
-        )
+        item, outcome = self.store.workitems.change(uid, decide, actor=actor, claim=given)
         return str(item["state"]), outcome
 
     def request_cancel(self, uid: str, reason: str | None, actor: str) -> tuple[str, Change]:

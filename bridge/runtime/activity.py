@@ -22,6 +22,11 @@ QUIET_POLLS = 5
 
 
 class Activity:
+    @classmethod
+    def of_node(cls, data_dir: Path) -> Activity:
+        """The file every process of the node with this data directory shares."""
+        return cls(data_dir / "activity")
+
     def __init__(self, path: Path) -> None:
         self.path = path
         with contextlib.suppress(OSError):

@@ -62,7 +62,7 @@ def open_store(settings: Settings, node_id: str | None = None, upgrade: bool = T
         secret = settings.deid.secret.get_secret_value().encode()
         uid_key = hmac.new(secret, b"bridge: references to original UIDs", "sha256").digest()
     store = Store(engine, node_id=node_id or node_name(settings), cipher=cipher, uid_key=uid_key)
-    store.on_write = Activity(settings.data_dir / "activity").mark
+    store.on_write = Activity.of_node(settings.data_dir).mark
     if upgrade:
         store.vault.reference_clear_uids()  # rows written before references were kept
     return store

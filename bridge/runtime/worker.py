@@ -73,7 +73,7 @@ class Pipeline:
         #: (built at the first report).
         self._pacs_return: PacsClient | None = None
         self._stop = threading.Event()
-        self.activity = Activity(settings.data_dir / "activity")
+        self.activity = Activity.of_node(settings.data_dir)
         self._threads: list[threading.Thread] = []
         self._last_poll = float("-inf")
         self._last_watch = float("-inf")

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
+from sqlalchemy.engine import Connection
 
-from bridge.store.repo import Store
 from bridge.store.schema import audit_events
+
+if TYPE_CHECKING:
+    from bridge.store.repo import Store
 
 
 def record(
@@ -27,17 +30,40 @@ def record(
     **detail: Any,
 ) -> None:
     with store.transaction() as conn:
-        conn.execute(
-            audit_events.insert().values(
-                at=time.time(),
-                actor=actor[:64],
-                action=action[:48],
-                outcome=outcome,
-                case_id=case_id,
-                detail=json.dumps(detail, sort_keys=True, default=str),
-                source_address=(source_address or None),
-            )
+        insert(
+            conn,
+            actor,
+            action,
+            case_id=case_id,
+            outcome=outcome,
+            source_address=source_address,
+            **detail,
         )
+
+
+def insert(
+    conn: Connection,
+    actor: str,
+    action: str,
+    *,
+    case_id: str | None = None,
+    outcome: str = "success",
+    source_address: str | None = None,
+    at: float | None = None,
+    **detail: Any,
+) -> None:
+    """One event, in the caller's transaction (with the change it records)."""
+    conn.execute(
+        audit_events.insert().values(
+            at=time.time() if at is None else at,
+            actor=actor[:64],
+            action=action[:48],
+            outcome=outcome,
+            case_id=case_id,
+            detail=json.dumps(detail, sort_keys=True, default=str),
+            source_address=(source_address or None),
+        )
+    )
 
 
 def events(

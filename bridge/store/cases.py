@@ -20,9 +20,9 @@ from sqlalchemy.engine import Connection, Row
 
 from bridge.domain.states import MOVING_STATES, CaseState, InstanceState, JobState, progress
 from bridge.domain.turnaround import CaseTimes
+from bridge.store import audit
 from bridge.store.jobs import FHIR_JOB, ORU_JOB, RESULT_JOBS
 from bridge.store.schema import (
-    audit_events,
     case_studies,
     cases,
     instances,
@@ -145,16 +145,15 @@ class Cases:
         pseudo = conn.execute(
             select(cases.c.pseudo_study_uid).where(cases.c.id == case_id)
         ).scalar()
-        detail = {"pseudo_study_uid": pseudo, "instances": instances, "destination": destination}
-        conn.execute(
-            audit_events.insert().values(
-                at=now,
-                actor="system",
-                action="case.forwarded",
-                outcome="success",
-                case_id=case_id,
-                detail=json.dumps(detail, sort_keys=True),
-            )
+        audit.insert(
+            conn,
+            "system",
+            "case.forwarded",
+            case_id=case_id,
+            at=now,
+            pseudo_study_uid=pseudo,
+            instances=instances,
+            destination=destination,
         )
 
     def get(self, case_id: str) -> dict[str, Any] | None:

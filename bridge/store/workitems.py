@@ -8,7 +8,6 @@ each change are in ``bridge.domain.worklist``."""
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -20,8 +19,9 @@ from sqlalchemy.engine import Connection
 
 from bridge.domain.errors import Kind, WorklistError
 from bridge.domain.states import ReportState
-from bridge.domain.worklist import Change, UpsState
-from bridge.store.schema import audit_events, cases, reports, workitems
+from bridge.domain.worklist import Change, UpsState, unknown_workitem
+from bridge.store import audit
+from bridge.store.schema import cases, reports, workitems
 
 if TYPE_CHECKING:
     from bridge.store.repo import Store
@@ -80,7 +80,9 @@ class Workitems:
             .values(state=UpsState.COMPLETED, ended_at=now, updated_at=now)
         )
         if res.rowcount:
-            self._audit(conn, case_id, "worklist.completed", "system", now, {"by": "findings"})
+            audit.insert(
+                conn, "system", "worklist.completed", case_id=case_id, at=now, by="findings"
+            )
 
     def offer_again(self, case_id: str, actor: str) -> str:
         """A CANCELED workitem's case back on the worklist: a new workitem (a UPS that ended
@@ -119,8 +121,15 @@ class Workitems:
                     updated_at=now,
                 )
             )
-            detail = {"workitem": uid, "canceled_workitem": row.uid}
-            self._audit(conn, case_id, "worklist.offered_again", actor, now, detail)
+            audit.insert(
+                conn,
+                actor,
+                "worklist.offered_again",
+                case_id=case_id,
+                at=now,
+                workitem=uid,
+                canceled_workitem=row.uid,
+            )
         return uid
 
     # -- read ---------------------------------------------------------------------------------
@@ -182,13 +191,14 @@ class Workitems:
         decide: Callable[[dict[str, Any], bool], Change],
         *,
         actor: str,
-        transaction_uid: str = "",
+        claim: str = "",
         reason: str | None = None,
         cancel_request: bool = False,
     ) -> tuple[dict[str, Any], Change]:
         """Apply ``decide(workitem, has_findings)`` to the workitem under the write lock and
-        store its outcome; the workitem as it is afterwards and the outcome. Raises
-        :class:`WorklistError` (not_found) for an unknown UID, and whatever ``decide`` raises."""
+        store its outcome (``claim``: the hash of the Transaction UID a claim holds it by); the
+        workitem as it is afterwards and the outcome. Raises :class:`WorklistError`
+        (not_found) for an unknown UID, and whatever ``decide`` raises."""
         now = time.time()
         with self._store.transaction() as conn:
             # FOR UPDATE: on PostgreSQL two claims read the row one after the other (SQLite's
@@ -197,10 +207,7 @@ class Workitems:
                 select(workitems).where(workitems.c.uid == uid).with_for_update()
             ).first()
             if row is None:
-                raise WorklistError(
-                    "no workitem has this UID (the bridge makes one per forwarded case)",
-                    kind=Kind.NOT_FOUND,
-                )
+                raise unknown_workitem()
             item = dict(row._mapping)
             has_findings = (
                 conn.execute(
@@ -215,7 +222,7 @@ class Workitems:
             values: dict[str, Any] = {"updated_at": now}
             if outcome.state == UpsState.IN_PROGRESS:
                 values.update(
-                    transaction_hash=transaction_hash(transaction_uid),
+                    transaction_hash=claim,
                     performer=actor,
                     claimed_at=now,
                 )
@@ -239,21 +246,6 @@ class Workitems:
                     UpsState.CANCELED: "worklist.canceled",
                     None: "worklist.cancel_requested",
                 }[outcome.state]
-                self._audit(conn, item["case_id"], action, actor, now, {"workitem": uid})
+                audit.insert(conn, actor, action, case_id=item["case_id"], at=now, workitem=uid)
             item.update(values)
         return item, outcome
-
-    @staticmethod
-    def _audit(
-        conn: Connection, case_id: str, action: str, actor: str, now: float, detail: dict[str, Any]
-    ) -> None:
-        conn.execute(
-            audit_events.insert().values(
-                at=now,
-                actor=actor,
-                action=action,
-                outcome="success",
-                case_id=case_id,
-                detail=json.dumps(detail, sort_keys=True),
-            )
-        )

@@ -17,9 +17,11 @@ malformed request, 404 for an unknown workitem, 409 for a change its state does 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
 from bridge import metrics
@@ -68,7 +70,7 @@ async def _dataset(request: Request, required: bool) -> dict[str, Any]:
     return data
 
 
-def _answer(state: str, outcome: Change, status: int) -> Response:
+def _answer(outcome: Change, status: int) -> Response:
     headers = {"Warning": _warning(outcome.warning)} if outcome.warning else {}
     if outcome.state is not None:
         metrics.WORKLIST_CHANGES.labels(state=outcome.state.value).inc()
@@ -100,33 +102,46 @@ def worklist_router(worklist: Worklist, auth: Any) -> APIRouter:
         except WorklistError as exc:
             raise _refuse(exc) from None
 
+    async def apply(
+        event: str, uid: str, actor: str, status: int, call: Callable[[], tuple[str, Change]]
+    ) -> Response:
+        """Run a change off the event loop (it waits on the store's write lock); log it and
+        answer, or log the refusal and answer it with its reason."""
+        try:
+            state, outcome = await run_in_threadpool(call)
+        except WorklistError as exc:
+            log.info("worklist.refused", workitem=uid, reason=exc.message)
+            raise _refuse(exc) from None
+        log.info(event, workitem=uid, state=state, actor=actor)
+        return _answer(outcome, status)
+
     @router.put("/workitems/{uid}/state")
     async def change_state(uid: str, request: Request, actor: str = Depends(auth)) -> Response:
         ds = await _dataset(request, required=True)
         requested = _text(ds, "00741000")
         if not requested:
             raise _refuse(WorklistError("the request has no ProcedureStepState (0074,1000)"))
-        try:
-            state, outcome = worklist.change_state(uid, requested, _text(ds, "00081195"), actor)
-        except WorklistError as exc:
-            log.info("worklist.refused", workitem=uid, reason=exc.message)
-            raise _refuse(exc) from None
-        log.info("worklist.state", workitem=uid, state=state, actor=actor)
-        return _answer(state, outcome, 200)
+        transaction = _text(ds, "00081195")
+        return await apply(
+            "worklist.state",
+            uid,
+            actor,
+            200,
+            lambda: worklist.change_state(uid, requested, transaction, actor),
+        )
 
     @router.post("/workitems/{uid}/cancelrequest")
     async def request_cancellation(
         uid: str, request: Request, actor: str = Depends(auth)
     ) -> Response:
-        ds = await _dataset(request, required=False)
-        reason = _text(ds, "00741238") or None
-        try:
-            state, outcome = worklist.request_cancel(uid, reason, actor)
-        except WorklistError as exc:
-            log.info("worklist.refused", workitem=uid, reason=exc.message)
-            raise _refuse(exc) from None
-        log.info("worklist.cancel_requested", workitem=uid, state=state, actor=actor)
-        return _answer(state, outcome, 202)
+        reason = _text(await _dataset(request, required=False), "00741238") or None
+        return await apply(
+            "worklist.cancel_requested",
+            uid,
+            actor,
+            202,
+            lambda: worklist.request_cancel(uid, reason, actor),
+        )
 
     @router.post("/workitems")
     @router.post("/workitems/{uid}")

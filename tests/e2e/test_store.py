@@ -270,7 +270,7 @@ def test_worklist_one_claim_wins_and_findings_complete_an_unclaimed_workitem(sto
             )
 
         try:
-            store.workitems.change(uid, decide, actor=f"reader{n}", transaction_uid=txn)
+            store.workitems.change(uid, decide, actor=f"reader{n}", claim=transaction_hash(txn))
             outcomes.append("claimed")
         except WorklistError as exc:
             assert exc.kind == Kind.CONFLICT
