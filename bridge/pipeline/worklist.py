@@ -17,6 +17,7 @@ until it is reviewed.
 from __future__ import annotations
 
 import calendar
+import re
 import time
 from collections import defaultdict
 from collections.abc import Mapping
@@ -56,6 +57,9 @@ _KEYS = {
     "StudyInstanceUID": "0020000D",
 }
 _BY_TAG = {tag: kw for kw, tag in _KEYS.items()}
+#: What a matching key looks like: keywords or tags, dotted into sequences (it may be named back
+#: in a Warning header, so nothing else gets there).
+_KEY = re.compile(r"[A-Za-z0-9]{1,64}(\.[A-Za-z0-9]{1,64}){0,3}")
 #: Query parameters that are not matching keys (PS3.18 §8.3.4).
 _CONTROLS = {"limit", "offset", "includefield", "fuzzymatching"}
 
@@ -106,6 +110,12 @@ def parse_query(params: list[tuple[str, str]]) -> Search:
                 else:
                     offset = int(value)
             continue
+        if not _KEY.fullmatch(key):
+            raise WorklistError(
+                "query keys are attribute keywords or tags (ProcedureStepState, 00741000, "
+                "ReferencedRequestSequence.StudyInstanceUID), or limit, offset, includefield",
+                kind=Kind.INVALID,
+            )
         kw = _BY_TAG.get(key.upper(), key)
         if kw not in _KEYS:
             ignored.append(key)

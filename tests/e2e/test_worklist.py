@@ -178,6 +178,7 @@ def test_the_reading_side_works_the_worklist(tmp_path, hospital, reading, make_b
     r = side.search(PatientName="X*", ProcedureStepState="SCHEDULED")
     assert r.status_code == 200 and "PatientName" in r.headers["Warning"]
     _refused(side.search(ProcedureStepState="DONE"), 400, "ProcedureStepState")
+    _refused(side.search(**{"a\r\nX-Evil: 1": "1"}), 400, "attribute keywords or tags")
     assert side.items(StudyInstanceUID=study_uid)[0].SOPInstanceUID == first.SOPInstanceUID
 
     # Bad requests and a workitem the bridge never made.

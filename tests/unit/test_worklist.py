@@ -100,6 +100,9 @@ def test_search_keys_by_keyword_or_tag():
         ([("ScheduledProcedureStepStartDateTime", "yesterday")], "date"),
         ([("ScheduledProcedureStepStartDateTime", "20261341")], "valid date"),
         ([("limit", "-1")], "whole number"),
+        # a key that is no attribute name would land in the Warning header: refused instead
+        ([("a\r\nX-Evil: 1", "1")], "attribute keywords or tags"),
+        ([("Müller", "1")], "attribute keywords or tags"),
     ],
 )
 def test_bad_search_values_are_named(params, words):
