@@ -20,15 +20,15 @@ import re
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from pydicom import dcmread
-from pydicom.datadict import dictionary_has_tag, dictionary_VR
-from pydicom.dataelem import DataElement
+from pydicom.datadict import dictionary_has_tag, dictionary_VR, tag_for_keyword
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.tag import BaseTag
 from pydicom.uid import UID
 
 from bridge.deid.dates import shift_da, shift_dt
@@ -38,7 +38,8 @@ from bridge.deid.pseudonyms import Pseudonymizer
 from bridge.deid.scrub import REMOVED, identifying_tokens, scrub_text
 from bridge.deid.stream import copy_pixel_element
 from bridge.deid.stream import read_header as stream_header
-from bridge.dicom import set_file_meta
+from bridge.deid.write import save
+from bridge.dicom import DEFAULT_CODEC, one_codec, raw_strings, set_file_meta
 from bridge.domain.errors import DeidError
 
 #: CID 7050 codes for the profile and options applied (DCM scheme).
@@ -72,6 +73,9 @@ _TEXT_VRS = frozenset(
     }
 )
 _BYTES_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+#: The walk's steps besides the profile's actions (Deidentifier._plan).
+_SKIP, _DROP, _UNLISTED = "skip", "drop", "unlisted"
+_NONE: frozenset[int] = frozenset()
 _DUMMIES: dict[str, Any] = {
     "AE": "ANONYMOUS",
     "AS": "000D",
@@ -125,6 +129,11 @@ VAULT_KEYWORDS = (
     "PlacerOrderNumberImagingServiceRequest",
     "FillerOrderNumberImagingServiceRequest",
 )
+_VAULT_TAGS = tuple(
+    int(tag)
+    for tag in (tag_for_keyword(kw) for kw in VAULT_KEYWORDS)
+    if tag is not None and tag != 0x00080005
+)
 
 
 @dataclass
@@ -160,14 +169,12 @@ def write_result(result: DeidResult, target: Path | BinaryIO) -> None:
     """Write the de-identified dataset as a DICOM file; DeidError (quarantine with the reason)
     if it cannot be written, never a retry loop on a dataset that will never write."""
     try:
-        if result.pixel_source is None:
-            result.dataset.save_as(target, enforce_file_format=True)
-            return
-        src, offset = result.pixel_source
         # (a caller's file object is written to, not closed)
         with open(target, "wb") if isinstance(target, Path) else nullcontext(target) as out:
-            result.dataset.save_as(out, enforce_file_format=True)
-            copy_pixel_element(src, offset, result.dataset, out)
+            save(result.dataset, out)
+            if result.pixel_source is not None:
+                src, offset = result.pixel_source
+                copy_pixel_element(src, offset, result.dataset, out)
     except DeidError:
         raise
     except Exception as exc:  # noqa: BLE001 - any writer error: this dataset cannot be sent
@@ -182,15 +189,25 @@ def masked_instance_uid(pseudo: Pseudonymizer, original_sop_uid: str) -> str:
 
 
 def _vr_of(tag: int, raw: Any) -> str:
+    """The element's VR as pydicom decodes it: as encoded, or the dictionary's where it was
+    encoded without one (implicit VR), as UN (pydicom's replace_un_with_known_vr), or as one of
+    several ("US or SS": the first)."""
     vr = getattr(raw, "VR", None)
+    if vr and vr != "UN" and " or " not in vr:
+        return str(vr)
+    if vr == "UN":
+        return _dictionary_vr(tag, None) if dictionary_has_tag(tag) else "UN"
+    return _dictionary_vr(tag, vr)
+
+
+@lru_cache(maxsize=4096)
+def _dictionary_vr(tag: int, vr: str | None) -> str:
     if not vr:
         try:
             vr = dictionary_VR(tag)
         except KeyError:
             vr = "UN"
-    if " or " in vr:
-        vr = vr.split(" or ")[0]
-    return str(vr)
+    return str(vr).split(" or ")[0]
 
 
 class Deidentifier:
@@ -219,10 +236,31 @@ class Deidentifier:
             "U": _uid,
             "C": _clean,
         }
+        #: What the walk does with a tag, by tag (the profile's answer does not change).
+        self._plans: dict[int, str] = {}
+        self._vault_cache: dict[tuple[Any, ...], dict[str, Any]] = {}
         missing = {a for a in profile.exact.values() if a not in self._actions}
         missing |= {a for _, _, a in profile.patterns if a not in self._actions}
         if missing:
             raise DeidError("profile uses actions the engine lacks", actions=sorted(missing))
+
+    def _plan(self, tag: int) -> str:
+        """The walk's step for a tag outside the safe private list: skip (file meta), drop
+        (group lengths, private, unlisted where the profile removes those, unknown), walk if a
+        sequence (unlisted, kept), or the profile's action."""
+        if tag >> 16 == 0x0002:
+            return _SKIP
+        if tag & 0xFFFF == 0 or (tag >> 16) % 2 == 1:
+            return _DROP
+        profile = self.profile
+        action = profile.action_for(tag)
+        if action is not None:
+            return action
+        if not dictionary_has_tag(tag):
+            return _DROP
+        if profile.unlisted == "remove" and tag not in profile.keep:
+            return _DROP
+        return _UNLISTED
 
     # -- public ---------------------------------------------------------------------------------
     def deidentify_file(self, path: Path, released: bool = False) -> DeidResult:
@@ -276,12 +314,13 @@ class Deidentifier:
     def _deidentify(
         self, ds: Dataset, released: bool = False, decided: PixelOutcome | None = None
     ) -> DeidResult:
+        vault = self._vault_headers(ds)  # first: read from the elements as they came
         # File meta elements (group 0002) belong in the file meta, never in the dataset (a
         # malformed file can put them there; written back they would make the file invalid).
         tags = list(ds.keys())  # keys, not elements: a malformed element is not decoded here
-        for tag in tags:
-            if tag.group == 0x0002:
-                del ds[tag]
+        for key in tags:
+            if key.group == 0x0002:
+                del ds[key]
         for kw in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"):
             if not str(ds.get(kw, "") or "").strip():
                 raise DeidError("instance lacks a required UID", attribute=kw)
@@ -294,7 +333,6 @@ class Deidentifier:
         pseudo_pid = self.pseudo.patient_id(pid, issuer)
         tokens = identifying_tokens(ds)
         question = self._question(ds, tokens)
-        vault = self._vault_headers(ds)
         orig = {
             kw: str(ds.get(kw, "") or "")
             for kw in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
@@ -320,25 +358,22 @@ class Deidentifier:
             ds.SOPInstanceUID = new_uid
             methods.append("clean_pixel_data")
 
-        ds.PatientID = pseudo_pid
-        ds.PatientName = self.pseudo.patient_name(pseudo_pid)
-        ds.PatientIdentityRemoved = "YES"
-        ds.DeidentificationMethod = self.method_text
-        items = []
-        for key in methods:
-            code_value, meaning = METHOD_CODES[key]
-            item = Dataset()
-            item.CodeValue = code_value
-            item.CodingSchemeDesignator = "DCM"
-            item.CodeMeaning = meaning
-            items.append(item)
-        ds.DeidentificationMethodCodeSequence = Sequence(items)
         if _DATE_OPTION in self.profile.options:
-            ds.LongitudinalTemporalInformationModified = "MODIFIED"
+            temporal = "MODIFIED"
         elif "retain_long_full_dates" in self.profile.options:
-            ds.LongitudinalTemporalInformationModified = "UNMODIFIED"
+            temporal = "UNMODIFIED"
         else:
-            ds.LongitudinalTemporalInformationModified = "REMOVED"
+            temporal = "REMOVED"
+        # (by tag and VR: pydicom's keyword lookups cost more than the rest of this)
+        for tag, vr, value in (
+            (0x00100020, "LO", pseudo_pid),  # Patient ID
+            (0x00100010, "PN", self.pseudo.patient_name(pseudo_pid)),  # Patient's Name
+            (0x00120062, "CS", "YES"),  # Patient Identity Removed
+            (0x00120063, "LO", self.method_text),  # De-identification Method
+            (0x00120064, "SQ", Sequence([_method_code(key) for key in methods])),
+            (0x00280303, "CS", temporal),  # Longitudinal Temporal Information Modified
+        ):
+            ds[tag] = DataElement(tag, vr, value)
         self._file_meta(ds)
 
         return DeidResult(
@@ -365,7 +400,7 @@ class Deidentifier:
         )
 
     @staticmethod
-    def _question(ds: Dataset, tokens: set[str]) -> str:
+    def _question(ds: Dataset, tokens: frozenset[str]) -> str:
         texts: list[str] = []
         for d in [ds, *ds.get("RequestAttributesSequence", [])]:
             for kw in ("ReasonForTheRequestedProcedure", "RequestedProcedureDescription"):
@@ -374,25 +409,21 @@ class Deidentifier:
                     texts.append(val)
         return scrub_text(" / ".join(texts), tokens)[:1024]
 
-    @staticmethod
-    def _vault_headers(ds: Dataset) -> dict[str, Any]:
-        keep = Dataset()
-        for kw in VAULT_KEYWORDS:
-            if kw in ds:
-                keep[kw] = ds[kw]
-        try:
-            return keep.to_json_dict()
-        except Exception:  # noqa: BLE001 - a malformed value must not stop de-identification
-            out: dict[str, Any] = {}
-            for kw in VAULT_KEYWORDS:
-                if kw in ds:
-                    one = Dataset()
-                    one[kw] = ds[kw]
-                    try:
-                        out.update(one.to_json_dict())
-                    except Exception:  # noqa: BLE001, S112
-                        continue
-            return out
+    def _vault_headers(self, ds: Dataset) -> dict[str, Any]:
+        """The vault's copy of the patient and study modules, as DICOM JSON. The instances of a
+        study carry the same values: the answer is kept by the raw bytes it was made from
+        (shared between results; read it, never change it)."""
+        key = _vault_key(ds)
+        if key is not None:
+            known = self._vault_cache.get(key)
+            if known is not None:
+                return known
+        headers = _vault_json(ds)
+        if key is not None:
+            if len(self._vault_cache) >= 32:
+                self._vault_cache.clear()
+            self._vault_cache[key] = headers
+        return headers
 
     def _file_meta(self, ds: Dataset) -> None:
         old = getattr(ds, "file_meta", None)
@@ -402,13 +433,62 @@ class Deidentifier:
         set_file_meta(ds, ts)
 
 
+def _method_code(key: str) -> Dataset:
+    """An item of the De-identification Method Code Sequence (CID 7050)."""
+    code_value, meaning = METHOD_CODES[key]
+    item = Dataset()
+    for tag, vr, value in (
+        (0x00080100, "SH", code_value),
+        (0x00080102, "SH", "DCM"),
+        (0x00080104, "LO", meaning),
+    ):
+        item[tag] = DataElement(tag, vr, value)
+    return item
+
+
+def _vault_key(ds: Dataset) -> tuple[Any, ...] | None:
+    """The vault elements' encoding and raw bytes; None when one was decoded already (its
+    value may have been changed in memory)."""
+    present = ds.keys()
+    parts: list[Any] = [ds.original_encoding, str(ds.get("SpecificCharacterSet", ""))]
+    for tag in _VAULT_TAGS:
+        if tag in present:
+            elem = ds.get_item(tag)
+            if not isinstance(elem, RawDataElement):
+                return None
+            parts.append((tag, elem.VR, elem.value))
+    return tuple(parts)
+
+
+def _vault_json(ds: Dataset) -> dict[str, Any]:
+    keep = Dataset()
+    for kw in VAULT_KEYWORDS:
+        if kw in ds:
+            keep[kw] = ds[kw]
+    try:
+        return keep.to_json_dict()
+    except Exception:  # noqa: BLE001 - a malformed value must not stop de-identification
+        out: dict[str, Any] = {}
+        for kw in VAULT_KEYWORDS:
+            if kw in ds:
+                one = Dataset()
+                one[kw] = ds[kw]
+                try:
+                    out.update(one.to_json_dict())
+                except Exception:  # noqa: BLE001, S112
+                    continue
+        return out
+
+
 class _Walk:
     """One traversal: counts what changed and collects the UID mapping."""
 
-    def __init__(self, engine: Deidentifier, shift_days: int, tokens: set[str]) -> None:
+    def __init__(self, engine: Deidentifier, shift_days: int, tokens: frozenset[str]) -> None:
         self.engine = engine
         self.shift_days = shift_days
         self.tokens = tokens
+        #: The one codec of the character set in force (None: pydicom decodes the text).
+        self.codec: str | None = DEFAULT_CODEC
         self.uid_map: dict[str, str] = {}
         self.removed = 0
         self.replaced = 0
@@ -416,31 +496,38 @@ class _Walk:
     def clean(self, ds: Dataset, depth: int) -> None:
         if depth > MAX_DEPTH:
             raise DeidError("sequences nested too deeply", depth=depth)
-        profile = self.engine.profile
-        safe = self._safe_private(ds) if profile.private == "C" else set()
-        for btag in list(ds.keys()):
+        if 0x00080005 in ds:
+            outer = self.codec
+            self.codec = one_codec(ds.get("SpecificCharacterSet"))
+            try:
+                self._clean(ds, depth)
+            finally:
+                self.codec = outer
+        else:
+            self._clean(ds, depth)
+
+    def _clean(self, ds: Dataset, depth: int) -> None:
+        engine = self.engine
+        safe = self._safe_private(ds) if engine.profile.private == "C" else _NONE
+        plans = engine._plans
+        for btag, raw in list(ds.items()):
             tag = int(btag)
-            if tag >> 16 == 0x0002:
+            if tag in safe:
                 continue
-            if tag & 0xFFFF == 0 or (BaseTag(tag).is_private and tag not in safe):
+            plan = plans.get(tag)
+            if plan is None:
+                plan = plans[tag] = engine._plan(tag)
+            if plan is _SKIP:
+                continue
+            if plan is _DROP:
                 del ds[btag]
                 self.removed += 1
                 continue
-            if tag in safe:
-                continue
-            raw = ds.get_item(btag)
-            vr = _vr_of(tag, raw)
-            action = profile.action_for(tag)
-            if action is None:
-                if not dictionary_has_tag(tag) or (
-                    profile.unlisted == "remove" and tag not in profile.keep
-                ):
-                    del ds[btag]
-                    self.removed += 1
-                elif vr == "SQ":
+            if plan is _UNLISTED:
+                if _vr_of(tag, raw) == "SQ":
                     self.sequence(ds, btag, depth)
                 continue
-            self.engine._actions[action](ds, tag, vr, self, depth)
+            engine._actions[plan](ds, tag, _vr_of(tag, raw), self, depth)
 
     def _safe_private(self, ds: Dataset) -> set[int]:
         """Private tags of this level on the safe list (Table E.3.10-1), with their creators.
@@ -526,8 +613,10 @@ def _clean(ds: Dataset, tag: int, vr: str, walk: _Walk, depth: int) -> None:
         return
     if vr == "TM":
         return
-    elem = ds[tag]
-    values = [str(v) for v in (elem.value if elem.VM > 1 else [elem.value])] if elem.VM else []
+    values = raw_strings(ds.get_item(tag), vr, walk.codec)  # as read: no decoding into ds
+    if values is None:
+        elem = ds[tag]
+        values = [str(v) for v in (elem.value if elem.VM > 1 else [elem.value])] if elem.VM else []
     if not values:
         return
     if vr in ("DA", "DT"):
@@ -536,7 +625,7 @@ def _clean(ds: Dataset, tag: int, vr: str, walk: _Walk, depth: int) -> None:
         if any(m is None for m in moved):
             _remove(ds, tag, vr, walk, depth)
             return
-        elem.value = moved if elem.VM > 1 else moved[0]
+        ds[tag] = DataElement(tag, vr, moved if len(moved) > 1 else moved[0])
         walk.replaced += 1
         return
     if vr in _CLEANABLE_TEXT:
@@ -544,9 +633,10 @@ def _clean(ds: Dataset, tag: int, vr: str, walk: _Walk, depth: int) -> None:
         if not any(_MEANINGFUL.search(c.replace(REMOVED, "")) for c in cleaned):
             _remove(ds, tag, vr, walk, depth)  # nothing but identity: drop it
             return
-        elem.value = cleaned if elem.VM > 1 else cleaned[0]
         walk.replaced += 1
-        return
+        if cleaned != values or not isinstance(ds.get_item(tag), RawDataElement):
+            ds[tag] = DataElement(tag, vr, cleaned if len(cleaned) > 1 else cleaned[0])
+        return  # (nothing to clean in a raw value: it is written as it came)
     _remove(ds, tag, vr, walk, depth)
 
 
@@ -559,15 +649,19 @@ def _uid(ds: Dataset, tag: int, vr: str, walk: _Walk, depth: int) -> None:
     if vr == "SQ":
         walk.sequence(ds, tag, depth)
         return
-    elem = ds[tag]
-    if elem.VR != "UI":
-        # A UID-action attribute with a non-UI encoding cannot be mapped safely: remove it.
+    values = raw_strings(ds.get_item(tag), vr, walk.codec)  # as read: no decoding into ds
+    if values is None:
+        elem = ds[tag]
+        if elem.VR != "UI":
+            # A UID-action attribute with a non-UI encoding cannot be mapped safely: remove it.
+            _remove(ds, tag, vr, walk, depth)
+            return
+        values = [str(v) for v in (elem.value if elem.VM > 1 else [elem.value])] if elem.VM else []
+    elif vr != "UI":
         _remove(ds, tag, vr, walk, depth)
         return
-    if elem.VM == 0:
+    if not values:
         return
-    if elem.VM > 1:
-        elem.value = [walk.map_uid(str(v)) for v in elem.value]
-    else:
-        elem.value = walk.map_uid(str(elem.value))
+    mapped = [walk.map_uid(v) for v in values]
+    ds[tag] = DataElement(tag, "UI", mapped if len(mapped) > 1 else mapped[0])
     walk.replaced += 1

@@ -11,11 +11,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from functools import lru_cache
+from typing import Any
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 
 from bridge.deid import free_text
+from bridge.dicom import DEFAULT_CODEC, one_codec
 
 REMOVED = "[removed]"
 
@@ -59,6 +62,7 @@ IDENTIFYING_KEYWORDS = (
 _IDENTIFYING_TAGS = tuple(
     tag for tag in (tag_for_keyword(kw) for kw in IDENTIFYING_KEYWORDS) if tag is not None
 )
+_IDENTIFYING_SET = frozenset(_IDENTIFYING_TAGS)
 
 _PATTERNS = (
     re.compile(r"\b\d{1,4}[./-]\d{1,2}[./-]\d{1,4}\b"),  # dates 12/31/1999, 1999-12-31
@@ -87,39 +91,46 @@ def _tokens_of(value: object) -> Iterable[str]:
         yield from (f"{mo}/{d}/{y}", f"{d}/{mo}/{y}", f"{y}-{mo}-{d}", f"{d}.{mo}.{y}")
 
 
-def identifying_tokens(ds: Dataset) -> set[str]:
+def identifying_tokens(ds: Dataset) -> frozenset[str]:
     """Every identifying token found at the top level or one sequence level down."""
     tokens: set[str] = set()
 
-    def visit(d: Dataset, depth: int) -> None:
-        for tag in _IDENTIFYING_TAGS:
-            if tag not in d:
-                continue
-            val = d[tag].value
-            if val is None or val == "":
-                continue
-            values = val if isinstance(val, list | tuple) else [val]
-            for v in values:
-                tokens.update(_tokens_of(v))
-        if depth < 2:
-            # Look for sequences without decoding every element (decoding is most of the
-            # cost on a large header; the profile's walk decodes only what it must).
-            for tag in d.keys():  # noqa: SIM118 - iterating a Dataset decodes its elements
-                raw = d.get_item(tag)
-                vr = getattr(raw, "VR", None) or _dictionary_vr(tag)
-                if vr == "SQ":
-                    for item in d[tag].value or []:
-                        visit(item, depth + 1)
+    def visit(d: Dataset, depth: int, codec: str | None) -> None:
+        # One pass over the elements as they are. A raw value in a one-codec character set is
+        # decoded here without decoding the element into the dataset (pydicom's conversion is
+        # most of the cost on a large header, and an element left raw is written as read).
+        if 0x00080005 in d:
+            codec = one_codec(d.get("SpecificCharacterSet"))
+        for tag, raw in list(d.items()):
+            if tag in _IDENTIFYING_SET:
+                if codec is not None and isinstance(raw, RawDataElement) and raw.value:
+                    values: list[Any] = raw.value.decode(codec, "replace").split("\\")
+                else:
+                    val = d[tag].value
+                    if val is None or val == "":
+                        continue
+                    values = list(val) if isinstance(val, list | tuple) else [val]
+                for v in values:
+                    tokens.update(_tokens_of(v))
+            elif depth < 2 and (getattr(raw, "VR", None) or _dictionary_vr(tag)) == "SQ":
+                for item in d[tag].value or []:
+                    visit(item, depth + 1, codec)
 
-    visit(ds, 0)
-    return {t for t in tokens if t.strip()}
+    visit(ds, 0, DEFAULT_CODEC)
+    return frozenset(t for t in tokens if t.strip())
 
 
+@lru_cache(maxsize=4096)
 def _dictionary_vr(tag: int) -> str:
     try:
         return str(dictionary_VR(tag))
     except KeyError:
         return ""
+
+
+@lru_cache(maxsize=64)
+def _longest_first(tokens: frozenset[str]) -> tuple[str, ...]:
+    return tuple(sorted(tokens, key=lambda t: (-len(t), t)))
 
 
 @lru_cache(maxsize=64)
@@ -133,7 +144,7 @@ def _token_pattern(tokens: tuple[str, ...]) -> re.Pattern[str] | None:
 
 def scrub_text(text: str, tokens: Iterable[str]) -> str:
     """Remove identifying tokens and patterns from ``text``."""
-    key = tuple(sorted(set(tokens), key=lambda t: (-len(t), t)))
+    key = _longest_first(tokens if isinstance(tokens, frozenset) else frozenset(tokens))
     pattern = _token_pattern(key)
     out = text
     if pattern is not None:

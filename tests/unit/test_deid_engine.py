@@ -6,6 +6,7 @@ import subprocess
 from io import BytesIO
 from pathlib import Path
 
+import pydicom
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -13,7 +14,7 @@ from pydicom.encaps import encapsulate
 from pydicom.sequence import Sequence
 from pydicom.uid import JPEGBaseline8Bit
 
-from bridge.deid.engine import Deidentifier
+from bridge.deid.engine import Deidentifier, write_result
 from bridge.deid.profile import build_profile
 from bridge.deid.pseudonyms import Pseudonymizer
 from bridge.domain.errors import DeidError
@@ -216,3 +217,22 @@ def test_free_text_in_structured_content_is_cleaned_or_removed():
     basic = Deidentifier(build_profile("basic"), Pseudonymizer(b"s" * 20), "test")
     out = _roundtrip(basic.deidentify(sr()).dataset)
     assert "TextValue" not in out.ContentSequence[0]
+
+
+def test_elements_encoded_as_un_are_de_identified_as_their_dictionary_vr(engine):
+    """Archives forward attributes they do not know in explicit VR as UN. pydicom reads them as
+    their dictionary VR; so does the engine: a sequence among them is walked like any other (its
+    UIDs mapped; it used to be kept whole, the original UID in it), a dummy is text."""
+    path = Path(pydicom.__file__).parent / "data" / "test_files" / "rtdose_rle.dcm"
+    original_uid = "1.2.123.456.78.9.0123.4567.89012345678901"
+    src = dcmread(path)
+    assert src.get_item(0x300C0002).VR == "UN"  # Referenced RT Plan Sequence
+    assert original_uid.encode() in path.read_bytes()
+    res = engine.deidentify_file(path)
+    buf = BytesIO()
+    write_result(res, buf)
+    assert original_uid.encode() not in buf.getvalue()
+    out = dcmread(BytesIO(buf.getvalue()))
+    mapped = out.ReferencedRTPlanSequence[0].ReferencedSOPInstanceUID
+    assert res.uid_map[mapped] == original_uid
+    assert out.StationName == "ANONYMIZED"

@@ -43,3 +43,29 @@ def test_redaction_processor_masks_identifying_keys_and_library_messages():
     assert lines[0]["case_id"] == "c1" and lines[0]["patient_name"] == "[redacted]"
     assert lines[1]["error_type"] == "ValueError"
     assert "SOPInstanceUID" in lines[2]["error"]
+
+
+def test_identifying_tokens_the_same_whether_elements_were_decoded_or_not():
+    """The tokens are read from raw values without decoding them into the dataset (so that an
+    element the engine keeps is written as it came); the answer must be pydicom's."""
+    import warnings
+    from pathlib import Path
+
+    import pydicom
+    from pydicom import dcmread
+
+    from conftest import CORPUS, VALIDATION
+
+    warnings.simplefilter("ignore")
+    roots = [Path(pydicom.__file__).parent / "data" / "test_files", CORPUS, VALIDATION]
+    compared = 0
+    for path in sorted(p for root in roots if root.is_dir() for p in root.rglob("*")):
+        try:
+            raw, decoded = dcmread(path), dcmread(path)
+            for _ in decoded.iterall():  # decodes every element, sequences included
+                pass
+        except Exception:  # noqa: BLE001, S112 - not DICOM, or not decodable at all
+            continue
+        assert identifying_tokens(raw) == identifying_tokens(decoded), path.name
+        compared += 1
+    assert compared > 100

@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable, Mapping
+from collections.abc import Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -97,7 +98,7 @@ def _reader() -> Reader | None:
     return judge if tesseract_available() else None
 
 
-def _wanted(tokens: set[str]) -> set[str]:
+def _wanted(tokens: AbstractSet[str]) -> set[str]:
     """The header's identifying tokens as OCR would read them (letters and digits, 4 or more)."""
     return {n for n in (_norm(t) for t in tokens) if len(n) >= 4}
 
@@ -170,7 +171,7 @@ class PixelCleaner:
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
-    def process(self, ds: Dataset, tokens: set[str]) -> PixelOutcome:
+    def process(self, ds: Dataset, tokens: AbstractSet[str]) -> PixelOutcome:
         """Scan and mask ``ds`` in place, or raise DeidError(HOLD_REASON) to hold it."""
         risk = assess(ds)
         if not any(k in ds for k in _PIXEL_KEYWORDS):
@@ -280,7 +281,9 @@ class PixelCleaner:
         return PixelOutcome("not-scanned", risk, why)
 
     @staticmethod
-    def _identity_regions(views: list[Any], found: list[list[px.Box]], tokens: set[str]) -> int:
+    def _identity_regions(
+        views: list[Any], found: list[list[px.Box]], tokens: AbstractSet[str]
+    ) -> int:
         from bridge.deid.pixels.ocr import read_regions, tesseract_available
 
         wanted = {_norm(t) for t in tokens}
