@@ -19,11 +19,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/support
 
-from ingest import bridge_env, timed_storescu, wait_workers  # noqa: E402
+from ingest import bridge_env, deployed, timed_storescu, wait_workers  # noqa: E402
 from run import _children, forwarded  # noqa: E402
 
 from bridge.sample import make_study  # noqa: E402
-from tests.support.orthanc import Orthanc  # noqa: E402
 from tests.support.peers import BridgeProcess  # noqa: E402
 
 PY_SPY = str(Path(sys.executable).with_name("py-spy"))
@@ -95,7 +94,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp:
         root = Path(tmp)
         study = make_study(root / "study", args.instances, seed=7)
-        reading = Orthanc("READING", root / "reading", aet="READING").start()
+        reading = deployed("READING", root / "reading")
         b = BridgeProcess(root / "bridge", bridge_env(reading))
         b.start()
         try:
