@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import case as sql_case
@@ -29,6 +29,16 @@ if TYPE_CHECKING:
     from bridge.store.repo import Store
 
 _T = TypeVar("_T")
+
+
+@dataclass
+class _Batch:
+    """What a batch of de-identified instances has written so far in its transaction: each
+    case read once and updated once at the end, each vault entry inserted once."""
+
+    cases: dict[str, dict[str, Any]] = field(default_factory=dict)
+    case_values: dict[str, dict[str, Any]] = field(default_factory=dict)
+    recorded: set[tuple[str, ...]] = field(default_factory=set)
 
 
 class Instances:
@@ -307,10 +317,22 @@ class Instances:
         workers' batches: one lock hand-over instead of one per instance)."""
         now = time.time()
         with self._store.transaction() as conn:
-            return [self._mark_deidentified(conn, now, inst, owner, rec) for inst, rec in items]
+            batch = _Batch()
+            done = [
+                self._mark_deidentified(conn, now, inst, owner, rec, batch) for inst, rec in items
+            ]
+            for case_id, values in batch.case_values.items():
+                conn.execute(update(cases).where(cases.c.id == case_id).values(**values))
+            return done
 
     def _mark_deidentified(
-        self, conn: Connection, now: float, inst: Row[Any], owner: str, rec: Deidentified
+        self,
+        conn: Connection,
+        now: float,
+        inst: Row[Any],
+        owner: str,
+        rec: Deidentified,
+        batch: _Batch,
     ) -> bool:
         res = conn.execute(
             update(instances)
@@ -338,15 +360,18 @@ class Instances:
         )
         if res.rowcount != 1:
             return False  # re-sent meanwhile or claimed elsewhere; the new copy wins
-        case = conn.execute(
-            select(
-                cases.c.modalities,
-                cases.c.body_part,
-                cases.c.question,
-                cases.c.original_study_uid,
-            ).where(cases.c.id == inst.case_id)
-        ).one()
-        own = rec.original_study_uid in (None, case.original_study_uid)
+        case = batch.cases.get(inst.case_id)
+        if case is None:
+            row = conn.execute(
+                select(
+                    cases.c.modalities,
+                    cases.c.body_part,
+                    cases.c.question,
+                    cases.c.original_study_uid,
+                ).where(cases.c.id == inst.case_id)
+            ).one()
+            case = batch.cases[inst.case_id] = dict(row._mapping)
+        own = rec.original_study_uid in (None, case["original_study_uid"])
         self._store.vault.record(
             conn,
             inst.case_id,
@@ -355,7 +380,10 @@ class Instances:
             rec.patient,
             rec.headers if own else None,
             rec.uids,
+            batch.recorded,
         )
+        values = batch.case_values.setdefault(inst.case_id, {})
+        values.update(pseudo_patient_id=rec.pseudo_patient_id, updated_at=now)
         if not own:
             conn.execute(
                 update(case_studies)
@@ -363,26 +391,16 @@ class Instances:
                 .where(case_studies.c.study_uid == rec.original_study_uid)
                 .values(pseudo_study_uid=rec.pseudo_study_uid)
             )
-            conn.execute(
-                update(cases)
-                .where(cases.c.id == inst.case_id)
-                .values(pseudo_patient_id=rec.pseudo_patient_id, updated_at=now)
-            )
             return True
-        mods = [m for m in case.modalities.split("\\") if m]
+        mods = [m for m in case["modalities"].split("\\") if m]
         if rec.modality and rec.modality not in mods:
             mods.append(rec.modality)
-        values: dict[str, Any] = {
-            "pseudo_study_uid": rec.pseudo_study_uid,
-            "pseudo_patient_id": rec.pseudo_patient_id,
-            "modalities": "\\".join(mods)[:64],
-            "updated_at": now,
-        }
-        if rec.body_part and not case.body_part:
-            values["body_part"] = rec.body_part
-        if rec.question and not case.question:
-            values["question"] = rec.question
-        conn.execute(update(cases).where(cases.c.id == inst.case_id).values(**values))
+        case["modalities"] = "\\".join(mods)[:64]
+        values.update(pseudo_study_uid=rec.pseudo_study_uid, modalities=case["modalities"])
+        if rec.body_part and not case["body_part"]:
+            case["body_part"] = values["body_part"] = rec.body_part
+        if rec.question and not case["question"]:
+            case["question"] = values["question"] = rec.question
         return True
 
     def reset_to_received(self, ids: Sequence[int], owner: str) -> None:

@@ -80,35 +80,41 @@ class Vault:
         patient: tuple[str, str, str],
         headers: dict[str, Any] | None,
         uids: dict[str, str],
+        recorded: set[tuple[str, ...]] | None = None,
     ) -> None:
         """Record a de-identified instance's entries inside the caller's transaction (INSERT
-        ... ON CONFLICT DO NOTHING, on either engine)."""
+        ... ON CONFLICT DO NOTHING, on either engine). ``recorded``: the entries this
+        transaction has inserted already (the instances of a study share most of them), not
+        inserted again; the entries inserted here are added to it."""
         pid, issuer, name = patient
         seal = self.seal
         insert_ignore = self._store.insert_ignore
-        conn.execute(
-            insert_ignore(vault_patients).values(
-                pseudo_patient_id=pseudo_patient_id,
-                patient_id=seal(pid),
-                issuer=seal(issuer),
-                patient_name=seal(name),
-                created_at=now,
+        done = set() if recorded is None else recorded
+        if ("patient", pseudo_patient_id) not in done:
+            conn.execute(
+                insert_ignore(vault_patients).values(
+                    pseudo_patient_id=pseudo_patient_id,
+                    patient_id=seal(pid),
+                    issuer=seal(issuer),
+                    patient_name=seal(name),
+                    created_at=now,
+                )
             )
-        )
-        if headers is not None:
+            done.add(("patient", pseudo_patient_id))
+        if headers is not None and ("headers", case_id) not in done:
             conn.execute(
                 insert_ignore(vault_headers).values(
                     case_id=case_id, headers=seal(json.dumps(headers)), created_at=now
                 )
             )
-        if uids:
+            done.add(("headers", case_id))
+        new = [(p, o) for p, o in uids.items() if ("uid", case_id, p) not in done]
+        if new:
             conn.execute(
                 insert_ignore(uid_map),
-                [
-                    {"pseudo_uid": p, "original_uid": seal(o), "case_id": case_id}
-                    for p, o in uids.items()
-                ],
+                [{"pseudo_uid": p, "original_uid": seal(o), "case_id": case_id} for p, o in new],
             )
+            done.update(("uid", case_id, p) for p, _ in new)
 
     def seal(self, value: str) -> str:
         cipher = self._store.cipher
