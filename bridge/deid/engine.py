@@ -4,14 +4,18 @@ Rules, in order, for each element of the dataset and of every sequence item:
 
 1. group length elements (gggg,0000) are removed;
 2. private elements are removed (the Basic Profile keeps none);
-3. an element the profile table lists gets its action (registry ``_ACTIONS``);
+3. an element the profile table lists gets its action (the engine's ``_actions``);
 4. an element the table does not list is kept if the data dictionary knows it (sequences are
    walked), and removed if it does not.
 
+The step for a tag is worked out once per engine (``Deidentifier._plan``). An element's VR is
+the one pydicom would decode it with: as encoded, or the dictionary's for implicit VR and UN.
 Then the patient gets the keyed pseudonyms, the markers are set (Patient Identity Removed,
 De-identification Method and its Code Sequence, Longitudinal Temporal Information Modified),
-and the file meta is rebuilt. Pixel data and every kept value are passed through as read (raw
-elements are not decoded), so pixel bytes leave unchanged.
+and the file meta is rebuilt. Pixel data and every kept value are passed through as read: values
+are read from the raw bytes where that is plain (``bridge.dicom.raw_strings``) without decoding
+the element into the dataset, so an element left unchanged is written as it came
+(``bridge/deid/write.py``) and pixel bytes leave unchanged.
 """
 
 from __future__ import annotations
