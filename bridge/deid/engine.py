@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from pydicom import dcmread
+from pydicom.config import IGNORE
 from pydicom.datadict import dictionary_has_tag, dictionary_VR, tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
@@ -80,6 +81,12 @@ _BYTES_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 #: The walk's steps besides the profile's actions (Deidentifier._plan).
 _SKIP, _DROP, _UNLISTED = "skip", "drop", "unlisted"
 _NONE: frozenset[int] = frozenset()
+_ORIGINAL_UIDS = (
+    ("SOPClassUID", 0x00080016),
+    ("SOPInstanceUID", 0x00080018),
+    ("StudyInstanceUID", 0x0020000D),
+    ("SeriesInstanceUID", 0x0020000E),
+)
 _DUMMIES: dict[str, Any] = {
     "AE": "ANONYMOUS",
     "AS": "000D",
@@ -325,26 +332,24 @@ class Deidentifier:
         for key in tags:
             if key.group == 0x0002:
                 del ds[key]
+        codec = one_codec(ds.get("SpecificCharacterSet"))
+        orig = {kw: _text(ds, tag, codec) for kw, tag in _ORIGINAL_UIDS}
         for kw in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"):
-            if not str(ds.get(kw, "") or "").strip():
+            if not orig[kw].strip():
                 raise DeidError("instance lacks a required UID", attribute=kw)
-        if str(ds.SOPClassUID).startswith(_ENCAPSULATED_DOCUMENTS):
+        if orig["SOPClassUID"].startswith(_ENCAPSULATED_DOCUMENTS):
             # A PDF or CDA carries free text and scanned pages no header rule can clean.
             raise DeidError("encapsulated document may contain identity")
-        pid = str(ds.get("PatientID", "") or "")
-        issuer = str(ds.get("IssuerOfPatientID", "") or "")
-        pname = str(ds.get("PatientName", "") or "")
+        pid = _text(ds, 0x00100020, codec)  # Patient ID
+        issuer = _text(ds, 0x00100021, codec)  # Issuer of Patient ID
+        pname = _text(ds, 0x00100010, codec)  # Patient's Name
         pseudo_pid = self.pseudo.patient_id(pid, issuer)
         tokens = identifying_tokens(ds)
-        question = self._question(ds, tokens)
-        orig = {
-            kw: str(ds.get(kw, "") or "")
-            for kw in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
-        }
-        modality = str(ds.get("Modality", "") or "")[:16]
-        body_part = str(ds.get("BodyPartExamined", "") or "")[:64]
+        question = self._question(ds, tokens, codec)
+        modality = _text(ds, 0x00080060, codec)[:16]
+        body_part = _text(ds, 0x00180015, codec)[:64]  # Body Part Examined
         try:
-            frames: int | None = int(ds.get("NumberOfFrames", 0) or 0) or None
+            frames: int | None = int(_text(ds, 0x00280008, codec) or 0) or None
         except (TypeError, ValueError):
             frames = None
 
@@ -389,9 +394,9 @@ class Deidentifier:
             original_study_uid=orig["StudyInstanceUID"],
             original_series_uid=orig["SeriesInstanceUID"],
             original_sop_uid=orig["SOPInstanceUID"],
-            pseudo_study_uid=str(ds.StudyInstanceUID),
-            pseudo_series_uid=str(ds.get("SeriesInstanceUID", "") or ""),
-            pseudo_sop_uid=str(ds.SOPInstanceUID),
+            pseudo_study_uid=_text(ds, 0x0020000D, codec),
+            pseudo_series_uid=_text(ds, 0x0020000E, codec),
+            pseudo_sop_uid=_text(ds, 0x00080018, codec),
             modality=modality,
             body_part=body_part,
             frames=frames,
@@ -404,11 +409,12 @@ class Deidentifier:
         )
 
     @staticmethod
-    def _question(ds: Dataset, tokens: frozenset[str]) -> str:
+    def _question(ds: Dataset, tokens: frozenset[str], codec: str | None) -> str:
         texts: list[str] = []
         for d in [ds, *ds.get("RequestAttributesSequence", [])]:
-            for kw in ("ReasonForTheRequestedProcedure", "RequestedProcedureDescription"):
-                val = str(d.get(kw, "") or "").strip()
+            # Reason for the Requested Procedure, Requested Procedure Description
+            for tag in (0x00401002, 0x00321060):
+                val = _text(d, tag, codec).strip()
                 if val and val not in texts:
                     texts.append(val)
         return scrub_text(" / ".join(texts), tokens)[:1024]
@@ -437,6 +443,18 @@ class Deidentifier:
         set_file_meta(ds, ts)
 
 
+def _text(ds: Dataset, tag: int, codec: str | None) -> str:
+    """An element's value as text ("" when absent or empty), read from its raw bytes where that
+    is plain (the element is not decoded into the dataset), else as pydicom decodes it."""
+    if tag not in ds:
+        return ""
+    elem = ds.get_item(tag)
+    values = raw_strings(elem, _vr_of(tag, elem), codec)
+    if values is not None:
+        return "\\".join(values)
+    return str(ds[tag].value or "")
+
+
 def _method_code(key: str) -> Dataset:
     """An item of the De-identification Method Code Sequence (CID 7050)."""
     code_value, meaning = METHOD_CODES[key]
@@ -445,8 +463,8 @@ def _method_code(key: str) -> Dataset:
         (0x00080100, "SH", code_value),
         (0x00080102, "SH", "DCM"),
         (0x00080104, "LO", meaning),
-    ):
-        item[tag] = DataElement(tag, vr, value)
+    ):  # constants of the standard's code table: valid, not checked again for each instance
+        item[tag] = DataElement(tag, vr, value, validation_mode=IGNORE)
     return item
 
 

@@ -21,6 +21,7 @@ de-identified versions and on the shared corpora).
 from __future__ import annotations
 
 import struct
+from functools import lru_cache
 from typing import BinaryIO
 
 from pydicom.dataelem import DataElement, RawDataElement
@@ -61,14 +62,14 @@ def save(ds: Dataset, target: BinaryIO) -> None:
     the one read with the instance can carry anything (a TIFF header, a vendor's data)."""
     ds.preamble = None
     meta = ds.file_meta
-    ts = UID(str(meta.TransferSyntaxUID))
+    ts = _syntax(str(meta.TransferSyntaxUID))
     implicit = ts.is_implicit_VR
     if (
         ts.is_deflated
         or not ts.is_little_endian
         or not _as_read(ds, implicit)
-        or ds.get("SOPClassUID") != meta.get("MediaStorageSOPClassUID")
-        or ds.get("SOPInstanceUID") != meta.get("MediaStorageSOPInstanceUID")
+        or _uid(ds, 0x00080016) != _uid(meta, 0x00020002)  # SOP Class, as in the file meta
+        or _uid(ds, 0x00080018) != _uid(meta, 0x00020003)  # SOP Instance
     ):
         ds.save_as(target, enforce_file_format=True)
         return
@@ -82,6 +83,17 @@ def save(ds: Dataset, target: BinaryIO) -> None:
     ):  # as dcmwrite: encapsulated pixel data has an undefined length, native a defined one
         ds[_PIXEL_DATA].is_undefined_length = ts.is_compressed
     _write_elements(fp, ds, ds.get("SpecificCharacterSet", DEFAULT_CODEC), implicit)
+
+
+@lru_cache(maxsize=64)
+def _syntax(uid: str) -> UID:
+    return UID(uid)
+
+
+def _uid(ds: Dataset, tag: int) -> object:
+    # decoded into the dataset, as dcmwrite does when it compares them (an element encoded as
+    # UN is then written with its dictionary VR, as pydicom writes it)
+    return ds[tag].value if tag in ds else None
 
 
 def _write_file_meta(fp: DicomIO, meta: FileMetaDataset) -> None:
