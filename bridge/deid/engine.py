@@ -33,7 +33,10 @@ from pydicom.config import IGNORE
 from pydicom.datadict import dictionary_has_tag, dictionary_VR, tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
 from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag
 from pydicom.uid import UID
 
 from bridge.deid.dates import shift_da, shift_dt
@@ -379,10 +382,10 @@ class Deidentifier:
             (0x00100010, "PN", self.pseudo.patient_name(pseudo_pid)),  # Patient's Name
             (0x00120062, "CS", "YES"),  # Patient Identity Removed
             (0x00120063, "LO", self.method_text),  # De-identification Method
-            (0x00120064, "SQ", Sequence([_method_code(key) for key in methods])),
             (0x00280303, "CS", temporal),  # Longitudinal Temporal Information Modified
         ):
             ds[tag] = DataElement(tag, vr, value)
+        ds[_METHOD_CODES] = _method_codes(tuple(methods), *ds.original_encoding)
         self._file_meta(ds)
 
         return DeidResult(
@@ -453,6 +456,35 @@ def _text(ds: Dataset, tag: int, codec: str | None) -> str:
     if values is not None:
         return "\\".join(values)
     return str(ds[tag].value or "")
+
+
+_METHOD_CODES = 0x00120064  # De-identification Method Code Sequence
+
+
+def _method_codes(
+    methods: tuple[str, ...], implicit: bool | None, little: bool | None
+) -> DataElement | RawDataElement:
+    """The De-identification Method Code Sequence. In a dataset read from a file, as the raw
+    bytes of its items in the dataset's own encoding, encoded once per set of methods (pydicom
+    decodes them like any element read from the file, and they are written as they are)."""
+    if implicit is None or little is None:
+        return DataElement(_METHOD_CODES, "SQ", Sequence([_method_code(k) for k in methods]))
+    value = _method_code_bytes(methods, implicit, little)
+    return RawDataElement(
+        BaseTag(_METHOD_CODES), None if implicit else "SQ", len(value), value, 0, implicit, little
+    )
+
+
+@lru_cache(maxsize=32)
+def _method_code_bytes(methods: tuple[str, ...], implicit: bool, little: bool) -> bytes:
+    holder = Dataset()
+    holder[_METHOD_CODES] = DataElement(
+        _METHOD_CODES, "SQ", Sequence([_method_code(k) for k in methods])
+    )
+    fp = DicomBytesIO()
+    fp.is_implicit_VR, fp.is_little_endian = implicit, little
+    write_dataset(fp, holder)
+    return fp.getvalue()[8 if implicit else 12 :]  # the items, after tag, (VR) and length
 
 
 def _method_code(key: str) -> Dataset:

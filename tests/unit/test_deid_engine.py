@@ -236,3 +236,23 @@ def test_elements_encoded_as_un_are_de_identified_as_their_dictionary_vr(engine)
     mapped = out.ReferencedRTPlanSequence[0].ReferencedSOPInstanceUID
     assert res.uid_map[mapped] == original_uid
     assert out.StationName == "ANONYMIZED"
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["MR_small_implicit.dcm", "MR_small_bigendian.dcm", "MR_small.dcm", "image_dfl.dcm"],
+)
+def test_method_codes_read_in_memory_and_written_in_every_encoding(engine, name):
+    """The code sequence is put in as bytes in the dataset's own encoding (made once per set of
+    methods): pydicom reads it in memory, and it is written in the file's transfer syntax."""
+    src = Path(pydicom.__file__).parent / "data" / "test_files" / name
+    res = engine.deidentify(dcmread(src))
+    codes = [item.CodeValue for item in res.dataset.DeidentificationMethodCodeSequence]
+    assert codes[0] == "113100" and len(codes) == len(set(codes))
+    buf = BytesIO()
+    write_result(res, buf)
+    out = dcmread(BytesIO(buf.getvalue()))
+    assert out.file_meta.TransferSyntaxUID == dcmread(src).file_meta.TransferSyntaxUID
+    written = out.DeidentificationMethodCodeSequence
+    assert [item.CodeValue for item in written] == codes
+    assert all(item.CodingSchemeDesignator == "DCM" and item.CodeMeaning for item in written)
