@@ -4,7 +4,7 @@ of a character set."""
 from __future__ import annotations
 
 from pydicom.charset import python_encoding
-from pydicom.dataelem import RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID
 
@@ -18,11 +18,14 @@ IMPLEMENTATION_VERSION_NAME = "SOBRIDGE_" + __version__.replace(".", "")[:7]
 def set_file_meta(ds: Dataset, transfer_syntax: str) -> None:
     """Give ``ds`` fresh file meta naming its own SOP Class/Instance and the bridge."""
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.TransferSyntaxUID = UID(transfer_syntax)
-    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+    for tag, vr, value in (  # (by tag: pydicom's keyword lookups cost more than the rest)
+        (0x00020002, "UI", ds[0x00080016].value),  # Media Storage SOP Class UID
+        (0x00020003, "UI", ds[0x00080018].value),  # Media Storage SOP Instance UID
+        (0x00020010, "UI", UID(transfer_syntax)),  # Transfer Syntax UID
+        (0x00020012, "UI", IMPLEMENTATION_CLASS_UID),
+        (0x00020013, "SH", IMPLEMENTATION_VERSION_NAME),
+    ):
+        meta[tag] = DataElement(tag, vr, value)
     ds.file_meta = meta
 
 

@@ -377,14 +377,15 @@ class Deidentifier:
         else:
             temporal = "REMOVED"
         # (by tag and VR: pydicom's keyword lookups cost more than the rest of this)
-        for tag, vr, value in (
-            (0x00100020, "LO", pseudo_pid),  # Patient ID
-            (0x00100010, "PN", self.pseudo.patient_name(pseudo_pid)),  # Patient's Name
-            (0x00120062, "CS", "YES"),  # Patient Identity Removed
-            (0x00120063, "LO", self.method_text),  # De-identification Method
-            (0x00280303, "CS", temporal),  # Longitudinal Temporal Information Modified
+        for tag, vr, value, mode in (
+            # the pseudonyms and the constants are valid by construction: not checked again
+            (0x00100020, "LO", pseudo_pid, IGNORE),  # Patient ID
+            (0x00100010, "PN", self.pseudo.patient_name(pseudo_pid), IGNORE),  # Patient's Name
+            (0x00120062, "CS", "YES", IGNORE),  # Patient Identity Removed
+            (0x00120063, "LO", self.method_text, None),  # De-identification Method (settings)
+            (0x00280303, "CS", temporal, IGNORE),  # Longitudinal Temporal Information Modified
         ):
-            ds[tag] = DataElement(tag, vr, value)
+            ds[tag] = DataElement(tag, vr, value, validation_mode=mode)
         ds[_METHOD_CODES] = _method_codes(tuple(methods), *ds.original_encoding)
         self._file_meta(ds)
 
