@@ -1,9 +1,12 @@
 """Small DICOM helpers shared by the stages: the bridge's own identity in file meta, the codec
-of a character set."""
+of a character set, an element's values and VR as pydicom would decode them."""
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from pydicom.charset import python_encoding
+from pydicom.datadict import dictionary_has_tag, dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID
@@ -78,3 +81,25 @@ def raw_strings(elem: object, vr: str, codec: str | None) -> list[str] | None:
         return []
     values = [text] if vr in _SINGLE_TEXT_VRS else text.split("\\")
     return [v.rstrip("\x00 ") for v in values]
+
+
+def vr_of(tag: int, elem: object) -> str:
+    """An element's VR as pydicom decodes it: as encoded, or the dictionary's where it was
+    encoded without one (implicit VR), as UN (pydicom's replace_un_with_known_vr), or as one of
+    several ("US or SS": the first); "UN" for a tag the dictionary does not know."""
+    vr = getattr(elem, "VR", None)
+    if vr and vr != "UN" and " or " not in vr:
+        return str(vr)
+    if vr == "UN":
+        return _dictionary_vr(tag, None) if dictionary_has_tag(tag) else "UN"
+    return _dictionary_vr(tag, vr)
+
+
+@lru_cache(maxsize=4096)
+def _dictionary_vr(tag: int, vr: str | None) -> str:
+    if not vr:
+        try:
+            vr = dictionary_VR(tag)
+        except KeyError:
+            vr = "UN"
+    return str(vr).split(" or ")[0]

@@ -30,7 +30,7 @@ from typing import Any, BinaryIO
 
 from pydicom import dcmread
 from pydicom.config import IGNORE
-from pydicom.datadict import dictionary_has_tag, dictionary_VR, tag_for_keyword
+from pydicom.datadict import dictionary_has_tag, tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
@@ -47,7 +47,7 @@ from bridge.deid.scrub import REMOVED, identifying_tokens, scrub_text
 from bridge.deid.stream import copy_pixel_element
 from bridge.deid.stream import read_header as stream_header
 from bridge.deid.write import save
-from bridge.dicom import DEFAULT_CODEC, one_codec, raw_strings, set_file_meta
+from bridge.dicom import one_codec, raw_strings, set_file_meta, vr_of
 from bridge.domain.errors import DeidError
 
 #: CID 7050 codes for the profile and options applied (DCM scheme).
@@ -202,28 +202,6 @@ def masked_instance_uid(pseudo: Pseudonymizer, original_sop_uid: str) -> str:
     return pseudo.uid(f"pixels-masked\x00{original_sop_uid.strip()}")
 
 
-def _vr_of(tag: int, raw: Any) -> str:
-    """The element's VR as pydicom decodes it: as encoded, or the dictionary's where it was
-    encoded without one (implicit VR), as UN (pydicom's replace_un_with_known_vr), or as one of
-    several ("US or SS": the first)."""
-    vr = getattr(raw, "VR", None)
-    if vr and vr != "UN" and " or " not in vr:
-        return str(vr)
-    if vr == "UN":
-        return _dictionary_vr(tag, None) if dictionary_has_tag(tag) else "UN"
-    return _dictionary_vr(tag, vr)
-
-
-@lru_cache(maxsize=4096)
-def _dictionary_vr(tag: int, vr: str | None) -> str:
-    if not vr:
-        try:
-            vr = dictionary_VR(tag)
-        except KeyError:
-            vr = "UN"
-    return str(vr).split(" or ")[0]
-
-
 class Deidentifier:
     """Applies one resolved :class:`Profile` with one :class:`Pseudonymizer`."""
 
@@ -356,7 +334,7 @@ class Deidentifier:
         except (TypeError, ValueError):
             frames = None
 
-        walk = _Walk(self, self.pseudo.date_offset_days(pseudo_pid), tokens)
+        walk = _Walk(self, self.pseudo.date_offset_days(pseudo_pid), tokens, codec)
         walk.clean(ds, 0)
         methods = ["basic", *self.profile.options]
         pixels = decided
@@ -453,7 +431,7 @@ def _text(ds: Dataset, tag: int, codec: str | None) -> str:
     if tag not in ds:
         return ""
     elem = ds.get_item(tag)
-    values = raw_strings(elem, _vr_of(tag, elem), codec)
+    values = raw_strings(elem, vr_of(tag, elem), codec)
     if values is not None:
         return "\\".join(values)
     return str(ds[tag].value or "")
@@ -538,12 +516,14 @@ def _vault_json(ds: Dataset) -> dict[str, Any]:
 class _Walk:
     """One traversal: counts what changed and collects the UID mapping."""
 
-    def __init__(self, engine: Deidentifier, shift_days: int, tokens: frozenset[str]) -> None:
+    def __init__(
+        self, engine: Deidentifier, shift_days: int, tokens: frozenset[str], codec: str | None
+    ) -> None:
         self.engine = engine
         self.shift_days = shift_days
         self.tokens = tokens
         #: The one codec of the character set in force (None: pydicom decodes the text).
-        self.codec: str | None = DEFAULT_CODEC
+        self.codec = codec
         self.uid_map: dict[str, str] = {}
         self.removed = 0
         self.replaced = 0
@@ -551,7 +531,7 @@ class _Walk:
     def clean(self, ds: Dataset, depth: int) -> None:
         if depth > MAX_DEPTH:
             raise DeidError("sequences nested too deeply", depth=depth)
-        if 0x00080005 in ds:
+        if depth and 0x00080005 in ds:  # an item with its own character set
             outer = self.codec
             self.codec = one_codec(ds.get("SpecificCharacterSet"))
             try:
@@ -579,10 +559,10 @@ class _Walk:
                 self.removed += 1
                 continue
             if plan is _UNLISTED:
-                if _vr_of(tag, raw) == "SQ":
+                if vr_of(tag, raw) == "SQ":
                     self.sequence(ds, btag, depth)
                 continue
-            engine._actions[plan](ds, tag, _vr_of(tag, raw), self, depth)
+            engine._actions[plan](ds, tag, vr_of(tag, raw), self, depth)
 
     def _safe_private(self, ds: Dataset) -> set[int]:
         """Private tags of this level on the safe list (Table E.3.10-1), with their creators.
