@@ -13,12 +13,12 @@ from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
-from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 
 from bridge.deid import free_text
-from bridge.dicom import DEFAULT_CODEC, one_codec
+from bridge.dicom import DEFAULT_CODEC, one_codec, vr_of
 
 REMOVED = "[removed]"
 
@@ -112,20 +112,12 @@ def identifying_tokens(ds: Dataset) -> frozenset[str]:
                     values = list(val) if isinstance(val, list | tuple) else [val]
                 for v in values:
                     tokens.update(_tokens_of(v))
-            elif depth < 2 and (getattr(raw, "VR", None) or _dictionary_vr(tag)) == "SQ":
+            elif depth < 2 and vr_of(tag, raw) == "SQ":  # a sequence, also one encoded as UN
                 for item in d[tag].value or []:
                     visit(item, depth + 1, codec)
 
     visit(ds, 0, DEFAULT_CODEC)
     return frozenset(t for t in tokens if t.strip())
-
-
-@lru_cache(maxsize=4096)
-def _dictionary_vr(tag: int) -> str:
-    try:
-        return str(dictionary_VR(tag))
-    except KeyError:
-        return ""
 
 
 @lru_cache(maxsize=64)

@@ -69,3 +69,34 @@ def test_identifying_tokens_the_same_whether_elements_were_decoded_or_not():
         assert identifying_tokens(raw) == identifying_tokens(decoded), path.name
         compared += 1
     assert compared > 100
+
+
+def test_identity_inside_a_sequence_encoded_as_un_is_scrubbed_from_the_question(tmp_path):
+    """A sender that does not know Other Patient IDs Sequence forwards it as UN: the other ID in
+    it is still identity, found like any other (and so removed from free text the bridge
+    carries out)."""
+    from pydicom import dcmread
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    from bridge.dicom import set_file_meta
+
+    ds = Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.7", "1.2.3.4"
+    ds.PatientID = "PID-1"
+    other = Dataset()
+    other.PatientID = "OTHERMRN-4471"
+    ds.OtherPatientIDsSequence = Sequence([other])
+    set_file_meta(ds, ExplicitVRLittleEndian)
+    path = tmp_path / "un.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    tag_and_vr = b"\x10\x00\x02\x10SQ"  # (0010,1002) SQ: the same layout as UN
+    data = path.read_bytes()
+    assert data.count(tag_and_vr) == 1
+    path.write_bytes(data.replace(tag_and_vr, b"\x10\x00\x02\x10UN"))
+    read = dcmread(path)
+    assert read.get_item(0x00101002).VR == "UN"
+    tokens = identifying_tokens(read)
+    assert "OTHERMRN-4471" in tokens
+    assert "OTHERMRN-4471" not in scrub_text("compare with OTHERMRN-4471 last year", tokens)
