@@ -528,6 +528,20 @@ class WorkerSettings(BaseModel):
     #: Every this many seconds a worker deletes spool files left by any node that died (older
     #: than two leases and not referenced by the state store); 0 = never.
     sweep_seconds: float = Field(600.0, ge=0)
+    #: Listener first: how de-identification and forwarding share this node with its listener
+    #: while a PACS sends (docs/bench-ingest.md has the measurements).
+    #: "yield": the worker processes' de-identification and forwarding threads run at the
+    #: lowest CPU priority (Linux SCHED_IDLE): they get what the listener and everything else
+    #: leave, which on an idle machine is all of it. "wait": they do not run at all while the
+    #: listener receives (``intake_quiet_seconds``), so the sender is served fastest and the
+    #: study goes on once it has arrived. "off": no preference.
+    listener_first: Literal["yield", "wait", "off"] = "yield"
+    #: "wait": the listener counts as receiving for this many seconds after an association
+    #: opened or an instance was stored.
+    intake_quiet_seconds: float = Field(0.3, gt=0, le=60)
+    #: "wait": the longest they wait in a row for a sender that does not stop; then they run
+    #: as long, and wait again.
+    intake_max_wait_seconds: float = Field(10.0, gt=0, le=3600)
 
 
 class Settings(BaseSettings):

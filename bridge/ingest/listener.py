@@ -26,6 +26,7 @@ import socket
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,10 @@ _REJECT_CALLING = (0x01, 0x01, 0x03)
 _REJECT_CALLED = (0x01, 0x01, 0x07)
 
 
+def _nothing() -> None:
+    pass
+
+
 def storage_contexts() -> list[str]:
     """Abstract syntaxes accepted: every storage SOP class pynetdicom knows."""
     from pynetdicom import AllStoragePresentationContexts
@@ -65,10 +70,19 @@ def storage_contexts() -> list[str]:
 class Listener:
     """Owns the pynetdicom AE and its server thread."""
 
-    def __init__(self, settings: Settings, journal: IntakeJournal, spool: Spool) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        journal: IntakeJournal,
+        spool: Spool,
+        on_receiving: Callable[[], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.journal = journal
         self.spool = spool
+        #: Called when an association is admitted and after each instance stored: the node's
+        #: pipeline waits while the listener receives (``runtime/activity.py`` ListenerFirst).
+        self.on_receiving = on_receiving or _nothing
         self._server: ThreadedAssociationServer | None = None
 
         # Stream each received dataset to a file in this node's spool/partial folder. pynetdicom
@@ -178,6 +192,8 @@ class Listener:
             log.warning("association.rejected", reason="called AE title not served")
             metrics.ASSOCIATIONS_REJECTED.labels(reason="called_aet").inc()
             self._reject(assoc, _REJECT_CALLED)
+            return
+        self.on_receiving()
 
     @staticmethod
     def _reject(assoc: Any, rsd: tuple[int, int, int]) -> None:
@@ -252,4 +268,5 @@ class Listener:
             metrics.INSTANCES_FAILED.labels(stage="receive").inc()
             return STATUS_OUT_OF_RESOURCES
         log.debug("store.accepted")
+        self.on_receiving()
         return STATUS_SUCCESS

@@ -1,5 +1,7 @@
-"""A cheap "something changed" signal between this node's processes: a file whose modification
-time every write to the state store moves (``Store.on_write``).
+"""Cheap signals between this node's processes, each a file whose modification time moves:
+
+- ``activity``: every write to the state store (``Store.on_write``);
+- ``intake``: the listener opened an association or stored an instance (:class:`ListenerFirst`).
 
 A worker loop that found nothing to do looks at the file's time (one ``stat``, microseconds)
 before asking the database again: unchanged, it waits another poll interval, up to
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +29,11 @@ class Activity:
     def of_node(cls, data_dir: Path) -> Activity:
         """The file every process of the node with this data directory shares."""
         return cls(data_dir / "activity")
+
+    @classmethod
+    def intake_of_node(cls, data_dir: Path) -> Activity:
+        """The file the node's listener marks as it receives (:class:`ListenerFirst`)."""
+        return cls(data_dir / "intake")
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -43,6 +51,11 @@ class Activity:
             return os.stat(self.path).st_mtime_ns
         except OSError:
             return 0
+
+    def age(self) -> float:
+        """Seconds since the last mark (infinite when the file cannot be read)."""
+        stamp = self.stamp()
+        return time.time() - stamp / 1e9 if stamp else float("inf")
 
 
 class Gate:
@@ -68,3 +81,55 @@ class Gate:
             return False
         self._seen, self._asked = stamp, now
         return True
+
+
+class ListenerFirst:
+    """Whether this node's de-identification and forwarding wait for its listener now.
+
+    While a PACS sends, the listener is the one thing it waits on: each instance is acknowledged
+    only once it is on disk and journalled, one at a time per association. On a small machine
+    the pipeline's work (de-identification, STOW-RS, and the reading archive's own work when it
+    runs here) competes with the listener for the cores and the disk's syncs. So while the
+    listener received something in the last ``quiet`` seconds, the loops wait; the study is
+    de-identified and forwarded when it has arrived (as Orthanc waits for a stable study and
+    mercure for a complete series, though not for as long).
+
+    A sender that never stops must not starve the pipeline: after waiting ``max_wait`` seconds
+    in a row the loops run for ``max_wait`` seconds whatever the listener does, then wait
+    again (half the time each). ``quiet`` 0: never wait.
+    """
+
+    def __init__(
+        self,
+        intake: Activity,
+        quiet: float,
+        max_wait: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.intake = intake
+        self.quiet = quiet
+        self.max_wait = max_wait
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._waiting_since: float | None = None
+        self._running_until = float("-inf")
+
+    def wait(self) -> bool:
+        """True: the loop should wait now (the listener is receiving)."""
+        if self.quiet <= 0:
+            return False
+        receiving = self.intake.age() < self.quiet
+        now = self.clock()
+        with self._lock:
+            if not receiving:
+                self._waiting_since = None
+                return False
+            if now < self._running_until:
+                return False
+            if self._waiting_since is None:
+                self._waiting_since = now
+            if now - self._waiting_since < self.max_wait:
+                return True
+            self._waiting_since = None
+            self._running_until = now + self.max_wait
+            return False

@@ -92,7 +92,10 @@ def serve(settings: Settings, config_file: Path | None = None, workers_here: boo
         pipeline = Pipeline(settings, store, spool)
     else:
         workers = WorkerSupervisor(settings.worker.processes, config_file)
-    listener = Listener(settings, journal, spool)
+    receiving = None
+    if settings.worker.listener_first == "wait":
+        receiving = Activity.intake_of_node(settings.data_dir).mark
+    listener = Listener(settings, journal, spool, receiving)
     server = uvicorn.Server(
         uvicorn.Config(
             create_app(

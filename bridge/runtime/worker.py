@@ -9,6 +9,7 @@ instance with identical content.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -46,7 +47,7 @@ from bridge.pipeline.retrieve import Retrieve
 from bridge.pipeline.sweep import Sweep
 from bridge.pipeline.turnaround import PastDue
 from bridge.pipeline.watch import Watch
-from bridge.runtime.activity import Activity, Gate
+from bridge.runtime.activity import Activity, Gate, ListenerFirst
 from bridge.store.jobs import FHIR_JOB, ORU_JOB
 from bridge.store.repo import Store
 from bridge.store.spool import Spool
@@ -54,12 +55,20 @@ from bridge.tls import client_context
 
 log = get_logger(__name__)
 
+#: Seconds between looks while the pipeline waits for the listener (``ListenerFirst``).
+LISTENER_FIRST_LOOK = 0.05
+
 
 class Pipeline:
     """Owns the worker threads."""
 
-    def __init__(self, settings: Settings, store: Store, spool: Spool) -> None:
+    def __init__(
+        self, settings: Settings, store: Store, spool: Spool, own_process: bool = False
+    ) -> None:
+        """``own_process``: this process runs the pipeline alone (``bridge worker``), not as
+        threads of ``bridge serve`` beside the listener."""
         self.settings = settings
+        self.own_process = own_process
         self.store = store
         self.spool = spool
         self.deidentifier = make_deidentifier(settings.deid)
@@ -74,6 +83,13 @@ class Pipeline:
         self._pacs_return: PacsClient | None = None
         self._stop = threading.Event()
         self.activity = Activity.of_node(settings.data_dir)
+        w = settings.worker
+        #: Only "wait" waits: "yield" lowers the threads' priority (``_after_listener``).
+        self.listener_first = ListenerFirst(
+            Activity.intake_of_node(settings.data_dir),
+            w.intake_quiet_seconds if w.listener_first == "wait" else 0.0,
+            w.intake_max_wait_seconds,
+        )
         self._threads: list[threading.Thread] = []
         self._last_poll = float("-inf")
         self._last_watch = float("-inf")
@@ -185,10 +201,10 @@ class Pipeline:
     def start(self) -> None:
         w = self.settings.worker
         loops: list[tuple[str, Callable[[], bool]]] = []
-        loops += [(f"deid-{i}", self.deid_once) for i in range(w.deid_threads)]
-        loops += [
-            (f"forward-{i}", self.forward_once) for i in range(self.settings.reading.stow_parallel)
-        ]
+        deid = self._after_listener(self.deid_once)
+        forward = self._after_listener(self.forward_once)
+        loops += [(f"deid-{i}", deid) for i in range(w.deid_threads)]
+        loops += [(f"forward-{i}", forward) for i in range(self.settings.reading.stow_parallel)]
         loops += [("cases", self.cases_once), ("manifests", self.manifests_once)]
         loops += [("reports", self.reports_once), ("poll", self.poll_once)]
         loops += [("ehr", self.ehr_once), ("fhir", self.fhir_once), ("due", self.due_once)]
@@ -231,6 +247,26 @@ class Pipeline:
                 busy = False
             if not busy:
                 self._stop.wait(idle)
+
+    def _after_listener(self, fn: Callable[[], bool]) -> Callable[[], bool]:
+        """``fn`` as the listener comes first (``worker.listener_first``). "yield", in a worker
+        process: the thread running it drops to the lowest CPU priority at its first call (not
+        in ``bridge serve``'s own threads: one holding the interpreter lock at that priority
+        would hold up the listener). "wait": while the listener is receiving, nothing is done
+        and the loop looks again shortly (as busy, so the idle gate does not put it off)."""
+        lower = self.own_process and self.settings.worker.listener_first == "yield"
+        lowered: set[int] = set()
+
+        def run() -> bool:
+            if lower and threading.get_ident() not in lowered:
+                lowered.add(threading.get_ident())
+                lowest_cpu_priority()
+            if self.listener_first.wait():
+                self._stop.wait(LISTENER_FIRST_LOOK)
+                return True
+            return fn()
+
+        return run
 
     def run_until_idle(self, timeout: float = 60.0) -> None:
         """Run every stage in this thread until nothing moves (for tests and tools)."""
@@ -371,6 +407,16 @@ class Pipeline:
         return self.reader_poll.once()
 
 
+def lowest_cpu_priority() -> bool:
+    """Run the calling thread at the lowest CPU priority (Linux SCHED_IDLE; elsewhere, or
+    where it is refused, nothing changes). An unprivileged thread cannot raise it again."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        return False
+    return True
+
+
 def run_worker(settings: Settings, store: Store) -> int:
     """Run the pipeline in this process until SIGTERM/SIGINT."""
     import signal
@@ -379,7 +425,7 @@ def run_worker(settings: Settings, store: Store) -> int:
     spool = Spool(settings.spool_dir, settings.spool, store.node_id)
     spool.clean_tmp()
     spool.remove_orphans(store.instances.spool_names(spool.prefix))
-    pipeline = Pipeline(settings, store, spool)
+    pipeline = Pipeline(settings, store, spool, own_process=True)
     stop = threading.Event()
 
     def _on_signal(signum: int, _frame: Any) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import threading
 import time
 from email.parser import BytesParser
@@ -149,3 +151,70 @@ def count_study_auth(o: Orthanc, study_uid: str) -> int:
     )
     r.raise_for_status()
     return len(r.json())
+
+
+def test_the_pipeline_waits_while_the_listener_receives(tmp_path: Path, make_bridge):
+    """Listener first, "wait": while a PACS sends, nothing is de-identified or forwarded; once
+    the listener has been quiet for worker.intake_quiet_seconds, the study goes on."""
+    stub = StubArchive(reject=set(), busy_once=set())
+    try:
+        quiet = 4.0
+        env = bridge_env(
+            stub.url,
+            None,
+            BRIDGE_WORKER__LISTENER_FIRST="wait",
+            BRIDGE_WORKER__INTAKE_QUIET_SECONDS=str(quiet),
+        )
+        bridge = make_bridge(env)
+        study = make_study(tmp_path / "s", 6, rows=32, columns=32)
+        storescu(bridge.dimse_port, study.paths[:3])
+        storescu(bridge.dimse_port, study.paths[3:])  # a second association
+        sent = time.monotonic()
+        seen = []
+        while time.monotonic() - sent < quiet - 1.5:
+            cases = bridge.api("/cases")
+            seen.append(sum(c["instances"].get("received", 0) for c in cases))
+            assert stub.requests == 0
+            assert not any(c["instances"].get("deidentified") for c in cases), cases
+            time.sleep(0.3)
+        assert seen[-1] == 6  # all recorded, all waiting
+        case = bridge.wait_case(lambda c: c["instances"].get("forwarded") == 6, timeout=60)
+        assert sorted(stub.stored.values()) == [1, 2, 3, 4, 5, 6], case
+        assert time.monotonic() - sent >= quiet - 0.5
+    finally:
+        stub.server.shutdown()
+
+
+def _idle_threads(pid: int) -> int:
+    """Threads of the process running at Linux's lowest CPU priority (SCHED_IDLE)."""
+    count = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            count += os.sched_getscheduler(int(task.name)) == os.SCHED_IDLE
+    return count
+
+
+def test_worker_threads_yield_the_cpu_to_the_listener(tmp_path: Path, make_bridge):
+    """Listener first, "yield" (the default): the worker process de-identifies and forwards at
+    the lowest CPU priority, the listener's process keeps the normal one; studies still go
+    through."""
+    stub = StubArchive(reject=set(), busy_once=set())
+    try:
+        bridge = make_bridge(bridge_env(stub.url, None))
+        study = make_study(tmp_path / "s", 4, rows=32, columns=32)
+        storescu(bridge.dimse_port, study.paths)
+        bridge.wait_case(lambda c: c["instances"].get("forwarded") == 4, timeout=60)
+        assert bridge.process is not None
+        serve = bridge.process.pid
+        workers = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError):
+                if stat.read_text().rsplit(")", 1)[1].split()[1] == str(serve):
+                    workers.append(int(stat.parent.name))
+        assert len(workers) == 1
+        # its two de-identification threads and two forwarding streams (the defaults), and the
+        # threads they started (lease keepers, the text scan's frame threads) inherit it
+        assert _idle_threads(workers[0]) >= 4
+        assert _idle_threads(serve) == 0
+    finally:
+        stub.server.shutdown()

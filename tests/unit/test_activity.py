@@ -4,8 +4,9 @@ poll intervals (work due by the clock, writes by other nodes)."""
 from __future__ import annotations
 
 import os
+import time
 
-from bridge.runtime.activity import QUIET_POLLS, Activity, Gate
+from bridge.runtime.activity import QUIET_POLLS, Activity, Gate, ListenerFirst
 from bridge.store.db import make_engine, migrate
 from bridge.store.repo import Store
 
@@ -43,3 +44,39 @@ def test_without_the_file_loops_just_poll(tmp_path):
     assert not gate.due(busy=False)
     now[0] += 0.1 * QUIET_POLLS
     assert gate.due(busy=False)
+
+
+def test_the_pipeline_waits_while_the_listener_receives_and_never_starves(tmp_path):
+    intake = Activity.intake_of_node(tmp_path)
+    now = [1000.0]
+    first = ListenerFirst(intake, quiet=0.3, max_wait=10.0, clock=lambda: now[0])
+    os.utime(intake.path, (time.time() - 60, time.time() - 60))
+    assert not first.wait()  # nothing received for a minute: work
+    intake.mark()  # an association opened, an instance stored
+    assert first.wait()
+    now[0] += 9.9
+    intake.mark()
+    assert first.wait()  # a long study: still waiting
+    now[0] += 0.2
+    intake.mark()
+    assert not first.wait()  # waited 10 s in a row: now run for 10 s whatever comes in
+    now[0] += 9.9
+    intake.mark()
+    assert not first.wait()
+    now[0] += 0.2
+    intake.mark()
+    assert first.wait()  # and wait again
+    os.utime(intake.path, (time.time() - 1, time.time() - 1))
+    assert not first.wait()  # the sender stopped 1 s ago (> quiet): work at full speed
+    intake.mark()
+    now[0] += 5.0
+    assert first.wait()  # a new association: a new wait of up to 10 s
+
+
+def test_listener_first_off_or_without_its_file(tmp_path):
+    intake = Activity.intake_of_node(tmp_path)
+    intake.mark()
+    assert not ListenerFirst(intake, quiet=0, max_wait=10.0).wait()
+    missing = Activity(tmp_path / "missing-dir" / "intake")
+    assert missing.age() == float("inf")
+    assert not ListenerFirst(missing, quiet=0.3, max_wait=10.0).wait()
