@@ -137,12 +137,20 @@ def wait_workers(b: BridgeProcess, count: int = 1, timeout: float = 60) -> None:
         time.sleep(0.1)
 
 
-def bridge(work: Path, files: list[Path], pipeline: bool = True, associations: int = 1) -> float:
+def bridge(
+    work: Path,
+    files: list[Path],
+    pipeline: bool = True,
+    associations: int = 1,
+    listener_first: str | None = None,
+) -> float:
     """``pipeline=False``: `serve --no-workers`, the listener alone (nothing de-identified or
-    forwarded meanwhile), to tell its own speed from the competition for the CPU."""
+    forwarded meanwhile), to tell its own speed from the competition for the CPU;
+    ``listener_first``: that setting instead of its default ("yield")."""
     reading = deployed("READING", work / "reading")
     args = ("serve",) if pipeline else ("serve", "--no-workers")
-    b = BridgeProcess(work / "bridge", bridge_env(reading), args=args)
+    extra = {"BRIDGE_WORKER__LISTENER_FIRST": listener_first} if listener_first else None
+    b = BridgeProcess(work / "bridge", bridge_env(reading, extra), args=args)
     b.start()
     try:
         if pipeline:
@@ -177,6 +185,14 @@ def main() -> int:
             ("dcmtk storescp", lambda w, k: storescp(w, study.paths, k)),
             ("Orthanc", lambda w, k: orthanc(w, study.paths, k)),
             ("bridge, as deployed", lambda w, k: bridge(w, study.paths, True, k)),
+            (
+                'bridge, as deployed, listener_first "wait"',
+                lambda w, k: bridge(w, study.paths, True, k, "wait"),
+            ),
+            (
+                'bridge, as deployed, listener_first "off"',
+                lambda w, k: bridge(w, study.paths, True, k, "off"),
+            ),
             ("bridge, listener alone", lambda w, k: bridge(w, study.paths, False, k)),
         ]
         results: dict[tuple[str, int], list[float]] = {}
@@ -206,7 +222,10 @@ def main() -> int:
             "fsynced in the spool and its record synced in the intake journal; storescp does not "
             "fsync; Orthanc, as deployed (its default SyncStorageArea), fsyncs each stored file. "
             "As deployed, its worker process de-identifies and forwards "
-            "to a reading Orthanc on the same machine while the study arrives.",
+            "to a reading Orthanc on the same machine while the study arrives, at the lowest "
+            'CPU priority (`worker.listener_first` "yield", the default); with "wait" it does '
+            'not run until the listener has been quiet for 0.3 s; "off": no preference. '
+            '"listener alone" is `serve --no-workers`.',
             "",
             "| receiver | associations | seconds (median) | runs | instances/s | time vs Orthanc |",
             "|---|---:|---:|---|---:|---:|",

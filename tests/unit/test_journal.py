@@ -10,13 +10,14 @@ import shutil
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
 from bridge.domain.errors import StoreError
 from bridge.domain.records import Received
-from bridge.store.journal import IntakeJournal, pending_names, run_applier
+from bridge.store.journal import IntakeJournal, pending_names, run_applier, wait_recorded
 from bridge.store.repo import Store
 from bridge.store.schema import cases, instances
 from bridge.store.spool import RECEIVED, Spool
@@ -221,3 +222,33 @@ def test_the_metrics_show_what_the_journal_has_yet_to_record(store: Store, spool
     assert segments() == 1
     journal.apply()
     assert segments() == 0
+
+
+@pytest.mark.parametrize(("most", "applies"), [(5.0, (1, 3)), (0.1, (3, 40))])
+def test_a_study_streaming_in_is_recorded_in_few_transactions_and_never_waits_long(
+    store: Store, spool: Spool, monkeypatch: pytest.MonkeyPatch, most: float, applies: tuple
+) -> None:
+    """While appends keep coming (every 10 ms here, a sender streaming a study), the applier
+    gathers them, up to ``most`` seconds, into one transaction: the listener's interpreter
+    lock is taken once a second, not every few instances."""
+    journal = IntakeJournal(spool, store)
+    real, calls = store.instances.record_journal, []
+
+    def counted(*args: Any) -> Any:
+        calls.append(len(args[2]))
+        return real(*args)
+
+    monkeypatch.setattr(store.instances, "record_journal", counted)
+    stop = threading.Event()
+    thread = threading.Thread(target=run_applier, args=(journal, stop, 0.05, most))
+    thread.start()
+    try:
+        for i in range(40):
+            journal.append(_rec(spool, "1.2.12", f"1.2.12.1.{i}"))
+            time.sleep(0.01)
+        assert wait_recorded(spool.root, 10)  # quiet: recorded at once
+    finally:
+        stop.set()
+        thread.join(10)
+    assert len(_rows(store)) == 40 and sum(calls) == 40
+    assert applies[0] <= len(calls) <= applies[1], calls
