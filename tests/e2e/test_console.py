@@ -87,6 +87,7 @@ def test_console_end_to_end(tmp_path, browser, hospital, reading, webhook, make_
     page.fill("input[name=username]", "ada")
     page.fill("input[name=password]", "not-the-password")
     page.click("button[type=submit]")
+    page.wait_for_load_state()  # the answer to the POST, loaded
     assert "Wrong user name or password" in page.content()
     _sign_in(page, bridge, "ada")
     cookie = next(c for c in ctx.cookies() if c["name"] == "so_session")
@@ -129,6 +130,7 @@ def test_console_end_to_end(tmp_path, browser, hospital, reading, webhook, make_
     for p in study.paths:
         requests.post(f"{hospital.url}/instances", data=p.read_bytes(), timeout=30)
     page.click("tr[id^=report-] >> text=Retry")
+    page.wait_for_load_state()  # the answer to the POST, loaded
     assert "Done: report-retry" in page.content()
     page.goto(f"{bridge.url}/cases/{case['id']}")
     _reload_until(page, '<span class="badge state-returned" id="case-state">returned</span>')
@@ -164,9 +166,11 @@ def test_console_end_to_end(tmp_path, browser, hospital, reading, webhook, make_
     rows = page.locator("tbody tr[id^=instance-]")
     first = rows.nth(0).get_attribute("id")
     page.click(f"#{first} >> text=Release")
+    page.wait_for_load_state()  # the answer to the POST, loaded
     assert "Done: release" in page.content()
     second = page.locator("tbody tr[id^=instance-]").nth(0).get_attribute("id")
     page.click(f"#{second} >> text=Discard")
+    page.wait_for_load_state()  # the answer to the POST, loaded
     assert "Done: discard" in page.content() and "Nothing held." in page.content()
     released = bridge.wait_case(
         lambda c: (
@@ -187,6 +191,7 @@ def test_console_end_to_end(tmp_path, browser, hospital, reading, webhook, make_
     page.select_option("form.send select[name=subspecialty]", "oncology")
     page.screenshot(path=str(shots / "console-submit.png"), full_page=True)
     page.click("form.send button[type=submit]")
+    page.wait_for_load_state()  # the answer to the POST, loaded
     page.wait_for_url(f"{bridge.url}/cases/*")
     _reload_until(page, '<span class="badge state-forwarded" id="case-state">forwarded</span>')
     assert "Is this lesion new?" in page.content()
@@ -204,6 +209,7 @@ def test_console_end_to_end(tmp_path, browser, hospital, reading, webhook, make_
     page.set_input_files("form.upload input[name=archive]", str(archive))
     page.fill("form.upload textarea[name=question]", "Outside CT: do you agree?")
     page.click("form.upload button[type=submit]")
+    page.wait_for_load_state()  # the answer to the POST, loaded
     assert "Upload imported: 1 file(s) not DICOM skipped" in page.content()
     page.click("div.notice a[href^='/cases/']")
     _reload_until(page, '<span class="badge state-forwarded" id="case-state">forwarded</span>')
