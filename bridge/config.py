@@ -529,13 +529,15 @@ class WorkerSettings(BaseModel):
     #: than two leases and not referenced by the state store); 0 = never.
     sweep_seconds: float = Field(600.0, ge=0)
     #: Listener first: how de-identification and forwarding share this node with its listener
-    #: while a PACS sends (docs/bench-ingest.md has the measurements).
-    #: "yield": the worker processes' de-identification and forwarding threads run at the
-    #: lowest CPU priority (Linux SCHED_IDLE): they get what the listener and everything else
-    #: leave, which on an idle machine is all of it. "wait": they do not run at all while the
-    #: listener receives (``intake_quiet_seconds``), so the sender is served fastest and the
-    #: study goes on once it has arrived. "off": no preference.
-    listener_first: Literal["yield", "wait", "off"] = "yield"
+    #: while a PACS sends (measured in docs/bench.md and docs/bench-ingest.md).
+    #: "wait": they do not run while the listener receives (``intake_quiet_seconds``), so the
+    #: sender is answered about as fast as by the listener alone, and the study moves on once
+    #: it has arrived; the listener's journal is recorded in batches of up to a second
+    #: meanwhile. "yield": they run while the study arrives, at the lowest CPU priority; the
+    #: journal is recorded as it comes (the study is through sooner, the sender waits longer).
+    #: In both the worker processes' de-identification and forwarding threads run at the lowest
+    #: CPU priority (Linux SCHED_IDLE). "off": no preference.
+    listener_first: Literal["wait", "yield", "off"] = "wait"
     #: "wait": the listener counts as receiving for this many seconds after an association
     #: opened or an instance was stored.
     intake_quiet_seconds: float = Field(0.3, gt=0, le=60)

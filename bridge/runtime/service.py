@@ -37,6 +37,18 @@ from bridge.web.app import create_app
 log = get_logger(__name__)
 
 
+#: The journal's records are taken into the state store once appends pause this long.
+JOURNAL_GATHER = 0.05
+
+
+def journal_most(settings: Settings) -> float:
+    """The longest the journal's records wait for the state store while a study streams in:
+    up to a second when the pipeline waits for the listener anyway ("wait": fewer transactions,
+    less of the listener's interpreter lock), at once otherwise (the pipeline works as the
+    study arrives and needs the records)."""
+    return 1.0 if settings.worker.listener_first == "wait" else JOURNAL_GATHER
+
+
 def node_name(settings: Settings | None = None) -> str:
     if settings is not None and settings.node_id:
         return settings.node_id
@@ -128,7 +140,10 @@ def serve(settings: Settings, config_file: Path | None = None, workers_here: boo
     http_thread.start()
     journal_stop = threading.Event()
     journal_thread = threading.Thread(
-        target=run_applier, args=(journal, journal_stop), name="journal", daemon=True
+        target=run_applier,
+        args=(journal, journal_stop, JOURNAL_GATHER, journal_most(settings)),
+        name="journal",
+        daemon=True,
     )
     journal_thread.start()
     listener.start()

@@ -249,12 +249,13 @@ class Pipeline:
                 self._stop.wait(idle)
 
     def _after_listener(self, fn: Callable[[], bool]) -> Callable[[], bool]:
-        """``fn`` as the listener comes first (``worker.listener_first``). "yield", in a worker
-        process: the thread running it drops to the lowest CPU priority at its first call (not
-        in ``bridge serve``'s own threads: one holding the interpreter lock at that priority
-        would hold up the listener). "wait": while the listener is receiving, nothing is done
-        and the loop looks again shortly (as busy, so the idle gate does not put it off)."""
-        lower = self.own_process and self.settings.worker.listener_first == "yield"
+        """``fn`` as the listener comes first (``worker.listener_first``). "wait" or "yield", in
+        a worker process: the thread running it drops to the lowest CPU priority at its first
+        call (not in ``bridge serve``'s own threads: one holding the interpreter lock at that
+        priority would hold up the listener). "wait": while the listener is receiving, nothing
+        is done and the loop looks again shortly (as busy, so the idle gate does not put it
+        off)."""
+        lower = self.own_process and self.settings.worker.listener_first != "off"
         lowered: set[int] = set()
 
         def run() -> bool:

@@ -194,13 +194,16 @@ def _idle_threads(pid: int) -> int:
     return count
 
 
-def test_worker_threads_yield_the_cpu_to_the_listener(tmp_path: Path, make_bridge):
-    """Listener first, "yield" (the default): the worker process de-identifies and forwards at
-    the lowest CPU priority, the listener's process keeps the normal one; studies still go
-    through."""
+@pytest.mark.parametrize(("mode", "lowered"), [("wait", True), ("yield", True), ("off", False)])
+def test_worker_threads_yield_the_cpu_to_the_listener(
+    tmp_path: Path, make_bridge, mode: str, lowered: bool
+):
+    """Listener first ("wait", the default, and "yield"): the worker process de-identifies and
+    forwards at the lowest CPU priority, the listener's process keeps the normal one; studies
+    still go through. "off" leaves every thread as it was."""
     stub = StubArchive(reject=set(), busy_once=set())
     try:
-        bridge = make_bridge(bridge_env(stub.url, None))
+        bridge = make_bridge(bridge_env(stub.url, None, BRIDGE_WORKER__LISTENER_FIRST=mode))
         study = make_study(tmp_path / "s", 4, rows=32, columns=32)
         storescu(bridge.dimse_port, study.paths)
         bridge.wait_case(lambda c: c["instances"].get("forwarded") == 4, timeout=60)
@@ -214,7 +217,7 @@ def test_worker_threads_yield_the_cpu_to_the_listener(tmp_path: Path, make_bridg
         assert len(workers) == 1
         # its two de-identification threads and two forwarding streams (the defaults), and the
         # threads they started (lease keepers, the text scan's frame threads) inherit it
-        assert _idle_threads(workers[0]) >= 4
+        assert _idle_threads(workers[0]) >= 4 if lowered else _idle_threads(workers[0]) == 0
         assert _idle_threads(serve) == 0
     finally:
         stub.server.shutdown()
