@@ -146,7 +146,7 @@ def bridge(
 ) -> float:
     """``pipeline=False``: `serve --no-workers`, the listener alone (nothing de-identified or
     forwarded meanwhile), to tell its own speed from the competition for the CPU;
-    ``listener_first``: that setting instead of its default ("yield")."""
+    ``listener_first``: that setting instead of its default ("wait")."""
     reading = deployed("READING", work / "reading")
     args = ("serve",) if pipeline else ("serve", "--no-workers")
     extra = {"BRIDGE_WORKER__LISTENER_FIRST": listener_first} if listener_first else None
@@ -186,8 +186,8 @@ def main() -> int:
             ("Orthanc", lambda w, k: orthanc(w, study.paths, k)),
             ("bridge, as deployed", lambda w, k: bridge(w, study.paths, True, k)),
             (
-                'bridge, as deployed, listener_first "wait"',
-                lambda w, k: bridge(w, study.paths, True, k, "wait"),
+                'bridge, as deployed, listener_first "yield"',
+                lambda w, k: bridge(w, study.paths, True, k, "yield"),
             ),
             (
                 'bridge, as deployed, listener_first "off"',
@@ -222,9 +222,9 @@ def main() -> int:
             "fsynced in the spool and its record synced in the intake journal; storescp does not "
             "fsync; Orthanc, as deployed (its default SyncStorageArea), fsyncs each stored file. "
             "As deployed, its worker process de-identifies and forwards "
-            "to a reading Orthanc on the same machine while the study arrives, at the lowest "
-            'CPU priority (`worker.listener_first` "yield", the default); with "wait" it does '
-            'not run until the listener has been quiet for 0.3 s; "off": no preference. '
+            "to a reading Orthanc on the same machine, at the lowest CPU priority, once the "
+            'listener has been quiet for 0.3 s (`worker.listener_first` "wait", the default); '
+            'with "yield" it works while the study arrives; "off": no preference. '
             '"listener alone" is `serve --no-workers`.',
             "",
             "| receiver | associations | seconds (median) | runs | instances/s | time vs Orthanc |",
