@@ -97,6 +97,56 @@ def storescp(work: Path, files: list[Path], associations: int = 1) -> float:
         proc.wait(10)
 
 
+def bare_pynetdicom(work: Path, files: list[Path], associations: int = 1) -> float:
+    """The floor under the bridge's door: a pynetdicom acceptor that only streams each dataset
+    to a file and fsyncs it (no parse, no journal, no record), configured as the bridge's
+    listener is (maximum PDU, TCP_NODELAY, chunked receive), in a process of its own."""
+    out = work / "bare"
+    out.mkdir(parents=True)
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _BARE, str(out), str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        proc.stdout.readline()  # "ready"
+        return timed_storescu(port, files, "BARE", associations)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+_BARE = """
+import functools, os, socket, sys, tempfile
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
+from pynetdicom import dimse_messages
+_config.STORE_RECV_CHUNKED_DATASET = True
+dimse_messages.NamedTemporaryFile = functools.partial(tempfile.NamedTemporaryFile, dir=sys.argv[1])
+def on_store(event):
+    fd = os.open(event.dataset_path, os.O_RDONLY)
+    os.fsync(fd)
+    os.close(fd)
+    return 0
+def on_open(event):
+    sock = getattr(event.assoc.dul.socket, "socket", None)
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+ae = AE("BARE")
+ae.maximum_pdu_size = 256 * 1024
+ae.maximum_associations = 16
+for cx in AllStoragePresentationContexts:
+    ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+server = ae.start_server(("127.0.0.1", int(sys.argv[2])), block=False,
+    evt_handlers=[(evt.EVT_C_STORE, on_store), (evt.EVT_CONN_OPEN, on_open)])
+print("ready", flush=True)
+import threading
+threading.Event().wait()
+"""
+
+
 #: Orthanc as deployed: its defaults, an fsync per stored file (the test suite's peers turn that
 #: off; here Orthanc is measured, not a peer).
 AS_DEPLOYED = {"SyncStorageArea": True}
@@ -194,6 +244,7 @@ def main() -> int:
                 lambda w, k: bridge(w, study.paths, True, k, "off"),
             ),
             ("bridge, listener alone", lambda w, k: bridge(w, study.paths, False, k)),
+            ("bare pynetdicom acceptor (+ fsync)", lambda w, k: bare_pynetdicom(w, study.paths, k)),
         ]
         results: dict[tuple[str, int], list[float]] = {}
         for k in (1, 4):
@@ -225,7 +276,9 @@ def main() -> int:
             "to a reading Orthanc on the same machine, at the lowest CPU priority, once the "
             'listener has been quiet for 0.3 s (`worker.listener_first` "wait", the default); '
             'with "yield" it works while the study arrives; "off": no preference. '
-            '"listener alone" is `serve --no-workers`.',
+            '"listener alone" is `serve --no-workers`. The bare pynetdicom acceptor streams '
+            "each dataset to a file and fsyncs it, nothing else (bench/ingest.py "
+            "`bare_pynetdicom`): the floor under the bridge's door.",
             "",
             "| receiver | associations | seconds (median) | runs | instances/s | time vs Orthanc |",
             "|---|---:|---:|---|---:|---:|",
