@@ -49,6 +49,7 @@ from bridge.pipeline.turnaround import PastDue
 from bridge.pipeline.watch import Watch
 from bridge.runtime.activity import Activity, Gate, ListenerFirst
 from bridge.store.jobs import FHIR_JOB, ORU_JOB
+from bridge.store.leases import start_renewals
 from bridge.store.repo import Store
 from bridge.store.spool import Spool
 from bridge.tls import client_context
@@ -199,6 +200,7 @@ class Pipeline:
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
+        start_renewals()  # at this thread's priority, before the loops lower theirs
         w = self.settings.worker
         loops: list[tuple[str, Callable[[], bool]]] = []
         deid = self._after_listener(self.deid_once)
