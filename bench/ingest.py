@@ -273,9 +273,10 @@ def main() -> int:
             "fsynced in the spool and its record synced in the intake journal; storescp does not "
             "fsync; Orthanc, as deployed (its default SyncStorageArea), fsyncs each stored file. "
             "As deployed, its worker process de-identifies and forwards "
-            "to a reading Orthanc on the same machine, at the lowest CPU priority, once the "
+            "to a reading Orthanc on the same machine, once the "
             'listener has been quiet for 0.3 s (`worker.listener_first` "wait", the default); '
-            'with "yield" it works while the study arrives; "off": no preference. '
+            'with "yield" it works while the study arrives, at the lowest CPU priority; '
+            '"off": no preference. '
             '"listener alone" is `serve --no-workers`. The bare pynetdicom acceptor streams '
             "each dataset to a file and fsyncs it, nothing else (bench/ingest.py "
             "`bare_pynetdicom`): the floor under the bridge's door.",

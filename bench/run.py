@@ -331,9 +331,9 @@ def main() -> int:
             "storescp does not fsync; Orthanc, as deployed (its default SyncStorageArea), fsyncs "
             'each stored file. "bridge" runs as '
             "deployed: its worker process de-identifies and forwards (to a reading Orthanc on "
-            "the same machine), all on the same cores, at the lowest CPU priority, once the "
+            "the same machine), all on the same cores, once the "
             'listener has been quiet for 0.3 s (`worker.listener_first` "wait", the default); '
-            'with "yield" it works while the study arrives; '
+            'with "yield" it works while the study arrives, at the lowest CPU priority; '
             '"listener alone" is `serve --no-workers`, nothing else running.',
             "",
             "| receiver | instances | seconds (median) | runs | instances/s | rate vs Orthanc "

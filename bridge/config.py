@@ -533,10 +533,10 @@ class WorkerSettings(BaseModel):
     #: "wait": they do not run while the listener receives (``intake_quiet_seconds``), so the
     #: sender is answered about as fast as by the listener alone, and the study moves on once
     #: it has arrived; the listener's journal is recorded in batches of up to a second
-    #: meanwhile. "yield": they run while the study arrives, at the lowest CPU priority; the
-    #: journal is recorded as it comes (the study is through sooner, the sender waits longer).
-    #: In both the worker processes' de-identification and forwarding threads run at the lowest
-    #: CPU priority (Linux SCHED_IDLE). "off": no preference.
+    #: meanwhile. "yield": they run while the study arrives, the worker processes'
+    #: de-identification and forwarding threads at the lowest CPU priority (Linux SCHED_IDLE);
+    #: the journal is recorded as it comes (the study is through sooner, the sender waits
+    #: longer). "off": no preference.
     listener_first: Literal["wait", "yield", "off"] = "wait"
     #: "wait": the listener counts as receiving for this many seconds after an association
     #: opened or an instance was stored.

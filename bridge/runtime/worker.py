@@ -251,13 +251,14 @@ class Pipeline:
                 self._stop.wait(idle)
 
     def _after_listener(self, fn: Callable[[], bool]) -> Callable[[], bool]:
-        """``fn`` as the listener comes first (``worker.listener_first``). "wait" or "yield", in
-        a worker process: the thread running it drops to the lowest CPU priority at its first
-        call (not in ``bridge serve``'s own threads: one holding the interpreter lock at that
-        priority would hold up the listener). "wait": while the listener is receiving, nothing
-        is done and the loop looks again shortly (as busy, so the idle gate does not put it
-        off)."""
-        lower = self.own_process and self.settings.worker.listener_first != "off"
+        """``fn`` as the listener comes first (``worker.listener_first``). "wait": while the
+        listener is receiving, nothing is done and the loop looks again shortly (as busy, so
+        the idle gate does not put it off). "yield", in a worker process: the thread running it
+        drops to the lowest CPU priority at its first call (not in ``bridge serve``'s own
+        threads: one holding the interpreter lock at that priority would hold up the listener;
+        in a worker process it can hold up the process's other threads the same way on a
+        saturated machine, which is why "wait" does not lower it)."""
+        lower = self.own_process and self.settings.worker.listener_first == "yield"
         lowered: set[int] = set()
 
         def run() -> bool:
