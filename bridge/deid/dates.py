@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime, timedelta
+from functools import lru_cache
 
 _DT = re.compile(r"^(\d{8})(\d{0,6}(?:\.\d{1,6})?)?([+-]\d{4})?$")
 
 
+@lru_cache(maxsize=1024)  # (a study's instances carry the same few dates)
 def shift_da(value: str, days: int) -> str | None:
     """Shift a DA value (YYYYMMDD); None when it is not a valid date."""
     v = value.strip()
@@ -23,6 +25,7 @@ def shift_da(value: str, days: int) -> str | None:
     return (d + timedelta(days=days)).strftime("%Y%m%d")
 
 
+@lru_cache(maxsize=1024)
 def shift_dt(value: str, days: int) -> str | None:
     """Shift a DT value, keeping its time part and UTC offset suffix; None when invalid.
 

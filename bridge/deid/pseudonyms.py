@@ -18,14 +18,22 @@ class Pseudonymizer:
             raise ValueError("the pseudonym secret must be at least 16 bytes")
         self._secret = secret
         self.prefix = prefix
+        #: UIDs mapped lately: a study's instances share their study, series and frame of
+        #: reference UIDs (bounded; emptied when full).
+        self._uids: dict[str, str] = {}
 
     def _digest(self, domain: str, value: str) -> bytes:
         return hmac.new(self._secret, f"{domain}\x00{value}".encode(), hashlib.sha256).digest()
 
     def uid(self, original: str) -> str:
         """Map a UID to ``2.25.<128-bit integer>`` (at most 44 characters)."""
-        n = int.from_bytes(self._digest("uid", original.strip().rstrip("\x00"))[:16], "big")
-        return f"2.25.{n}"
+        known = self._uids.get(original)
+        if known is None:
+            n = int.from_bytes(self._digest("uid", original.strip().rstrip("\x00"))[:16], "big")
+            if len(self._uids) >= 4096:
+                self._uids.clear()
+            known = self._uids[original] = f"2.25.{n}"
+        return known
 
     def patient_id(self, patient_id: str, issuer: str = "") -> str:
         """The pseudonymous Patient ID for (Patient ID, Issuer of Patient ID)."""

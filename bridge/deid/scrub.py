@@ -77,18 +77,32 @@ _PATTERNS = (
 )
 
 _DATE_RE = re.compile(r"^(\d{4})(\d{2})(\d{2})$")
+#: Texts up to this length are split, and scrubbed per set of tokens, once (bounded caches): the
+#: instances of a study carry the same names, descriptions and identity; a report-length text
+#: is scrubbed each time. (The caches live in the de-identifying process's memory, as the
+#: instances themselves do; nothing of them is written anywhere.)
+_CACHED_TEXT = 256
+_SEPARATORS = re.compile(r"[\^=\\,;\s]+")
+_SPACES = re.compile(r"\s+")
 
 
-def _tokens_of(value: object) -> Iterable[str]:
+def _tokens_of(value: object) -> tuple[str, ...]:
     text = str(value)
-    for part in re.split(r"[\^=\\,;\s]+", text):
-        part = part.strip()
-        if len(part) >= 2:
-            yield part
+    return _tokens_of_cached(text) if len(text) <= _CACHED_TEXT else _tokens_of_text(text)
+
+
+def _tokens_of_text(text: str) -> tuple[str, ...]:
+    tokens = [part for part in (p.strip() for p in _SEPARATORS.split(text)) if len(part) >= 2]
     m = _DATE_RE.match(text.strip())
     if m:
         y, mo, d = m.groups()
-        yield from (f"{mo}/{d}/{y}", f"{d}/{mo}/{y}", f"{y}-{mo}-{d}", f"{d}.{mo}.{y}")
+        tokens += (f"{mo}/{d}/{y}", f"{d}/{mo}/{y}", f"{y}-{mo}-{d}", f"{d}.{mo}.{y}")
+    return tuple(tokens)
+
+
+@lru_cache(maxsize=1024)
+def _tokens_of_cached(text: str) -> tuple[str, ...]:
+    return _tokens_of_text(text)  # (the instances of a study carry the same names and IDs)
 
 
 def identifying_tokens(ds: Dataset) -> frozenset[str]:
@@ -136,12 +150,23 @@ def _token_pattern(tokens: tuple[str, ...]) -> re.Pattern[str] | None:
 
 def scrub_text(text: str, tokens: Iterable[str]) -> str:
     """Remove identifying tokens and patterns from ``text``."""
-    key = _longest_first(tokens if isinstance(tokens, frozenset) else frozenset(tokens))
-    pattern = _token_pattern(key)
+    key = tokens if isinstance(tokens, frozenset) else frozenset(tokens)
+    if len(text) <= _CACHED_TEXT:
+        return _scrub_cached(text, key)
+    return _scrub(text, key)
+
+
+@lru_cache(maxsize=1024)
+def _scrub_cached(text: str, tokens: frozenset[str]) -> str:
+    return _scrub(text, tokens)
+
+
+def _scrub(text: str, tokens: frozenset[str]) -> str:
+    pattern = _token_pattern(_longest_first(tokens))
     out = text
     if pattern is not None:
         out = pattern.sub(REMOVED, out)
     for pat in _PATTERNS:
         out = pat.sub(REMOVED, out)
     out = free_text.scrub(out)  # other people's names, addresses, contact details, IDs
-    return re.sub(r"\s+", " ", out).strip()
+    return _SPACES.sub(" ", out).strip()

@@ -98,15 +98,46 @@ def _uid(ds: Dataset, tag: int) -> object:
 
 def _write_file_meta(fp: DicomIO, meta: FileMetaDataset) -> None:
     """As pydicom's write_file_meta_info(enforce_standard=True): checked and completed by
-    pydicom, the group length first."""
-    validate_file_meta(meta, enforce_standard=True)
-    body = DicomBytesIO()
-    body.is_implicit_VR, body.is_little_endian = False, True
-    _write_elements(body, meta, DEFAULT_CODEC, implicit=False, skip=_GROUP_LENGTH)
-    length = body.tell()
-    meta.FileMetaInformationGroupLength = length
-    fp.write(_EXPLICIT_SHORT.pack(0x0002, 0x0000, b"UL", 4) + _UL.pack(length))
-    fp.write(body.getvalue())
+    pydicom, the group length first (the elements the bridge sets, encoded here)."""
+    value = _bridge_meta(meta)
+    if value is None:
+        validate_file_meta(meta, enforce_standard=True)
+        body = DicomBytesIO()
+        body.is_implicit_VR, body.is_little_endian = False, True
+        _write_elements(body, meta, DEFAULT_CODEC, implicit=False, skip=_GROUP_LENGTH)
+        value = body.getvalue()
+        meta.FileMetaInformationGroupLength = len(value)
+    fp.write(_EXPLICIT_SHORT.pack(0x0002, 0x0000, b"UL", 4) + _UL.pack(len(value)))
+    fp.write(value)
+
+
+#: The file meta bridge.dicom.set_file_meta makes, by tag and VR (pydicom adds the version).
+_BRIDGE_META = (
+    (0x00020002, "UI"),
+    (0x00020003, "UI"),
+    (0x00020010, "UI"),
+    (0x00020012, "UI"),
+    (0x00020013, "SH"),
+)
+_BRIDGE_META_TAGS = frozenset(tag for tag, _ in _BRIDGE_META)
+_VERSION = _EXPLICIT_LONG.pack(0x0002, 0x0001, b"OB", 0, 2) + b"\x00\x01"
+
+
+def _bridge_meta(meta: FileMetaDataset) -> bytes | None:
+    """The elements after the group length, as validate_file_meta completes them and pydicom
+    writes them, for file meta of exactly the elements the bridge sets, each a plain non-empty
+    value; None for any other (pydicom checks, completes and writes it)."""
+    if meta.keys() != _BRIDGE_META_TAGS:
+        return None
+    parts = [_VERSION]
+    for tag, vr in _BRIDGE_META:
+        elem = meta[tag]
+        value = _encoded(elem, DEFAULT_CODEC) if vr == elem.VR and elem.value else None
+        if value is None or len(value) > 0xFFFF:
+            return None
+        parts.append(_EXPLICIT_SHORT.pack(0x0002, tag & 0xFFFF, vr.encode("ascii"), len(value)))
+        parts.append(value)
+    return b"".join(parts)
 
 
 def _as_read(ds: Dataset, implicit: bool) -> bool:

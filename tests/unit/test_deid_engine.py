@@ -256,3 +256,43 @@ def test_method_codes_read_in_memory_and_written_in_every_encoding(engine, name)
     written = out.DeidentificationMethodCodeSequence
     assert [item.CodeValue for item in written] == codes
     assert all(item.CodingSchemeDesignator == "DCM" and item.CodeMeaning for item in written)
+
+
+def _cold_caches() -> None:
+    """Forget what the de-identification caches learned from earlier instances."""
+    from bridge.deid import dates, scrub
+
+    for cached in (scrub._scrub_cached, scrub._tokens_of_cached, dates.shift_da, dates.shift_dt):
+        cached.cache_clear()
+
+
+def test_what_one_instance_teaches_the_engine_changes_no_other_instances_result(tmp_path):
+    """One engine de-identifies two patients' studies, one after the other (their descriptions,
+    dates and UIDs repeat from instance to instance: they are answered from memory). Each file
+    and each recorded result is the one a fresh engine gives for that instance alone."""
+    first = make_study(tmp_path / "a", 3, seed=1)
+    second = make_study(
+        tmp_path / "b",
+        3,
+        seed=2,
+        patient=PlantedPatient("OTHERFAMILY", "OTHERGIVEN", "PID-1234567", "ISSUER-B", "19700102"),
+        accession="ACC-OTHER-1",
+        study_date="20230105",
+    )
+
+    def result(engine: Deidentifier, path: Path) -> tuple[bytes, dict[str, object]]:
+        r = engine.deidentify_file(path)
+        buf = BytesIO()
+        write_result(r, buf)
+        return buf.getvalue(), {k: v for k, v in vars(r).items() if k != "dataset"}
+
+    warm = Deidentifier(build_profile(), Pseudonymizer(SECRET), "test method")
+    paths = [*first.paths, *second.paths, *first.paths]
+    learned = [result(warm, p) for p in paths]
+    for path, got in zip(paths, learned, strict=True):
+        _cold_caches()
+        alone = result(Deidentifier(build_profile(), Pseudonymizer(SECRET), "test method"), path)
+        assert got == alone, path
+    planted = [*first.identity, *second.identity]
+    for data, _ in learned:
+        assert not leaks(dcmread(BytesIO(data)), planted)

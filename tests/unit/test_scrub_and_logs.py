@@ -100,3 +100,20 @@ def test_identity_inside_a_sequence_encoded_as_un_is_scrubbed_from_the_question(
     tokens = identifying_tokens(read)
     assert "OTHERMRN-4471" in tokens
     assert "OTHERMRN-4471" not in scrub_text("compare with OTHERMRN-4471 last year", tokens)
+
+
+def test_the_same_text_is_scrubbed_of_each_datasets_own_identity():
+    # (texts are scrubbed once per set of identifying tokens: the answer for one patient must
+    # never be reused for another)
+    text = "Follow-up of QXZMEYER lesion, compare KWOLSKI"
+    assert (
+        scrub_text(text, frozenset({"QXZMEYER"}))
+        == "Follow-up of [removed] lesion, compare KWOLSKI"
+    )
+    assert (
+        scrub_text(text, frozenset({"KWOLSKI"}))
+        == "Follow-up of QXZMEYER lesion, compare [removed]"
+    )
+    assert scrub_text(text, ["QXZMEYER"]) == "Follow-up of [removed] lesion, compare KWOLSKI"
+    long = " ".join([text] * 20)  # (a report-length text: scrubbed each time)
+    assert scrub_text(long, {"KWOLSKI"}).count("[removed]") == 20

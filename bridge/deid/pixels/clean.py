@@ -29,12 +29,13 @@ from pydicom.dataset import Dataset
 from bridge.deid.pixels import frames as px
 from bridge.deid.pixels.detect import Prefilter, TextDetector, complete_blocks
 from bridge.deid.pixels.regions import Reader, settle
-from bridge.deid.pixels.risk import Risk, assess
+from bridge.deid.pixels.risk import Risk, assess, text_of
 from bridge.domain.errors import DeidError
 
 Action = Literal["mask", "hold", "pass"]
 HOLD_REASON = "possible burned-in text"
-_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+#: Pixel Data, Float Pixel Data, Double Float Pixel Data
+_PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
 
 
 @dataclass(frozen=True)
@@ -174,11 +175,11 @@ class PixelCleaner:
     def process(self, ds: Dataset, tokens: AbstractSet[str]) -> PixelOutcome:
         """Scan and mask ``ds`` in place, or raise DeidError(HOLD_REASON) to hold it."""
         risk = assess(ds)
-        if not any(k in ds for k in _PIXEL_KEYWORDS):
+        if not any(tag in ds for tag in _PIXEL_TAGS):
             return PixelOutcome("not-scanned", risk, "no pixel data")
-        if "PixelData" not in ds:
+        if 0x7FE00010 not in ds:
             return self._unscannable(risk, "float pixel data is not scanned")
-        action = self.policy.action_for(str(ds.get("Modality", "") or ""))
+        action = self.policy.action_for(text_of(ds, 0x00080060))
         if action == "pass":
             return PixelOutcome("not-scanned", risk, "policy pass")
         if px.pixel_bytes(ds) > self.policy.max_bytes:
@@ -268,7 +269,7 @@ class PixelCleaner:
             return PixelOutcome("not-scanned", risk, "no pixel data")
         if pixel_tag != 0x7FE00010:
             return self._unscannable(risk, "float pixel data is not scanned")
-        if self.policy.action_for(str(ds.get("Modality", "") or "")) == "pass":
+        if self.policy.action_for(text_of(ds, 0x00080060)) == "pass":
             return PixelOutcome("not-scanned", risk, "policy pass")
         if px.pixel_bytes(ds) > self.policy.max_bytes:
             return self._unscannable(risk, "pixel data larger than deid.pixels.max_bytes")

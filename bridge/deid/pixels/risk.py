@@ -12,6 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+
+from bridge.dicom import raw_strings, vr_of
 
 #: Modalities whose images commonly carry burned-in patient data.
 HIGH_RISK_MODALITIES = frozenset(
@@ -39,19 +42,35 @@ class Risk:
 def assess(ds: Dataset) -> Risk:
     """The header's view of the instance's burned-in identity risk (reasons carry no PHI)."""
     reasons: list[str] = []
-    if str(ds.get("BurnedInAnnotation", "") or "").strip().upper() == "YES":
+    if text_of(ds, 0x00280301).strip().upper() == "YES":  # Burned In Annotation
         reasons.append("Burned In Annotation is YES")
-    modality = str(ds.get("Modality", "") or "").strip().upper()
+    modality = text_of(ds, 0x00080060).strip().upper()
     if modality in HIGH_RISK_MODALITIES:
         reasons.append(f"modality {modality}")
-    sop_class = str(ds.get("SOPClassUID", "") or "")
-    if sop_class.startswith(HIGH_RISK_SOP_PREFIXES):
+    if text_of(ds, 0x00080016).startswith(HIGH_RISK_SOP_PREFIXES):  # SOP Class UID
         reasons.append("SOP class commonly carries burned-in text")
-    image_type = ds.get("ImageType", None)
-    values = [str(v).strip().upper() for v in (image_type or [])] if image_type else []
-    if isinstance(image_type, str):
-        values = [image_type.strip().upper()]
+    values = [v.strip().upper() for v in _values(ds, 0x00080008)]  # Image Type
     hits = sorted(HIGH_RISK_IMAGE_TYPES.intersection(values))
     if hits:
         reasons.append(f"Image Type {'/'.join(hits)}")
     return Risk(high=bool(reasons), reasons=tuple(reasons))
+
+
+def _values(ds: Dataset, tag: int) -> list[str]:
+    """The element's values as text, from its raw bytes where they are plain (the element is
+    then not decoded into the dataset: it is written as it came), else as pydicom decodes it."""
+    if tag not in ds:
+        return []
+    elem = ds.get_item(tag)
+    values = raw_strings(elem, vr_of(tag, elem), None)
+    if values is not None:
+        return values
+    value = ds[tag].value
+    if value is None or value == "":
+        return []
+    return [str(v) for v in value] if isinstance(value, list | tuple | MultiValue) else [str(value)]
+
+
+def text_of(ds: Dataset, tag: int) -> str:
+    """The element's values as text, joined by backslashes (\"\" when absent or empty)."""
+    return "\\".join(_values(ds, tag))
