@@ -46,7 +46,7 @@ from bridge.deid.pseudonyms import Pseudonymizer
 from bridge.deid.scrub import REMOVED, identifying_tokens, scrub_text
 from bridge.deid.stream import copy_pixel_element
 from bridge.deid.stream import read_header as stream_header
-from bridge.deid.write import save
+from bridge.deid.write import save, text_element
 from bridge.dicom import one_codec, raw_strings, set_file_meta, vr_of
 from bridge.domain.errors import DeidError
 
@@ -355,15 +355,14 @@ class Deidentifier:
         else:
             temporal = "REMOVED"
         # (by tag and VR: pydicom's keyword lookups cost more than the rest of this)
-        for tag, vr, value, mode in (
-            # the pseudonyms and the constants are valid by construction: not checked again
-            (0x00100020, "LO", pseudo_pid, IGNORE),  # Patient ID
-            (0x00100010, "PN", self.pseudo.patient_name(pseudo_pid), IGNORE),  # Patient's Name
-            (0x00120062, "CS", "YES", IGNORE),  # Patient Identity Removed
-            (0x00120063, "LO", self.method_text, None),  # De-identification Method (settings)
-            (0x00280303, "CS", temporal, IGNORE),  # Longitudinal Temporal Information Modified
+        for tag, vr, value in (
+            (0x00100020, "LO", pseudo_pid),  # Patient ID
+            (0x00100010, "PN", self.pseudo.patient_name(pseudo_pid)),  # Patient's Name
+            (0x00120062, "CS", "YES"),  # Patient Identity Removed
+            (0x00120063, "LO", self.method_text),  # De-identification Method (settings)
+            (0x00280303, "CS", temporal),  # Longitudinal Temporal Information Modified
         ):
-            ds[tag] = DataElement(tag, vr, value, validation_mode=mode)
+            _put(ds, tag, vr, [value], codec)
         ds[_METHOD_CODES] = _method_codes(tuple(methods), *ds.original_encoding)
         self._file_meta(ds)
 
@@ -575,7 +574,7 @@ class _Walk:
             tag = int(btag)
             group, elem = tag >> 16, tag & 0xFFFF
             if group % 2 == 1 and 0x0010 <= elem <= 0x00FF:
-                creators[(group, elem)] = str(ds[btag].value or "").strip()
+                creators[(group, elem)] = _text(ds, btag, self.codec).strip()
         keep: set[int] = set()
         for btag in list(ds.keys()):
             tag = int(btag)
@@ -602,6 +601,16 @@ class _Walk:
         return new
 
 
+def _put(ds: Dataset, tag: int, vr: str, values: list[str], codec: str | None) -> None:
+    """Set a string element: as the bytes pydicom would write for the values, in the dataset's
+    own encoding (written as they are by bridge.deid.write), or decoded where pydicom must
+    encode it."""
+    raw = text_element(tag, vr, "\\".join(values), codec, ds.original_encoding)
+    ds[tag] = (
+        raw if raw is not None else DataElement(tag, vr, values[0] if len(values) == 1 else values)
+    )
+
+
 # -- the action registry: (dataset, tag, vr, walk, depth) -----------------------------
 def _remove(ds: Dataset, tag: int, vr: str, walk: _Walk, depth: int) -> None:
     del ds[tag]
@@ -612,7 +621,7 @@ def _empty(ds: Dataset, tag: int, vr: str, walk: _Walk, depth: int) -> None:
     if vr == "SQ":
         ds[tag] = DataElement(tag, "SQ", Sequence())
     elif vr in _TEXT_VRS:
-        ds[tag] = DataElement(tag, vr, "")
+        _put(ds, tag, vr, [""], walk.codec)
     elif vr in _BYTES_VRS:
         ds[tag] = DataElement(tag, vr, b"")
     else:
@@ -635,7 +644,10 @@ def _dummy(ds: Dataset, tag: int, vr: str, walk: _Walk, depth: int) -> None:
         _uid(ds, tag, vr, walk, depth)
         return
     value = b"\x00\x00" if vr in _BYTES_VRS else _DUMMIES.get(vr, "ANONYMIZED")
-    ds[tag] = DataElement(tag, vr, value)
+    if isinstance(value, str):
+        _put(ds, tag, vr, [value], walk.codec)
+    else:
+        ds[tag] = DataElement(tag, vr, value)
     walk.replaced += 1
 
 
@@ -656,11 +668,11 @@ def _clean(ds: Dataset, tag: int, vr: str, walk: _Walk, depth: int) -> None:
         return
     if vr in ("DA", "DT"):
         shift = shift_da if vr == "DA" else shift_dt
-        moved = [shift(v, walk.shift_days) for v in values]
-        if any(m is None for m in moved):
+        moved = [m for m in (shift(v, walk.shift_days) for v in values) if m is not None]
+        if len(moved) != len(values):
             _remove(ds, tag, vr, walk, depth)
             return
-        ds[tag] = DataElement(tag, vr, moved if len(moved) > 1 else moved[0])
+        _put(ds, tag, vr, moved, walk.codec)
         walk.replaced += 1
         return
     if vr in _CLEANABLE_TEXT:
@@ -670,7 +682,7 @@ def _clean(ds: Dataset, tag: int, vr: str, walk: _Walk, depth: int) -> None:
             return
         walk.replaced += 1
         if cleaned != values or not isinstance(ds.get_item(tag), RawDataElement):
-            ds[tag] = DataElement(tag, vr, cleaned if len(cleaned) > 1 else cleaned[0])
+            _put(ds, tag, vr, cleaned, walk.codec)
         return  # (nothing to clean in a raw value: it is written as it came)
     _remove(ds, tag, vr, walk, depth)
 
@@ -698,5 +710,5 @@ def _uid(ds: Dataset, tag: int, vr: str, walk: _Walk, depth: int) -> None:
     if not values:
         return
     mapped = [walk.map_uid(v) for v in values]
-    ds[tag] = DataElement(tag, "UI", mapped if len(mapped) > 1 else mapped[0])
+    _put(ds, tag, "UI", mapped, walk.codec)
     walk.replaced += 1

@@ -116,7 +116,7 @@ def identifying_tokens(ds: Dataset) -> frozenset[str]:
         if 0x00080005 in d:
             codec = one_codec(d.get("SpecificCharacterSet"))
         for tag, raw in list(d.items()):
-            if tag in _IDENTIFYING_SET:
+            if int(tag) in _IDENTIFYING_SET:  # (a plain int: BaseTag compares in Python)
                 if codec is not None and isinstance(raw, RawDataElement) and raw.value:
                     values: list[Any] = raw.value.decode(codec, "replace").split("\\")
                 else:

@@ -29,6 +29,7 @@ from pydicom.dataset import Dataset, FileMetaDataset, validate_file_meta
 from pydicom.filebase import DicomBytesIO, DicomFileLike, DicomIO
 from pydicom.filewriter import write_data_element
 from pydicom.multival import MultiValue
+from pydicom.tag import BaseTag
 from pydicom.uid import UID
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
@@ -191,18 +192,46 @@ def _encoded(elem: DataElement, codec: str | None) -> bytes | None:
         text = "\\".join(val)
     else:
         return None
-    vr = elem.VR
+    return encode_text(text, elem.VR, codec)
+
+
+def encode_text(text: str, vr: str, codec: str | None) -> bytes | None:
+    """The value bytes pydicom writes for ``text`` (a str value, multiple values joined by
+    backslashes) of a string VR, padding and all; None where pydicom must decide (person names
+    beyond ASCII, numbers as text, a character set of several codecs, text the codec cannot
+    encode)."""
     try:
         if vr in _ASCII_VRS:  # write_string: padded, then in the default repertoire
             if len(text) % 2:
                 text += "\x00" if vr == "UI" else " "
             return text.encode(DEFAULT_CODEC)
-        if vr in _TEXT_VRS and codec is not None:  # write_text: in the dataset's character set
+        if codec is None:
+            return None
+        if vr in _TEXT_VRS or (vr == "PN" and text.isascii()):
+            # write_text (write_PN: an ASCII name is its own encoding in a one-codec set)
             data = text.encode(codec)
             return data + b" " if len(data) % 2 else data
     except UnicodeError:
         return None  # pydicom decides (replacement characters, a warning)
     return None
+
+
+def text_element(
+    tag: int, vr: str, text: str, codec: str | None, encoding: tuple[bool | None, bool | None]
+) -> RawDataElement | None:
+    """An element of a dataset read in ``encoding`` (implicit VR, little endian), holding the
+    bytes pydicom would write for ``text``: written as they are, decoded only if read. None
+    where pydicom must encode it (see encode_text; a dataset made in memory, big endian, a value
+    too long for a 16-bit length)."""
+    implicit, little = encoding
+    if implicit is None or not little:
+        return None
+    data = encode_text(text, vr, codec)
+    if data is None or (not implicit and vr not in _LONG_VRS and len(data) > 0xFFFF):
+        return None
+    return RawDataElement(
+        BaseTag(tag), None if implicit else vr, len(data), data, 0, implicit, True
+    )
 
 
 def _write_sequence(fp: DicomIO, elem: DataElement, encodings: object, implicit: bool) -> None:

@@ -138,3 +138,61 @@ def test_the_same_bytes_for_values_made_in_memory(syntax: str, charset: object) 
         return ds
 
     assert _same(read_then_changed)
+
+
+@pytest.mark.parametrize("implicit", [False, True], ids=["explicit", "implicit"])
+@pytest.mark.parametrize(
+    ("charset", "vr", "text"),
+    [
+        (None, "UI", "2.25.1234"),  # odd: padded with a NUL
+        (None, "UI", "2.25.123"),
+        (None, "DA", "20240311\\19991231"),
+        (None, "CS", "YES"),
+        (None, "LO", "SO-ABC"),
+        (None, "PN", "SO^ABCDE"),
+        (None, "SH", ""),
+        ("ISO_IR 100", "LO", "Bébé Müller"),
+        ("ISO_IR 100", "LT", "Patient [removed] called back"),
+        ("ISO_IR 192", "SH", "Ĳssel ✓"),
+        ("ISO_IR 192", "PN", "ANONYMOUS"),
+        ("ISO_IR 192", "PN", "Ĳssel^Ærø"),  # beyond ASCII: pydicom encodes it
+        ("ISO_IR 100", "SH", "日本"),  # not in the character set: pydicom decides
+        ("ISO 2022 IR 6\\ISO 2022 IR 87", "LO", "ANONYMIZED"),  # several codecs
+        (None, "UT", "x" * 70_001),  # a 32-bit length
+        (None, "LO", "y" * 70_001),  # too long for a 16-bit length in explicit VR
+    ],
+)
+def test_elements_the_engine_sets_are_the_bytes_pydicom_writes(charset, vr, text, implicit):
+    """The engine sets changed string elements as raw bytes in the dataset's encoding
+    (bridge.deid.write.text_element); written, they are what pydicom writes for the value."""
+    from pydicom.datadict import DicomDictionary
+    from pydicom.dataelem import DataElement
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    from bridge.deid.write import text_element
+    from bridge.dicom import one_codec
+
+    tag = min(t for t, entry in DicomDictionary.items() if entry[0] == vr)  # (implicit VR)
+
+    def written(elem: object) -> bytes:
+        ds = Dataset()
+        if charset:
+            ds.SpecificCharacterSet = charset.split("\\")
+        ds[tag] = elem
+        fp = DicomBytesIO()
+        fp.is_implicit_VR, fp.is_little_endian = implicit, True
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            write_dataset(fp, ds)
+        return fp.getvalue()
+
+    raw = text_element(tag, vr, text, one_codec(charset and charset.split("\\")), (implicit, True))
+    must_decide = (vr == "PN" and not text.isascii()) or text == "日本" or "2022" in (charset or "")
+    if must_decide or (vr == "LO" and not implicit and len(text) > 0xFFFF):
+        assert raw is None
+        return
+    assert raw is not None
+    assert written(raw) == written(DataElement(tag, vr, text.split("\\") if "\\" in text else text))
+    assert text_element(tag, vr, text, "latin_1", (None, None)) is None  # made in memory
+    assert text_element(tag, vr, text, "latin_1", (implicit, False)) is None  # big endian
