@@ -232,6 +232,7 @@ class Listener:
             log.warning("store.refused", reason=exc.message)
             metrics.INSTANCES_FAILED.labels(stage="receive").inc()
             return STATUS_OUT_OF_RESOURCES
+        synced = self.spool.sync_soon(path)  # (the disk syncs the file while its header is read)
         try:
             header = read_header(path)
         except DatasetError as exc:
@@ -258,7 +259,7 @@ class Listener:
             question=route.question if route else "",
         )
         try:
-            journal_file(self.journal, self.spool, path, origin, header)
+            journal_file(self.journal, self.spool, path, origin, header, synced)
         except SpoolFullError as exc:
             log.warning("store.refused", reason=exc.message)
             metrics.INSTANCES_FAILED.labels(stage="receive").inc()

@@ -12,6 +12,7 @@ leave to pynetdicom (C-STORE); one moved before the store failed is deleted."""
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,12 +108,18 @@ def accept_file(
 
 
 def journal_file(
-    journal: IntakeJournal, spool: Spool, path: Path, origin: Origin, header: dict[str, str]
+    journal: IntakeJournal,
+    spool: Spool,
+    path: Path,
+    origin: Origin,
+    header: dict[str, str],
+    synced: Future[None] | None = None,
 ) -> None:
     """The C-STORE path: spool ``path`` and append its record to the intake journal (durable on
-    return); the journal's thread records it in the state store moments later."""
+    return); the journal's thread records it in the state store moments later. ``synced``: the
+    file's fsync, started while its header was read (``Spool.sync_soon``)."""
     size = path.stat().st_size
-    name = spool.adopt(path)
+    name = spool.adopt(path, synced)
     try:
         journal.append(_received(name, size, origin, header))
     except StoreError:

@@ -111,3 +111,44 @@ def test_the_periodic_sweep_sets_an_unrecorded_original_aside_too(tmp_path):
     spool.sweep(lambda names: set(), 60, recorded=lambda names: {"n2.done.dcm"} & set(names))
     assert not lost.exists() and not done.exists()
     assert (spool.root / "orphans" / "n2.lost.dcm").read_bytes().startswith(b"acknowledged")
+
+
+def test_a_received_file_is_moved_into_the_spool_only_once_its_fsync_completed(tmp_path):
+    """The listener starts a received file's fsync while it reads the header
+    (``Spool.sync_soon``); the file is renamed into ``received/`` only after that fsync
+    returned, and a failed fsync refuses the file (nothing in ``received/``)."""
+    import threading
+    from concurrent.futures import Future
+
+    import pytest
+
+    from bridge.domain.errors import SpoolError
+    from bridge.store.spool import RECEIVED
+
+    spool = Spool(tmp_path / "spool", Settings().spool, node_id="n1")
+    received = spool.root / RECEIVED
+    src = spool.partial_dir / "a.dcm"
+    src.write_bytes(b"x" * 1000)
+    syncing: Future[None] = Future()
+    names: list[str] = []
+    mover = threading.Thread(target=lambda: names.append(spool.adopt(src, syncing)))
+    mover.start()
+    mover.join(0.3)
+    assert mover.is_alive() and list(received.iterdir()) == []  # waits for the fsync
+    syncing.set_result(None)
+    mover.join(5)
+    assert [p.name for p in received.iterdir()] == names
+
+    failed: Future[None] = Future()
+    failed.set_exception(OSError(5, "Input/output error"))
+    other = spool.partial_dir / "b.dcm"
+    other.write_bytes(b"y" * 1000)
+    with pytest.raises(SpoolError) as err:
+        spool.adopt(other, failed)
+    assert err.value.message == "cannot store a received instance"
+    assert "Input/output error" in str(err.value)
+    assert [p.name for p in received.iterdir()] == names and other.exists()
+
+    done = spool.sync_soon(other)  # a real fsync on a spool thread
+    assert done.result(5) is None
+    assert spool.adopt(other, done) in {p.name for p in received.iterdir()}
