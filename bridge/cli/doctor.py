@@ -21,6 +21,7 @@ import requests
 
 from bridge.cli.command import Command, no_arguments
 from bridge.config import DicomWebPeer, Settings
+from bridge.domain.errors import BridgeError
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 MAX_SKEW = 60.0
@@ -204,11 +205,12 @@ def _store(settings: Settings) -> list[Check]:
         current, head = schema_status(engine)
         engine.dispose()
     except Exception as exc:  # noqa: BLE001 - any driver error is the answer
+        cause = exc.context.get("error") if isinstance(exc, BridgeError) else None
         return [
             Check(
                 "state store",
                 FAIL,
-                f"unreachable ({type(exc).__name__})",
+                f"unreachable ({cause or type(exc).__name__})",
                 "check BRIDGE_DATABASE_URL and the database server",
             )
         ]

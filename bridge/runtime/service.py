@@ -58,12 +58,11 @@ def node_name(settings: Settings | None = None) -> str:
 def open_store(settings: Settings, node_id: str | None = None, upgrade: bool = True) -> Store:
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     engine = make_engine(settings.effective_database_url)
-    if upgrade:
-        migrate(engine)
-    else:
-        current, head = schema_status(engine)
-        if current != head:
+    current, head = schema_status(engine)
+    if current != head:
+        if not upgrade:
             raise StoreError("state store schema is not current: run `bridge migrate`")
+        migrate(engine)
     cipher = None
     if settings.vault.keys:
         from bridge.store.vault_crypto import VaultCipher
