@@ -187,24 +187,38 @@ def wait_workers(b: BridgeProcess, count: int = 1, timeout: float = 60) -> None:
         time.sleep(0.1)
 
 
+def wait_listeners(b: BridgeProcess, count: int, timeout: float = 60) -> None:
+    """Until ``count`` extra listener processes accept (their start-up is not timed)."""
+    deadline = time.monotonic() + timeout
+    while b.log().count('"listener.process_started"') < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the listener processes did not start")
+        time.sleep(0.1)
+
+
 def bridge(
     work: Path,
     files: list[Path],
     pipeline: bool = True,
     associations: int = 1,
     listener_first: str | None = None,
+    listeners: int = 1,
 ) -> float:
     """``pipeline=False``: `serve --no-workers`, the listener alone (nothing de-identified or
     forwarded meanwhile), to tell its own speed from the competition for the CPU;
-    ``listener_first``: that setting instead of its default ("wait")."""
+    ``listener_first``: that setting instead of its default ("wait"); ``listeners``:
+    ``dimse.listener_processes``."""
     reading = deployed("READING", work / "reading")
     args = ("serve",) if pipeline else ("serve", "--no-workers")
-    extra = {"BRIDGE_WORKER__LISTENER_FIRST": listener_first} if listener_first else None
+    extra = {"BRIDGE_DIMSE__LISTENER_PROCESSES": str(listeners)}
+    if listener_first:
+        extra["BRIDGE_WORKER__LISTENER_FIRST"] = listener_first
     b = BridgeProcess(work / "bridge", bridge_env(reading, extra), args=args)
     b.start()
     try:
         if pipeline:
             wait_workers(b)
+        wait_listeners(b, listeners - 1)
         return timed_storescu(b.dimse_port, files, "SECONDOPINION", associations)
     finally:
         b.stop()
@@ -231,6 +245,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         root = Path(tmp)
         study = make_study(root / "study", n, seed=42)
+        cores = os.cpu_count() or 2
         receivers: list[tuple[str, Any]] = [
             ("dcmtk storescp", lambda w, k: storescp(w, study.paths, k)),
             ("Orthanc", lambda w, k: orthanc(w, study.paths, k)),
@@ -244,6 +259,14 @@ def main() -> int:
                 lambda w, k: bridge(w, study.paths, True, k, "off"),
             ),
             ("bridge, listener alone", lambda w, k: bridge(w, study.paths, False, k)),
+            (
+                f"bridge, as deployed, {cores} listener processes",
+                lambda w, k: bridge(w, study.paths, True, k, listeners=cores),
+            ),
+            (
+                f"bridge, listener alone, {cores} listener processes",
+                lambda w, k: bridge(w, study.paths, False, k, listeners=cores),
+            ),
             ("bare pynetdicom acceptor (+ fsync)", lambda w, k: bare_pynetdicom(w, study.paths, k)),
         ]
         results: dict[tuple[str, int], list[float]] = {}
@@ -277,7 +300,9 @@ def main() -> int:
             'listener has been quiet for 0.3 s (`worker.listener_first` "wait", the default); '
             'with "yield" it works while the study arrives, at the lowest CPU priority; '
             '"off": no preference. '
-            '"listener alone" is `serve --no-workers`. The bare pynetdicom acceptor streams '
+            '"listener alone" is `serve --no-workers`. "N listener processes": '
+            "`dimse.listener_processes` N, serve and N - 1 `bridge listen` processes accepting on "
+            "one socket. The bare pynetdicom acceptor streams "
             "each dataset to a file and fsyncs it, nothing else (bench/ingest.py "
             "`bare_pynetdicom`): the floor under the bridge's door.",
             "",

@@ -96,6 +96,12 @@ class DimseSettings(BaseModel):
     #: Extra called AE titles, each routing to a subspecialty and default question.
     routes: tuple[AeRoute, ...] = ()
     max_associations: int = Field(16, ge=1)
+    #: Processes accepting associations on the DICOM port (``bridge serve`` and N - 1
+    #: ``bridge listen`` processes sharing its socket). One process serves its associations
+    #: one at a time under Python's interpreter lock: for PACS that send with several
+    #: associations at once, set it to the number of cores. The connection caps below, and
+    #: max_associations, hold per process.
+    listener_processes: int = Field(1, ge=1, le=32)
     #: Connections one address may hold open at once (beyond: closed at accept, unread); the
     #: listener holds at most twice max_associations plus four.
     max_connections_per_peer: int = Field(16, ge=1)

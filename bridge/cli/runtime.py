@@ -1,4 +1,5 @@
-"""``bridge serve``, ``bridge worker``, ``bridge migrate``, ``bridge settings``."""
+"""``bridge serve``, ``bridge worker``, ``bridge listen``, ``bridge migrate``,
+``bridge settings``."""
 
 from __future__ import annotations
 
@@ -19,6 +20,16 @@ def _serve_arguments(p: argparse.ArgumentParser) -> None:
 
 def _worker_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--index", type=int, default=0, help="worker number on this node")
+
+
+def _listen_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--index", type=int, default=1, help="listener process number on this node")
+    p.add_argument(
+        "--socket-fd",
+        type=int,
+        required=True,
+        help="the listening socket's file descriptor, inherited from `bridge serve`",
+    )
 
 
 def _metrics_dir(settings: Settings, fresh: bool) -> None:
@@ -46,6 +57,13 @@ def worker(args: argparse.Namespace, settings: Settings) -> int:
     return run(settings, args.index)
 
 
+def listen(args: argparse.Namespace, settings: Settings) -> int:
+    _metrics_dir(settings, fresh=False)
+    from bridge.runtime.service import listen as run
+
+    return run(settings, args.index, args.socket_fd)
+
+
 def migrate(_args: argparse.Namespace, settings: Settings) -> int:
     from bridge.runtime.service import open_store
 
@@ -64,6 +82,13 @@ COMMANDS = (
     Command("serve", "run the listener, the workers and the HTTP server", _serve_arguments, serve),
     Command(
         "worker", "run pipeline workers only (serve starts its own)", _worker_arguments, worker
+    ),
+    Command(
+        "listen",
+        "run one more listener process on serve's socket (serve starts them: "
+        "dimse.listener_processes)",
+        _listen_arguments,
+        listen,
     ),
     Command("migrate", "bring the state store schema up to date", no_arguments, migrate),
     Command(

@@ -109,7 +109,9 @@ class Listener:
         self.ae = ae
 
     # -- lifecycle --------------------------------------------------------------------------
-    def start(self) -> None:
+    def start(self, shared: socket.socket | None = None) -> None:
+        """``shared``: a listening socket this process shares with other listener processes
+        (``runtime/door.py``); none: the listener binds ``dimse.host``:``dimse.port``."""
         dimse = self.settings.dimse
         handlers: list[Any] = [
             (evt.EVT_CONN_OPEN, self._on_connection),
@@ -131,6 +133,7 @@ class Listener:
             ctx,
             per_peer=dimse.max_connections_per_peer,
             total=2 * dimse.max_associations + 4,
+            shared=shared,
         )
         log.info(
             "listener.started",

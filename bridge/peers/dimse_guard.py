@@ -10,7 +10,14 @@ check runs: one peer announcing a 300 MiB PDU would make the process hold 300 Mi
   The peer gets an A-ABORT and the connection is closed;
 * one address may hold at most ``dimse.max_connections_per_peer`` connections, and the
   listener at most twice ``dimse.max_associations`` (plus a few): the excess is closed at
-  accept, before a byte is read.
+  accept, before a byte is read (each listener process counts its own).
+
+Several listener processes may share one listening socket (``dimse.listener_processes``,
+``runtime/door.py``): each polls it and accepts without blocking (the others' loss is an
+``EAGAIN``, which socketserver ignores). A process already serving associations waits a few
+milliseconds per association before it accepts, so that a new connection goes to the least
+busy process (the kernel would otherwise hand four connections sent at once to whichever
+process woke first).
 
 The PDU bound replaces ``DULServiceProvider._read_pdu_data`` (pynetdicom 3.x) with the same
 steps plus the length check; it applies to every association of the process (the bridge's own
@@ -20,8 +27,11 @@ C-FIND/C-MOVE/C-GET and returns too), with each AE's own advertised maximum.
 from __future__ import annotations
 
 import contextlib
+import functools
+import socket
 import struct
 import threading
+import time
 from datetime import UTC, datetime
 from ssl import SSLContext
 from typing import Any
@@ -40,6 +50,10 @@ log = get_logger(__name__)
 ASSOCIATING_PDU_MAX = 256 * 1024
 #: A-ABORT, source: service provider (2), reason: invalid PDU parameter value (6).
 _A_ABORT = struct.pack(">BBLBBBB", 0x07, 0x00, 4, 0, 0, 0x02, 0x06)
+#: A process sharing the listening socket waits this long per association it serves (and per
+#: connection accepted in the last ``_RECENT`` seconds) before it accepts another.
+_SHARED_DEFERRAL = 0.003
+_RECENT = 0.1
 _installed = threading.Lock()
 _done = False
 
@@ -136,10 +150,40 @@ class GuardedServer(ThreadedAssociationServer):
     per_peer: int = 16
     total: int = 36
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, shared: socket.socket | None = None, **kwargs: Any) -> None:
         self._starting: dict[str, int] = {}
         self._starting_lock = threading.Lock()
+        self._shared = shared
+        self._accepted: list[float] = []
         super().__init__(*args, **kwargs)
+
+    def server_bind(self) -> None:
+        """A listening socket shared with other processes is taken as it is (bound and
+        listening already, in non-blocking mode)."""
+        if self._shared is None:
+            super().server_bind()
+            return
+        if self.socket is not None:  # the one socketserver made, unbound
+            self.socket.close()
+        self.socket = self._shared
+        self.socket.setblocking(False)
+        self.server_address = self.socket.getsockname()
+
+    def server_activate(self) -> None:
+        if self._shared is None:
+            super().server_activate()
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        if self._shared is not None:
+            now = time.monotonic()
+            self._accepted = [t for t in self._accepted if now - t < _RECENT]
+            busy = max(len(self.active_associations), len(self._accepted))
+            if busy:
+                time.sleep(_SHARED_DEFERRAL * busy)  # a less busy process may take it first
+        request = super().get_request()  # OSError (EAGAIN): another process took it
+        if self._shared is not None:
+            self._accepted.append(time.monotonic())
+        return request
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
         host = _host(client_address)
@@ -182,10 +226,15 @@ def start_server(
     ssl_context: SSLContext | None,
     per_peer: int,
     total: int,
+    shared: socket.socket | None = None,
 ) -> GuardedServer:
-    """``AE.start_server(block=False)`` with :class:`GuardedServer`."""
+    """``AE.start_server(block=False)`` with :class:`GuardedServer`; ``shared``: a listening
+    socket other processes accept on too (``address`` is then only its name)."""
     server = ae.make_server(
-        address, ssl_context=ssl_context, evt_handlers=handlers, server_class=GuardedServer
+        address,
+        ssl_context=ssl_context,
+        evt_handlers=handlers,
+        server_class=functools.partial(GuardedServer, shared=shared),  # type: ignore[arg-type]
     )
     assert isinstance(server, GuardedServer)
     server.per_peer, server.total = per_peer, total

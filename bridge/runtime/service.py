@@ -22,31 +22,18 @@ import uvicorn
 
 from bridge.config import Settings
 from bridge.domain.errors import ConfigError, StoreError
-from bridge.ingest.listener import Listener
 from bridge.logging import get_logger
 from bridge.peers.connect import make_pacs
 from bridge.runtime.activity import Activity
+from bridge.runtime.door import Door, listener_node, listening_socket, recover_listeners
 from bridge.runtime.supervisor import WorkerSupervisor
 from bridge.runtime.worker import Pipeline, run_worker
 from bridge.store.db import make_engine, migrate, schema_status
-from bridge.store.journal import IntakeJournal, run_applier
 from bridge.store.repo import Store
 from bridge.store.spool import Spool
 from bridge.web.app import create_app
 
 log = get_logger(__name__)
-
-
-#: The journal's records are taken into the state store once appends pause this long.
-JOURNAL_GATHER = 0.05
-
-
-def journal_most(settings: Settings) -> float:
-    """The longest the journal's records wait for the state store while a study streams in:
-    up to a second when the pipeline waits for the listener anyway ("wait": fewer transactions,
-    less of the listener's interpreter lock), at once otherwise (the pipeline works as the
-    study arrives and needs the records)."""
-    return 1.0 if settings.worker.listener_first == "wait" else JOURNAL_GATHER
 
 
 def node_name(settings: Settings | None = None) -> str:
@@ -91,9 +78,18 @@ def serve(settings: Settings, config_file: Path | None = None, workers_here: boo
     spool = Spool(settings.spool_dir, settings.spool, store.node_id)
     spool.clean_partial()
     spool.clean_tmp()  # this process's own half-written files (uploads); workers clean theirs
-    journal = IntakeJournal(spool, store)
-    replayed = journal.apply()  # what the last run acknowledged but had not yet recorded
-    spool.remove_orphans(store.instances.spool_names(spool.prefix))
+    door = Door(settings, store, spool)  # replays what its journal had not recorded
+    replayed = door.replayed + recover_listeners(settings, store, store.node_id)
+    shared = listeners = None
+    if settings.dimse.listener_processes > 1:
+        shared = listening_socket(settings)
+        listeners = WorkerSupervisor(
+            settings.dimse.listener_processes - 1,
+            config_file,
+            command="listen",
+            args=("--socket-fd", str(shared.fileno())),
+            pass_fds=(shared.fileno(),),
+        )
 
     pipeline: Pipeline | None = None
     workers: WorkerSupervisor | None = None
@@ -103,10 +99,6 @@ def serve(settings: Settings, config_file: Path | None = None, workers_here: boo
         pipeline = Pipeline(settings, store, spool)
     else:
         workers = WorkerSupervisor(settings.worker.processes, config_file)
-    receiving = None
-    if settings.worker.listener_first == "wait":
-        receiving = Activity.intake_of_node(settings.data_dir).mark
-    listener = Listener(settings, journal, spool, receiving)
     server = uvicorn.Server(
         uvicorn.Config(
             create_app(
@@ -137,15 +129,9 @@ def serve(settings: Settings, config_file: Path | None = None, workers_here: boo
 
     http_thread = threading.Thread(target=server.run, name="http", daemon=True)
     http_thread.start()
-    journal_stop = threading.Event()
-    journal_thread = threading.Thread(
-        target=run_applier,
-        args=(journal, journal_stop, JOURNAL_GATHER, journal_most(settings)),
-        name="journal",
-        daemon=True,
-    )
-    journal_thread.start()
-    listener.start()
+    door.start(shared)
+    if listeners is not None:
+        listeners.start()
     if pipeline is not None:
         pipeline.start()
     if workers is not None:
@@ -154,9 +140,9 @@ def serve(settings: Settings, config_file: Path | None = None, workers_here: boo
     while not server.started and http_thread.is_alive() and time.monotonic() < deadline:
         time.sleep(0.05)
     if not server.started:
-        listener.shutdown(0)
-        journal_stop.set()
-        journal_thread.join(30)
+        door.stop(0)
+        if listeners is not None:
+            listeners.stop()
         if pipeline is not None:
             pipeline.stop()
         if workers is not None:
@@ -164,17 +150,20 @@ def serve(settings: Settings, config_file: Path | None = None, workers_here: boo
         raise ConfigError("the HTTP server could not start", port=settings.http.port)
     log.info(
         "bridge.started",
-        dimse_port=listener.port,
+        dimse_port=door.port,
+        listener_processes=settings.dimse.listener_processes,
         http_port=settings.http.port,
         released_leases=released,
         journal_replayed=replayed,
     )
     stop.wait()
 
-    listener.shutdown(settings.dimse.shutdown_grace)
-    journal_stop.set()  # records what is left in the journal, then ends
-    journal_thread.join(30)
-    journal.close()
+    grace = settings.dimse.shutdown_grace
+    if listeners is not None:
+        listeners.terminate()  # they stop accepting and finish what they receive, as this one
+    door.stop(grace)  # records what is left in its journal
+    if listeners is not None:
+        listeners.stop(grace + 30)
     server.should_exit = True
     if pipeline is not None:
         pipeline.stop()
@@ -183,6 +172,30 @@ def serve(settings: Settings, config_file: Path | None = None, workers_here: boo
     http_thread.join(10)
     store.engine.dispose()
     log.info("bridge.stopped")
+    return 0
+
+
+def listen(settings: Settings, index: int, socket_fd: int) -> int:
+    """``bridge listen``: listener process ``index`` of ``bridge serve`` (which starts it with
+    ``dimse.listener_processes`` > 1), accepting on serve's listening socket ``socket_fd``.
+    SIGTERM: as serve's own listener, stop accepting, let running associations finish, record
+    what is left in the journal."""
+    store = open_store(settings, listener_node(node_name(settings), index), upgrade=False)
+    spool = Spool(settings.spool_dir, settings.spool, store.node_id)
+    spool.clean_partial()
+    door = Door(settings, store, spool)
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    door.start(socket.socket(fileno=socket_fd))
+    log.info("listener.process_started", index=index, journal_replayed=door.replayed)
+    stop.wait()
+    door.stop(settings.dimse.shutdown_grace)
+    store.engine.dispose()
     return 0
 
 

@@ -1,8 +1,10 @@
-"""Worker processes of ``bridge serve``: started, watched, restarted, stopped.
+"""Child processes of ``bridge serve``: started, watched, restarted, stopped.
 
-Each worker is ``python -m bridge.cli worker --index N`` with the same environment (and so the
-same settings). A worker dies with its parent (PR_SET_PDEATHSIG), so killing the serve process
-stops the whole group, and a restart never overlaps with workers of the previous run.
+Each worker is ``python -m bridge.cli worker --index N``, each extra listener process
+``python -m bridge.cli listen --index N --socket-fd F`` (``runtime/door.py``), with the same
+environment (and so the same settings). A child dies with its parent (PR_SET_PDEATHSIG), so
+killing the serve process stops the whole group, and a restart never overlaps with children of
+the previous run.
 """
 
 from __future__ import annotations
@@ -31,9 +33,24 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 
 
 class WorkerSupervisor:
-    def __init__(self, count: int, config_file: Path | None = None) -> None:
+    """``count`` children running ``command`` (``worker``, or ``listen``: then numbered from 1,
+    with ``args`` after the index and the file descriptors ``pass_fds`` inherited)."""
+
+    def __init__(
+        self,
+        count: int,
+        config_file: Path | None = None,
+        command: str = "worker",
+        args: tuple[str, ...] = (),
+        pass_fds: tuple[int, ...] = (),
+    ) -> None:
         self.count = count
         self.config_file = config_file
+        self.command = command
+        self.args = args
+        self.pass_fds = pass_fds
+        self.what = "listener" if command == "listen" else "worker"
+        self.indices = range(1, count + 1) if command == "listen" else range(count)
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="supervisor", daemon=True)
@@ -42,33 +59,39 @@ class WorkerSupervisor:
         cmd = [sys.executable, "-m", "bridge.cli"]
         if self.config_file is not None:
             cmd += ["--config", str(self.config_file)]
-        cmd += ["worker", "--index", str(index)]
-        self._procs[index] = subprocess.Popen(cmd, preexec_fn=_die_with_parent)  # noqa: PLW1509
-        log.info("worker.spawned", index=index, pid=self._procs[index].pid)
+        cmd += [self.command, "--index", str(index), *self.args]
+        self._procs[index] = subprocess.Popen(  # noqa: PLW1509 - the child's prctl only
+            cmd, preexec_fn=_die_with_parent, pass_fds=self.pass_fds
+        )
+        log.info(f"{self.what}.spawned", index=index, pid=self._procs[index].pid)
 
     def start(self) -> None:
-        for i in range(self.count):
+        for i in self.indices:
             self._spawn(i)
         self._thread.start()
 
     def _watch(self) -> None:
-        delays = dict.fromkeys(range(self.count), 1.0)
+        delays = dict.fromkeys(self.indices, 1.0)
         while not self._stopping.wait(0.5):
             for i, proc in list(self._procs.items()):
                 code = proc.poll()
                 if code is None or self._stopping.is_set():
                     continue
-                log.error("worker.exited", index=i, code=code, restart_in=delays[i])
+                log.error(f"{self.what}.exited", index=i, code=code, restart_in=delays[i])
                 if self._stopping.wait(delays[i]):
                     return
                 delays[i] = min(delays[i] * 2, 30.0)
                 self._spawn(i)
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def terminate(self) -> None:
+        """Ask every child to stop (SIGTERM), without waiting; no more restarts."""
         self._stopping.set()
         for proc in self._procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.terminate()
         deadline = time.monotonic() + timeout
         for proc in self._procs.values():
             try:
@@ -76,4 +99,4 @@ class WorkerSupervisor:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        log.info("workers.stopped", count=len(self._procs))
+        log.info(f"{self.what}s.stopped", count=len(self._procs))
