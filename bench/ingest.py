@@ -312,9 +312,19 @@ def main() -> int:
             "",
         ]
     )
-    args.out.write_text(text)
+    args.out.write_text(text + _analysis(args.out))
     print(text)
     return 0
+
+
+def _analysis(out: Path) -> str:
+    """The hand-written sections below the table (from the first ``## `` heading on) of the
+    report this run replaces: a new run renews the table and keeps the reading of it."""
+    if not out.exists():
+        return ""
+    old = out.read_text()
+    at = old.find("\n## ")
+    return "" if at < 0 else "\n" + old[at + 1 :]
 
 
 if __name__ == "__main__":
