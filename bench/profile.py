@@ -19,8 +19,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/support
 
-from ingest import bridge_env, deployed, timed_storescu, wait_workers  # noqa: E402
-from run import _children, forwarded  # noqa: E402
+from ingest import bridge_env, children, deployed, timed_storescu, wait_workers  # noqa: E402
+from run import forwarded  # noqa: E402
 
 from bridge.sample import make_study  # noqa: E402
 from tests.support.peers import BridgeProcess  # noqa: E402
@@ -101,7 +101,7 @@ def main() -> int:
             wait_workers(b)
             assert b.process is not None
             targets = {"bridge serve (listener, HTTP)": b.process.pid}
-            for i, pid in enumerate(_children(b.process.pid)):
+            for i, pid in enumerate(children(b.process.pid)):
                 targets[f"bridge worker {i + 1}"] = pid
             spies = {
                 name: subprocess.Popen(

@@ -36,7 +36,16 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/support
 
 import ingest  # noqa: E402
-from ingest import SECRET, bridge_env, deployed, timed_storescu, wait_workers  # noqa: E402
+from ingest import (  # noqa: E402
+    SECRET,
+    bridge_env,
+    children,
+    cpu_seconds,
+    deployed,
+    timed_storescu,
+    wait_quiet,
+    wait_workers,
+)
 
 from bridge.deid.pseudonyms import Pseudonymizer  # noqa: E402
 from bridge.sample import (  # noqa: E402
@@ -66,18 +75,6 @@ def _rss_kib(pid: int) -> int:
     return 0
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            out.append(int(stat.parent.name))
-    return out
-
-
 class RssSampler(threading.Thread):
     """Peak resident memory of a process and its children (sum), sampled every 50 ms."""
 
@@ -92,7 +89,7 @@ class RssSampler(threading.Thread):
         last_scan = 0.0
         while not self._stop_event.is_set():
             if time.monotonic() - last_scan > 1.0:
-                kids = _children(self.pid)
+                kids = children(self.pid)
                 last_scan = time.monotonic()
             total = _rss_kib(self.pid) + sum(_rss_kib(k) for k in kids)
             self.peak_kib = max(self.peak_kib, total)
@@ -112,15 +109,6 @@ def count_in(o: Orthanc, study_uid: str) -> int:
         json={"Level": "Instance", "Query": {"StudyInstanceUID": study_uid}},
     )
     return len(r.json())
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds used so far by a process (its threads included)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def direct_cpu(work: Path, files: list[Path]) -> float:
@@ -154,12 +142,13 @@ def via_bridge(
     b.start()
     wait_workers(b)
     assert b.process is not None
+    wait_quiet(b.process.pid)
     sampler = RssSampler(b.process.pid)
     sampler.start()
     pseudo = Pseudonymizer(SECRET.encode()).uid(study_uid)
     assert o.process is not None
     pids = {"bridge serve": b.process.pid, "reading Orthanc": o.process.pid}
-    for i, child in enumerate(_children(b.process.pid)):
+    for i, child in enumerate(children(b.process.pid)):
         pids[f"bridge worker {i + 1}" if i else "bridge worker"] = child
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     try:
@@ -357,7 +346,8 @@ def main() -> int:
             "the same machine), all on the same cores, once the "
             'listener has been quiet for 0.3 s (`worker.listener_first` "wait", the default); '
             'with "yield" it works while the study arrives, at the lowest CPU priority; '
-            '"listener alone" is `serve --no-workers`, nothing else running.',
+            '"listener alone" is `serve --no-workers`, nothing else running. The bridge is '
+            "timed once its processes are idle (its start is not timed).",
             "",
             "| receiver | instances | seconds (median) | runs | instances/s | rate vs Orthanc "
             "| rate vs storescp |",
