@@ -84,6 +84,7 @@ class Listener:
         #: pipeline waits while the listener receives (``runtime/activity.py`` ListenerFirst).
         self.on_receiving = on_receiving or _nothing
         self._server: ThreadedAssociationServer | None = None
+        self._load: dimse_guard.DoorLoad | None = None
 
         # Stream each received dataset to a file in this node's spool/partial folder. pynetdicom
         # writes it with tempfile.NamedTemporaryFile: its module's name is pointed at one that
@@ -109,9 +110,12 @@ class Listener:
         self.ae = ae
 
     # -- lifecycle --------------------------------------------------------------------------
-    def start(self, shared: socket.socket | None = None) -> None:
+    def start(
+        self, shared: socket.socket | None = None, load: dimse_guard.DoorLoad | None = None
+    ) -> None:
         """``shared``: a listening socket this process shares with other listener processes
-        (``runtime/door.py``); none: the listener binds ``dimse.host``:``dimse.port``."""
+        (``runtime/door.py``), ``load`` their open connections; none: the listener binds
+        ``dimse.host``:``dimse.port``."""
         dimse = self.settings.dimse
         handlers: list[Any] = [
             (evt.EVT_CONN_OPEN, self._on_connection),
@@ -134,7 +138,9 @@ class Listener:
             per_peer=dimse.max_connections_per_peer,
             total=2 * dimse.max_associations + 4,
             shared=shared,
+            load=load,
         )
+        self._load = load
         log.info(
             "listener.started",
             ae_title=dimse.ae_title,
@@ -157,6 +163,8 @@ class Listener:
         if server is None:
             return
         server.shutdown()
+        if self._load is not None:
+            self._load.close()
         running = server.active_associations
         deadline = time.monotonic() + grace
         while running and time.monotonic() < deadline:

@@ -14,10 +14,12 @@ check runs: one peer announcing a 300 MiB PDU would make the process hold 300 Mi
 
 Several listener processes may share one listening socket (``dimse.listener_processes``,
 ``runtime/door.py``): each polls it and accepts without blocking (the others' loss is an
-``EAGAIN``, which socketserver ignores). A process already serving associations waits a few
-milliseconds per association before it accepts, so that a new connection goes to the least
-busy process (the kernel would otherwise hand four connections sent at once to whichever
-process woke first).
+``EAGAIN``, which socketserver ignores). Each publishes its open connections in a small shared
+file (:class:`DoorLoad`); a process serving more than the least busy live one leaves a waiting
+connection to it, for up to ``_LEAVE_AT_MOST`` seconds (then takes it: the other may be stuck),
+so that four associations sent at once go two and two to two processes (the kernel would hand
+them to whichever process woke first, and which one wakes first depends on each process's
+interpreter lock).
 
 The PDU bound replaces ``DULServiceProvider._read_pdu_data`` (pynetdicom 3.x) with the same
 steps plus the length check; it applies to every association of the process (the bridge's own
@@ -28,6 +30,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import mmap
+import os
+import select
 import socket
 import struct
 import threading
@@ -36,7 +41,7 @@ from datetime import UTC, datetime
 from ssl import SSLContext
 from typing import Any
 
-from pynetdicom import AE
+from pynetdicom import AE, evt
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.transport import ThreadedAssociationServer
 from pynetdicom.utils import make_target
@@ -50,10 +55,10 @@ log = get_logger(__name__)
 ASSOCIATING_PDU_MAX = 256 * 1024
 #: A-ABORT, source: service provider (2), reason: invalid PDU parameter value (6).
 _A_ABORT = struct.pack(">BBLBBBB", 0x07, 0x00, 4, 0, 0, 0x02, 0x06)
-#: A process sharing the listening socket waits this long per association it serves (and per
-#: connection accepted in the last ``_RECENT`` seconds) before it accepts another.
-_SHARED_DEFERRAL = 0.003
-_RECENT = 0.1
+#: A process sharing the listening socket and busier than another leaves a waiting connection
+#: to the other for this long at most, looking again every ``_LOOK`` seconds.
+_LEAVE_AT_MOST = 0.05
+_LOOK = 0.002
 _installed = threading.Lock()
 _done = False
 
@@ -142,6 +147,59 @@ def install() -> None:
             _done = True
 
 
+class DoorLoad:
+    """The open connections of each listener process sharing one listening socket, in a file
+    every one of them maps: slot ``index`` (0: serve's own listener) holds the process id and
+    its count. ``create`` (serve, before it starts the others) starts it empty."""
+
+    SLOTS = 32
+    _SLOT = struct.Struct("<ii")
+
+    def __init__(self, path: os.PathLike[str] | str, index: int, create: bool = False) -> None:
+        if not 0 <= index < self.SLOTS:
+            raise ValueError(f"listener process index {index} is outside 0..{self.SLOTS - 1}")
+        size = self.SLOTS * self._SLOT.size
+        flags = os.O_RDWR | os.O_CREAT | (os.O_TRUNC if create else 0)
+        fd = os.open(path, flags, 0o600)
+        try:
+            if os.fstat(fd).st_size < size:
+                os.ftruncate(fd, size)
+            self._map = mmap.mmap(fd, size)
+        finally:
+            os.close(fd)
+        self.index = index
+        self._pid = os.getpid()
+
+    def publish(self, count: int) -> None:
+        self._SLOT.pack_into(self._map, self.index * self._SLOT.size, self._pid, count)
+
+    def least_other(self) -> int | None:
+        """The fewest open connections of another live listener process (None: none)."""
+        least = None
+        for k in range(self.SLOTS):
+            pid, count = self._SLOT.unpack_from(self._map, k * self._SLOT.size)
+            if k == self.index or pid <= 0 or not _alive(pid):
+                continue
+            least = count if least is None else min(least, count)
+        return least
+
+    def close(self) -> None:
+        """This process no longer accepts: the others stop leaving connections to it."""
+        with contextlib.suppress(ValueError, BufferError):
+            self._SLOT.pack_into(self._map, self.index * self._SLOT.size, 0, 0)
+            self._map.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class GuardedServer(ThreadedAssociationServer):
     """pynetdicom's threaded server, closing connections over the per-address and total caps
     at accept (``socketserver.verify_request``). Open connections are the running acceptor
@@ -149,13 +207,24 @@ class GuardedServer(ThreadedAssociationServer):
 
     per_peer: int = 16
     total: int = 36
+    #: How long a busier process leaves a waiting connection to a less busy one, at most.
+    leave_at_most: float = _LEAVE_AT_MOST
 
-    def __init__(self, *args: Any, shared: socket.socket | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        shared: socket.socket | None = None,
+        load: DoorLoad | None = None,
+        **kwargs: Any,
+    ) -> None:
         self._starting: dict[str, int] = {}
         self._starting_lock = threading.Lock()
         self._shared = shared
-        self._accepted: list[float] = []
+        self._load = load
         super().__init__(*args, **kwargs)
+        if load is not None:
+            load.publish(0)
+            self.bind(evt.EVT_CONN_CLOSE, self._on_closed)
 
     def server_bind(self) -> None:
         """A listening socket shared with other processes is taken as it is (bound and
@@ -173,17 +242,37 @@ class GuardedServer(ThreadedAssociationServer):
         if self._shared is None:
             super().server_activate()
 
+    def open_connections(self, leaving: Any = None) -> int:
+        """Running acceptor associations (but ``leaving``) and connections accepted whose
+        association has not started yet."""
+        running = sum(1 for a in self.active_associations if a is not leaving)
+        with self._starting_lock:
+            return running + sum(self._starting.values())
+
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
-        if self._shared is not None:
-            now = time.monotonic()
-            self._accepted = [t for t in self._accepted if now - t < _RECENT]
-            busy = max(len(self.active_associations), len(self._accepted))
-            if busy:
-                time.sleep(_SHARED_DEFERRAL * busy)  # a less busy process may take it first
-        request = super().get_request()  # OSError (EAGAIN): another process took it
-        if self._shared is not None:
-            self._accepted.append(time.monotonic())
-        return request
+        if self._load is not None:
+            self._leave_to_a_less_busy_process(self._load)
+        return super().get_request()  # OSError (EAGAIN): another process took it
+
+    def _leave_to_a_less_busy_process(self, load: DoorLoad) -> None:
+        """Wait while another live listener process has fewer open connections and the
+        connection is still waiting, ``_LEAVE_AT_MOST`` seconds at most. OSError: the other
+        took it (socketserver then waits for the next one)."""
+        deadline = time.monotonic() + self.leave_at_most
+        while True:
+            mine = self.open_connections()
+            load.publish(mine)
+            least = load.least_other()
+            if least is None or mine <= least or time.monotonic() >= deadline:
+                return
+            time.sleep(_LOOK)
+            waiting, _, _ = select.select([self.fileno()], [], [], 0)
+            if not waiting:
+                raise BlockingIOError("another listener process took the connection")
+
+    def _on_closed(self, event: evt.Event) -> None:
+        if self._load is not None:
+            self._load.publish(self.open_connections(leaving=event.assoc))
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
         host = _host(client_address)
@@ -195,6 +284,8 @@ class GuardedServer(ThreadedAssociationServer):
             admitted = mine < self.per_peer and everyone < self.total
             if admitted:
                 self._starting[host] = self._starting.get(host, 0) + 1
+                if self._load is not None:
+                    self._load.publish(everyone + 1)
         if not admitted:
             log.warning("association.connection_refused", reason="too many connections")
             metrics.ASSOCIATIONS_REJECTED.labels(reason="connections").inc()
@@ -227,14 +318,18 @@ def start_server(
     per_peer: int,
     total: int,
     shared: socket.socket | None = None,
+    load: DoorLoad | None = None,
 ) -> GuardedServer:
     """``AE.start_server(block=False)`` with :class:`GuardedServer`; ``shared``: a listening
-    socket other processes accept on too (``address`` is then only its name)."""
+    socket other processes accept on too (``address`` is then only its name), ``load`` the
+    open connections of each of them."""
     server = ae.make_server(
         address,
         ssl_context=ssl_context,
         evt_handlers=handlers,
-        server_class=functools.partial(GuardedServer, shared=shared),  # type: ignore[arg-type]
+        server_class=functools.partial(  # type: ignore[arg-type]
+            GuardedServer, shared=shared, load=load
+        ),
     )
     assert isinstance(server, GuardedServer)
     server.per_peer, server.total = per_peer, total
@@ -246,4 +341,4 @@ def start_server(
     return server
 
 
-__all__ = ["ASSOCIATING_PDU_MAX", "GuardedServer", "install", "start_server"]
+__all__ = ["ASSOCIATING_PDU_MAX", "DoorLoad", "GuardedServer", "install", "start_server"]

@@ -4,7 +4,8 @@ pynetdicom serves every association of a process under one interpreter lock, so 
 receives four associations no faster than one. ``dimse.listener_processes`` N > 1: ``bridge
 serve`` opens the listening socket itself and shares it with N - 1 ``bridge listen`` processes
 (started, watched and restarted as the worker processes are); each accepts on it (the least
-busy first: ``peers/dimse_guard.py``), spools into its own ``spool/partial/<node>-l<K>`` and
+busy first: each publishes its open connections in ``data/door-load``,
+``peers/dimse_guard.py``), spools into its own ``spool/partial/<node>-l<K>`` and
 journals into its own ``spool/journal/<node>-l<K>``, recorded in the state store by its own
 journal thread. An instance is acknowledged under the same rule in every process: on disk
 (fsynced) and journalled (synced).
@@ -21,10 +22,12 @@ from __future__ import annotations
 import re
 import socket
 import threading
+from pathlib import Path
 
 from bridge.config import Settings
 from bridge.ingest.listener import Listener
 from bridge.logging import get_logger
+from bridge.peers.dimse_guard import DoorLoad
 from bridge.runtime.activity import Activity
 from bridge.store.journal import JOURNAL, IntakeJournal, run_applier
 from bridge.store.repo import Store
@@ -55,6 +58,11 @@ def listener_node(node: str, index: int) -> str:
 
 def _stem(node: str) -> str:
     return re.sub(r"[^A-Za-z0-9-]", "-", node)[:27]
+
+
+def door_load_path(settings: Settings) -> Path:
+    """The file in which the node's listener processes publish their open connections."""
+    return settings.data_dir / "door-load"
 
 
 def listening_socket(settings: Settings) -> socket.socket:
@@ -91,9 +99,14 @@ class Door:
     def port(self) -> int:
         return self.listener.port
 
-    def start(self, shared: socket.socket | None = None) -> None:
+    def start(self, shared: socket.socket | None = None, index: int = 0) -> None:
+        """``shared``: the listening socket of the node's listener processes, this one
+        ``index`` of them (0: serve's own listener, which starts their load file empty)."""
         self._thread.start()
-        self.listener.start(shared)
+        load = None
+        if shared is not None:
+            load = DoorLoad(door_load_path(self.settings), index, create=index == 0)
+        self.listener.start(shared, load)
 
     def stop(self, grace: float) -> None:
         """Stop accepting, let running associations finish for ``grace`` seconds, record what
@@ -126,6 +139,7 @@ def recover_listeners(settings: Settings, store: Store, node: str) -> int:
 __all__ = [
     "JOURNAL_GATHER",
     "Door",
+    "door_load_path",
     "journal_most",
     "listener_node",
     "listening_socket",

@@ -191,7 +191,7 @@ def listen(settings: Settings, index: int, socket_fd: int) -> int:
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    door.start(socket.socket(fileno=socket_fd))
+    door.start(socket.socket(fileno=socket_fd), index)
     log.info("listener.process_started", index=index, journal_replayed=door.replayed)
     stop.wait()
     door.stop(settings.dimse.shutdown_grace)
