@@ -38,7 +38,7 @@ def _password(from_stdin: bool) -> str:
 
 
 def user_cmd(args: argparse.Namespace, settings: Settings) -> int:
-    from bridge.runtime.service import open_store
+    from bridge.runtime.node import open_store
     from bridge.store import accounts, audit
 
     store = open_store(settings)
@@ -83,7 +83,7 @@ def audit_cmd(args: argparse.Namespace, settings: Settings) -> int:
 
     from bridge.clock import iso_utc
     from bridge.peers.syslog import to_dicom_xml, to_syslog
-    from bridge.runtime.service import open_store
+    from bridge.runtime.node import open_store
     from bridge.store import audit
 
     since = None
@@ -131,7 +131,7 @@ def vault_cmd(args: argparse.Namespace, settings: Settings) -> int:
     if args.vault_command == "new-key":
         print(new_key())
         return 0
-    from bridge.runtime.service import open_store
+    from bridge.runtime.node import open_store
     from bridge.store import audit
 
     store = open_store(settings)

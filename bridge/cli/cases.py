@@ -21,7 +21,7 @@ def _show_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def list_cases(args: argparse.Namespace, settings: Settings) -> int:
-    from bridge.runtime.service import open_store
+    from bridge.runtime.node import open_store
     from bridge.web.schemas import case_out
 
     store = open_store(settings)
@@ -39,7 +39,7 @@ def list_cases(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def show_case(args: argparse.Namespace, settings: Settings) -> int:
-    from bridge.runtime.service import open_store
+    from bridge.runtime.node import open_store
     from bridge.web.schemas import case_out
 
     c = open_store(settings).cases.get(args.case_id)

@@ -52,20 +52,20 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
 
 def worker(args: argparse.Namespace, settings: Settings) -> int:
     _metrics_dir(settings, fresh=False)
-    from bridge.runtime.service import worker as run
+    from bridge.runtime.worker import worker_process as run
 
     return run(settings, args.index)
 
 
 def listen(args: argparse.Namespace, settings: Settings) -> int:
     _metrics_dir(settings, fresh=False)
-    from bridge.runtime.service import listen as run
+    from bridge.runtime.door import listen as run
 
     return run(settings, args.index, args.socket_fd)
 
 
 def migrate(_args: argparse.Namespace, settings: Settings) -> int:
-    from bridge.runtime.service import open_store
+    from bridge.runtime.node import open_store
 
     store = open_store(settings)
     print("state store schema is up to date")

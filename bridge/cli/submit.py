@@ -112,7 +112,7 @@ def _no_files() -> Path:
 def submit_cmd(args: argparse.Namespace, settings: Settings) -> int:
     from bridge.peers.connect import make_pacs
     from bridge.pipeline.submit import Submission, submit
-    from bridge.runtime.service import open_store
+    from bridge.runtime.node import open_store
     from bridge.store.spool import Spool
 
     if bool(args.study_uid) == bool(args.accession):
@@ -215,7 +215,7 @@ def import_cmd(args: argparse.Namespace, settings: Settings) -> int:
     """``bridge import PATH``: one case per study found on the media."""
     from bridge.pipeline.media_import import opened, scan, submit_media
     from bridge.pipeline.submit import Submission, validate
-    from bridge.runtime.service import open_store
+    from bridge.runtime.node import open_store
     from bridge.store.spool import Spool
 
     if not args.list:

@@ -221,10 +221,11 @@ class GuardedServer(ThreadedAssociationServer):
         self._starting_lock = threading.Lock()
         self._shared = shared
         self._load = load
+        self._connections = 0
         super().__init__(*args, **kwargs)
+        self.bind(evt.EVT_CONN_CLOSE, self._on_closed)
         if load is not None:
             load.publish(0)
-            self.bind(evt.EVT_CONN_CLOSE, self._on_closed)
 
     def server_bind(self) -> None:
         """A listening socket shared with other processes is taken as it is (bound and
@@ -243,11 +244,13 @@ class GuardedServer(ThreadedAssociationServer):
             super().server_activate()
 
     def open_connections(self, leaving: Any = None) -> int:
-        """Running acceptor associations (but ``leaving``) and connections accepted whose
-        association has not started yet."""
+        """Connections admitted and not closed yet (``leaving``: the one closing now). Counted
+        as they come and go, and bounded by the running acceptor associations plus those
+        accepted whose association has not started, which briefly counts one twice (its thread
+        runs before its start is counted done) but never misses one: the smaller of the two."""
         running = sum(1 for a in self.active_associations if a is not leaving)
         with self._starting_lock:
-            return running + sum(self._starting.values())
+            return min(self._connections, running + sum(self._starting.values()))
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         if self._load is not None:
@@ -271,8 +274,19 @@ class GuardedServer(ThreadedAssociationServer):
                 raise BlockingIOError("another listener process took the connection")
 
     def _on_closed(self, event: evt.Event) -> None:
+        self._gone()
         if self._load is not None:
             self._load.publish(self.open_connections(leaving=event.assoc))
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """An admitted connection whose association failed to start (socketserver closes it;
+        no EVT_CONN_CLOSE follows)."""
+        self._gone()
+        super().handle_error(request, client_address)
+
+    def _gone(self) -> None:
+        with self._starting_lock:
+            self._connections = max(0, self._connections - 1)
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
         host = _host(client_address)
@@ -284,8 +298,9 @@ class GuardedServer(ThreadedAssociationServer):
             admitted = mine < self.per_peer and everyone < self.total
             if admitted:
                 self._starting[host] = self._starting.get(host, 0) + 1
+                self._connections += 1
                 if self._load is not None:
-                    self._load.publish(everyone + 1)
+                    self._load.publish(min(self._connections, everyone + 1))
         if not admitted:
             log.warning("association.connection_refused", reason="too many connections")
             metrics.ASSOCIATIONS_REJECTED.labels(reason="connections").inc()

@@ -20,15 +20,18 @@ overlaps with listener processes of the previous run.
 from __future__ import annotations
 
 import re
+import signal
 import socket
 import threading
 from pathlib import Path
+from types import FrameType
 
 from bridge.config import Settings
 from bridge.ingest.listener import Listener
 from bridge.logging import get_logger
 from bridge.peers.dimse_guard import DoorLoad
 from bridge.runtime.activity import Activity
+from bridge.runtime.node import node_name, open_store
 from bridge.store.journal import JOURNAL, IntakeJournal, run_applier
 from bridge.store.repo import Store
 from bridge.store.spool import Spool
@@ -136,11 +139,36 @@ def recover_listeners(settings: Settings, store: Store, node: str) -> int:
     return recorded
 
 
+def listen(settings: Settings, index: int, socket_fd: int) -> int:
+    """``bridge listen``: listener process ``index`` of ``bridge serve`` (which starts it with
+    ``dimse.listener_processes`` > 1), accepting on serve's listening socket ``socket_fd``.
+    SIGTERM: as serve's own listener, stop accepting, let running associations finish, record
+    what is left in the journal."""
+    store = open_store(settings, listener_node(node_name(settings), index), upgrade=False)
+    spool = Spool(settings.spool_dir, settings.spool, store.node_id)
+    spool.clean_partial()
+    door = Door(settings, store, spool)
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    door.start(socket.socket(fileno=socket_fd), index)
+    log.info("listener.process_started", index=index, journal_replayed=door.replayed)
+    stop.wait()
+    door.stop(settings.dimse.shutdown_grace)
+    store.engine.dispose()
+    return 0
+
+
 __all__ = [
     "JOURNAL_GATHER",
     "Door",
     "door_load_path",
     "journal_most",
+    "listen",
     "listener_node",
     "listening_socket",
     "recover_listeners",

@@ -9,10 +9,7 @@ worker had claimed is released (or its lease expires) for the next start.
 
 from __future__ import annotations
 
-import hmac
-import re
 import signal
-import socket
 import threading
 import time
 from pathlib import Path
@@ -21,49 +18,17 @@ from types import FrameType
 import uvicorn
 
 from bridge.config import Settings
-from bridge.domain.errors import ConfigError, StoreError
+from bridge.domain.errors import ConfigError
 from bridge.logging import get_logger
 from bridge.peers.connect import make_pacs
-from bridge.runtime.activity import Activity
-from bridge.runtime.door import Door, listener_node, listening_socket, recover_listeners
+from bridge.runtime.door import Door, listening_socket, recover_listeners
+from bridge.runtime.node import open_store
 from bridge.runtime.supervisor import WorkerSupervisor
-from bridge.runtime.worker import Pipeline, run_worker
-from bridge.store.db import make_engine, migrate, schema_status
-from bridge.store.repo import Store
+from bridge.runtime.worker import Pipeline
 from bridge.store.spool import Spool
 from bridge.web.app import create_app
 
 log = get_logger(__name__)
-
-
-def node_name(settings: Settings | None = None) -> str:
-    if settings is not None and settings.node_id:
-        return settings.node_id
-    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:24]
-
-
-def open_store(settings: Settings, node_id: str | None = None, upgrade: bool = True) -> Store:
-    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    engine = make_engine(settings.effective_database_url)
-    current, head = schema_status(engine)
-    if current != head:
-        if not upgrade:
-            raise StoreError("state store schema is not current: run `bridge migrate`")
-        migrate(engine)
-    cipher = None
-    if settings.vault.keys:
-        from bridge.store.vault_crypto import VaultCipher
-
-        cipher = VaultCipher([k.get_secret_value() for k in settings.vault.keys])
-    uid_key = None
-    if settings.deid.secret is not None:
-        secret = settings.deid.secret.get_secret_value().encode()
-        uid_key = hmac.new(secret, b"bridge: references to original UIDs", "sha256").digest()
-    store = Store(engine, node_id=node_id or node_name(settings), cipher=cipher, uid_key=uid_key)
-    store.on_write = Activity.of_node(settings.data_dir).mark
-    if upgrade:
-        store.vault.reference_clear_uids()  # rows written before references were kept
-    return store
 
 
 def serve(settings: Settings, config_file: Path | None = None, workers_here: bool = True) -> int:
@@ -173,34 +138,3 @@ def serve(settings: Settings, config_file: Path | None = None, workers_here: boo
     store.engine.dispose()
     log.info("bridge.stopped")
     return 0
-
-
-def listen(settings: Settings, index: int, socket_fd: int) -> int:
-    """``bridge listen``: listener process ``index`` of ``bridge serve`` (which starts it with
-    ``dimse.listener_processes`` > 1), accepting on serve's listening socket ``socket_fd``.
-    SIGTERM: as serve's own listener, stop accepting, let running associations finish, record
-    what is left in the journal."""
-    store = open_store(settings, listener_node(node_name(settings), index), upgrade=False)
-    spool = Spool(settings.spool_dir, settings.spool, store.node_id)
-    spool.clean_partial()
-    door = Door(settings, store, spool)
-    stop = threading.Event()
-
-    def _on_signal(signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
-    door.start(socket.socket(fileno=socket_fd), index)
-    log.info("listener.process_started", index=index, journal_replayed=door.replayed)
-    stop.wait()
-    door.stop(settings.dimse.shutdown_grace)
-    store.engine.dispose()
-    return 0
-
-
-def worker(settings: Settings, index: int) -> int:
-    """``bridge worker``: the pipeline alone (started by ``serve``, or run on other nodes)."""
-    settings.require_pipeline()
-    store = open_store(settings, node_id=f"{node_name(settings)}-w{index}", upgrade=False)
-    return run_worker(settings, store)

@@ -48,6 +48,7 @@ from bridge.pipeline.sweep import Sweep
 from bridge.pipeline.turnaround import PastDue
 from bridge.pipeline.watch import Watch
 from bridge.runtime.activity import Activity, Gate, ListenerFirst
+from bridge.runtime.node import node_name, open_store
 from bridge.store.jobs import FHIR_JOB, ORU_JOB
 from bridge.store.leases import start_renewals
 from bridge.store.repo import Store
@@ -444,3 +445,10 @@ def run_worker(settings: Settings, store: Store) -> int:
     store.engine.dispose()
     log.info("worker.stopped", node=store.node_id)
     return 0
+
+
+def worker_process(settings: Settings, index: int) -> int:
+    """``bridge worker``: the pipeline alone (started by ``serve``, or run on other nodes)."""
+    settings.require_pipeline()
+    store = open_store(settings, node_id=f"{node_name(settings)}-w{index}", upgrade=False)
+    return run_worker(settings, store)

@@ -8,7 +8,7 @@ from pathlib import Path
 from bridge.config import Settings
 from bridge.domain.records import Received
 from bridge.runtime.door import listener_node, recover_listeners
-from bridge.runtime.service import open_store
+from bridge.runtime.node import open_store
 from bridge.store.journal import IntakeJournal
 from bridge.store.spool import RECEIVED, Spool
 

@@ -208,3 +208,39 @@ def test_only_the_wiring_builds_peers_and_the_engine() -> None:
         if d in FACTORIES and not m.startswith(("bridge.runtime", "bridge.cli"))
     )
     assert builders == []
+
+
+def test_worker_and_listener_processes_leave_the_web_application_out(tmp_path: Path) -> None:
+    """`bridge worker` and `bridge listen` import what they run, not the HTTP server and the
+    console (fastapi, starlette, uvicorn, Jinja2: about 10 MiB of each process's memory)."""
+    import subprocess
+    import sys
+
+    code = """
+import argparse, sys
+from bridge.cli import runtime
+from bridge.config import Settings
+settings = Settings(data_dir=sys.argv[1])
+for command, args in (
+    (runtime.worker, argparse.Namespace(index=0)),  # stops at the missing secret
+    (runtime.listen, argparse.Namespace(index=1, socket_fd=-1)),  # at the store's schema
+):
+    try:
+        command(args, settings)
+    except Exception:
+        pass
+    else:
+        raise SystemExit("the command was meant to stop early")
+web = ("fastapi", "starlette", "uvicorn", "jinja2")
+print(sorted({m for m in sys.modules if m.split(".")[0] in web or m.startswith("bridge.web")}))
+"""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "data")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        check=True,
+    )
+    assert out.stdout.strip() == "[]", out.stdout

@@ -10,7 +10,7 @@ import pytest
 
 from bridge.config import Settings
 from bridge.domain.errors import StoreError
-from bridge.runtime.service import open_store
+from bridge.runtime.node import open_store
 from bridge.store.db import MIGRATIONS_DIR, make_engine, schema_head, schema_status
 
 
@@ -30,7 +30,7 @@ def test_a_worker_checks_the_schema_without_loading_alembic(tmp_path: Path):
     open_store(settings).engine.dispose()  # (migrates: a new database)
     check = (
         "import sys; from bridge.config import Settings; "
-        "from bridge.runtime.service import open_store; "
+        "from bridge.runtime.node import open_store; "
         f"s = Settings(data_dir={str(tmp_path)!r}); "
         "open_store(s, upgrade=False); open_store(s); "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('alembic', 'mako')))"

@@ -23,7 +23,7 @@ def test_leftover_folders_in_partial_are_cleaned_at_start(tmp_path):
 
 def test_the_listener_leaves_the_process_temporary_directory_alone(tmp_path):
     from bridge.ingest.listener import Listener
-    from bridge.runtime.service import open_store
+    from bridge.runtime.node import open_store
     from bridge.store.journal import IntakeJournal
 
     before = tempfile.gettempdir()
