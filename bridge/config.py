@@ -548,8 +548,9 @@ class WorkerSettings(BaseModel):
     #: opened or an instance was stored.
     intake_quiet_seconds: float = Field(0.3, gt=0, le=60)
     #: "wait": the longest they wait in a row for a sender that does not stop; then they run
-    #: as long, and wait again.
-    intake_max_wait_seconds: float = Field(10.0, gt=0, le=3600)
+    #: as long, and wait again. A minute (Orthanc's default StableAge): a 2,000-slice study
+    #: arrives whole before the pipeline starts on it.
+    intake_max_wait_seconds: float = Field(60.0, gt=0, le=3600)
 
 
 class Settings(BaseSettings):
