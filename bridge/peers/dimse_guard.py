@@ -191,12 +191,13 @@ class DoorLoad:
 
 
 def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (another user's process counts: PermissionError)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
     return True
 
 
