@@ -100,7 +100,7 @@ class DimseSettings(BaseModel):
     #: ``bridge listen`` processes sharing its socket). One process serves its associations
     #: one at a time under Python's interpreter lock: for PACS that send with several
     #: associations at once, set it to the number of cores. The connection caps below, and
-    #: max_associations, hold per process.
+    #: max_associations, hold for the node (all its listener processes together).
     listener_processes: int = Field(1, ge=1, le=32)
     #: Connections one address may hold open at once (beyond: closed at accept, unread); the
     #: listener holds at most twice max_associations plus four.

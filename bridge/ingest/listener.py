@@ -33,7 +33,6 @@ from typing import Any
 import structlog
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, dimse_messages, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
-from pynetdicom.transport import ThreadedAssociationServer
 
 from bridge import metrics
 from bridge.config import Settings
@@ -54,6 +53,9 @@ STATUS_DATASET_MISMATCH = 0xA900
 # A-ASSOCIATE-RJ (result, source, diagnostic)
 _REJECT_CALLING = (0x01, 0x01, 0x03)
 _REJECT_CALLED = (0x01, 0x01, 0x07)
+#: Rejected transient, service provider (presentation), local limit exceeded: as pynetdicom
+#: answers over ``maximum_associations`` in one process.
+_REJECT_BUSY = (0x02, 0x03, 0x02)
 
 
 def _nothing() -> None:
@@ -83,7 +85,7 @@ class Listener:
         #: Called when an association is admitted and after each instance stored: the node's
         #: pipeline waits while the listener receives (``runtime/activity.py`` ListenerFirst).
         self.on_receiving = on_receiving or _nothing
-        self._server: ThreadedAssociationServer | None = None
+        self._server: dimse_guard.GuardedServer | None = None
         self._load: dimse_guard.DoorLoad | None = None
 
         # Stream each received dataset to a file in this node's spool/partial folder. pynetdicom
@@ -204,7 +206,22 @@ class Listener:
             metrics.ASSOCIATIONS_REJECTED.labels(reason="called_aet").inc()
             self._reject(assoc, _REJECT_CALLED)
             return
+        if self._node_is_full():
+            log.warning("association.rejected", reason="too many associations on the node")
+            metrics.ASSOCIATIONS_REJECTED.labels(reason="associations").inc()
+            self._reject(assoc, _REJECT_BUSY)
+            return
         self.on_receiving()
+
+    def _node_is_full(self) -> bool:
+        """Over ``dimse.max_associations`` counting the node's other listener processes too
+        (their open connections; pynetdicom counts this process's own associations, this one
+        included, and rejects alike)."""
+        server = self._server
+        others = 0 if server is None else server.others_open()
+        if server is None or not others:
+            return False
+        return server.open_connections() + others > self.settings.dimse.max_associations
 
     @staticmethod
     def _reject(assoc: Any, rsd: tuple[int, int, int]) -> None:

@@ -10,16 +10,19 @@ check runs: one peer announcing a 300 MiB PDU would make the process hold 300 Mi
   The peer gets an A-ABORT and the connection is closed;
 * one address may hold at most ``dimse.max_connections_per_peer`` connections, and the
   listener at most twice ``dimse.max_associations`` (plus a few): the excess is closed at
-  accept, before a byte is read (each listener process counts its own).
+  accept, before a byte is read. With several listener processes the caps hold for the node
+  as a whole: each process adds what the others published in the load file (below).
 
 Several listener processes may share one listening socket (``dimse.listener_processes``,
 ``runtime/door.py``): each polls it and accepts without blocking (the others' loss is an
 ``EAGAIN``, which socketserver ignores). Each publishes its open connections in a small shared
-file (:class:`DoorLoad`); a process serving more than the least busy live one leaves a waiting
-connection to it, for up to ``_LEAVE_AT_MOST`` seconds (then takes it: the other may be stuck),
-so that four associations sent at once go two and two to two processes (the kernel would hand
-them to whichever process woke first, and which one wakes first depends on each process's
-interpreter lock).
+file (:class:`DoorLoad`), in all and for its busiest addresses. A process serving more than the
+least busy live one leaves a waiting connection to it, for up to ``_LEAVE_AT_MOST`` seconds
+(then takes it: the other may be stuck), so that four associations sent at once go two and two
+to two processes (the kernel would hand them to whichever process woke first, and which one
+wakes first depends on each process's interpreter lock). Two processes admitting at the same
+instant may each pass a cap the other's connection then fills: the node may go over a cap by
+at most one connection per other process, never by a multiple of the cap.
 
 The PDU bound replaces ``DULServiceProvider._read_pdu_data`` (pynetdicom 3.x) with the same
 steps plus the length check; it applies to every association of the process (the bridge's own
@@ -37,6 +40,8 @@ import socket
 import struct
 import threading
 import time
+import zlib
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from ssl import SSLContext
 from typing import Any
@@ -127,6 +132,11 @@ def _transport_closed(dul: DULServiceProvider) -> None:
     that rejects, then closes) the event alone, as pynetdicom does: closing there races its
     handling of the A-ASSOCIATE-RJ just read."""
     sock: Any = dul.socket
+    if dul.assoc.is_acceptor and dul.state_machine.current_state == "Sta2":
+        # Closed before any A-ASSOCIATE-RQ (a TCP health check, a port scan): the association
+        # thread waits for the request up to the ACSE timeout, counted by pynetdicom against
+        # maximum_associations all the while. "No request" ends it now, as its timeout would.
+        dul.to_user_queue.put(None)  # type: ignore[arg-type]
     if dul.assoc.is_acceptor and sock is not None and is_open(sock):
         sock.close()
     else:
@@ -149,16 +159,23 @@ def install() -> None:
 
 class DoorLoad:
     """The open connections of each listener process sharing one listening socket, in a file
-    every one of them maps: slot ``index`` (0: serve's own listener) holds the process id and
-    its count. ``create`` (serve, before it starts the others) starts it empty."""
+    every one of them maps: slot ``index`` (0: serve's own listener) holds the process id, its
+    count, and the counts of its ``ADDRESSES`` busiest peer addresses (each as a 32-bit hash:
+    two addresses that collide are counted together, which only errs on the strict side).
+    ``create`` (serve, before it starts the others) starts it empty. Each process writes only
+    its own slot; readers take the others' as they are (a count read mid-write is off by the
+    connection being written, as if read a moment earlier or later)."""
 
     SLOTS = 32
-    _SLOT = struct.Struct("<ii")
+    ADDRESSES = 8
+    _HEAD = struct.Struct("<ii")
+    _PEER = struct.Struct("<Ii")
+    _SLOT_SIZE = _HEAD.size + ADDRESSES * _PEER.size
 
     def __init__(self, path: os.PathLike[str] | str, index: int, create: bool = False) -> None:
         if not 0 <= index < self.SLOTS:
             raise ValueError(f"listener process index {index} is outside 0..{self.SLOTS - 1}")
-        size = self.SLOTS * self._SLOT.size
+        size = self.SLOTS * self._SLOT_SIZE
         flags = os.O_RDWR | os.O_CREAT | (os.O_TRUNC if create else 0)
         fd = os.open(path, flags, 0o600)
         try:
@@ -170,24 +187,61 @@ class DoorLoad:
         self.index = index
         self._pid = os.getpid()
 
-    def publish(self, count: int) -> None:
-        self._SLOT.pack_into(self._map, self.index * self._SLOT.size, self._pid, count)
+    def publish(self, count: int, by_address: Mapping[str, int] | None = None) -> None:
+        """This process's open connections, in all and by peer address (its busiest
+        ``ADDRESSES``; None: leave the addresses as last published)."""
+        base = self.index * self._SLOT_SIZE
+        if by_address is not None:
+            busiest = sorted(by_address.items(), key=lambda kv: -kv[1])[: self.ADDRESSES]
+            entries = [(_address_key(host), n) for host, n in busiest]
+            entries += [(0, 0)] * (self.ADDRESSES - len(entries))
+            at = base + self._HEAD.size
+            for k, (key, n) in enumerate(entries):
+                self._PEER.pack_into(self._map, at + k * self._PEER.size, key, n)
+        self._HEAD.pack_into(self._map, base, self._pid, count)
+
+    def _others(self) -> Iterator[int]:
+        """The slots of the other live listener processes."""
+        for k in range(self.SLOTS):
+            if k == self.index:
+                continue
+            pid, _ = self._HEAD.unpack_from(self._map, k * self._SLOT_SIZE)
+            if pid > 0 and _alive(pid):
+                yield k
+
+    def _count(self, slot: int) -> int:
+        return max(0, int(self._HEAD.unpack_from(self._map, slot * self._SLOT_SIZE)[1]))
 
     def least_other(self) -> int | None:
         """The fewest open connections of another live listener process (None: none)."""
-        least = None
-        for k in range(self.SLOTS):
-            pid, count = self._SLOT.unpack_from(self._map, k * self._SLOT.size)
-            if k == self.index or pid <= 0 or not _alive(pid):
-                continue
-            least = count if least is None else min(least, count)
-        return least
+        return min((self._count(k) for k in self._others()), default=None)
+
+    def others(self, address: str) -> tuple[int, int]:
+        """The open connections of the other live listener processes: in all, and from
+        ``address``."""
+        key = _address_key(address)
+        total = from_address = 0
+        for k in self._others():
+            total += self._count(k)
+            base = k * self._SLOT_SIZE + self._HEAD.size
+            for j in range(self.ADDRESSES):
+                peer, n = self._PEER.unpack_from(self._map, base + j * self._PEER.size)
+                if peer == key:
+                    from_address += max(0, n)
+        return total, from_address
 
     def close(self) -> None:
         """This process no longer accepts: the others stop leaving connections to it."""
         with contextlib.suppress(ValueError, BufferError):
-            self._SLOT.pack_into(self._map, self.index * self._SLOT.size, 0, 0)
+            self._map[self.index * self._SLOT_SIZE : (self.index + 1) * self._SLOT_SIZE] = bytes(
+                self._SLOT_SIZE
+            )
             self._map.close()
+
+
+def _address_key(address: str) -> int:
+    """A peer address as published in the load file (never 0: 0 is an empty entry)."""
+    return zlib.crc32(address.encode()) or 1
 
 
 def _alive(pid: int) -> bool:
@@ -276,8 +330,7 @@ class GuardedServer(ThreadedAssociationServer):
 
     def _on_closed(self, event: evt.Event) -> None:
         self._gone()
-        if self._load is not None:
-            self._load.publish(self.open_connections(leaving=event.assoc))
+        self._publish(leaving=event.assoc)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """An admitted connection whose association failed to start (socketserver closes it;
@@ -289,23 +342,46 @@ class GuardedServer(ThreadedAssociationServer):
         with self._starting_lock:
             self._connections = max(0, self._connections - 1)
 
+    def _by_address(self, leaving: Any = None) -> dict[str, int]:
+        """This process's open connections by peer address (call with ``_starting_lock``)."""
+        counts = dict(self._starting)
+        for a in self.active_associations:
+            if a is not leaving and is_open(a.dul.socket):
+                host = _host(a.requestor.address_info)
+                counts[host] = counts.get(host, 0) + 1
+        return counts
+
+    def _publish(self, leaving: Any = None) -> None:
+        if self._load is None:
+            return
+        with self._starting_lock:
+            by_address = self._by_address(leaving)
+        self._load.publish(self.open_connections(leaving), by_address)
+
     def verify_request(self, request: Any, client_address: Any) -> bool:
         host = _host(client_address)
-        running = [a for a in self.active_associations if is_open(a.dul.socket)]
+        others, others_from_host = (0, 0) if self._load is None else self._load.others(host)
         with self._starting_lock:
-            mine = sum(1 for a in running if _host(a.requestor.address_info) == host)
-            mine += self._starting.get(host, 0)
-            everyone = len(running) + sum(self._starting.values())
-            admitted = mine < self.per_peer and everyone < self.total
+            by_address = self._by_address()
+            mine = sum(by_address.values())
+            admitted = (
+                by_address.get(host, 0) + others_from_host < self.per_peer
+                and mine + others < self.total
+            )
             if admitted:
                 self._starting[host] = self._starting.get(host, 0) + 1
                 self._connections += 1
                 if self._load is not None:
-                    self._load.publish(min(self._connections, everyone + 1))
+                    by_address[host] = by_address.get(host, 0) + 1
+                    self._load.publish(min(self._connections, mine + 1), by_address)
         if not admitted:
             log.warning("association.connection_refused", reason="too many connections")
             metrics.ASSOCIATIONS_REJECTED.labels(reason="connections").inc()
         return admitted
+
+    def others_open(self) -> int:
+        """The open connections of the node's other listener processes (0: none)."""
+        return 0 if self._load is None else self._load.others("")[0]
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
@@ -318,6 +394,7 @@ class GuardedServer(ThreadedAssociationServer):
                     self._starting[host] = left
                 else:
                     self._starting.pop(host, None)
+            self._publish()
 
 
 def _host(address: Any) -> str:

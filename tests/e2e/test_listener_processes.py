@@ -5,14 +5,18 @@ forwarded, and a kill -9 in the middle loses nothing acknowledged, whichever pro
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 import sqlalchemy
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification
 
 from bridge.deid.pseudonyms import Pseudonymizer
+from bridge.peers.dimse_guard import DoorLoad
 from bridge.sample import make_study
 from conftest import DEID_SECRET, bridge_env
 from tests.e2e.conftest import count_study
@@ -138,3 +142,70 @@ def test_kill9_with_listener_processes_loses_nothing_acknowledged(
     assert count_study(reading, pseudo.uid(study.study_uid)) == n
     spool = bridge.workdir / "data" / "spool"
     assert list((spool / "received").iterdir()) == []  # (never acknowledged: in orphans/)
+
+
+def _door_load(bridge: BridgeProcess) -> tuple[int, int]:
+    """What the node's listener processes publish: open connections in all and from
+    127.0.0.1 (read as a process that holds none: slot 31 stays unwritten)."""
+    return DoorLoad(bridge.workdir / "data" / "door-load", DoorLoad.SLOTS - 1).others("127.0.0.1")
+
+
+def _until(check, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_the_caps_hold_for_the_node_not_for_each_listener_process(reading, make_bridge):
+    """Two listener processes, ``max_associations`` 2, ``max_connections_per_peer`` 3: two
+    associations open (one in each process, which each would admit a second), the third is
+    rejected as pynetdicom rejects over its own limit; one more bare connection from the same
+    address is admitted, the next one closed at accept unread; a released association frees
+    its place."""
+    env = bridge_env(
+        reading,
+        None,
+        BRIDGE_DIMSE__LISTENER_PROCESSES="2",
+        BRIDGE_DIMSE__MAX_ASSOCIATIONS="2",
+        BRIDGE_DIMSE__MAX_CONNECTIONS_PER_PEER="3",
+        BRIDGE_NODE_ID="door",
+    )
+    bridge = make_bridge(env)
+    _wait_listeners(bridge, 1)
+    ae = AE("CAPS")
+    ae.add_requested_context(Verification)
+    ae.acse_timeout = 10
+    port = bridge.dimse_port
+    held = [ae.associate("127.0.0.1", port, ae_title="SECONDOPINION") for _ in range(2)]
+    bare: list[socket.socket] = []
+    try:
+        assert all(a.is_established for a in held)
+        _until(lambda: _door_load(bridge) == (2, 2))
+
+        third = ae.associate("127.0.0.1", port, ae_title="SECONDOPINION")
+        assert third.is_rejected
+        rj = third.acceptor.primitive
+        assert (rj.result, rj.result_source, rj.diagnostic) == (0x02, 0x03, 0x02)
+        assert '"too many associations on the node"' in bridge.log()
+        _until(lambda: _door_load(bridge) == (2, 2))  # the rejected one has gone
+
+        bare.append(socket.create_connection(("127.0.0.1", port), timeout=2))
+        _until(lambda: _door_load(bridge) == (3, 3))
+        refused = socket.create_connection(("127.0.0.1", port), timeout=5)
+        assert refused.recv(1) == b""  # closed at accept, before a byte was read
+        refused.close()
+        assert _door_load(bridge) == (3, 3)
+
+        bare.pop().close()
+        held.pop().release()
+        _until(lambda: _door_load(bridge) == (1, 1))
+        again = ae.associate("127.0.0.1", port, ae_title="SECONDOPINION")
+        assert again.is_established
+        held.append(again)
+        assert again.send_c_echo().Status == 0x0000
+    finally:
+        for a in held:
+            a.release()
+        for s in bare:
+            s.close()

@@ -29,10 +29,33 @@ def test_each_process_sees_the_least_busy_live_other(tmp_path: Path) -> None:
     assert serve.least_other() == 2
     # a process killed without closing: its pid is gone, its count no longer counts
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], **_OUT)
-    DoorLoad._SLOT.pack_into(serve._map, 5 * DoorLoad._SLOT.size, int(dead.stdout), 0)
+    DoorLoad._HEAD.pack_into(serve._map, 5 * DoorLoad._SLOT_SIZE, int(dead.stdout), 9)
     assert serve.least_other() == 2
+    assert serve.others("10.0.0.1") == (2, 0)
     # serve's next start begins empty
     assert DoorLoad(path, 0, create=True).least_other() is None
+
+
+def test_each_process_sees_what_the_others_hold_in_all_and_from_one_address(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "door-load"
+    serve = DoorLoad(path, 0, create=True)
+    first, second = DoorLoad(path, 1), DoorLoad(path, 2)
+    serve.publish(2, {"10.0.0.1": 2})
+    first.publish(4, {"10.0.0.1": 1, "10.0.0.2": 3})
+    # more addresses than a slot holds: its busiest are published
+    second.publish(12, {f"10.0.1.{k}": 1 for k in range(10)} | {"10.0.0.1": 2})
+    assert serve.others("10.0.0.1") == (16, 3)
+    assert serve.others("10.0.0.2") == (16, 3)
+    assert first.others("10.0.0.1") == (14, 4)
+    assert second.others("10.0.0.9") == (6, 0)
+    first.publish(1)  # the total alone: its addresses stay as they were
+    assert serve.others("10.0.0.2") == (13, 3)
+    first.publish(0, {})
+    assert serve.others("10.0.0.2") == (12, 0)
+    second.close()
+    assert serve.others("10.0.0.1") == (0, 0)
 
 
 def test_a_busier_process_leaves_a_waiting_connection_to_the_less_busy(tmp_path: Path) -> None:
