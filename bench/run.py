@@ -287,9 +287,17 @@ def scale(work: Path, files: list[Path], workers: int) -> float:
 
 
 # -- main -------------------------------------------------------------------------------------
-def median_of(runs: int, fn: Callable[[int], float]) -> tuple[float, list[float]]:
-    values = [fn(i) for i in range(runs)]
-    return statistics.median(values), values
+def interleaved(
+    runs: int, receivers: dict[str, Callable[[int], float]]
+) -> dict[str, tuple[float, list[float]]]:
+    """Each receiver ``runs`` times, taking turns (run 1 of each, then run 2 of each, ...), so
+    that the machine's drift over the minutes of a run weighs on every receiver alike: the
+    median and the runs of each."""
+    values: dict[str, list[float]] = {name: [] for name in receivers}
+    for i in range(runs):
+        for name, fn in receivers.items():
+            values[name].append(fn(i))
+    return {name: (statistics.median(v), v) for name, v in values.items()}
 
 
 def fmt(values: list[float]) -> str:
@@ -315,16 +323,20 @@ def main() -> int:
 
         # 1. ingest
         log(f"ingest, {n} instances, {runs} runs")
-        scp, scp_v = median_of(runs, lambda i: ingest.storescp(root / f"scp{i}", small.paths))
-        orth, orth_v = median_of(runs, lambda i: ingest.orthanc(root / f"orth{i}", small.paths))
-        brg, brg_v = median_of(runs, lambda i: ingest.bridge(root / f"brg{i}", small.paths))
-        yld, yld_v = median_of(
+        first = interleaved(
             runs,
-            lambda i: ingest.bridge(root / f"yield{i}", small.paths, listener_first="yield"),
+            {
+                "scp": lambda i: ingest.storescp(root / f"scp{i}", small.paths),
+                "orth": lambda i: ingest.orthanc(root / f"orth{i}", small.paths),
+                "brg": lambda i: ingest.bridge(root / f"brg{i}", small.paths),
+                "yld": lambda i: ingest.bridge(
+                    root / f"yield{i}", small.paths, listener_first="yield"
+                ),
+                "alone": lambda i: ingest.bridge(root / f"alone{i}", small.paths, pipeline=False),
+            },
         )
-        alone, alone_v = median_of(
-            runs, lambda i: ingest.bridge(root / f"alone{i}", small.paths, pipeline=False)
-        )
+        (scp, scp_v), (orth, orth_v), (brg, brg_v) = first["scp"], first["orth"], first["brg"]
+        (yld, yld_v), (alone, alone_v) = first["yld"], first["alone"]
         log(
             f"  storescp {fmt(scp_v)}; Orthanc {fmt(orth_v)}; bridge {fmt(brg_v)}; "
             f"listener_first yield {fmt(yld_v)}; listener alone {fmt(alone_v)}"
@@ -336,17 +348,20 @@ def main() -> int:
         log(f"  storescp {scp_l:.2f}; Orthanc {orth_l:.2f}; bridge {brg_l:.2f}")
         procs = os.cpu_count() or 2
         log(f"ingest, {n} instances over 4 associations, {runs} runs")
-        orth4, orth4_v = median_of(
-            runs, lambda i: ingest.orthanc(root / f"orth4-{i}", small.paths, 4)
-        )
-        brg4, brg4_v = median_of(
-            runs, lambda i: ingest.bridge(root / f"brg4-{i}", small.paths, associations=4)
-        )
-        multi4, multi4_v = median_of(
+        four = interleaved(
             runs,
-            lambda i: ingest.bridge(
-                root / f"multi4-{i}", small.paths, associations=4, listeners=procs
-            ),
+            {
+                "orth": lambda i: ingest.orthanc(root / f"orth4-{i}", small.paths, 4),
+                "brg": lambda i: ingest.bridge(root / f"brg4-{i}", small.paths, associations=4),
+                "multi": lambda i: ingest.bridge(
+                    root / f"multi4-{i}", small.paths, associations=4, listeners=procs
+                ),
+            },
+        )
+        (orth4, orth4_v), (brg4, brg4_v), (multi4, multi4_v) = (
+            four["orth"],
+            four["brg"],
+            four["multi"],
         )
         log(f"  Orthanc {fmt(orth4_v)}; bridge {fmt(brg4_v)}; {procs} processes {fmt(multi4_v)}")
         rows += [
@@ -362,7 +377,9 @@ def main() -> int:
             'listener has been quiet for 0.3 s (`worker.listener_first` "wait", the default); '
             'with "yield" it works while the study arrives, at the lowest CPU priority; '
             '"listener alone" is `serve --no-workers`, nothing else running. The bridge is '
-            "timed once its processes are idle (its start is not timed).",
+            "timed once its processes are idle (its start is not timed). The receivers of one "
+            "table take turns (run 1 of each, then run 2 of each, ...), so that the machine's "
+            "drift weighs on each alike.",
             "",
             "| receiver | instances | seconds (median) | runs | instances/s | rate vs Orthanc "
             "| rate vs storescp |",
@@ -401,21 +418,23 @@ def main() -> int:
 
         # 2 + 4. end to end, with peak RSS
         log(f"end to end, {n} instances, {runs} runs (header path)")
-        d, d_v = median_of(runs, lambda i: ingest.orthanc(root / f"d{i}", small.paths))
+        d_v: list[float] = []
+        yielded: list[float] = []
         e2e, cpu_runs = [], []
-        for i in range(runs):
+        for i in range(runs):  # taking turns, as the ingest's receivers
+            d_v.append(ingest.orthanc(root / f"d{i}", small.paths))
             e2e.append(via_bridge(root / f"e{i}", small.paths, small.study_uid))
             cpu_runs.append(dict(LAST_CPU))
+            yielded.append(
+                via_bridge(
+                    root / f"ey{i}",
+                    small.paths,
+                    small.study_uid,
+                    {"BRIDGE_WORKER__LISTENER_FIRST": "yield"},
+                )[1]
+            )
+        d = statistics.median(d_v)
         cpu = {k: statistics.median(r[k] for r in cpu_runs) for k in cpu_runs[0]}
-        yielded = [
-            via_bridge(
-                root / f"ey{i}",
-                small.paths,
-                small.study_uid,
-                {"BRIDGE_WORKER__LISTENER_FIRST": "yield"},
-            )[1]
-            for i in range(runs)
-        ]
         e_y = statistics.median(yielded)
         d_cpu = statistics.median(direct_cpu(root / f"dc{i}", small.paths) for i in range(runs))
         e, e_v = statistics.median(x[1] for x in e2e), [x[1] for x in e2e]
@@ -447,7 +466,7 @@ def main() -> int:
             "",
             "Timed from the first byte sent until the bridge has every instance stored in the "
             "reading Orthanc (STOW-RS answered); direct = storescu straight into the same kind "
-            "of Orthanc.",
+            "of Orthanc. The 200-instance rows take turns (direct, bridge, yield, then again).",
             "",
             "| path | instances | seconds | runs | ratio to direct |",
             "|---|---:|---:|---|---:|",
