@@ -29,7 +29,10 @@ SECRET = "bench-secret-0123456789abcdef"  # noqa: S105 - a benchmark fixture
 
 def timed_storescu(port: int, files: list[Path], aet: str, associations: int = 1) -> float:
     """Seconds until every file is acknowledged; ``associations`` storescu processes at once,
-    each sending its share of the study (as a PACS sending with several associations)."""
+    each sending its share of the study (as a PACS sending with several associations). The
+    disks are synced first: storescp does not fsync, and the writeback of what it (or an earlier
+    receiver) left would otherwise fall on the receiver timed next."""
+    os.sync()  # what earlier runs left in the page cache is not written during this one
     if associations > 1:
         return _parallel(port, files, aet, associations)
     t = time.perf_counter()

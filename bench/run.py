@@ -152,6 +152,7 @@ def via_bridge(
         pids[f"bridge worker {i + 1}" if i else "bridge worker"] = child
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     try:
+        os.sync()  # (as timed_storescu: earlier runs' writeback not timed here)
         t = time.perf_counter()
         ingest_s = timed_storescu(b.dimse_port, files, "SECONDOPINION")
         deadline = time.monotonic() + 1800
@@ -379,7 +380,8 @@ def main() -> int:
             '"listener alone" is `serve --no-workers`, nothing else running. The bridge is '
             "timed once its processes are idle (its start is not timed). The receivers of one "
             "table take turns (run 1 of each, then run 2 of each, ...), so that the machine's "
-            "drift weighs on each alike.",
+            "drift weighs on each alike, and every timed run starts with the disks synced (the "
+            "writeback of what storescp, which does not fsync, left is not timed on the next).",
             "",
             "| receiver | instances | seconds (median) | runs | instances/s | rate vs Orthanc "
             "| rate vs storescp |",
