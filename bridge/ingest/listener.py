@@ -86,7 +86,6 @@ class Listener:
         #: pipeline waits while the listener receives (``runtime/activity.py`` ListenerFirst).
         self.on_receiving = on_receiving or _nothing
         self._server: dimse_guard.GuardedServer | None = None
-        self._load: dimse_guard.DoorLoad | None = None
 
         # Stream each received dataset to a file in this node's spool/partial folder. pynetdicom
         # writes it with tempfile.NamedTemporaryFile: its module's name is pointed at one that
@@ -142,7 +141,6 @@ class Listener:
             shared=shared,
             load=load,
         )
-        self._load = load
         log.info(
             "listener.started",
             ae_title=dimse.ae_title,
@@ -164,9 +162,7 @@ class Listener:
         server, self._server = self._server, None
         if server is None:
             return
-        server.shutdown()
-        if self._load is not None:
-            self._load.close()
+        server.shutdown()  # (and leaves the load file: the others stop sending it connections)
         running = server.active_associations
         deadline = time.monotonic() + grace
         while running and time.monotonic() < deadline:

@@ -216,13 +216,15 @@ class DoorLoad:
         """The fewest open connections of another live listener process (None: none)."""
         return min((self._count(k) for k in self._others()), default=None)
 
-    def others(self, address: str) -> tuple[int, int]:
+    def others(self, address: str | None = None) -> tuple[int, int]:
         """The open connections of the other live listener processes: in all, and from
-        ``address``."""
-        key = _address_key(address)
+        ``address`` (None: 0, not looked up)."""
+        key = None if address is None else _address_key(address)
         total = from_address = 0
         for k in self._others():
             total += self._count(k)
+            if key is None:
+                continue
             base = k * self._SLOT_SIZE + self._HEAD.size
             for j in range(self.ADDRESSES):
                 peer, n = self._PEER.unpack_from(self._map, base + j * self._PEER.size)
@@ -293,6 +295,12 @@ class GuardedServer(ThreadedAssociationServer):
         self.socket = self._shared
         self.socket.setblocking(False)
         self.server_address = self.socket.getsockname()
+
+    def shutdown(self) -> None:
+        """Stop accepting; the other listener processes stop leaving connections to this one."""
+        super().shutdown()
+        if self._load is not None:
+            self._load.close()
 
     def server_activate(self) -> None:
         if self._shared is None:
@@ -381,7 +389,7 @@ class GuardedServer(ThreadedAssociationServer):
 
     def others_open(self) -> int:
         """The open connections of the node's other listener processes (0: none)."""
-        return 0 if self._load is None else self._load.others("")[0]
+        return 0 if self._load is None else self._load.others()[0]
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
